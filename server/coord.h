@@ -1,0 +1,120 @@
+/*
+ * coord.h - the coordinator: how instances agree on who fires a slot, mint
+ * fencing tokens, share the job catalog and publish run history.
+ *
+ * Two implementations sit behind this one interface: standalone (SQLite,
+ * coord_standalone.c) and cluster (Redlock over N Redis nodes). The scheduler
+ * and the API only ever call through struct coord_ops.
+ *
+ * Calls are batched (n claims at once) because a scheduler tick often holds
+ * many slots due at the same instant; the cluster implementation pipelines a
+ * batch into one round per node. Every function may be called from any
+ * thread; implementations serialise internally.
+ */
+#ifndef CF_COORD_H
+#define CF_COORD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "run.h"
+
+/* Fencing tokens: (counter << 16) | instance ordinal, below 2^53 (DESIGN §4.2). */
+#define COORD_ORDINAL_BITS 16
+#define COORD_TOKEN_MAX ((int64_t)1 << 53)
+
+/*
+ * The token minted over the highest committed token seen, m, for an instance
+ * with the given ordinal: (floor(m / 2^16) + 1) * 2^16 + ordinal. Returns -1
+ * when the result would reach 2^53.
+ */
+int64_t coord_mint_token(int64_t highest_seen, unsigned ordinal);
+
+/* One firing to claim. The caller fills the inputs; the coordinator the outputs. */
+struct coord_claim {
+    /* in */
+    const char *job;  /* borrowed */
+    int64_t slot_ms;  /* T (wall ms); for a manual run, its trigger instant */
+    int64_t lease_ms; /* lock lifetime */
+    bool per_slot;    /* overlap=allow: the lock covers (job, T) rather than the job */
+    bool advance;     /* commit fence.last = max(last, T); false for manual runs */
+
+    /* out */
+    int result;           /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
+    int64_t busy_slot_ms; /* with CF_ERR_BUSY: the holder's T */
+    int64_t token;        /* with CF_OK: the committed fencing token */
+    char nonce[33];       /* lock value's random part, kept for extend and release */
+    int64_t valid_until_boot_ms; /* CLOCK_BOOTTIME instant the lease is safe until */
+};
+
+/* Called by the coordinator when the catalog changes underneath (cluster peers). */
+typedef void (*coord_job_changed_fn)(void *ctx, const char *name);
+
+struct coord;
+
+struct coord_ops {
+    /*
+     * Claims and commits each of n firings (DESIGN §4.2, both rounds),
+     * setting claims[i].result: CF_OK (token minted, lease held), CF_ERR_FIRED
+     * (the slot was delivered already), CF_ERR_BUSY (another run holds the
+     * lock; busy_slot_ms says which slot), CF_ERR_NO_QUORUM or another error
+     * (nothing held; the caller may retry within the starting deadline).
+     * Returns CF_OK when the batch was processed.
+     */
+    int (*claim)(struct coord *coord, struct coord_claim *claims, size_t n);
+    /*
+     * Extends the leases of n held claims by their lease_ms (never
+     * re-creating a lost lock): per claim CF_OK with valid_until_boot_ms
+     * moved on, or CF_ERR_LOST.
+     */
+    int (*extend)(struct coord *coord, struct coord_claim *claims, size_t n);
+    /* Releases n held claims; best effort, never waits beyond the node timeout. */
+    void (*release)(struct coord *coord, const struct coord_claim *claims, size_t n);
+
+    /*
+     * Writes job (the catalog's copy) under the catalog lock: with
+     * create_only, CF_ERR_CONFLICT when the name exists; with if_match > 0,
+     * CF_ERR_PRECONDITION unless the current version equals it. On success
+     * the new version and timestamps are written into job (created_at kept
+     * from the previous version) and *created says whether it is new.
+     */
+    int (*catalog_put)(struct coord *coord, struct job *job, bool create_only, int64_t if_match,
+                       bool *created);
+    /* Deletes name (a tombstone); CF_ERR_NOT_FOUND, CF_ERR_PRECONDITION as above. */
+    int (*catalog_delete)(struct coord *coord, const char *name, int64_t if_match);
+
+    /* Makes a run state visible cluster-wide (standalone: nothing to do). */
+    int (*history_publish)(struct coord *coord, const struct run *run);
+
+    /* The ordinal of this instance, the low 16 bits of its tokens. */
+    unsigned (*ordinal)(struct coord *coord);
+    /* Whether claims can succeed now (readiness: a trusted quorum). */
+    bool (*ready)(struct coord *coord);
+    /* A new JSON object for GET /cluster: mode, members, nodes, quorum. */
+    json_t *(*status)(struct coord *coord);
+    /* Stops background work and frees the coordinator; accepts NULL through coord_free(). */
+    void (*destroy)(struct coord *coord);
+};
+
+/* The common head of every coordinator. */
+struct coord {
+    const struct coord_ops *ops;
+};
+
+/* Frees a coordinator; accepts NULL. */
+void coord_free(struct coord *coord);
+
+struct db;
+
+/*
+ * Creates the standalone coordinator over db (borrowed; it must outlive the
+ * coordinator and be claimed with db_claim_owner()). instance_id and
+ * advertise_url are copied. Returns CF_OK or CF_ERR_NOMEM.
+ */
+int coord_standalone_new(struct db *db, const char *instance_id, const char *advertise_url,
+                         struct coord **out);
+
+#endif

@@ -1,0 +1,1038 @@
+/*
+ * db.c - SQLite storage: migrations, metadata, catalog, fences, runs.
+ */
+#include "db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "embedded.h"
+#include "log.h"
+
+/* How long a statement waits for another connection's write lock. */
+#define DB_BUSY_TIMEOUT_MS 10000
+
+struct db {
+    sqlite3 *conn;
+    pthread_mutex_t lock; /* held for every call, and from db_begin to its end */
+    int lock_fd;          /* db_claim_owner's advisory lock, -1 when none */
+};
+
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
+                                                          const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Logs and maps a SQLite failure; returns CF_ERR_DB. */
+static int db_fail(struct db *db, const char *what)
+{
+    log_error("database error", "op=%s error=\"%s\"", what, sqlite3_errmsg(db->conn));
+    return CF_ERR_DB;
+}
+
+int db_open(const char *path, struct db **out, char *err, size_t errlen)
+{
+    struct db *db = calloc(1, sizeof(*db));
+    int rc;
+
+    *out = NULL;
+    if (db == NULL)
+        return CF_ERR_NOMEM;
+    db->lock_fd = -1;
+    pthread_mutex_init(&db->lock, NULL);
+    rc = sqlite3_open_v2(path, &db->conn,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        set_err(err, errlen, "cannot open database: %s",
+                db->conn ? sqlite3_errmsg(db->conn) : sqlite3_errstr(rc));
+        goto out_close;
+    }
+    sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
+    /*
+     * WAL lets API reads run beside scheduler writes. synchronous=NORMAL in
+     * WAL mode loses no committed transaction when the process is killed;
+     * only an operating-system crash can lose the last ones.
+     */
+    rc = sqlite3_exec(db->conn,
+                      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                      "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+                      NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        set_err(err, errlen, "cannot set up database: %s", sqlite3_errmsg(db->conn));
+        goto out_close;
+    }
+    *out = db;
+    return CF_OK;
+
+out_close:
+    db_close(db);
+    return CF_ERR_DB;
+}
+
+void db_close(struct db *db)
+{
+    if (db == NULL)
+        return;
+    sqlite3_close_v2(db->conn);
+    if (db->lock_fd >= 0)
+        close(db->lock_fd);
+    pthread_mutex_destroy(&db->lock);
+    free(db);
+}
+
+/* ---- statements ---- */
+
+/* Prepares sql; NULL on error (logged). */
+static sqlite3_stmt *prepare(struct db *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+
+    if (sqlite3_prepare_v2(db->conn, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        db_fail(db, "prepare");
+        return NULL;
+    }
+    return stmt;
+}
+
+static void bind_text(sqlite3_stmt *stmt, int index, const char *text)
+{
+    if (text == NULL)
+        sqlite3_bind_null(stmt, index);
+    else
+        sqlite3_bind_text(stmt, index, text, -1, SQLITE_TRANSIENT);
+}
+
+/* Binds value, or NULL when value is 0 (times and statuses that are unset). */
+static void bind_int_or_null(sqlite3_stmt *stmt, int index, int64_t value)
+{
+    if (value == 0)
+        sqlite3_bind_null(stmt, index);
+    else
+        sqlite3_bind_int64(stmt, index, value);
+}
+
+/* Runs a statement that returns no rows and finalizes it. */
+static int step_done(struct db *db, sqlite3_stmt *stmt, const char *what)
+{
+    int rc;
+
+    if (stmt == NULL)
+        return CF_ERR_DB;
+    rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE)
+        return db_fail(db, what);
+    return CF_OK;
+}
+
+static char *column_strdup(sqlite3_stmt *stmt, int index)
+{
+    const unsigned char *text = sqlite3_column_text(stmt, index);
+
+    return text != NULL ? strdup((const char *)text) : NULL;
+}
+
+/* ---- migrations ---- */
+
+static int migration_number(const char *name)
+{
+    return atoi(name);
+}
+
+int db_schema_version(void)
+{
+    int newest = 0;
+
+    for (const struct embedded_file *m = embedded_migrations; m->name != NULL; m++)
+        newest = migration_number(m->name);
+    return newest;
+}
+
+int db_migrate(struct db *db, char *err, size_t errlen)
+{
+    sqlite3_stmt *stmt = NULL;
+    int applied = 0, ret = CF_ERR_DB;
+    char *msg = NULL;
+
+    pthread_mutex_lock(&db->lock);
+    if (sqlite3_exec(db->conn,
+                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                     " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+                     NULL, NULL, &msg) != SQLITE_OK) {
+        set_err(err, errlen, "cannot create schema_migrations: %s", msg);
+        goto out;
+    }
+    stmt = prepare(db, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+    if (stmt == NULL || sqlite3_step(stmt) != SQLITE_ROW) {
+        set_err(err, errlen, "cannot read schema version: %s", sqlite3_errmsg(db->conn));
+        goto out;
+    }
+    applied = sqlite3_column_int(stmt, 0);
+    if (applied > db_schema_version()) {
+        char detail[128];
+
+        snprintf(detail, sizeof(detail), "%d, this binary knows up to %d", applied,
+                 db_schema_version());
+        set_err(err, errlen,
+                "database schema is newer than this binary (schema version %s); "
+                "upgrade cronfence or use another --db",
+                detail);
+        goto out;
+    }
+    for (const struct embedded_file *m = embedded_migrations; m->name != NULL; m++) {
+        int number = migration_number(m->name);
+        sqlite3_stmt *record;
+
+        if (number <= applied)
+            continue;
+        sqlite3_free(msg);
+        msg = NULL;
+        if (sqlite3_exec(db->conn, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+            sqlite3_exec(db->conn, (const char *)m->data, NULL, NULL, &msg) != SQLITE_OK) {
+            char detail[512];
+
+            snprintf(detail, sizeof(detail), "%s: %s", m->name, msg ? msg : "?");
+            sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+            set_err(err, errlen, "migration failed: %s", detail);
+            goto out;
+        }
+        record = prepare(db, "INSERT INTO schema_migrations (version, name, applied_at) "
+                             "VALUES (?, ?, ?)");
+        if (record != NULL) {
+            sqlite3_bind_int(record, 1, number);
+            bind_text(record, 2, m->name);
+            sqlite3_bind_int64(record, 3, cf_wall_ms());
+        }
+        if (step_done(db, record, "record migration") != CF_OK ||
+            sqlite3_exec(db->conn, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+            sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+            set_err(err, errlen, "migration failed: %s", m->name);
+            goto out;
+        }
+        log_info("migration applied", "name=%s", m->name);
+    }
+    ret = CF_OK;
+out:
+    sqlite3_free(msg);
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+/* ---- owner ---- */
+
+int db_claim_owner(struct db *db, const char *path, char *err, size_t errlen)
+{
+    char host[256] = "";
+    sqlite3_stmt *stmt;
+    int fd, ret;
+
+    gethostname(host, sizeof(host) - 1);
+    /*
+     * flock() locks are independent of the POSIX record locks SQLite uses on
+     * the same file, and this descriptor is only closed at exit, so SQLite's
+     * own locking is unaffected. The lock dies with the process, kill -9
+     * included, so a crashed instance never blocks its successor.
+     */
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot open database file: %s", strerror(errno));
+        return CF_ERR_IO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char detail[400] = "another process";
+
+        close(fd);
+        pthread_mutex_lock(&db->lock);
+        stmt = prepare(db, "SELECT pid, host FROM owner WHERE id = 1");
+        if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
+            snprintf(detail, sizeof(detail), "pid %lld on %s",
+                     (long long)sqlite3_column_int64(stmt, 0), sqlite3_column_text(stmt, 1));
+        sqlite3_finalize(stmt);
+        pthread_mutex_unlock(&db->lock);
+        set_err(err, errlen,
+                "database is in use by another standalone instance (%s); "
+                "give each instance its own --db",
+                detail);
+        return CF_ERR_CONFLICT;
+    }
+    db->lock_fd = fd;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "INSERT INTO owner (id, pid, host, started_at) VALUES (1, ?, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, host = excluded.host, "
+                       "started_at = excluded.started_at");
+    if (stmt != NULL) {
+        sqlite3_bind_int64(stmt, 1, getpid());
+        bind_text(stmt, 2, host);
+        sqlite3_bind_int64(stmt, 3, cf_wall_ms());
+    }
+    ret = step_done(db, stmt, "owner");
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+/* ---- meta ---- */
+
+static int meta_get_locked(struct db *db, const char *key, char **value)
+{
+    sqlite3_stmt *stmt = prepare(db, "SELECT value FROM meta WHERE key = ?");
+    int rc, ret = CF_ERR_NOT_FOUND;
+
+    *value = NULL;
+    if (stmt == NULL)
+        return CF_ERR_DB;
+    bind_text(stmt, 1, key);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *value = column_strdup(stmt, 0);
+        ret = *value != NULL ? CF_OK : CF_ERR_NOMEM;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "meta get");
+    }
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+static int meta_set_locked(struct db *db, const char *key, const char *value)
+{
+    sqlite3_stmt *stmt = prepare(db, "INSERT INTO meta (key, value) VALUES (?, ?) "
+                                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+
+    if (stmt != NULL) {
+        bind_text(stmt, 1, key);
+        bind_text(stmt, 2, value);
+    }
+    return step_done(db, stmt, "meta set");
+}
+
+int db_meta_get(struct db *db, const char *key, char **value)
+{
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    ret = meta_get_locked(db, key, value);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_meta_set(struct db *db, const char *key, const char *value)
+{
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    ret = meta_set_locked(db, key, value);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_meta_get_or_create(struct db *db, const char *key, size_t nbytes, char **value)
+{
+    char *fresh = NULL;
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    ret = meta_get_locked(db, key, value);
+    if (ret != CF_ERR_NOT_FOUND)
+        goto out;
+    fresh = malloc(2 * nbytes + 1);
+    if (fresh == NULL) {
+        ret = CF_ERR_NOMEM;
+        goto out;
+    }
+    ret = cf_random_hex(fresh, nbytes);
+    if (ret == CF_OK)
+        ret = meta_set_locked(db, key, fresh);
+    if (ret == CF_OK) {
+        *value = fresh;
+        fresh = NULL;
+    }
+out:
+    free(fresh);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+/* ---- catalog ---- */
+
+/* Builds a job from a row (doc, version, created_at, updated_at) starting at column col. */
+static int job_from_row(sqlite3_stmt *stmt, int col, struct job **job)
+{
+    json_error_t jerr;
+    const char *text = (const char *)sqlite3_column_text(stmt, col);
+    json_t *doc = text ? json_loads(text, 0, &jerr) : NULL;
+    json_t *errors = json_array();
+    int ret = CF_ERR_DB;
+
+    *job = NULL;
+    if (doc == NULL || errors == NULL)
+        goto out;
+    /* Stored jobs were validated when written; the allow list is not re-applied. */
+    ret = job_from_json(doc, NULL, true, job, errors);
+    if (ret != CF_OK) {
+        log_error("stored job unreadable", "doc=\"%.200s\"", text);
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    (*job)->version = sqlite3_column_int64(stmt, col + 1);
+    (*job)->created_at_ms = sqlite3_column_int64(stmt, col + 2);
+    (*job)->updated_at_ms = sqlite3_column_int64(stmt, col + 3);
+out:
+    json_decref(doc);
+    json_decref(errors);
+    return ret;
+}
+
+int db_job_get(struct db *db, const char *name, struct job **job)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_ERR_NOT_FOUND;
+
+    *job = NULL;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT doc, version, created_at, updated_at FROM jobs "
+                       "WHERE name = ? AND deleted_at IS NULL");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, name);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        ret = job_from_row(stmt, 0, job);
+    else if (rc != SQLITE_DONE)
+        ret = db_fail(db, "job get");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+/* Appends job to a growing array; CF_ERR_NOMEM on failure (job then freed). */
+static int push_job(struct job ***jobs, size_t *count, size_t *cap, struct job *job)
+{
+    if (*count == *cap) {
+        size_t grown = *cap ? *cap * 2 : 16;
+        struct job **bigger = realloc(*jobs, grown * sizeof(**jobs));
+
+        if (bigger == NULL) {
+            job_free(job);
+            return CF_ERR_NOMEM;
+        }
+        *jobs = bigger;
+        *cap = grown;
+    }
+    (*jobs)[(*count)++] = job;
+    return CF_OK;
+}
+
+static void free_jobs(struct job **jobs, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        job_free(jobs[i]);
+    free(jobs);
+}
+
+/* Collects the rows of a (doc, version, created_at, updated_at) query; at most limit (0: all). */
+static int collect_jobs(struct db *db, sqlite3_stmt *stmt, int limit, struct job ***jobs,
+                        size_t *count, bool *more)
+{
+    size_t cap = 0;
+    int rc, ret = CF_OK;
+
+    *jobs = NULL;
+    *count = 0;
+    if (more != NULL)
+        *more = false;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct job *job;
+
+        if (limit > 0 && *count == (size_t)limit) {
+            if (more != NULL)
+                *more = true;
+            break;
+        }
+        ret = job_from_row(stmt, 0, &job);
+        if (ret == CF_OK)
+            ret = push_job(jobs, count, &cap, job);
+        if (ret != CF_OK)
+            break;
+    }
+    if (ret == CF_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = db_fail(db, "job list");
+    if (ret != CF_OK) {
+        free_jobs(*jobs, *count);
+        *jobs = NULL;
+        *count = 0;
+    }
+    return ret;
+}
+
+int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs,
+                size_t *count, bool *more)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT doc, version, created_at, updated_at FROM jobs "
+                       "WHERE deleted_at IS NULL AND name > ?1 "
+                       "AND (?2 IS NULL OR instr(name, ?2) > 0 "
+                       "     OR instr(lower(coalesce(json_extract(doc, '$.description'), '')),"
+                       "              lower(?2)) > 0) "
+                       "AND (?3 < 0 OR paused = ?3) ORDER BY name LIMIT ?4");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, query->after ? query->after : "");
+    bind_text(stmt, 2, query->q);
+    sqlite3_bind_int(stmt, 3, query->paused);
+    sqlite3_bind_int(stmt, 4, query->limit + 1);
+    ret = collect_jobs(db, stmt, query->limit, jobs, count, more);
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_all(struct db *db, struct job ***jobs, size_t *count)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT doc, version, created_at, updated_at FROM jobs "
+                       "WHERE deleted_at IS NULL ORDER BY name");
+    ret = stmt ? collect_jobs(db, stmt, 0, jobs, count, NULL) : CF_ERR_DB;
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_count(struct db *db, int64_t *count)
+{
+    sqlite3_stmt *stmt;
+    int ret = CF_ERR_DB;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT count(*) FROM jobs WHERE deleted_at IS NULL");
+    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW) {
+        *count = sqlite3_column_int64(stmt, 0);
+        ret = CF_OK;
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+static int job_version_locked(struct db *db, const char *name, int64_t *version, bool *deleted)
+{
+    sqlite3_stmt *stmt = prepare(db, "SELECT version, deleted_at IS NOT NULL FROM jobs "
+                                     "WHERE name = ?");
+    int rc, ret = CF_OK;
+
+    *version = 0;
+    if (deleted != NULL)
+        *deleted = false;
+    if (stmt == NULL)
+        return CF_ERR_DB;
+    bind_text(stmt, 1, name);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(stmt, 0);
+        if (deleted != NULL)
+            *deleted = sqlite3_column_int(stmt, 1) != 0;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "job version");
+    }
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+int db_job_version(struct db *db, const char *name, int64_t *version, bool *deleted)
+{
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    ret = job_version_locked(db, name, version, deleted);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+/* Stores a job or tombstone; the caller holds the lock and, for atomicity, a transaction. */
+static int job_store_locked(struct db *db, const char *name, const struct job *job,
+                            int64_t version, int64_t deleted_at_ms)
+{
+    sqlite3_stmt *stmt;
+    char *doc = NULL;
+    int64_t current;
+    int ret;
+
+    ret = job_version_locked(db, name, &current, NULL);
+    if (ret != CF_OK || current >= version)
+        return ret;
+    if (job != NULL) {
+        json_t *json = job_to_json(job, true);
+
+        doc = json ? json_dumps(json, JSON_COMPACT) : NULL;
+        json_decref(json);
+        if (doc == NULL)
+            return CF_ERR_NOMEM;
+    }
+    stmt = prepare(db, "INSERT INTO jobs (name, version, doc, paused, created_at, updated_at,"
+                       " deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                       "ON CONFLICT (name) DO UPDATE SET version = excluded.version,"
+                       " doc = excluded.doc, paused = excluded.paused,"
+                       " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+                       " deleted_at = excluded.deleted_at");
+    if (stmt != NULL) {
+        bind_text(stmt, 1, name);
+        sqlite3_bind_int64(stmt, 2, version);
+        bind_text(stmt, 3, doc);
+        sqlite3_bind_int(stmt, 4, job != NULL && job->paused);
+        sqlite3_bind_int64(stmt, 5, job != NULL ? job->created_at_ms : deleted_at_ms);
+        sqlite3_bind_int64(stmt, 6, job != NULL ? job->updated_at_ms : deleted_at_ms);
+        bind_int_or_null(stmt, 7, job != NULL ? 0 : deleted_at_ms);
+    }
+    free(doc);
+    return step_done(db, stmt, "job store");
+}
+
+int db_job_store(struct db *db, const char *name, const struct job *job, int64_t version,
+                 int64_t deleted_at_ms)
+{
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    ret = job_store_locked(db, name, job, version, deleted_at_ms);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+/* ---- transactions ---- */
+
+int db_begin(struct db *db)
+{
+    pthread_mutex_lock(&db->lock);
+    if (sqlite3_exec(db->conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+        int ret = db_fail(db, "begin");
+
+        pthread_mutex_unlock(&db->lock);
+        return ret;
+    }
+    return CF_OK;
+}
+
+int db_commit(struct db *db)
+{
+    int ret = CF_OK;
+
+    if (sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        ret = db_fail(db, "commit");
+        sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    }
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+void db_rollback(struct db *db)
+{
+    sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    pthread_mutex_unlock(&db->lock);
+}
+
+int db_job_write_next(struct db *db, const char *name, struct job *job, int64_t deleted_at_ms,
+                      int64_t *version)
+{
+    char *text = NULL, buf[32];
+    int ret = db_begin(db);
+
+    if (ret != CF_OK)
+        return ret;
+    ret = meta_get_locked(db, "catalog_version", &text);
+    if (ret != CF_OK && ret != CF_ERR_NOT_FOUND)
+        goto out_rollback;
+    *version = (text != NULL ? strtoll(text, NULL, 10) : 0) + 1;
+    snprintf(buf, sizeof(buf), "%lld", (long long)*version);
+    ret = meta_set_locked(db, "catalog_version", buf);
+    if (ret != CF_OK)
+        goto out_rollback;
+    if (job != NULL)
+        job->version = *version;
+    ret = job_store_locked(db, name, job, *version, deleted_at_ms);
+    if (ret != CF_OK)
+        goto out_rollback;
+    free(text);
+    return db_commit(db);
+
+out_rollback:
+    free(text);
+    db_rollback(db);
+    return ret;
+}
+
+/* ---- fences ---- */
+
+int db_fence_read(struct db *db, const char *job, int64_t *token, int64_t *last_ms)
+{
+    sqlite3_stmt *stmt = prepare(db, "SELECT token, last FROM fences WHERE job = ?");
+    int rc, ret = CF_OK;
+
+    *token = 0;
+    *last_ms = 0;
+    if (stmt == NULL)
+        return CF_ERR_DB;
+    bind_text(stmt, 1, job);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *token = sqlite3_column_int64(stmt, 0);
+        *last_ms = sqlite3_column_int64(stmt, 1);
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "fence read");
+    }
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+int db_fence_commit(struct db *db, const char *job, int64_t token, int64_t slot_ms, bool advance)
+{
+    sqlite3_stmt *stmt = prepare(db, "INSERT INTO fences (job, token, last) VALUES (?1, ?2, ?3) "
+                                     "ON CONFLICT (job) DO UPDATE SET"
+                                     " token = max(token, excluded.token),"
+                                     " last = max(last, excluded.last)");
+
+    if (stmt != NULL) {
+        bind_text(stmt, 1, job);
+        sqlite3_bind_int64(stmt, 2, token);
+        sqlite3_bind_int64(stmt, 3, advance ? slot_ms : 0);
+    }
+    return step_done(db, stmt, "fence commit");
+}
+
+/* ---- runs ---- */
+
+int64_t db_run_sort_at(const struct run *run)
+{
+    if (run->trigger != RUN_TRIGGER_MANUAL && run->scheduled_at_ms != 0)
+        return run->scheduled_at_ms;
+    return run->started_at_ms != 0 ? run->started_at_ms : run->scheduled_at_ms;
+}
+
+/*
+ * The merge rank of a status (DESIGN §4.7): a record of one run replaces
+ * another of lower or equal rank only. Running < skipped/missed/lost < a
+ * delivery outcome.
+ */
+#define RUN_RANK_SQL(col)                                                                          \
+    "(CASE " col " WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'missed' THEN 1"               \
+    " WHEN 'lost' THEN 1 ELSE 2 END)"
+
+int db_run_upsert(struct db *db, const struct run *run)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db,
+                   "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
+                   " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
+                   " error, response_excerpt, lease_lost, sort_at) VALUES"
+                   " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                   " ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,"
+                   " scheduled_at = excluded.scheduled_at, started_at = excluded.started_at,"
+                   " finished_at = excluded.finished_at, status = excluded.status,"
+                   " reason = excluded.reason, fencing_token = excluded.fencing_token,"
+                   " instance = excluded.instance, attempts = excluded.attempts,"
+                   " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
+                   " error = excluded.error, response_excerpt = excluded.response_excerpt,"
+                   " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
+                   " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL("runs.status"));
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, run->id);
+    bind_text(stmt, 2, run->job);
+    bind_text(stmt, 3, run_trigger_name(run->trigger));
+    bind_int_or_null(stmt, 4, run->scheduled_at_ms);
+    bind_int_or_null(stmt, 5, run->started_at_ms);
+    bind_int_or_null(stmt, 6, run->finished_at_ms);
+    bind_text(stmt, 7, run_status_name(run->status));
+    bind_text(stmt, 8, run->reason);
+    bind_int_or_null(stmt, 9, run->fencing_token);
+    bind_text(stmt, 10, run->instance);
+    sqlite3_bind_int(stmt, 11, run->attempts);
+    bind_int_or_null(stmt, 12, run->http_status);
+    if (run->finished_at_ms != 0 && run->started_at_ms != 0)
+        sqlite3_bind_int64(stmt, 13, run->duration_ms);
+    else
+        sqlite3_bind_null(stmt, 13);
+    bind_text(stmt, 14, run->error);
+    bind_text(stmt, 15, run->response_excerpt);
+    sqlite3_bind_int(stmt, 16, run->lease_lost);
+    sqlite3_bind_int64(stmt, 17, db_run_sort_at(run));
+    ret = step_done(db, stmt, "run upsert");
+out:
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+#define RUN_COLUMNS                                                                                \
+    "id, job, trigger, scheduled_at, started_at, finished_at, status, reason, fencing_token,"     \
+    " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at"
+
+static void run_from_row(sqlite3_stmt *stmt, struct run *run)
+{
+    const char *text;
+    int value;
+
+    memset(run, 0, sizeof(*run));
+    snprintf(run->id, sizeof(run->id), "%s", sqlite3_column_text(stmt, 0));
+    run->job = column_strdup(stmt, 1);
+    value = run_trigger_parse((const char *)sqlite3_column_text(stmt, 2));
+    run->trigger = value < 0 ? RUN_TRIGGER_SCHEDULE : (enum run_trigger)value;
+    run->scheduled_at_ms = sqlite3_column_int64(stmt, 3);
+    run->started_at_ms = sqlite3_column_int64(stmt, 4);
+    run->finished_at_ms = sqlite3_column_int64(stmt, 5);
+    text = (const char *)sqlite3_column_text(stmt, 6);
+    value = text ? run_status_parse(text) : -1;
+    run->status = value < 0 ? RUN_FAILED : (enum run_status)value;
+    run->reason = column_strdup(stmt, 7);
+    run->fencing_token = sqlite3_column_int64(stmt, 8);
+    run->instance = column_strdup(stmt, 9);
+    run->attempts = sqlite3_column_int(stmt, 10);
+    run->http_status = sqlite3_column_int(stmt, 11);
+    run->duration_ms = sqlite3_column_int64(stmt, 12);
+    run->error = column_strdup(stmt, 13);
+    run->response_excerpt = column_strdup(stmt, 14);
+    run->lease_lost = sqlite3_column_int(stmt, 15) != 0;
+}
+
+int db_run_get(struct db *db, const char *id, struct run *run)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_ERR_NOT_FOUND;
+
+    memset(run, 0, sizeof(*run));
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT " RUN_COLUMNS " FROM runs WHERE id = ?");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, id);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        run_from_row(stmt, run);
+        ret = CF_OK;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "run get");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs,
+                size_t *count, bool *more)
+{
+    sqlite3_stmt *stmt;
+    size_t n = 0;
+    struct run *items = NULL;
+    int rc, ret = CF_OK;
+
+    *runs = NULL;
+    *count = 0;
+    *more = false;
+    items = calloc((size_t)query->limit, sizeof(*items));
+    if (items == NULL)
+        return CF_ERR_NOMEM;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT " RUN_COLUMNS " FROM runs WHERE (?1 IS NULL OR job = ?1)"
+                       " AND (?2 IS NULL OR status = ?2) AND sort_at >= ?3 AND sort_at < ?4"
+                       " AND (?5 = 0 OR sort_at < ?6 OR (sort_at = ?6 AND id < ?7))"
+                       " ORDER BY sort_at DESC, id DESC LIMIT ?8");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, query->job);
+    bind_text(stmt, 2, query->status >= 0 ? run_status_name((enum run_status)query->status) : NULL);
+    sqlite3_bind_int64(stmt, 3, query->since_ms);
+    sqlite3_bind_int64(stmt, 4, query->until_ms);
+    sqlite3_bind_int(stmt, 5, query->has_cursor);
+    sqlite3_bind_int64(stmt, 6, query->cursor_sort_at);
+    bind_text(stmt, 7, query->cursor_id);
+    sqlite3_bind_int(stmt, 8, query->limit + 1);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (n == (size_t)query->limit) {
+            *more = true;
+            break;
+        }
+        run_from_row(stmt, &items[n++]);
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = db_fail(db, "run list");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        for (size_t i = 0; i < n; i++)
+            run_clear(&items[i]);
+        free(items);
+        return ret;
+    }
+    *runs = items;
+    *count = n;
+    return CF_OK;
+}
+
+int db_run_latest(struct db *db, const char *job, struct run *run)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_ERR_NOT_FOUND;
+
+    memset(run, 0, sizeof(*run));
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT " RUN_COLUMNS " FROM runs WHERE job = ?"
+                       " ORDER BY sort_at DESC, id DESC LIMIT 1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, job);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        run_from_row(stmt, run);
+        ret = CF_OK;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "run latest");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms)
+{
+    sqlite3_stmt *stmt;
+    int ret = CF_ERR_DB;
+
+    *slot_ms = 0;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT coalesce(max(scheduled_at), 0) FROM runs"
+                       " WHERE job = ? AND trigger != 'manual'");
+    if (stmt != NULL) {
+        bind_text(stmt, 1, job);
+        if (sqlite3_step(stmt) == SQLITE_ROW) {
+            *slot_ms = sqlite3_column_int64(stmt, 0);
+            ret = CF_OK;
+        } else {
+            ret = db_fail(db, "run last slot");
+        }
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_mark_lost(struct db *db, const char *instance, const char *reason, int *count)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "UPDATE runs SET status = 'lost', reason = ?2,"
+                       " finished_at = coalesce(finished_at, ?3)"
+                       " WHERE status = 'running' AND instance = ?1");
+    if (stmt != NULL) {
+        bind_text(stmt, 1, instance);
+        bind_text(stmt, 2, reason);
+        sqlite3_bind_int64(stmt, 3, cf_wall_ms());
+    }
+    ret = step_done(db, stmt, "run mark lost");
+    *count = sqlite3_changes(db->conn);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+/* Runs a DELETE prepared by the caller and adds its changes to *deleted. */
+static int prune_step(struct db *db, sqlite3_stmt *stmt, int *deleted)
+{
+    int ret = step_done(db, stmt, "run prune");
+
+    if (ret == CF_OK)
+        *deleted += sqlite3_changes(db->conn);
+    return ret;
+}
+
+int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    *deleted = 0;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
+                       " WHERE sort_at < ? AND status != 'running' LIMIT ?)");
+    if (stmt != NULL) {
+        sqlite3_bind_int64(stmt, 1, before_ms);
+        sqlite3_bind_int(stmt, 2, batch);
+    }
+    ret = prune_step(db, stmt, deleted);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_prune_job(struct db *db, const char *job, int keep, int batch, int *deleted)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    *deleted = 0;
+    pthread_mutex_lock(&db->lock);
+    /* Walks the runs_by_job index past the newest keep rows. */
+    stmt = prepare(db, "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs WHERE job = ?1"
+                       " ORDER BY sort_at DESC, id DESC LIMIT ?3 OFFSET ?2)");
+    if (stmt != NULL) {
+        bind_text(stmt, 1, job);
+        sqlite3_bind_int(stmt, 2, keep);
+        sqlite3_bind_int(stmt, 3, batch);
+    }
+    ret = prune_step(db, stmt, deleted);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_check(struct db *db)
+{
+    sqlite3_stmt *stmt;
+    int ret = CF_ERR_DB;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "PRAGMA quick_check");
+    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW &&
+        strcmp((const char *)sqlite3_column_text(stmt, 0), "ok") == 0)
+        ret = CF_OK;
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}

@@ -1,0 +1,187 @@
+/*
+ * db.h - the instance's SQLite database: migrations, instance metadata, the
+ * job catalog mirror, standalone fencing counters and the run history.
+ *
+ * A struct db is one SQLite connection guarded by a mutex, so any thread may
+ * call any function; subsystems that write often (the scheduler) open their
+ * own handle so they do not queue behind API reads. The database runs in WAL
+ * mode with a busy timeout; every multi-statement change is one transaction,
+ * so a crash at any point leaves it consistent.
+ *
+ * All times are wall milliseconds since the epoch.
+ */
+#ifndef CF_DB_H
+#define CF_DB_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job.h"
+#include "run.h"
+
+struct db;
+
+/*
+ * Opens the database at path (creating it), sets WAL mode, the busy timeout
+ * and foreign settings. Does not migrate. Returns CF_OK with *out, or
+ * CF_ERR_DB with a message in err (errlen bytes).
+ */
+int db_open(const char *path, struct db **out, char *err, size_t errlen);
+
+/* Closes the connection and frees the handle; accepts NULL. */
+void db_close(struct db *db);
+
+/*
+ * Applies the embedded migrations not yet applied, in order, each in its own
+ * transaction, recording them in schema_migrations. Refuses (CF_ERR_DB) a
+ * database whose newest applied migration is newer than the binary knows,
+ * with a message saying so in err.
+ */
+int db_migrate(struct db *db, char *err, size_t errlen);
+
+/* Number of the newest migration the binary carries. */
+int db_schema_version(void);
+
+/*
+ * Claims the database for this standalone process: takes an exclusive
+ * advisory lock on the database file (held until exit) and records pid, host
+ * and start time in the owner row. When another live process holds it,
+ * returns CF_ERR_CONFLICT with a message naming its pid and host in err.
+ */
+int db_claim_owner(struct db *db, const char *path, char *err, size_t errlen);
+
+/* ---- metadata ---- */
+
+/* Reads meta[key] into a new string *value (free()). CF_ERR_NOT_FOUND when unset. */
+int db_meta_get(struct db *db, const char *key, char **value);
+int db_meta_set(struct db *db, const char *key, const char *value);
+
+/*
+ * Returns meta[key] in *value (free()), first storing a fresh random value of
+ * nbytes random bytes in hex when it is unset. Used for the instance id,
+ * default signing secret and generated admin token.
+ */
+int db_meta_get_or_create(struct db *db, const char *key, size_t nbytes, char **value);
+
+/* ---- catalog ---- */
+
+/*
+ * Reads the live job name into a new *job (job_free()). CF_ERR_NOT_FOUND
+ * when absent or deleted.
+ */
+int db_job_get(struct db *db, const char *name, struct job **job);
+
+/* Options of db_job_list. */
+struct db_job_query {
+    const char *q;      /* substring of name or description; NULL for all */
+    int paused;         /* -1 any, 0 active only, 1 paused only */
+    const char *after;  /* cursor: names after this one; NULL from the start */
+    int limit;          /* 1..500 */
+};
+
+/*
+ * Lists live jobs by name into a new array *jobs of *count jobs (free each
+ * with job_free(), then the array with free()). *more is set when further
+ * jobs follow the last one returned.
+ */
+int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs,
+                size_t *count, bool *more);
+
+/* Every live job (for the scheduler's load). Same ownership as db_job_list. */
+int db_job_all(struct db *db, struct job ***jobs, size_t *count);
+
+/* Number of live jobs. */
+int db_job_count(struct db *db, int64_t *count);
+
+/*
+ * Writes a catalog change in one transaction: with job != NULL, stores it
+ * (upsert by name, job->version and timestamps as given); with job == NULL,
+ * marks name deleted at deleted_at_ms. Changes with a version not greater
+ * than the stored one are ignored (returns CF_OK), so mirrors converge.
+ */
+int db_job_store(struct db *db, const char *name, const struct job *job, int64_t version,
+                 int64_t deleted_at_ms);
+
+/* Version of name (live or tombstone) into *version; 0 when unknown. */
+int db_job_version(struct db *db, const char *name, int64_t *version, bool *deleted);
+
+/* ---- standalone catalog transaction ---- */
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK on the handle; the mutex stays held between begin and end. */
+int db_begin(struct db *db);
+int db_commit(struct db *db);
+void db_rollback(struct db *db);
+
+/*
+ * Standalone catalog write, in one transaction: takes the next catalog
+ * version (a counter in meta) into *version, sets it on job, and stores the
+ * job (or, with job == NULL, a tombstone for name at deleted_at_ms).
+ */
+int db_job_write_next(struct db *db, const char *name, struct job *job, int64_t deleted_at_ms,
+                      int64_t *version);
+
+/* ---- fencing counters (standalone) ---- */
+
+/* Within db_begin: reads the counter; 0, 0 when the job has none. */
+int db_fence_read(struct db *db, const char *job, int64_t *token, int64_t *last_ms);
+/* Within db_begin: token = max(token, new), last = max(last, slot) when advance. */
+int db_fence_commit(struct db *db, const char *job, int64_t token, int64_t slot_ms, bool advance);
+
+/* ---- runs ---- */
+
+/*
+ * Upserts a run by id. A later state replaces an earlier one, but a final
+ * state is never replaced by "running", and a delivered outcome is never
+ * replaced by a skip or a miss of the same slot.
+ */
+int db_run_upsert(struct db *db, const struct run *run);
+
+/* Reads run id into *run (run_clear() it). CF_ERR_NOT_FOUND when absent. */
+int db_run_get(struct db *db, const char *id, struct run *run);
+
+struct db_run_query {
+    const char *job;     /* NULL for all */
+    int status;          /* enum run_status, -1 for any */
+    int64_t since_ms;    /* sort_at >= since; INT64_MIN for none */
+    int64_t until_ms;    /* sort_at < until; INT64_MAX for none */
+    bool has_cursor;     /* continue after (cursor_sort_at, cursor_id) */
+    int64_t cursor_sort_at;
+    char cursor_id[RUN_ID_MAX];
+    int limit; /* 1..500 */
+};
+
+/*
+ * Lists runs newest first into a new array *runs of *count (run_clear()
+ * each, then free() the array). *more is set when more follow; the cursor
+ * of the next page is the last run's (sort_at, id), see db_run_sort_at().
+ */
+int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs,
+                size_t *count, bool *more);
+
+/* The ordering key of a run: its slot, or its start for manual runs. */
+int64_t db_run_sort_at(const struct run *run);
+
+/* The latest run of job into *run (run_clear()), CF_ERR_NOT_FOUND when none. */
+int db_run_latest(struct db *db, const char *job, struct run *run);
+
+/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run; 0 when none. */
+int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms);
+
+/*
+ * Marks runs of instance still "running" as "lost" with reason (after a
+ * crash). *count receives how many.
+ */
+int db_run_mark_lost(struct db *db, const char *instance, const char *reason, int *count);
+
+/* Deletes at most batch finished runs older than before_ms; *deleted receives how many. */
+int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted);
+
+/* Deletes at most batch runs of job beyond its newest keep; *deleted receives how many. */
+int db_run_prune_job(struct db *db, const char *job, int keep, int batch, int *deleted);
+
+/* Runs PRAGMA quick_check; CF_OK when "ok". */
+int db_check(struct db *db);
+
+#endif

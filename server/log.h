@@ -1,0 +1,49 @@
+/*
+ * log.h - one line per event: a lowercase message, then key=value pairs.
+ *
+ *   log_info("lock lost", "job=%s slot=%lld token=%lld", job, slot, token);
+ *
+ * Text format (default) writes
+ *   2026-11-21T08:00:00.000Z info lock lost job=nightly slot=1763712000000
+ * JSON format writes {"ts": ..., "level": ..., "msg": ..., "job": ..., ...}.
+ * A value holding spaces must be written quoted, key="a b" (use %s inside the
+ * quotes; log_quote() escapes it). The level is checked before anything is
+ * formatted. Never log a secret or a webhook body above debug.
+ */
+#ifndef CF_LOG_H
+#define CF_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Sets the level and format; thread-safe to call before threads start. */
+void log_setup(enum log_level level, bool json);
+
+/* Parses "debug", "info", "warn", "error"; returns CF_OK or CF_ERR_INVALID. */
+int log_parse_level(const char *name, enum log_level *level);
+
+bool log_enabled(enum log_level level);
+
+/* Writes one event; prefer the macros, which check the level first. */
+void log_write(enum log_level level, const char *msg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Copies s into buf (len bytes) with '"' and '\\' escaped and control
+ * characters replaced by spaces, for use inside key="..."; returns buf.
+ */
+const char *log_quote(const char *s, char *buf, size_t len);
+
+#define log_at(level, msg, ...)                                                                   \
+    do {                                                                                           \
+        if (log_enabled(level))                                                                    \
+            log_write(level, msg, __VA_ARGS__);                                                    \
+    } while (0)
+#define log_debug(msg, ...) log_at(LOG_DEBUG, msg, __VA_ARGS__)
+#define log_info(msg, ...) log_at(LOG_INFO, msg, __VA_ARGS__)
+#define log_warn(msg, ...) log_at(LOG_WARN, msg, __VA_ARGS__)
+#define log_error(msg, ...) log_at(LOG_ERROR, msg, __VA_ARGS__)
+
+#endif

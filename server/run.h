@@ -1,0 +1,69 @@
+/*
+ * run.h - one run of a job: a scheduled slot, a catch-up or a manual trigger,
+ * with its outcome. Plain owned data; run_free() releases it.
+ */
+#ifndef CF_RUN_H
+#define CF_RUN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Longest run id: a job name, "@" and a 13-digit instant; or 32 hex chars. */
+#define RUN_ID_MAX 96
+/* Bytes of the response body kept in response_excerpt. */
+#define RUN_EXCERPT_MAX 4096
+
+enum run_trigger { RUN_TRIGGER_SCHEDULE, RUN_TRIGGER_MANUAL, RUN_TRIGGER_CATCHUP };
+
+enum run_status {
+    RUN_RUNNING,
+    RUN_SUCCEEDED,
+    RUN_FAILED,
+    RUN_FENCED,
+    RUN_SKIPPED,
+    RUN_MISSED,
+    RUN_LOST,
+};
+
+struct run {
+    char id[RUN_ID_MAX];
+    char *job;
+    enum run_trigger trigger;
+    int64_t scheduled_at_ms; /* wall ms; 0 for none */
+    int64_t started_at_ms;   /* wall ms; 0 when it never started */
+    int64_t finished_at_ms;  /* wall ms; 0 while running or never started */
+    enum run_status status;
+    char *reason;        /* why skipped, missed, lost; NULL otherwise */
+    int64_t fencing_token; /* 0 when none was minted */
+    char *instance;
+    int attempts;
+    int http_status; /* last attempt's status, 0 for none */
+    int64_t duration_ms;
+    char *error;            /* last attempt's error, NULL for none */
+    char *response_excerpt; /* first RUN_EXCERPT_MAX bytes, NULL for none */
+    bool lease_lost;
+};
+
+/* Frees what a run owns (not the struct itself, which may live on the stack); accepts NULL. */
+void run_clear(struct run *run);
+
+/* Frees a heap run; accepts NULL. */
+void run_free(struct run *run);
+
+/* Writes the id of a scheduled slot, "<job>@<T in ms>", into id (RUN_ID_MAX bytes). */
+void run_slot_id(const char *job, int64_t scheduled_at_ms, char id[RUN_ID_MAX]);
+
+const char *run_status_name(enum run_status status);
+const char *run_trigger_name(enum run_trigger trigger);
+/* Parse a name; return -1 when unknown. */
+int run_status_parse(const char *name);
+int run_trigger_parse(const char *name);
+
+/* Whether a status is final (anything but running). */
+bool run_status_final(enum run_status status);
+
+/* New JSON object with every field of DESIGN §6, times as RFC 3339; NULL on allocation failure. */
+json_t *run_to_json(const struct run *run);
+
+#endif

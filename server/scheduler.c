@@ -1,0 +1,1284 @@
+/*
+ * scheduler.c - the scheduler thread: slots, claims, firings, history.
+ *
+ * State owned by the scheduler thread alone (no lock needed): the job table,
+ * the heap of next slots, the firings in flight and the queued slots. The
+ * inbox, guarded by inbox_lock, is the only thing other threads touch.
+ */
+#include "scheduler.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "cron.h"
+#include "delivery.h"
+#include "log.h"
+#include "tz.h"
+
+/* Longest sleep between checks, so a wall-clock jump is noticed within it. */
+#define SCHED_MAX_SLEEP_MS 1000
+/* How often retention pruning runs, and how much it deletes per statement. */
+#define SCHED_PRUNE_INTERVAL_MS 60000
+#define SCHED_PRUNE_BATCH 1000
+/* Missed slots recorded one row each before the rest go into one summary row. */
+#define SCHED_MISSED_ROWS 100
+/* Missed slots counted one by one at most; beyond, the count is "at least". */
+#define SCHED_MISSED_SCAN_MAX 1000000
+/* Claims that found no quorum are retried after a random 5-50 ms (DESIGN §4.2). */
+#define SCHED_CLAIM_RETRY_MIN_MS 5
+#define SCHED_CLAIM_RETRY_SPREAD_MS 45
+/* How long scheduler_trigger waits for the scheduler thread. */
+#define SCHED_TRIGGER_WAIT_MS 15000
+#define JOB_BUCKETS 4096
+
+/* A slot waiting to be claimed: queued behind a run (overlap=queue) or retrying. */
+struct pending_slot {
+    struct pending_slot *next;
+    int64_t slot_ms;
+    enum run_trigger trigger;
+    int64_t retry_at_boot_ms; /* not before this */
+};
+
+/* A job as the scheduler sees it. */
+struct sched_job {
+    struct sched_job *next_in_bucket;
+    char name[JOB_NAME_MAX + 1];
+    struct job *job; /* NULL once deleted (kept while firings are in flight) */
+    struct cron_schedule *cron;
+    const struct tz_zone *zone;
+    int64_t next_ms;   /* next slot, wall ms; 0 when not scheduled */
+    size_t heap_index; /* position in the heap, or NOT_IN_HEAP */
+    int in_flight;
+    struct pending_slot *pending; /* oldest first */
+};
+
+#define NOT_IN_HEAP ((size_t)-1)
+
+/* One claimed firing, from claim to recorded outcome; the delivery's owner. */
+struct firing {
+    struct firing *next;
+    struct firing *prev;
+    struct sched_job *sj;
+    struct coord_claim claim;
+    struct run run;
+    int64_t next_extend_boot_ms;
+    atomic_bool lease_lost;
+};
+
+/* A finished delivery, copied off the engine thread. */
+struct completion {
+    struct completion *next;
+    struct firing *firing;
+    enum run_status status;
+    int attempts;
+    int http_status;
+    char *error;
+    char *response_excerpt;
+    int64_t finished_at_ms;
+};
+
+/* A manual trigger waiting for the scheduler thread. */
+struct trigger_request {
+    struct trigger_request *next;
+    const char *name;
+    bool done;
+    int result;
+    struct run *run;
+    char *reason;
+    size_t reason_len;
+};
+
+struct changed_name {
+    struct changed_name *next;
+    char name[JOB_NAME_MAX + 1];
+};
+
+struct scheduler {
+    struct scheduler_config cfg;
+    struct delivery_engine *engine;
+    pthread_t thread;
+
+    /* Inbox, guarded by inbox_lock; wake signals the scheduler thread. */
+    pthread_mutex_t inbox_lock;
+    pthread_cond_t wake;
+    pthread_cond_t replied; /* trigger requests answered */
+    bool stopping;
+    struct changed_name *changed;
+    struct trigger_request *triggers;
+    struct completion *completions;
+
+    /* Scheduler-thread state. */
+    struct sched_job *buckets[JOB_BUCKETS];
+    struct sched_job **heap;
+    size_t heap_len, heap_cap;
+    struct firing *in_flight; /* doubly linked */
+    int64_t next_prune_boot_ms;
+    size_t prune_cursor;
+    uint64_t rng;
+
+    /* Statistics, read by other threads. */
+    atomic_llong stat_in_flight, stat_jobs, stat_fired, stat_skipped, stat_missed;
+};
+
+/* ---------------------------------------------------------------------- */
+/* Small helpers                                                            */
+/* ---------------------------------------------------------------------- */
+
+static uint64_t next_random(struct scheduler *sched)
+{
+    /* xorshift64*: only spreads retries and prune order, nothing secret. */
+    sched->rng ^= sched->rng >> 12;
+    sched->rng ^= sched->rng << 25;
+    sched->rng ^= sched->rng >> 27;
+    return sched->rng * 2685821657736338717ull;
+}
+
+static unsigned name_bucket(const char *name)
+{
+    uint32_t hash = 2166136261u;
+
+    for (; *name != '\0'; name++)
+        hash = (hash ^ (unsigned char)*name) * 16777619u;
+    return hash % JOB_BUCKETS;
+}
+
+static struct sched_job *find_job(struct scheduler *sched, const char *name)
+{
+    struct sched_job *sj = sched->buckets[name_bucket(name)];
+
+    while (sj != NULL && strcmp(sj->name, name) != 0)
+        sj = sj->next_in_bucket;
+    return sj;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The heap of next slots                                                   */
+/* ---------------------------------------------------------------------- */
+
+static void heap_swap(struct scheduler *sched, size_t a, size_t b)
+{
+    struct sched_job *tmp = sched->heap[a];
+
+    sched->heap[a] = sched->heap[b];
+    sched->heap[b] = tmp;
+    sched->heap[a]->heap_index = a;
+    sched->heap[b]->heap_index = b;
+}
+
+static void heap_up(struct scheduler *sched, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+
+        if (sched->heap[parent]->next_ms <= sched->heap[i]->next_ms)
+            break;
+        heap_swap(sched, parent, i);
+        i = parent;
+    }
+}
+
+static void heap_down(struct scheduler *sched, size_t i)
+{
+    for (;;) {
+        size_t left = 2 * i + 1, right = left + 1, least = i;
+
+        if (left < sched->heap_len && sched->heap[left]->next_ms < sched->heap[least]->next_ms)
+            least = left;
+        if (right < sched->heap_len && sched->heap[right]->next_ms < sched->heap[least]->next_ms)
+            least = right;
+        if (least == i)
+            return;
+        heap_swap(sched, least, i);
+        i = least;
+    }
+}
+
+static void heap_remove(struct scheduler *sched, struct sched_job *sj)
+{
+    size_t i = sj->heap_index;
+
+    if (i == NOT_IN_HEAP)
+        return;
+    sched->heap_len--;
+    if (i != sched->heap_len) {
+        sched->heap[i] = sched->heap[sched->heap_len];
+        sched->heap[i]->heap_index = i;
+        heap_down(sched, i);
+        heap_up(sched, i);
+    }
+    sj->heap_index = NOT_IN_HEAP;
+    atomic_fetch_sub(&sched->stat_jobs, 1);
+}
+
+/* Puts sj in the heap at sj->next_ms, or takes it out when next_ms is 0. */
+static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_ms)
+{
+    sj->next_ms = next_ms;
+    if (next_ms == 0) {
+        heap_remove(sched, sj);
+        return CF_OK;
+    }
+    if (sj->heap_index != NOT_IN_HEAP) {
+        heap_down(sched, sj->heap_index);
+        heap_up(sched, sj->heap_index);
+        return CF_OK;
+    }
+    if (sched->heap_len == sched->heap_cap) {
+        size_t cap = sched->heap_cap ? sched->heap_cap * 2 : 256;
+        struct sched_job **grown = realloc(sched->heap, cap * sizeof(*grown));
+
+        if (grown == NULL)
+            return CF_ERR_NOMEM;
+        sched->heap = grown;
+        sched->heap_cap = cap;
+    }
+    sj->heap_index = sched->heap_len;
+    sched->heap[sched->heap_len++] = sj;
+    heap_up(sched, sj->heap_index);
+    atomic_fetch_add(&sched->stat_jobs, 1);
+    return CF_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Recording runs                                                           */
+/* ---------------------------------------------------------------------- */
+
+static void record_run(struct scheduler *sched, const struct run *run)
+{
+    if (db_run_upsert(sched->cfg.db, run) != CF_OK)
+        log_error("run not recorded", "run=%s status=%s", run->id, run_status_name(run->status));
+    sched->cfg.coord->ops->history_publish(sched->cfg.coord, run);
+    if (sched->cfg.run_changed != NULL)
+        sched->cfg.run_changed(sched->cfg.ctx, run);
+}
+
+/* Records a slot that never started: skipped or missed. */
+static void record_unstarted(struct scheduler *sched, const char *job, int64_t slot_ms,
+                             enum run_trigger trigger, enum run_status status, const char *reason)
+{
+    struct run run = {0};
+
+    run_slot_id(job, slot_ms, run.id);
+    run.job = (char *)job;
+    run.trigger = trigger;
+    run.scheduled_at_ms = slot_ms;
+    run.status = status;
+    run.reason = (char *)reason;
+    run.instance = (char *)sched->cfg.instance_id;
+    record_run(sched, &run);
+    if (status == RUN_SKIPPED)
+        atomic_fetch_add(&sched->stat_skipped, 1);
+    else
+        atomic_fetch_add(&sched->stat_missed, 1);
+    log_info(status == RUN_SKIPPED ? "slot skipped" : "slot missed", "job=%s slot=%lld reason=\"%s\"",
+             job, (long long)slot_ms, reason);
+}
+
+/*
+ * Records the slots of sj from first_ms up to and including last_ms as
+ * missed: one row each for the first SCHED_MISSED_ROWS, then one summary
+ * row with the count of the rest (DESIGN §3). With catchup=latest the most
+ * recent of them is not recorded but returned in *latest_ms for firing.
+ * Returns the number of slots in the range.
+ */
+static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj, int64_t first_ms,
+                                   int64_t last_ms, const char *reason, int64_t *latest_ms)
+{
+    int64_t slot = first_ms, count = 0, summary_first = 0, summary_last = 0, latest = 0;
+    bool exact = true;
+
+    *latest_ms = 0;
+    if (sj->job->catchup == JOB_CATCHUP_LATEST) {
+        /* The latest slot is the last one not after last_ms. */
+        int64_t probe = first_ms, next;
+
+        latest = first_ms;
+        if (cron_every_ms(sj->cron) > 0) {
+            int64_t period = cron_every_ms(sj->cron);
+
+            latest = first_ms + (last_ms - first_ms) / period * period;
+        } else {
+            for (int64_t i = 0; i < SCHED_MISSED_SCAN_MAX; i++) {
+                if (cron_next(sj->cron, sj->zone, probe, &next) != CF_OK || next > last_ms)
+                    break;
+                latest = probe = next;
+            }
+        }
+        *latest_ms = latest;
+    }
+    while (slot != 0 && slot <= last_ms) {
+        int64_t next;
+
+        if (slot != latest) {
+            if (count < SCHED_MISSED_ROWS) {
+                record_unstarted(sched, sj->name, slot, RUN_TRIGGER_SCHEDULE, RUN_MISSED, reason);
+            } else {
+                if (summary_first == 0)
+                    summary_first = slot;
+                summary_last = slot;
+            }
+            count++;
+        }
+        if (count >= SCHED_MISSED_ROWS && cron_every_ms(sj->cron) > 0) {
+            /* Fixed period: count the rest without walking it. */
+            int64_t period = cron_every_ms(sj->cron);
+            int64_t rest_first = slot + period;
+            int64_t final = first_ms + (last_ms - first_ms) / period * period;
+
+            if (final == latest)
+                final -= period;
+            if (rest_first <= final) {
+                if (summary_first == 0)
+                    summary_first = rest_first;
+                summary_last = final;
+                count += (final - rest_first) / period + 1;
+            }
+            break;
+        }
+        if (count > SCHED_MISSED_SCAN_MAX) {
+            exact = false;
+            summary_last = last_ms;
+            break;
+        }
+        if (cron_next(sj->cron, sj->zone, slot, &next) != CF_OK)
+            break;
+        slot = next;
+    }
+    if (summary_first != 0) {
+        struct run run = {0};
+        char from[CF_TIME_LEN], to[CF_TIME_LEN], text[256];
+        int64_t summarised = count - SCHED_MISSED_ROWS;
+
+        snprintf(run.id, sizeof(run.id), "%s@%lld-%lld", sj->name, (long long)summary_first,
+                 (long long)summary_last);
+        snprintf(text, sizeof(text), "%s%lld more slots missed from %s to %s (%s)",
+                 exact ? "" : "at least ", (long long)summarised,
+                 cf_format_time(summary_first, from), cf_format_time(summary_last, to), reason);
+        run.job = sj->name;
+        run.trigger = RUN_TRIGGER_SCHEDULE;
+        run.scheduled_at_ms = summary_first;
+        run.status = RUN_MISSED;
+        run.reason = text;
+        run.instance = (char *)sched->cfg.instance_id;
+        record_run(sched, &run);
+        atomic_fetch_add(&sched->stat_missed, summarised);
+        log_warn("slots missed", "job=%s count=%lld from=%s to=%s", sj->name,
+                 (long long)summarised, from, to);
+    }
+    return count;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Jobs                                                                     */
+/* ---------------------------------------------------------------------- */
+
+static void free_pending(struct sched_job *sj)
+{
+    while (sj->pending != NULL) {
+        struct pending_slot *next = sj->pending->next;
+
+        free(sj->pending);
+        sj->pending = next;
+    }
+}
+
+/* Drops the job's definition; the entry itself stays while firings are in flight. */
+static void unload_job(struct scheduler *sched, struct sched_job *sj)
+{
+    heap_set(sched, sj, 0);
+    free_pending(sj);
+    job_free(sj->job);
+    sj->job = NULL;
+    cron_free(sj->cron);
+    sj->cron = NULL;
+}
+
+static void free_job_entry(struct scheduler *sched, struct sched_job *sj)
+{
+    struct sched_job **link = &sched->buckets[name_bucket(sj->name)];
+
+    while (*link != sj)
+        link = &(*link)->next_in_bucket;
+    *link = sj->next_in_bucket;
+    unload_job(sched, sj);
+    free(sj);
+}
+
+/* Next slot of sj strictly after after_ms, or 0 when paused or never again. */
+static int64_t next_slot(const struct sched_job *sj, int64_t after_ms)
+{
+    int64_t next;
+
+    if (sj->job == NULL || sj->job->paused)
+        return 0;
+    if (cron_next(sj->cron, sj->zone, after_ms, &next) != CF_OK)
+        return 0;
+    return next;
+}
+
+/*
+ * Installs job (stolen) as sj's definition. resume_after_ms is the instant
+ * after which slots count: slots between it and now that were never
+ * recorded are handled by the normal due path (late, missed or caught up).
+ */
+static int install_job(struct scheduler *sched, struct sched_job *sj, struct job *job,
+                       int64_t resume_after_ms)
+{
+    struct cron_schedule *cron = NULL;
+    const struct tz_zone *zone = tz_get(job->timezone);
+    struct cron_error err;
+
+    if (zone == NULL || cron_parse(job->schedule, &cron, &err) != CF_OK) {
+        log_error("stored job not schedulable", "job=%s", job->name);
+        job_free(job);
+        return CF_ERR_INVALID;
+    }
+    heap_set(sched, sj, 0);
+    job_free(sj->job);
+    cron_free(sj->cron);
+    sj->job = job;
+    sj->cron = cron;
+    sj->zone = zone;
+    if (job->paused)
+        free_pending(sj);
+    return heap_set(sched, sj, next_slot(sj, resume_after_ms));
+}
+
+/* Reads job name from the database and (re)schedules or removes it. */
+static void reload_job(struct scheduler *sched, const char *name, bool at_start)
+{
+    struct sched_job *sj = find_job(sched, name);
+    struct job *job = NULL;
+    int64_t now = cf_wall_ms(), resume_after = now;
+    int ret = db_job_get(sched->cfg.db, name, &job);
+
+    if (ret == CF_ERR_NOT_FOUND) {
+        if (sj != NULL) {
+            if (sj->in_flight > 0)
+                unload_job(sched, sj);
+            else
+                free_job_entry(sched, sj);
+            log_info("job unscheduled", "job=%s", name);
+        }
+        return;
+    }
+    if (ret != CF_OK)
+        return;
+    if (sj == NULL) {
+        unsigned bucket = name_bucket(name);
+
+        sj = calloc(1, sizeof(*sj));
+        if (sj == NULL) {
+            job_free(job);
+            return;
+        }
+        snprintf(sj->name, sizeof(sj->name), "%s", name);
+        sj->heap_index = NOT_IN_HEAP;
+        sj->next_in_bucket = sched->buckets[bucket];
+        sched->buckets[bucket] = sj;
+    }
+    if (at_start) {
+        /*
+         * After downtime, slots count from the last one recorded for the job
+         * (by any instance) or from its last change, whichever is later.
+         */
+        int64_t last_slot = 0;
+
+        db_run_last_slot(sched->cfg.db, name, &last_slot);
+        resume_after = last_slot > job->updated_at_ms ? last_slot : job->updated_at_ms;
+        if (resume_after > now)
+            resume_after = now;
+    }
+    install_job(sched, sj, job, resume_after);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Firing                                                                   */
+/* ---------------------------------------------------------------------- */
+
+static bool firing_may_retry(void *ctx, void *owner)
+{
+    struct firing *firing = owner;
+
+    return !atomic_load(&firing->lease_lost);
+}
+
+/* Engine thread: copy the outcome into the inbox for the scheduler thread. */
+static void firing_done(void *ctx, struct delivery_request *req, const struct delivery_result *result)
+{
+    struct scheduler *sched = ctx;
+    struct completion *done = calloc(1, sizeof(*done));
+
+    if (done == NULL) {
+        log_error("completion lost", "run=%s", req->run_id);
+        return;
+    }
+    done->firing = req->owner;
+    done->status = result->status;
+    done->attempts = result->attempts;
+    done->http_status = result->http_status;
+    done->error = cf_strdup(result->error);
+    done->response_excerpt = cf_strdup(result->response_excerpt);
+    done->finished_at_ms = result->finished_at_ms ? result->finished_at_ms : cf_wall_ms();
+    pthread_mutex_lock(&sched->inbox_lock);
+    done->next = sched->completions;
+    sched->completions = done;
+    pthread_cond_signal(&sched->wake);
+    pthread_mutex_unlock(&sched->inbox_lock);
+}
+
+static void claim_init(struct coord_claim *claim, const struct sched_job *sj, int64_t slot_ms,
+                       enum run_trigger trigger)
+{
+    memset(claim, 0, sizeof(*claim));
+    claim->job = sj->name;
+    claim->slot_ms = slot_ms;
+    claim->lease_ms = sj->job->lease_ms;
+    claim->per_slot = sj->job->overlap == JOB_OVERLAP_ALLOW;
+    claim->advance = trigger != RUN_TRIGGER_MANUAL;
+}
+
+/*
+ * Starts the delivery of a claimed firing: records the run as running and
+ * submits it. Returns the firing (owned by the in-flight list), or NULL when
+ * it could not start (the lease is then released and the run recorded failed).
+ */
+static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj,
+                                   const struct coord_claim *claim, enum run_trigger trigger)
+{
+    struct firing *firing = calloc(1, sizeof(*firing));
+    struct delivery_request *req = calloc(1, sizeof(*req));
+    char when[CF_TIME_LEN];
+
+    if (firing == NULL || req == NULL)
+        goto out_fail;
+    firing->sj = sj;
+    firing->claim = *claim;
+    firing->claim.job = sj->name;
+    firing->run.job = strdup(sj->name);
+    firing->run.instance = strdup(sched->cfg.instance_id);
+    if (firing->run.job == NULL || firing->run.instance == NULL)
+        goto out_fail;
+    if (trigger == RUN_TRIGGER_MANUAL) {
+        if (cf_random_hex(firing->run.id, 16) != CF_OK)
+            goto out_fail;
+        snprintf(req->idempotency_key, sizeof(req->idempotency_key), "%s", firing->run.id);
+    } else {
+        run_slot_id(sj->name, claim->slot_ms, firing->run.id);
+        snprintf(req->idempotency_key, sizeof(req->idempotency_key), "%s@%s", sj->name,
+                 cf_format_time(claim->slot_ms, when));
+    }
+    firing->run.trigger = trigger;
+    firing->run.scheduled_at_ms = claim->slot_ms;
+    firing->run.started_at_ms = cf_wall_ms();
+    firing->run.status = RUN_RUNNING;
+    firing->run.fencing_token = claim->token;
+    firing->next_extend_boot_ms = cf_boot_ms() + claim->lease_ms / 3;
+
+    req->job = job_copy(sj->job);
+    if (req->job == NULL)
+        goto out_fail;
+    snprintf(req->run_id, sizeof(req->run_id), "%s", firing->run.id);
+    req->fencing_token = claim->token;
+    req->scheduled_at_ms = claim->slot_ms;
+    req->trigger = trigger;
+    req->owner = firing;
+
+    record_run(sched, &firing->run);
+    sj->in_flight++;
+    firing->next = sched->in_flight;
+    if (sched->in_flight != NULL)
+        sched->in_flight->prev = firing;
+    sched->in_flight = firing;
+    atomic_fetch_add(&sched->stat_in_flight, 1);
+    atomic_fetch_add(&sched->stat_fired, 1);
+    log_debug("firing started", "job=%s run=%s token=%lld", sj->name, firing->run.id,
+              (long long)claim->token);
+    if (delivery_submit(sched->engine, req) != CF_OK) {
+        /* Only refused while stopping: finish it here as not delivered. */
+        struct completion *done = calloc(1, sizeof(*done));
+
+        if (done != NULL) {
+            done->firing = firing;
+            done->status = RUN_FAILED;
+            done->error = strdup("instance stopping");
+            done->finished_at_ms = cf_wall_ms();
+            pthread_mutex_lock(&sched->inbox_lock);
+            done->next = sched->completions;
+            sched->completions = done;
+            pthread_mutex_unlock(&sched->inbox_lock);
+        }
+    }
+    return firing;
+
+out_fail:
+    log_error("firing not started", "job=%s error=\"out of memory\"", sj->name);
+    sched->cfg.coord->ops->release(sched->cfg.coord, claim, 1);
+    delivery_request_free(req);
+    if (firing != NULL)
+        run_clear(&firing->run);
+    free(firing);
+    return NULL;
+}
+
+/* Queues a slot of sj (overlap=queue, or a claim to retry), oldest first. */
+static void push_pending(struct sched_job *sj, int64_t slot_ms, enum run_trigger trigger,
+                         int64_t retry_at_boot_ms)
+{
+    struct pending_slot *slot = calloc(1, sizeof(*slot)), **tail = &sj->pending;
+
+    if (slot == NULL)
+        return;
+    slot->slot_ms = slot_ms;
+    slot->trigger = trigger;
+    slot->retry_at_boot_ms = retry_at_boot_ms;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = slot;
+}
+
+/* A slot that could be claimed now, in a batch. */
+struct due_slot {
+    struct sched_job *sj;
+    int64_t slot_ms;
+    enum run_trigger trigger;
+};
+
+/* Claims a batch of due slots and starts, skips, queues or retries each. */
+static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
+{
+    struct coord_claim *claims;
+
+    if (n == 0)
+        return;
+    claims = calloc(n, sizeof(*claims));
+    if (claims == NULL) {
+        log_error("claims not made", "count=%zu error=\"out of memory\"", n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        claim_init(&claims[i], due[i].sj, due[i].slot_ms, due[i].trigger);
+    sched->cfg.coord->ops->claim(sched->cfg.coord, claims, n);
+
+    for (size_t i = 0; i < n; i++) {
+        struct sched_job *sj = due[i].sj;
+        int64_t slot = due[i].slot_ms;
+
+        switch (claims[i].result) {
+        case CF_OK:
+            start_firing(sched, sj, &claims[i], due[i].trigger);
+            break;
+        case CF_ERR_FIRED:
+            log_debug("slot already fired", "job=%s slot=%lld", sj->name, (long long)slot);
+            break;
+        case CF_ERR_BUSY:
+            if (claims[i].busy_slot_ms == slot) {
+                /* Another instance holds this very slot and will deliver it. */
+                break;
+            }
+            if (sj->job->overlap == JOB_OVERLAP_QUEUE)
+                push_pending(sj, slot, due[i].trigger, cf_boot_ms() + 100);
+            else
+                record_unstarted(sched, sj->name, slot, due[i].trigger, RUN_SKIPPED,
+                                 "previous run still in flight");
+            break;
+        default: {
+            int64_t delay = SCHED_CLAIM_RETRY_MIN_MS +
+                            (int64_t)(next_random(sched) % SCHED_CLAIM_RETRY_SPREAD_MS);
+
+            log_warn("claim failed", "job=%s slot=%lld error=\"%s\"", sj->name, (long long)slot,
+                     cf_err_str(claims[i].result));
+            push_pending(sj, slot, due[i].trigger, cf_boot_ms() + delay);
+            break;
+        }
+        }
+    }
+    free(claims);
+}
+
+/* Appends to a growing array of due slots. */
+static int push_due(struct due_slot **due, size_t *n, size_t *cap, struct sched_job *sj,
+                    int64_t slot_ms, enum run_trigger trigger)
+{
+    if (*n == *cap) {
+        size_t grown = *cap ? *cap * 2 : 64;
+        struct due_slot *bigger = realloc(*due, grown * sizeof(**due));
+
+        if (bigger == NULL)
+            return CF_ERR_NOMEM;
+        *due = bigger;
+        *cap = grown;
+    }
+    (*due)[*n].sj = sj;
+    (*due)[*n].slot_ms = slot_ms;
+    (*due)[*n].trigger = trigger;
+    (*n)++;
+    return CF_OK;
+}
+
+/*
+ * Decides what to do with slot of sj that is due now: missed when past its
+ * starting deadline, skipped or queued when the previous run is still in
+ * flight, else added to the claim batch.
+ */
+static void take_due_slot(struct scheduler *sched, struct sched_job *sj, int64_t slot_ms,
+                          int64_t now, struct due_slot **due, size_t *n, size_t *cap)
+{
+    const struct job *job = sj->job;
+    int64_t latest = 0;
+
+    if (now - slot_ms > job->starting_deadline_ms) {
+        /* Every slot from this one to the newest past its deadline is missed. */
+        int64_t last = slot_ms, probe, walked = 0;
+
+        while (walked++ < SCHED_MISSED_SCAN_MAX &&
+               cron_next(sj->cron, sj->zone, last, &probe) == CF_OK &&
+               now - probe > job->starting_deadline_ms) {
+            if (cron_every_ms(sj->cron) > 0) {
+                int64_t period = cron_every_ms(sj->cron);
+
+                last = slot_ms + (now - job->starting_deadline_ms - 1 - slot_ms) / period * period;
+                break;
+            }
+            last = probe;
+        }
+        record_missed_range(sched, sj, slot_ms, last, "starting deadline passed", &latest);
+        if (latest == 0)
+            return;
+        slot_ms = latest;
+        if (sj->in_flight > 0 && job->overlap != JOB_OVERLAP_ALLOW) {
+            record_unstarted(sched, sj->name, slot_ms, RUN_TRIGGER_CATCHUP, RUN_SKIPPED,
+                             "previous run still in flight");
+            return;
+        }
+        push_due(due, n, cap, sj, slot_ms, RUN_TRIGGER_CATCHUP);
+        return;
+    }
+    if (sj->in_flight > 0 || sj->pending != NULL) {
+        if (job->overlap == JOB_OVERLAP_FORBID) {
+            record_unstarted(sched, sj->name, slot_ms, RUN_TRIGGER_SCHEDULE, RUN_SKIPPED,
+                             "previous run still in flight");
+            return;
+        }
+        if (job->overlap == JOB_OVERLAP_QUEUE) {
+            push_pending(sj, slot_ms, RUN_TRIGGER_SCHEDULE, 0);
+            return;
+        }
+    }
+    push_due(due, n, cap, sj, slot_ms, RUN_TRIGGER_SCHEDULE);
+}
+
+/* Claims every slot due at or before now, and advances each job to its next slot. */
+static void fire_due(struct scheduler *sched, int64_t now)
+{
+    struct due_slot *due = NULL;
+    size_t n = 0, cap = 0;
+
+    while (sched->heap_len > 0 && sched->heap[0]->next_ms <= now) {
+        struct sched_job *sj = sched->heap[0];
+        int64_t slot = sj->next_ms, after = slot;
+
+        take_due_slot(sched, sj, slot, now, &due, &n, &cap);
+        /* Slots already recorded as missed are behind us: continue after now - deadline. */
+        if (now - slot > sj->job->starting_deadline_ms)
+            after = now - sj->job->starting_deadline_ms - 1;
+        heap_set(sched, sj, next_slot(sj, after > slot ? after : slot));
+    }
+    claim_batch(sched, due, n);
+    free(due);
+}
+
+/*
+ * Starts queued and retrying slots whose turn has come: the job has no run
+ * in flight (or allows overlap) and the retry time has passed. Slots past
+ * their starting deadline are recorded as missed.
+ */
+static void start_pending(struct scheduler *sched, int64_t now, int64_t now_boot)
+{
+    struct due_slot *due = NULL;
+    size_t n = 0, cap = 0;
+
+    for (size_t b = 0; b < JOB_BUCKETS; b++) {
+        for (struct sched_job *sj = sched->buckets[b]; sj != NULL; sj = sj->next_in_bucket) {
+            struct pending_slot *slot = sj->pending;
+
+            if (slot == NULL || sj->job == NULL)
+                continue;
+            if (now - slot->slot_ms > sj->job->starting_deadline_ms) {
+                sj->pending = slot->next;
+                record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
+                                 "starting deadline passed while waiting");
+                free(slot);
+                continue;
+            }
+            if (slot->retry_at_boot_ms > now_boot)
+                continue;
+            if (sj->in_flight > 0 && sj->job->overlap != JOB_OVERLAP_ALLOW)
+                continue;
+            sj->pending = slot->next;
+            push_due(&due, &n, &cap, sj, slot->slot_ms, slot->trigger);
+            free(slot);
+        }
+    }
+    claim_batch(sched, due, n);
+    free(due);
+}
+
+/* Whether any job has a pending slot (so the loop must poll for it). */
+static bool has_pending(struct scheduler *sched)
+{
+    for (size_t b = 0; b < JOB_BUCKETS; b++)
+        for (struct sched_job *sj = sched->buckets[b]; sj != NULL; sj = sj->next_in_bucket)
+            if (sj->pending != NULL)
+                return true;
+    return false;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Completions, leases, triggers                                           */
+/* ---------------------------------------------------------------------- */
+
+static void finish_firing(struct scheduler *sched, struct completion *done)
+{
+    struct firing *firing = done->firing;
+    struct sched_job *sj = firing->sj;
+    struct run *run = &firing->run;
+
+    sched->cfg.coord->ops->release(sched->cfg.coord, &firing->claim, 1);
+    run->status = done->status;
+    run->attempts = done->attempts;
+    run->http_status = done->http_status;
+    run->error = done->error;
+    run->response_excerpt = done->response_excerpt;
+    done->error = NULL;
+    done->response_excerpt = NULL;
+    run->finished_at_ms = done->finished_at_ms;
+    run->duration_ms = run->finished_at_ms - run->started_at_ms;
+    run->lease_lost = atomic_load(&firing->lease_lost);
+    record_run(sched, run);
+    log_info("run finished", "job=%s run=%s status=%s token=%lld attempts=%d http_status=%d",
+             sj->name, run->id, run_status_name(run->status), (long long)run->fencing_token,
+             run->attempts, run->http_status);
+
+    if (firing->prev != NULL)
+        firing->prev->next = firing->next;
+    else
+        sched->in_flight = firing->next;
+    if (firing->next != NULL)
+        firing->next->prev = firing->prev;
+    atomic_fetch_sub(&sched->stat_in_flight, 1);
+    sj->in_flight--;
+    if (sj->job == NULL && sj->in_flight == 0)
+        free_job_entry(sched, sj);
+    run_clear(run);
+    free(firing);
+}
+
+static void extend_leases(struct scheduler *sched, int64_t now_boot)
+{
+    for (struct firing *firing = sched->in_flight; firing != NULL; firing = firing->next) {
+        if (atomic_load(&firing->lease_lost) || firing->next_extend_boot_ms > now_boot)
+            continue;
+        if (now_boot >= firing->claim.valid_until_boot_ms) {
+            firing->claim.result = CF_ERR_LOST;
+        } else {
+            sched->cfg.coord->ops->extend(sched->cfg.coord, &firing->claim, 1);
+        }
+        if (firing->claim.result != CF_OK) {
+            atomic_store(&firing->lease_lost, true);
+            log_warn("lease lost", "job=%s run=%s token=%lld", firing->sj->name, firing->run.id,
+                     (long long)firing->run.fencing_token);
+            continue;
+        }
+        firing->next_extend_boot_ms = now_boot + firing->claim.lease_ms / 3;
+    }
+}
+
+static int64_t next_extend_due(struct scheduler *sched)
+{
+    int64_t soonest = INT64_MAX;
+
+    for (struct firing *firing = sched->in_flight; firing != NULL; firing = firing->next)
+        if (!atomic_load(&firing->lease_lost) && firing->next_extend_boot_ms < soonest)
+            soonest = firing->next_extend_boot_ms;
+    return soonest;
+}
+
+static void answer_trigger(struct scheduler *sched, struct trigger_request *request)
+{
+    struct sched_job *sj = find_job(sched, request->name);
+    struct coord_claim claim;
+
+    request->result = CF_ERR_NOT_FOUND;
+    if (sj == NULL || sj->job == NULL)
+        return;
+    if (sj->job->paused) {
+        snprintf(request->reason, request->reason_len, "job is paused");
+        request->result = CF_ERR_CONFLICT;
+        return;
+    }
+    if (sj->in_flight > 0 && sj->job->overlap != JOB_OVERLAP_ALLOW) {
+        snprintf(request->reason, request->reason_len,
+                 "a run of this job is in flight and its overlap policy is %s",
+                 job_overlap_name(sj->job->overlap));
+        request->result = CF_ERR_CONFLICT;
+        return;
+    }
+    claim_init(&claim, sj, cf_wall_ms(), RUN_TRIGGER_MANUAL);
+    sched->cfg.coord->ops->claim(sched->cfg.coord, &claim, 1);
+    if (claim.result == CF_ERR_BUSY) {
+        snprintf(request->reason, request->reason_len, "another run holds the job's lock");
+        request->result = CF_ERR_CONFLICT;
+        return;
+    }
+    request->result = claim.result;
+    if (claim.result != CF_OK)
+        return;
+    struct firing *firing = start_firing(sched, sj, &claim, RUN_TRIGGER_MANUAL);
+    if (firing == NULL) {
+        request->result = CF_ERR_NOMEM;
+        return;
+    }
+    /* Copy the run as started for the caller. */
+    *request->run = firing->run;
+    request->run->job = strdup(firing->run.job);
+    request->run->instance = strdup(firing->run.instance);
+    request->run->reason = NULL;
+    request->run->error = NULL;
+    request->run->response_excerpt = NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Retention                                                                */
+/* ---------------------------------------------------------------------- */
+
+static void prune_history(struct scheduler *sched, int64_t now)
+{
+    int deleted = 0, total = 0;
+    size_t visited = 0;
+
+    db_run_prune(sched->cfg.db, now - (int64_t)sched->cfg.history_days * 86400000, SCHED_PRUNE_BATCH,
+                 &deleted);
+    total += deleted;
+    /* The per-job cap: a few buckets per pass, round robin. */
+    while (visited < JOB_BUCKETS / 16) {
+        struct sched_job *sj = sched->buckets[sched->prune_cursor];
+
+        for (; sj != NULL; sj = sj->next_in_bucket) {
+            db_run_prune_job(sched->cfg.db, sj->name, sched->cfg.history_per_job,
+                             SCHED_PRUNE_BATCH, &deleted);
+            total += deleted;
+        }
+        sched->prune_cursor = (sched->prune_cursor + 1) % JOB_BUCKETS;
+        visited++;
+    }
+    if (total > 0)
+        log_info("history pruned", "runs=%d", total);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The thread                                                               */
+/* ---------------------------------------------------------------------- */
+
+/* Waits on the inbox until deadline_boot_ms or a message; the inbox lock is held. */
+static void wait_inbox(struct scheduler *sched, int64_t wait_ms)
+{
+    struct timespec ts;
+
+    if (wait_ms <= 0)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += wait_ms / 1000;
+    ts.tv_nsec += (wait_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&sched->wake, &sched->inbox_lock, &ts);
+}
+
+/* Milliseconds until the scheduler next has something to do, at most SCHED_MAX_SLEEP_MS. */
+static int64_t sleep_budget(struct scheduler *sched, int64_t now, int64_t now_boot)
+{
+    int64_t wait = SCHED_MAX_SLEEP_MS, extend = next_extend_due(sched);
+
+    if (sched->heap_len > 0 && sched->heap[0]->next_ms - now < wait)
+        wait = sched->heap[0]->next_ms - now;
+    if (extend != INT64_MAX && extend - now_boot < wait)
+        wait = extend - now_boot;
+    if (has_pending(sched) && wait > SCHED_CLAIM_RETRY_MIN_MS)
+        wait = SCHED_CLAIM_RETRY_MIN_MS;
+    return wait;
+}
+
+static void *scheduler_main(void *arg)
+{
+    struct scheduler *sched = arg;
+
+    pthread_mutex_lock(&sched->inbox_lock);
+    for (;;) {
+        struct changed_name *changed;
+        struct trigger_request *triggers;
+        struct completion *completions;
+        int64_t now = cf_wall_ms(), now_boot = cf_boot_ms();
+        bool stopping = sched->stopping;
+
+        if (!stopping && sched->changed == NULL && sched->triggers == NULL &&
+            sched->completions == NULL) {
+            wait_inbox(sched, sleep_budget(sched, now, now_boot));
+            now = cf_wall_ms();
+            now_boot = cf_boot_ms();
+        }
+        stopping = sched->stopping;
+        changed = sched->changed;
+        triggers = sched->triggers;
+        completions = sched->completions;
+        sched->changed = NULL;
+        sched->triggers = NULL;
+        sched->completions = NULL;
+        pthread_mutex_unlock(&sched->inbox_lock);
+
+        while (completions != NULL) {
+            struct completion *next = completions->next;
+
+            finish_firing(sched, completions);
+            free(completions->error);
+            free(completions->response_excerpt);
+            free(completions);
+            completions = next;
+        }
+        while (changed != NULL) {
+            struct changed_name *next = changed->next;
+
+            reload_job(sched, changed->name, false);
+            free(changed);
+            changed = next;
+        }
+        if (stopping) {
+            pthread_mutex_lock(&sched->inbox_lock);
+            for (struct trigger_request *t = triggers; t != NULL; t = t->next) {
+                t->result = CF_ERR_SHUTDOWN;
+                t->done = true;
+            }
+            pthread_cond_broadcast(&sched->replied);
+            break;
+        }
+        if (triggers != NULL) {
+            struct trigger_request *t;
+
+            for (t = triggers; t != NULL; t = t->next)
+                answer_trigger(sched, t);
+            pthread_mutex_lock(&sched->inbox_lock);
+            for (t = triggers; t != NULL; t = t->next)
+                t->done = true;
+            pthread_cond_broadcast(&sched->replied);
+            pthread_mutex_unlock(&sched->inbox_lock);
+        }
+        fire_due(sched, now);
+        start_pending(sched, now, now_boot);
+        extend_leases(sched, now_boot);
+        if (now_boot >= sched->next_prune_boot_ms) {
+            prune_history(sched, now);
+            sched->next_prune_boot_ms = now_boot + SCHED_PRUNE_INTERVAL_MS;
+        }
+        pthread_mutex_lock(&sched->inbox_lock);
+    }
+    pthread_mutex_unlock(&sched->inbox_lock);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public API                                                               */
+/* ---------------------------------------------------------------------- */
+
+static int load_all(struct scheduler *sched)
+{
+    struct job **jobs = NULL;
+    size_t count = 0;
+    int lost = 0, ret;
+
+    ret = db_run_mark_lost(sched->cfg.db, sched->cfg.instance_id,
+                           "instance stopped during the run", &lost);
+    if (ret != CF_OK)
+        return ret;
+    if (lost > 0)
+        log_warn("runs lost in a previous crash", "count=%d", lost);
+    ret = db_job_all(sched->cfg.db, &jobs, &count);
+    if (ret != CF_OK)
+        return ret;
+    for (size_t i = 0; i < count; i++) {
+        reload_job(sched, jobs[i]->name, true);
+        job_free(jobs[i]);
+    }
+    free(jobs);
+    log_info("jobs loaded", "count=%zu", count);
+    return CF_OK;
+}
+
+int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
+{
+    struct scheduler *sched = calloc(1, sizeof(*sched));
+    struct delivery_config dcfg = {0};
+    pthread_condattr_t attr;
+    int ret;
+
+    *out = NULL;
+    if (sched == NULL)
+        return CF_ERR_NOMEM;
+    sched->cfg = *cfg;
+    sched->rng = (uint64_t)cf_boot_ms() * 0x9e3779b97f4a7c15ull | 1;
+    pthread_mutex_init(&sched->inbox_lock, NULL);
+    pthread_condattr_init(&attr);
+    /* The wait is relative; the monotonic clock keeps it immune to wall-clock jumps. */
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&sched->wake, &attr);
+    pthread_cond_init(&sched->replied, NULL);
+    pthread_condattr_destroy(&attr);
+
+    ret = load_all(sched);
+    if (ret != CF_OK)
+        goto out_free;
+    dcfg.instance_id = cfg->instance_id;
+    dcfg.default_secret = cfg->default_secret;
+    dcfg.allow = cfg->allow;
+    dcfg.may_retry = firing_may_retry;
+    dcfg.done = firing_done;
+    dcfg.ctx = sched;
+    ret = delivery_engine_start(&dcfg, &sched->engine);
+    if (ret != CF_OK)
+        goto out_free;
+    sched->next_prune_boot_ms = cf_boot_ms() + 5000;
+    if (pthread_create(&sched->thread, NULL, scheduler_main, sched) != 0) {
+        delivery_engine_stop(sched->engine, 0);
+        ret = CF_ERR_NOMEM;
+        goto out_free;
+    }
+    *out = sched;
+    return CF_OK;
+
+out_free:
+    for (size_t b = 0; b < JOB_BUCKETS; b++)
+        while (sched->buckets[b] != NULL)
+            free_job_entry(sched, sched->buckets[b]);
+    free(sched->heap);
+    pthread_mutex_destroy(&sched->inbox_lock);
+    pthread_cond_destroy(&sched->wake);
+    pthread_cond_destroy(&sched->replied);
+    free(sched);
+    return ret;
+}
+
+void scheduler_stop(struct scheduler *sched, int64_t grace_ms)
+{
+    struct completion *completions;
+
+    if (sched == NULL)
+        return;
+    pthread_mutex_lock(&sched->inbox_lock);
+    sched->stopping = true;
+    pthread_cond_signal(&sched->wake);
+    pthread_mutex_unlock(&sched->inbox_lock);
+    pthread_join(sched->thread, NULL);
+
+    /* The engine calls done for every firing still in flight before it returns. */
+    delivery_engine_stop(sched->engine, grace_ms);
+    completions = sched->completions;
+    sched->completions = NULL;
+    while (completions != NULL) {
+        struct completion *next = completions->next;
+
+        finish_firing(sched, completions);
+        free(completions->error);
+        free(completions->response_excerpt);
+        free(completions);
+        completions = next;
+    }
+    while (sched->changed != NULL) {
+        struct changed_name *next = sched->changed->next;
+
+        free(sched->changed);
+        sched->changed = next;
+    }
+    for (size_t b = 0; b < JOB_BUCKETS; b++)
+        while (sched->buckets[b] != NULL)
+            free_job_entry(sched, sched->buckets[b]);
+    free(sched->heap);
+    pthread_mutex_destroy(&sched->inbox_lock);
+    pthread_cond_destroy(&sched->wake);
+    pthread_cond_destroy(&sched->replied);
+    free(sched);
+}
+
+void scheduler_job_changed(struct scheduler *sched, const char *name)
+{
+    struct changed_name *changed = calloc(1, sizeof(*changed));
+
+    if (changed == NULL) {
+        log_error("job change not applied", "job=%s error=\"out of memory\"", name);
+        return;
+    }
+    snprintf(changed->name, sizeof(changed->name), "%s", name);
+    pthread_mutex_lock(&sched->inbox_lock);
+    changed->next = sched->changed;
+    sched->changed = changed;
+    pthread_cond_signal(&sched->wake);
+    pthread_mutex_unlock(&sched->inbox_lock);
+}
+
+int scheduler_trigger(struct scheduler *sched, const char *name, struct run *run, char *reason,
+                      size_t reason_len)
+{
+    struct trigger_request request = {0};
+    int64_t deadline = cf_boot_ms() + SCHED_TRIGGER_WAIT_MS;
+
+    memset(run, 0, sizeof(*run));
+    request.name = name;
+    request.run = run;
+    request.reason = reason;
+    request.reason_len = reason_len;
+    request.result = CF_ERR_TIMEOUT;
+    pthread_mutex_lock(&sched->inbox_lock);
+    if (sched->stopping) {
+        pthread_mutex_unlock(&sched->inbox_lock);
+        return CF_ERR_SHUTDOWN;
+    }
+    request.next = sched->triggers;
+    sched->triggers = &request;
+    pthread_cond_signal(&sched->wake);
+    while (!request.done && cf_boot_ms() < deadline) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&sched->replied, &sched->inbox_lock, &ts);
+    }
+    if (!request.done) {
+        /* Still queued: take it back out so the scheduler never touches it. */
+        struct trigger_request **link = &sched->triggers;
+
+        while (*link != NULL && *link != &request)
+            link = &(*link)->next;
+        if (*link == &request) {
+            *link = request.next;
+        } else {
+            /* Being answered right now: wait for the answer, it cannot take long. */
+            while (!request.done)
+                pthread_cond_wait(&sched->replied, &sched->inbox_lock);
+        }
+    }
+    pthread_mutex_unlock(&sched->inbox_lock);
+    return request.result;
+}
+
+void scheduler_get_stats(struct scheduler *sched, struct scheduler_stats *stats)
+{
+    stats->in_flight = atomic_load(&sched->stat_in_flight);
+    stats->jobs = atomic_load(&sched->stat_jobs);
+    stats->fired = atomic_load(&sched->stat_fired);
+    stats->skipped = atomic_load(&sched->stat_skipped);
+    stats->missed = atomic_load(&sched->stat_missed);
+}

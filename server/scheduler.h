@@ -1,0 +1,74 @@
+/*
+ * scheduler.h - computes every job's slots, claims them through the
+ * coordinator, hands claimed firings to the delivery engine and records
+ * every outcome in the run history.
+ *
+ * One scheduler thread owns all scheduling state. Other threads talk to it
+ * through an inbox: catalog changes (scheduler_job_changed), manual triggers
+ * (scheduler_trigger) and delivery completions. It sleeps until the next
+ * slot is due, so a slot is claimed and sent within a few milliseconds of
+ * its instant on an idle machine.
+ */
+#ifndef CF_SCHEDULER_H
+#define CF_SCHEDULER_H
+
+#include <stdint.h>
+
+#include "coord.h"
+#include "db.h"
+#include "netallow.h"
+#include "run.h"
+
+struct scheduler_config {
+    struct db *db;       /* the scheduler's own handle; borrowed */
+    struct coord *coord; /* borrowed */
+    const char *instance_id;      /* borrowed for the scheduler's life */
+    const char *default_secret;   /* borrowed */
+    const struct netallow *allow; /* borrowed; NULL = all but link-local */
+    int history_days;             /* runs older than this are pruned */
+    int history_per_job;          /* at most this many runs kept per job */
+    /* Called on the scheduler thread after a run state is stored; may be NULL. */
+    void (*run_changed)(void *ctx, const struct run *run);
+    void *ctx;
+};
+
+struct scheduler_stats {
+    int64_t in_flight;    /* firings being delivered */
+    int64_t jobs;         /* jobs scheduled (not paused) */
+    int64_t fired;        /* firings claimed since start */
+    int64_t skipped;      /* slots skipped by overlap=forbid */
+    int64_t missed;       /* slots missed (deadline, downtime, no quorum) */
+};
+
+struct scheduler;
+
+/*
+ * Loads every job from the database, marks runs this instance left
+ * "running" before a crash as "lost", records or catches up slots missed
+ * while the instance was down, and starts the scheduler thread and the
+ * delivery engine. Returns CF_OK with *out, or an error (nothing started).
+ */
+int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out);
+
+/*
+ * Stops claiming, lets firings in flight finish for at most grace_ms,
+ * records them, releases their leases, and frees the scheduler. Accepts NULL.
+ */
+void scheduler_stop(struct scheduler *sched, int64_t grace_ms);
+
+/* Tells the scheduler that job name was created, changed or deleted in the catalog. */
+void scheduler_job_changed(struct scheduler *sched, const char *name);
+
+/*
+ * Runs job name now, outside its schedule, through the lock and token path
+ * (DESIGN §3 manual trigger). Blocks until the firing is claimed. On CF_OK,
+ * *run (run_clear() it) is the run just started. Errors: CF_ERR_NOT_FOUND,
+ * CF_ERR_CONFLICT (paused, or a run in flight and overlap is not "allow";
+ * detail in reason, reason_len bytes), CF_ERR_NO_QUORUM, CF_ERR_SHUTDOWN.
+ */
+int scheduler_trigger(struct scheduler *sched, const char *name, struct run *run, char *reason,
+                      size_t reason_len);
+
+void scheduler_get_stats(struct scheduler *sched, struct scheduler_stats *stats);
+
+#endif
