@@ -120,8 +120,11 @@ char *cf_format_time(int64_t wall_ms, char out[CF_TIME_LEN])
     int year, month, day;
 
     civil_from_days(days, &year, &month, &day);
-    snprintf(out, CF_TIME_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", year, month, day,
-             (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), (int)millis);
+    /* RFC 3339 has four-digit years; the modulos also bound every field's width. */
+    snprintf(out, CF_TIME_LEN, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", (unsigned)year % 10000u,
+             (unsigned)month % 100u, (unsigned)day % 100u, (unsigned)(rem / 3600) % 100u,
+             (unsigned)(rem % 3600 / 60) % 100u, (unsigned)(rem % 60) % 100u,
+             (unsigned)millis % 1000u);
     return out;
 }
 

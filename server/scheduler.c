@@ -860,9 +860,11 @@ static void finish_firing(struct scheduler *sched, struct completion *done)
     run->duration_ms = run->finished_at_ms - run->started_at_ms;
     run->lease_lost = atomic_load(&firing->lease_lost);
     record_run(sched, run);
-    log_info("run finished", "job=%s run=%s status=%s token=%lld attempts=%d http_status=%d",
-             sj->name, run->id, run_status_name(run->status), (long long)run->fencing_token,
-             run->attempts, run->http_status);
+    /* Successes are the common case: at info level only what needs a look. */
+    log_at(run->status == RUN_SUCCEEDED ? LOG_DEBUG : LOG_INFO, "run finished",
+           "job=%s run=%s status=%s token=%lld attempts=%d http_status=%d", sj->name, run->id,
+           run_status_name(run->status), (long long)run->fencing_token, run->attempts,
+           run->http_status);
 
     if (firing->prev != NULL)
         firing->prev->next = firing->next;

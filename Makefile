@@ -1,0 +1,85 @@
+# Thin wrapper over CMake. `make run` and `make test` do all the set-up on a
+# fresh Debian 12 machine (they install missing packages when run as root).
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+LISTEN     ?= 127.0.0.1:8080
+DB         ?= ./cronfence.db
+FUZZ_SECONDS ?= 30
+PYTHON     ?= /usr/bin/python3
+
+PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev clang-format \
+	libmicrohttpd-dev libjansson-dev libhiredis-dev libsqlite3-dev libcurl4-openssl-dev \
+	libssl-dev libcriterion-dev redis-server tzdata curl sqlite3 python3 python3-pytest
+
+.PHONY: all build deps run test unit integration fuzz asan bench format check-format clean
+
+all: build
+
+# Installs the Debian packages that are missing (root only; others are told what to install).
+deps:
+	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:" $$missing; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else \
+			echo "missing packages (install them as root):" $$missing; exit 1; \
+		fi; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_WERROR=ON >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	$(BUILD)/cronfence --listen $(LISTEN) --db $(DB)
+
+asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=ON -DCF_WERROR=ON >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+# Unit tests, then integration tests, each on the plain and on the sanitized build.
+test: build asan
+	ctest --test-dir $(BUILD) --output-on-failure
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --test-dir $(ASAN_BUILD) --output-on-failure
+	CRONFENCE_BIN_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
+	CRONFENCE_BIN_DIR=$(abspath $(ASAN_BUILD)) CRONFENCE_SANITIZED=1 $(PYTHON) -m pytest -q tests/integration
+	$(MAKE) --no-print-directory fuzz
+
+unit: build
+	ctest --test-dir $(BUILD) --output-on-failure
+
+integration: build
+	CRONFENCE_BIN_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
+
+# libFuzzer targets, each run for FUZZ_SECONDS from its seed corpus (copied, so the
+# corpus in the repository stays as committed).
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_FUZZ=ON -DCF_TESTS=OFF >/dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cron fuzz_job
+	@for target in cron job; do \
+		work=$$(mktemp -d); cp tests/fuzz/corpus/$$target/* $$work/; \
+		echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_BUILD)/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-print_final_stats=1 $$work >$(FUZZ_BUILD)/fuzz_$$target.log 2>&1 \
+			|| { tail -50 $(FUZZ_BUILD)/fuzz_$$target.log; rm -rf $$work; exit 1; }; \
+		grep -E "stat::number_of_executed_units|Done" $(FUZZ_BUILD)/fuzz_$$target.log | tail -2; \
+		rm -rf $$work; \
+	done
+
+bench: build
+	$(PYTHON) tests/bench/standalone_lag.py --bin-dir $(abspath $(BUILD))
+
+format:
+	clang-format -i server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c
+
+check-format:
+	clang-format --dry-run --Werror server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,1028 @@
+/*
+ * api.c - handlers of the REST API, health, metrics and the dashboard.
+ *
+ * Every handler validates first and changes nothing on error; errors are
+ * RFC 9457 problem documents with an "errors" list naming each bad field.
+ */
+#include "api.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common.h"
+#include "cron.h"
+#include "embedded.h"
+#include "log.h"
+#include "tz.h"
+
+#define API_DEFAULT_LIMIT 100
+#define API_MAX_LIMIT 500
+#define API_PREVIEW_MAX 100
+/* How often a PATCH without If-Match retries after losing a race with another writer. */
+#define API_PATCH_RETRIES 5
+
+struct api {
+    struct api_config cfg;
+};
+
+enum access { ACCESS_NONE, ACCESS_VIEWER, ACCESS_ADMIN };
+
+/* ---------------------------------------------------------------------- */
+/* Responses                                                                */
+/* ---------------------------------------------------------------------- */
+
+int api_status_for(int err)
+{
+    static const struct {
+        int err;
+        int status;
+    } table[] = {
+        {CF_OK, 200},
+        {CF_ERR_INVALID, 422},
+        {CF_ERR_NOT_FOUND, 404},
+        {CF_ERR_CONFLICT, 409},
+        {CF_ERR_PRECONDITION, 412},
+        {CF_ERR_TOO_LARGE, 413},
+        {CF_ERR_UNAUTHORIZED, 401},
+        {CF_ERR_FORBIDDEN, 403},
+        {CF_ERR_NO_QUORUM, 503},
+        {CF_ERR_SHUTDOWN, 503},
+        {CF_ERR_TIMEOUT, 504},
+        {CF_ERR_BUSY, 409},
+    };
+
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+        if (table[i].err == err)
+            return table[i].status;
+    return 500;
+}
+
+static const char *status_title(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Internal Server Error";
+    }
+}
+
+/* Sends json (stolen) with status. */
+static void send_json(struct http_response *res, int status, json_t *json)
+{
+    char *text = json ? json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+    json_decref(json);
+    if (text == NULL) {
+        http_set_body(res, 500, "application/problem+json",
+                      strdup("{\"title\":\"Internal Server Error\",\"status\":500}"),
+                      strlen("{\"title\":\"Internal Server Error\",\"status\":500}"));
+        return;
+    }
+    http_set_body(res, status, "application/json", text, strlen(text));
+}
+
+/* Sends a problem document; errors (stolen, may be NULL) lists the bad fields. */
+__attribute__((format(printf, 4, 5))) static void send_problem(struct http_response *res,
+                                                              int status, json_t *errors,
+                                                              const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    json_t *doc;
+
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    doc = json_pack("{s:s, s:s, s:i, s:s, s:o}", "type", "about:blank", "title",
+                    status_title(status), "status", status, "detail", detail, "errors",
+                    errors ? errors : json_array());
+    send_json(res, status, doc);
+    res->content_type = "application/problem+json";
+}
+
+/* A new one-entry error list. */
+static json_t *field_error(const char *field, const char *message)
+{
+    return json_pack("[{s:s, s:s}]", "field", field, "message", message);
+}
+
+/* Appends {field, message} to an error list (borrowed). */
+static void add_error(json_t *errors, const char *field, const char *message)
+{
+    json_array_append_new(errors, json_pack("{s:s, s:s}", "field", field, "message", message));
+}
+
+static void send_error_code(struct http_response *res, int err, const char *what)
+{
+    int status = api_status_for(err);
+
+    send_problem(res, status, NULL, "%s: %s", what, cf_err_str(err));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Auth                                                                     */
+/* ---------------------------------------------------------------------- */
+
+static bool token_in(const char *token, char **tokens, size_t count)
+{
+    bool found = false;
+
+    /* Compare against every token, so timing says nothing of which matched. */
+    for (size_t i = 0; i < count; i++)
+        found |= cf_secure_equal(token, tokens[i]);
+    return found;
+}
+
+static enum access access_of(struct api *api, const struct http_request *req)
+{
+    const char *header = http_header(req, "Authorization");
+    const char *token;
+
+    if (header == NULL || strncasecmp(header, "Bearer ", 7) != 0)
+        return ACCESS_NONE;
+    token = header + 7;
+    while (*token == ' ')
+        token++;
+    if (token_in(token, api->cfg.admin_tokens, api->cfg.admin_token_count))
+        return ACCESS_ADMIN;
+    if (token_in(token, api->cfg.viewer_tokens, api->cfg.viewer_token_count))
+        return ACCESS_VIEWER;
+    return ACCESS_NONE;
+}
+
+/* Checks the bearer token; on failure answers 401/403 and returns false. */
+static bool authorize(struct api *api, const struct http_request *req, struct http_response *res,
+                      bool write)
+{
+    enum access access = access_of(api, req);
+
+    if (access == ACCESS_NONE) {
+        send_problem(res, 401, NULL, "a valid bearer token is required");
+        http_add_header(res, "WWW-Authenticate", "Bearer realm=\"cronfence\"");
+        return false;
+    }
+    if (write && access != ACCESS_ADMIN) {
+        send_problem(res, 403, NULL, "this token may only read");
+        return false;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Parsing helpers                                                          */
+/* ---------------------------------------------------------------------- */
+
+/* Parses the request body as a JSON object; on failure answers 400 and returns NULL. */
+static json_t *parse_body(const struct http_request *req, struct http_response *res)
+{
+    json_error_t jerr;
+    json_t *doc;
+
+    if (req->body_len == 0) {
+        send_problem(res, 400, NULL, "request body is empty, expected a JSON object");
+        return NULL;
+    }
+    doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL) {
+        send_problem(res, 400, NULL, "malformed JSON at line %d column %d: %s", jerr.line,
+                     jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        send_problem(res, 400, NULL, "request body must be a JSON object");
+        return NULL;
+    }
+    return doc;
+}
+
+/* Parses a query integer in [min, max]; absent gives fallback. Appends to errors on failure. */
+static bool query_int(const struct http_request *req, const char *key, long min, long max,
+                      long fallback, long *value, json_t *errors)
+{
+    const char *text = http_query(req, key);
+    char *end, message[96];
+    long parsed;
+
+    *value = fallback;
+    if (text == NULL)
+        return true;
+    errno = 0;
+    parsed = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || errno != 0 || parsed < min || parsed > max) {
+        snprintf(message, sizeof(message), "must be an integer from %ld to %ld", min, max);
+        add_error(errors, key, message);
+        return false;
+    }
+    *value = parsed;
+    return true;
+}
+
+/* Parses a query time (RFC 3339 or epoch ms); absent gives fallback. */
+static bool query_time(const struct http_request *req, const char *key, int64_t fallback,
+                       int64_t *value, json_t *errors)
+{
+    const char *text = http_query(req, key);
+
+    *value = fallback;
+    if (text == NULL || cf_parse_time(text, value) == CF_OK)
+        return true;
+    add_error(errors, key, "must be an RFC 3339 time or epoch milliseconds");
+    return false;
+}
+
+/* Parses an If-Match header: 0 when absent or "*", else the version (-1 when unparsable). */
+static int64_t if_match_version(const struct http_request *req)
+{
+    const char *text = http_header(req, "If-Match");
+    char *end;
+    long long value;
+
+    if (text == NULL)
+        return 0;
+    while (*text == ' ')
+        text++;
+    if (strcmp(text, "*") == 0)
+        return 0;
+    if (strncmp(text, "W/", 2) == 0)
+        text += 2;
+    if (*text == '"')
+        text++;
+    value = strtoll(text, &end, 10);
+    if (end == text || (*end != '"' && *end != '\0') || value <= 0)
+        return -1;
+    return value;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Jobs                                                                     */
+/* ---------------------------------------------------------------------- */
+
+/* The API form of a job: its fields plus next_fire_at and last_run. New reference. */
+static json_t *job_view(struct api *api, const struct job *job)
+{
+    json_t *doc = job_to_json(job, false);
+    struct cron_schedule *cron = NULL;
+    const struct tz_zone *zone = tz_get(job->timezone);
+    struct run last;
+    int64_t next;
+    char when[CF_TIME_LEN];
+
+    if (doc == NULL)
+        return NULL;
+    if (!job->paused && zone != NULL && cron_parse(job->schedule, &cron, NULL) == CF_OK &&
+        cron_next(cron, zone, cf_wall_ms(), &next) == CF_OK)
+        json_object_set_new(doc, "next_fire_at", json_string(cf_format_time(next, when)));
+    else
+        json_object_set_new(doc, "next_fire_at", json_null());
+    cron_free(cron);
+    if (db_run_latest(api->cfg.db, job->name, &last) == CF_OK) {
+        json_object_set_new(doc, "last_run", run_to_json(&last));
+        run_clear(&last);
+    } else {
+        json_object_set_new(doc, "last_run", json_null());
+    }
+    return doc;
+}
+
+static void set_job_headers(struct http_response *res, const struct job *job)
+{
+    char etag[32];
+
+    snprintf(etag, sizeof(etag), "\"%lld\"", (long long)job->version);
+    http_add_header(res, "ETag", etag);
+}
+
+static void send_job(struct api *api, struct http_response *res, int status, const struct job *job)
+{
+    send_json(res, status, job_view(api, job));
+    set_job_headers(res, job);
+}
+
+/*
+ * Validates doc into a job; on failure answers 422 (naming the fields) and
+ * returns NULL.
+ */
+static struct job *validate_job(struct api *api, const json_t *doc, struct http_response *res)
+{
+    json_t *errors = json_array();
+    struct job *job = NULL;
+    int ret = job_from_json(doc, api->cfg.limits, false, &job, errors);
+
+    if (ret == CF_OK) {
+        json_decref(errors);
+        return job;
+    }
+    if (ret == CF_ERR_INVALID)
+        send_problem(res, 422, errors, "the job is invalid");
+    else
+        send_error_code(res, ret, "cannot validate job");
+    if (ret != CF_ERR_INVALID)
+        json_decref(errors);
+    return NULL;
+}
+
+/* Writes job through the catalog and tells the scheduler; answers the client. */
+static void put_job(struct api *api, struct http_response *res, struct job *job, bool create_only,
+                    int64_t if_match, int ok_status)
+{
+    bool created = false;
+    int ret = api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match,
+                                               &created);
+    char location[128];
+
+    if (ret == CF_ERR_CONFLICT) {
+        send_problem(res, 409, field_error("name", "a job with this name exists"),
+                     "job %s already exists", job->name);
+        return;
+    }
+    if (ret == CF_ERR_PRECONDITION) {
+        send_problem(res, 412, NULL, "job %s has changed since version given in If-Match",
+                     job->name);
+        return;
+    }
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot store job");
+        return;
+    }
+    scheduler_job_changed(api->cfg.scheduler, job->name);
+    log_info(created ? "job created" : "job updated", "job=%s version=%lld", job->name,
+             (long long)job->version);
+    send_job(api, res, created ? 201 : ok_status, job);
+    if (created) {
+        snprintf(location, sizeof(location), "/api/v1/jobs/%s", job->name);
+        http_add_header(res, "Location", location);
+    }
+}
+
+static void handle_jobs_list(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    struct db_job_query query = {0};
+    json_t *errors = json_array(), *items, *doc;
+    const char *paused = http_query(req, "paused");
+    struct job **jobs = NULL;
+    size_t count = 0;
+    bool more = false;
+    long limit;
+    int ret;
+
+    if (!authorize(api, req, res, false))
+        goto out;
+    query_int(req, "limit", 1, API_MAX_LIMIT, API_DEFAULT_LIMIT, &limit, errors);
+    query.paused = -1;
+    if (paused != NULL) {
+        if (strcmp(paused, "true") == 0)
+            query.paused = 1;
+        else if (strcmp(paused, "false") == 0)
+            query.paused = 0;
+        else
+            add_error(errors, "paused", "must be true or false");
+    }
+    if (json_array_size(errors) > 0) {
+        send_problem(res, 422, errors, "invalid query parameters");
+        errors = NULL;
+        goto out;
+    }
+    query.q = http_query(req, "q");
+    if (query.q != NULL && *query.q == '\0')
+        query.q = NULL;
+    query.after = http_query(req, "cursor");
+    query.limit = (int)limit;
+    ret = db_job_list(api->cfg.db, &query, &jobs, &count, &more);
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot list jobs");
+        goto out;
+    }
+    items = json_array();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(items, job_view(api, jobs[i]));
+    doc = json_pack("{s:o, s:o}", "items", items, "next_cursor",
+                    more && count > 0 ? json_string(jobs[count - 1]->name) : json_null());
+    send_json(res, 200, doc);
+    for (size_t i = 0; i < count; i++)
+        job_free(jobs[i]);
+    free(jobs);
+out:
+    json_decref(errors);
+}
+
+static void handle_jobs_create(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    json_t *doc;
+    struct job *job;
+
+    if (!authorize(api, req, res, true))
+        return;
+    doc = parse_body(req, res);
+    if (doc == NULL)
+        return;
+    job = validate_job(api, doc, res);
+    json_decref(doc);
+    if (job == NULL)
+        return;
+    put_job(api, res, job, true, 0, 201);
+    job_free(job);
+}
+
+/* Loads job name; on failure answers 404 (or the error) and returns NULL. */
+static struct job *load_job(struct api *api, const char *name, struct http_response *res)
+{
+    struct job *job = NULL;
+    int ret = job_name_valid(name) ? db_job_get(api->cfg.db, name, &job) : CF_ERR_NOT_FOUND;
+
+    if (ret == CF_ERR_NOT_FOUND)
+        send_problem(res, 404, NULL, "no job named %s", name);
+    else if (ret != CF_OK)
+        send_error_code(res, ret, "cannot read job");
+    return ret == CF_OK ? job : NULL;
+}
+
+static void handle_job_get(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    struct job *job;
+
+    if (!authorize(api, req, res, false))
+        return;
+    job = load_job(api, req->params[0], res);
+    if (job == NULL)
+        return;
+    send_job(api, res, 200, job);
+    job_free(job);
+}
+
+/* Checks the If-Match header; on a malformed one answers 412 and returns false. */
+static bool read_if_match(const struct http_request *req, struct http_response *res,
+                          int64_t *version)
+{
+    *version = if_match_version(req);
+    if (*version < 0) {
+        send_problem(res, 412, NULL, "If-Match must be an ETag of this API, such as \"12\"");
+        return false;
+    }
+    return true;
+}
+
+static void handle_job_put(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    const char *name = req->params[0];
+    struct job *job = NULL, *current = NULL;
+    json_t *doc, *body_name;
+    int64_t if_match;
+
+    if (!authorize(api, req, res, true) || !read_if_match(req, res, &if_match))
+        return;
+    doc = parse_body(req, res);
+    if (doc == NULL)
+        return;
+    body_name = json_object_get(doc, "name");
+    if (body_name == NULL) {
+        json_object_set_new(doc, "name", json_string(name));
+    } else if (!json_is_string(body_name) || strcmp(json_string_value(body_name), name) != 0) {
+        send_problem(res, 422, field_error("name", "must match the name in the path"),
+                     "the job is invalid");
+        goto out;
+    }
+    /* The secret is write-only: a PUT that leaves it out keeps the one set before. */
+    if (json_object_get(doc, "signing_secret") == NULL && job_name_valid(name) &&
+        db_job_get(api->cfg.db, name, &current) == CF_OK && current->signing_secret != NULL)
+        json_object_set_new(doc, "signing_secret", json_string(current->signing_secret));
+    job = validate_job(api, doc, res);
+    if (job != NULL)
+        put_job(api, res, job, false, if_match, 200);
+out:
+    job_free(job);
+    job_free(current);
+    json_decref(doc);
+}
+
+/*
+ * Applies a merge patch to job name under optimistic concurrency: with an
+ * If-Match the write must match it; without, a lost race is retried.
+ */
+static void patch_job(struct api *api, const char *name, const json_t *patch, int64_t if_match,
+                      struct http_response *res)
+{
+    for (int attempt = 0; attempt < API_PATCH_RETRIES; attempt++) {
+        struct job *current = load_job(api, name, res), *job = NULL;
+        json_t *stored, *merged, *patched_name;
+        bool created;
+        int ret;
+
+        if (current == NULL)
+            return;
+        stored = job_to_json(current, true);
+        merged = stored ? job_merge_patch(stored, patch) : NULL;
+        json_decref(stored);
+        if (merged == NULL) {
+            job_free(current);
+            send_error_code(res, CF_ERR_NOMEM, "cannot patch job");
+            return;
+        }
+        patched_name = json_object_get(merged, "name");
+        if (!json_is_string(patched_name) || strcmp(json_string_value(patched_name), name) != 0) {
+            send_problem(res, 422, field_error("name", "is immutable"), "the job is invalid");
+            json_decref(merged);
+            job_free(current);
+            return;
+        }
+        job = validate_job(api, merged, res);
+        json_decref(merged);
+        if (job == NULL) {
+            job_free(current);
+            return;
+        }
+        ret = api->cfg.coord->ops->catalog_put(api->cfg.coord, job, false,
+                                               if_match > 0 ? if_match : current->version,
+                                               &created);
+        job_free(current);
+        if (ret == CF_OK) {
+            scheduler_job_changed(api->cfg.scheduler, name);
+            log_info("job updated", "job=%s version=%lld", name, (long long)job->version);
+            send_job(api, res, 200, job);
+            job_free(job);
+            return;
+        }
+        job_free(job);
+        if (ret != CF_ERR_PRECONDITION || if_match > 0) {
+            if (ret == CF_ERR_PRECONDITION)
+                send_problem(res, 412, NULL, "job %s has changed since the version in If-Match",
+                             name);
+            else
+                send_error_code(res, ret, "cannot store job");
+            return;
+        }
+    }
+    send_problem(res, 409, NULL, "job %s kept changing while being patched; try again", name);
+}
+
+static void handle_job_patch(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    json_t *patch;
+    int64_t if_match;
+
+    if (!authorize(api, req, res, true) || !read_if_match(req, res, &if_match))
+        return;
+    patch = parse_body(req, res);
+    if (patch == NULL)
+        return;
+    patch_job(api, req->params[0], patch, if_match, res);
+    json_decref(patch);
+}
+
+static void handle_job_delete(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    const char *name = req->params[0];
+    int64_t if_match;
+    int ret;
+
+    if (!authorize(api, req, res, true) || !read_if_match(req, res, &if_match))
+        return;
+    ret = job_name_valid(name) ? api->cfg.coord->ops->catalog_delete(api->cfg.coord, name, if_match)
+                               : CF_ERR_NOT_FOUND;
+    if (ret == CF_ERR_NOT_FOUND) {
+        send_problem(res, 404, NULL, "no job named %s", name);
+        return;
+    }
+    if (ret == CF_ERR_PRECONDITION) {
+        send_problem(res, 412, NULL, "job %s has changed since the version in If-Match", name);
+        return;
+    }
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot delete job");
+        return;
+    }
+    scheduler_job_changed(api->cfg.scheduler, name);
+    log_info("job deleted", "job=%s", name);
+    http_set_body(res, 204, NULL, NULL, 0);
+}
+
+static void set_paused(struct api *api, const struct http_request *req, struct http_response *res,
+                       bool paused)
+{
+    json_t *patch = json_pack("{s:b}", "paused", paused);
+
+    if (!authorize(api, req, res, true)) {
+        json_decref(patch);
+        return;
+    }
+    patch_job(api, req->params[0], patch, 0, res);
+    json_decref(patch);
+}
+
+static void handle_job_pause(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    set_paused(ctx, req, res, true);
+}
+
+static void handle_job_resume(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    set_paused(ctx, req, res, false);
+}
+
+static void handle_job_trigger(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    const char *name = req->params[0];
+    struct run run;
+    char reason[256] = "";
+    char location[RUN_ID_MAX + 32];
+    int ret;
+
+    if (!authorize(api, req, res, true))
+        return;
+    if (!job_name_valid(name)) {
+        send_problem(res, 404, NULL, "no job named %s", name);
+        return;
+    }
+    ret = scheduler_trigger(api->cfg.scheduler, name, &run, reason, sizeof(reason));
+    if (ret == CF_ERR_NOT_FOUND) {
+        send_problem(res, 404, NULL, "no job named %s", name);
+        return;
+    }
+    if (ret == CF_ERR_CONFLICT) {
+        send_problem(res, 409, NULL, "cannot run %s now: %s", name, reason);
+        return;
+    }
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot trigger job");
+        return;
+    }
+    log_info("job triggered", "job=%s run=%s", name, run.id);
+    send_json(res, 202, run_to_json(&run));
+    snprintf(location, sizeof(location), "/api/v1/runs/%s", run.id);
+    http_add_header(res, "Location", location);
+    run_clear(&run);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Runs                                                                     */
+/* ---------------------------------------------------------------------- */
+
+/* A run cursor is "<sort_at>~<id>" of the last run of the previous page. */
+static bool parse_run_cursor(const char *text, struct db_run_query *query)
+{
+    const char *tilde = strchr(text, '~');
+    char *end;
+
+    if (tilde == NULL || strlen(tilde + 1) >= sizeof(query->cursor_id) || tilde[1] == '\0')
+        return false;
+    errno = 0;
+    query->cursor_sort_at = strtoll(text, &end, 10);
+    if (end != tilde || errno != 0)
+        return false;
+    snprintf(query->cursor_id, sizeof(query->cursor_id), "%s", tilde + 1);
+    query->has_cursor = true;
+    return true;
+}
+
+static void handle_runs_list(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    struct db_run_query query = {0};
+    json_t *errors = json_array(), *items, *cursor = json_null();
+    const char *status = http_query(req, "status"), *cursor_text = http_query(req, "cursor");
+    struct run *runs = NULL;
+    size_t count = 0;
+    bool more = false;
+    long limit;
+    int ret;
+
+    if (!authorize(api, req, res, false))
+        goto out;
+    query_int(req, "limit", 1, API_MAX_LIMIT, 50, &limit, errors);
+    query_time(req, "since", INT64_MIN, &query.since_ms, errors);
+    query_time(req, "until", INT64_MAX, &query.until_ms, errors);
+    query.status = status != NULL ? run_status_parse(status) : -1;
+    if (status != NULL && query.status < 0)
+        add_error(errors, "status",
+                  "must be one of running, succeeded, failed, fenced, skipped, missed, lost");
+    if (cursor_text != NULL && !parse_run_cursor(cursor_text, &query))
+        add_error(errors, "cursor", "is not a cursor this API returned");
+    if (json_array_size(errors) > 0) {
+        send_problem(res, 422, errors, "invalid query parameters");
+        errors = NULL;
+        goto out;
+    }
+    query.job = http_query(req, "job");
+    query.limit = (int)limit;
+    ret = db_run_list(api->cfg.db, &query, &runs, &count, &more);
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot list runs");
+        goto out;
+    }
+    items = json_array();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(items, run_to_json(&runs[i]));
+    if (more && count > 0) {
+        char text[RUN_ID_MAX + 32];
+
+        snprintf(text, sizeof(text), "%lld~%s", (long long)db_run_sort_at(&runs[count - 1]),
+                 runs[count - 1].id);
+        cursor = json_string(text);
+    }
+    send_json(res, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", cursor));
+    for (size_t i = 0; i < count; i++)
+        run_clear(&runs[i]);
+    free(runs);
+out:
+    json_decref(errors);
+}
+
+static void handle_run_get(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    struct run run;
+    int ret;
+
+    if (!authorize(api, req, res, false))
+        return;
+    ret = db_run_get(api->cfg.db, req->params[0], &run);
+    if (ret == CF_ERR_NOT_FOUND) {
+        send_problem(res, 404, NULL, "no run with id %s", req->params[0]);
+        return;
+    }
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot read run");
+        return;
+    }
+    send_json(res, 200, run_to_json(&run));
+    run_clear(&run);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Schedule preview, cluster, health, metrics                              */
+/* ---------------------------------------------------------------------- */
+
+static void handle_preview(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    const char *schedule = http_query(req, "schedule");
+    const char *timezone = http_query(req, "timezone");
+    json_t *errors = json_array(), *next;
+    struct cron_schedule *cron = NULL;
+    struct cron_error err = {0};
+    const struct tz_zone *zone = NULL;
+    char description[256], when[CF_TIME_LEN];
+    int64_t from, instant;
+    long count;
+
+    if (!authorize(api, req, res, false))
+        goto out;
+    if (timezone == NULL || *timezone == '\0')
+        timezone = "UTC";
+    query_int(req, "count", 1, API_PREVIEW_MAX, 5, &count, errors);
+    query_time(req, "from", cf_wall_ms(), &from, errors);
+    if (schedule == NULL || *schedule == '\0') {
+        add_error(errors, "schedule", "is required");
+    } else if (cron_parse(schedule, &cron, &err) != CF_OK) {
+        json_t *item = json_pack("{s:s, s:s, s:i}", "field", "schedule", "message", err.message,
+                                 "position", err.position);
+
+        json_array_append_new(errors, item);
+    }
+    zone = tz_get(timezone);
+    if (zone == NULL)
+        add_error(errors, "timezone", "is not a known IANA time zone");
+    if (json_array_size(errors) > 0) {
+        send_problem(res, 422, errors, "cannot preview this schedule");
+        errors = NULL;
+        goto out;
+    }
+    next = json_array();
+    instant = from;
+    for (long i = 0; i < count && cron_next(cron, zone, instant, &instant) == CF_OK; i++)
+        json_array_append_new(next, json_string(cf_format_time(instant, when)));
+    cron_describe(cron, description, sizeof(description));
+    send_json(res, 200,
+              json_pack("{s:s, s:s, s:s, s:s, s:o}", "schedule", schedule, "timezone", timezone,
+                        "description", description, "from", cf_format_time(from, when), "next",
+                        next));
+out:
+    cron_free(cron);
+    json_decref(errors);
+}
+
+static void handle_cluster(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+
+    if (!authorize(api, req, res, false))
+        return;
+    send_json(res, 200, api->cfg.coord->ops->status(api->cfg.coord));
+}
+
+static void handle_healthz(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    send_json(res, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void handle_readyz(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    bool database = db_check(api->cfg.db) == CF_OK;
+    bool coordinator = api->cfg.coord->ops->ready(api->cfg.coord);
+    bool ready = database && coordinator;
+
+    send_json(res, ready ? 200 : 503,
+              json_pack("{s:s, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
+                        database, "coordinator", coordinator));
+}
+
+static void handle_metrics(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    struct scheduler_stats stats;
+    char *text = NULL;
+    int len;
+
+    if (!authorize(api, req, res, false))
+        return;
+    scheduler_get_stats(api->cfg.scheduler, &stats);
+    len = asprintf(&text,
+                   "# HELP cronfence_runs_in_flight Firings being delivered now.\n"
+                   "# TYPE cronfence_runs_in_flight gauge\n"
+                   "cronfence_runs_in_flight %lld\n"
+                   "# HELP cronfence_jobs Jobs scheduled (not paused).\n"
+                   "# TYPE cronfence_jobs gauge\n"
+                   "cronfence_jobs %lld\n"
+                   "# HELP cronfence_firings_total Slots claimed and delivered since start.\n"
+                   "# TYPE cronfence_firings_total counter\n"
+                   "cronfence_firings_total %lld\n"
+                   "# HELP cronfence_slots_skipped_total Slots skipped by overlap=forbid.\n"
+                   "# TYPE cronfence_slots_skipped_total counter\n"
+                   "cronfence_slots_skipped_total %lld\n"
+                   "# HELP cronfence_slots_missed_total Slots missed past their deadline.\n"
+                   "# TYPE cronfence_slots_missed_total counter\n"
+                   "cronfence_slots_missed_total %lld\n",
+                   (long long)stats.in_flight, (long long)stats.jobs, (long long)stats.fired,
+                   (long long)stats.skipped, (long long)stats.missed);
+    if (len < 0) {
+        send_error_code(res, CF_ERR_NOMEM, "cannot render metrics");
+        return;
+    }
+    http_set_body(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, (size_t)len);
+}
+
+static void handle_openapi(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+
+    if (!authorize(api, req, res, false))
+        return;
+    res->status = 200;
+    res->content_type = "application/yaml";
+    res->body = (char *)embedded_openapi.data;
+    res->body_len = embedded_openapi.size;
+    res->body_static = true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The dashboard                                                            */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * The page may load only its own scripts, styles and API: no inline script
+ * or style, no framing, no plugins.
+ */
+static const char content_security_policy[] =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'";
+
+static const char *content_type_of(const char *path)
+{
+    static const struct {
+        const char *ext;
+        const char *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".json", "application/json"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".woff2", "font/woff2"},
+    };
+    const char *dot = strrchr(path, '.');
+
+    for (size_t i = 0; dot != NULL && i < sizeof(types) / sizeof(types[0]); i++)
+        if (strcmp(dot, types[i].ext) == 0)
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+/*
+ * Serves a file of web/ by exact name from the table compiled into the
+ * binary: no path is ever resolved on the file system, so none can leave
+ * web/.
+ */
+static bool serve_static(const struct http_request *req, struct http_response *res)
+{
+    const char *path = strcmp(req->path, "/") == 0 ? "/index.html" : req->path;
+
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
+        return false;
+    for (const struct embedded_file *file = embedded_web; file->name != NULL; file++) {
+        if (strcmp(file->name, path) != 0)
+            continue;
+        res->status = 200;
+        res->content_type = content_type_of(file->name);
+        res->body = (char *)file->data;
+        res->body_len = file->size;
+        res->body_static = true;
+        http_add_header(res, "Content-Security-Policy", content_security_policy);
+        http_add_header(res, "Referrer-Policy", "no-referrer");
+        http_add_header(res, "X-Frame-Options", "DENY");
+        return true;
+    }
+    return false;
+}
+
+void api_not_found(void *ctx, const struct http_request *req, struct http_response *res,
+                   bool method_mismatch)
+{
+    if (method_mismatch) {
+        send_problem(res, 405, NULL, "method %s is not allowed on %s", req->method, req->path);
+        return;
+    }
+    if (strncmp(req->path, "/api/", 5) != 0 && serve_static(req, res))
+        return;
+    send_problem(res, 404, NULL, "no such resource: %s", req->path);
+}
+
+static const struct http_route routes[] = {
+    {"GET", "/healthz", handle_healthz},
+    {"GET", "/readyz", handle_readyz},
+    {"GET", "/metrics", handle_metrics},
+    {"GET", "/api/v1/jobs", handle_jobs_list},
+    {"POST", "/api/v1/jobs", handle_jobs_create},
+    {"GET", "/api/v1/jobs/{}", handle_job_get},
+    {"PUT", "/api/v1/jobs/{}", handle_job_put},
+    {"PATCH", "/api/v1/jobs/{}", handle_job_patch},
+    {"DELETE", "/api/v1/jobs/{}", handle_job_delete},
+    {"POST", "/api/v1/jobs/{}/trigger", handle_job_trigger},
+    {"POST", "/api/v1/jobs/{}/pause", handle_job_pause},
+    {"POST", "/api/v1/jobs/{}/resume", handle_job_resume},
+    {"GET", "/api/v1/runs", handle_runs_list},
+    {"GET", "/api/v1/runs/{}", handle_run_get},
+    {"GET", "/api/v1/schedule/preview", handle_preview},
+    {"GET", "/api/v1/cluster", handle_cluster},
+    {"GET", "/api/v1/openapi.yaml", handle_openapi},
+    {NULL, NULL, NULL},
+};
+
+const struct http_route *api_routes(void)
+{
+    return routes;
+}
+
+struct api *api_new(const struct api_config *cfg)
+{
+    struct api *api = calloc(1, sizeof(*api));
+
+    if (api != NULL)
+        api->cfg = *cfg;
+    return api;
+}
+
+void api_free(struct api *api)
+{
+    free(api);
+}

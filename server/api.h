@@ -1,0 +1,42 @@
+/*
+ * api.h - the REST API of DESIGN §6, the health endpoints, metrics and the
+ * embedded dashboard, as routes of the HTTP server.
+ */
+#ifndef CF_API_H
+#define CF_API_H
+
+#include <stddef.h>
+
+#include "coord.h"
+#include "db.h"
+#include "http.h"
+#include "job.h"
+#include "scheduler.h"
+
+struct api_config {
+    struct db *db;              /* the API's own handle; borrowed */
+    struct coord *coord;        /* borrowed */
+    struct scheduler *scheduler; /* borrowed */
+    const struct job_limits *limits; /* borrowed */
+    char **admin_tokens;        /* borrowed arrays of tokens */
+    size_t admin_token_count;
+    char **viewer_tokens;
+    size_t viewer_token_count;
+    size_t max_body_bytes;
+};
+
+struct api;
+
+/* Creates the API; cfg is copied (what it points to is borrowed). NULL on allocation failure. */
+struct api *api_new(const struct api_config *cfg);
+void api_free(struct api *api);
+
+/* The route table and fallback for http_start(); ctx is the api. */
+const struct http_route *api_routes(void);
+void api_not_found(void *ctx, const struct http_request *req, struct http_response *res,
+                   bool method_mismatch);
+
+/* The HTTP status an error code maps to (the one table of DESIGN's errors). */
+int api_status_for(int err);
+
+#endif

@@ -1,0 +1,283 @@
+/*
+ * config.c - flags and environment variables, from one table.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+enum option_kind { OPT_STRING, OPT_TOKENS, OPT_INT, OPT_LEVEL, OPT_FORMAT, OPT_FLAG };
+
+struct option_spec {
+    const char *name;
+    const char *env;
+    enum option_kind kind;
+    const char *arg;
+    const char *help;
+    int64_t min, max; /* for OPT_INT */
+};
+
+static const struct option_spec specs[] = {
+    {"listen", "CRONFENCE_LISTEN", OPT_STRING, "HOST:PORT",
+     "API and dashboard address (default 127.0.0.1:8080; port 0 picks a free one)", 0, 0},
+    {"db", "CRONFENCE_DB", OPT_STRING, "PATH", "SQLite database (default ./cronfence.db)", 0, 0},
+    {"redis", "CRONFENCE_REDIS", OPT_STRING, "URL[,URL...]",
+     "lock nodes redis://[:password@]host:port[/db]; none runs standalone", 0, 0},
+    {"instance-id", "CRONFENCE_INSTANCE_ID", OPT_STRING, "ID",
+     "name shown in runs (default: generated once, kept in the database)", 0, 0},
+    {"advertise", "CRONFENCE_ADVERTISE", OPT_STRING, "URL",
+     "URL others show for this instance (default: from --listen)", 0, 0},
+    {"admin-token", "CRONFENCE_ADMIN_TOKEN", OPT_TOKENS, "T",
+     "API token that may write (repeatable or comma-separated)", 0, 0},
+    {"viewer-token", "CRONFENCE_VIEWER_TOKEN", OPT_TOKENS, "T",
+     "API token that may only read (repeatable or comma-separated)", 0, 0},
+    {"signing-secret", "CRONFENCE_SIGNING_SECRET", OPT_STRING, "S",
+     "default webhook signing secret (default: generated once, kept in the database)", 0, 0},
+    {"webhook-allow", "CRONFENCE_WEBHOOK_ALLOW", OPT_STRING, "LIST",
+     "hosts or CIDRs webhooks may reach (default: everything but link-local)", 0, 0},
+    {"node-quarantine-ms", "CRONFENCE_NODE_QUARANTINE_MS", OPT_INT, "N",
+     "how long a wiped Redis node stays untrusted (default: twice the longest lease, at "
+     "least 60000)",
+     1, 86400000},
+    {"history-days", "CRONFENCE_HISTORY_DAYS", OPT_INT, "N", "run history retention (default 30)",
+     1, 36500},
+    {"history-per-job", "CRONFENCE_HISTORY_PER_JOB", OPT_INT, "N",
+     "most runs kept per job (default 10000)", 10, 10000000},
+    {"shutdown-grace-ms", "CRONFENCE_SHUTDOWN_GRACE_MS", OPT_INT, "N",
+     "how long deliveries in flight may finish after SIGTERM (default 30000)", 0, 3600000},
+    {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L", "debug, info, warn or error (default info)",
+     0, 0},
+    {"log-format", "CRONFENCE_LOG_FORMAT", OPT_FORMAT, "F", "text or json (default text)", 0, 0},
+    {"help", NULL, OPT_FLAG, NULL, "show this help", 0, 0},
+    {"version", NULL, OPT_FLAG, NULL, "print the version", 0, 0},
+};
+
+#define SPEC_COUNT (sizeof(specs) / sizeof(specs[0]))
+
+void config_usage(FILE *out)
+{
+    fprintf(out, "usage: cronfence [flags]\n\n"
+                 "Distributed cron: runs scheduled webhooks once per slot across a cluster,\n"
+                 "with fencing tokens. Without --redis, one instance runs standalone.\n\n"
+                 "flags (each also read from its environment variable; flags win):\n");
+    for (size_t i = 0; i < SPEC_COUNT; i++) {
+        char left[64];
+
+        snprintf(left, sizeof(left), "--%s%s%s", specs[i].name, specs[i].arg ? " " : "",
+                 specs[i].arg ? specs[i].arg : "");
+        fprintf(out, "  %-28s %s%s%s%s\n", left, specs[i].help, specs[i].env ? " [" : "",
+                specs[i].env ? specs[i].env : "", specs[i].env ? "]" : "");
+    }
+}
+
+/* Adds the comma-separated tokens of value to a NULL-terminated list. */
+static int add_tokens(char ***list, size_t *count, const char *value)
+{
+    char *copy = strdup(value), *save = NULL;
+
+    if (copy == NULL)
+        return CF_ERR_NOMEM;
+    for (char *token = strtok_r(copy, ",", &save); token != NULL;
+         token = strtok_r(NULL, ",", &save)) {
+        char **grown;
+
+        while (*token == ' ')
+            token++;
+        if (*token == '\0')
+            continue;
+        grown = realloc(*list, (*count + 2) * sizeof(**list));
+        if (grown == NULL) {
+            free(copy);
+            return CF_ERR_NOMEM;
+        }
+        *list = grown;
+        (*list)[*count] = strdup(token);
+        (*list)[++*count] = NULL;
+    }
+    free(copy);
+    return CF_OK;
+}
+
+static void free_tokens(char ***list, size_t *count)
+{
+    for (size_t i = 0; *list != NULL && i < *count; i++)
+        free((*list)[i]);
+    free(*list);
+    *list = NULL;
+    *count = 0;
+}
+
+static char **string_slot(struct config *cfg, const char *name)
+{
+    if (strcmp(name, "listen") == 0)
+        return &cfg->listen;
+    if (strcmp(name, "db") == 0)
+        return &cfg->db_path;
+    if (strcmp(name, "redis") == 0)
+        return &cfg->redis;
+    if (strcmp(name, "instance-id") == 0)
+        return &cfg->instance_id;
+    if (strcmp(name, "advertise") == 0)
+        return &cfg->advertise;
+    if (strcmp(name, "signing-secret") == 0)
+        return &cfg->signing_secret;
+    if (strcmp(name, "webhook-allow") == 0)
+        return &cfg->webhook_allow;
+    return NULL;
+}
+
+/* Applies one option value; from_flag says whether it came from argv (tokens: flags replace env). */
+static int apply(struct config *cfg, const struct option_spec *spec, const char *value,
+                 bool from_flag, bool *tokens_from_flag, char *err, size_t errlen)
+{
+    char **slot;
+
+    switch (spec->kind) {
+    case OPT_STRING:
+        slot = string_slot(cfg, spec->name);
+        free(*slot);
+        *slot = strdup(value);
+        return *slot != NULL ? CF_OK : CF_ERR_NOMEM;
+    case OPT_TOKENS: {
+        bool admin = strcmp(spec->name, "admin-token") == 0;
+        char ***list = admin ? &cfg->admin_tokens : &cfg->viewer_tokens;
+        size_t *count = admin ? &cfg->admin_token_count : &cfg->viewer_token_count;
+
+        if (from_flag && !tokens_from_flag[admin]) {
+            free_tokens(list, count);
+            tokens_from_flag[admin] = true;
+        }
+        return add_tokens(list, count, value);
+    }
+    case OPT_INT: {
+        char *end;
+        long long parsed;
+
+        errno = 0;
+        parsed = strtoll(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || errno != 0 || parsed < spec->min ||
+            parsed > spec->max) {
+            snprintf(err, errlen, "--%s must be an integer from %lld to %lld, got %s", spec->name,
+                     (long long)spec->min, (long long)spec->max, value);
+            return CF_ERR_INVALID;
+        }
+        if (strcmp(spec->name, "node-quarantine-ms") == 0)
+            cfg->node_quarantine_ms = parsed;
+        else if (strcmp(spec->name, "history-days") == 0)
+            cfg->history_days = (int)parsed;
+        else if (strcmp(spec->name, "history-per-job") == 0)
+            cfg->history_per_job = (int)parsed;
+        else
+            cfg->shutdown_grace_ms = parsed;
+        return CF_OK;
+    }
+    case OPT_LEVEL:
+        if (log_parse_level(value, &cfg->log_level) != CF_OK) {
+            snprintf(err, errlen, "--log-level must be debug, info, warn or error, got %s", value);
+            return CF_ERR_INVALID;
+        }
+        return CF_OK;
+    case OPT_FORMAT:
+        if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
+            snprintf(err, errlen, "--log-format must be text or json, got %s", value);
+            return CF_ERR_INVALID;
+        }
+        cfg->log_json = strcmp(value, "json") == 0;
+        return CF_OK;
+    case OPT_FLAG:
+        return CF_OK;
+    }
+    return CF_ERR_INVALID;
+}
+
+int config_parse(int argc, char **argv, struct config *cfg, enum config_action *action,
+                 char *err, size_t errlen)
+{
+    struct option longopts[SPEC_COUNT + 1];
+    bool tokens_from_flag[2] = {false, false};
+    int ret, index;
+
+    memset(cfg, 0, sizeof(*cfg));
+    *action = CONFIG_RUN;
+    cfg->listen = strdup("127.0.0.1:8080");
+    cfg->db_path = strdup("./cronfence.db");
+    cfg->history_days = 30;
+    cfg->history_per_job = 10000;
+    cfg->shutdown_grace_ms = 30000;
+    cfg->log_level = LOG_INFO;
+    if (cfg->listen == NULL || cfg->db_path == NULL)
+        return CF_ERR_NOMEM;
+
+    for (size_t i = 0; i < SPEC_COUNT; i++) {
+        const char *value = specs[i].env ? getenv(specs[i].env) : NULL;
+
+        if (value == NULL || *value == '\0')
+            continue;
+        ret = apply(cfg, &specs[i], value, false, tokens_from_flag, err, errlen);
+        if (ret != CF_OK)
+            return ret;
+    }
+    for (size_t i = 0; i < SPEC_COUNT; i++) {
+        longopts[i].name = specs[i].name;
+        longopts[i].has_arg = specs[i].kind == OPT_FLAG ? no_argument : required_argument;
+        longopts[i].flag = NULL;
+        longopts[i].val = 0;
+    }
+    memset(&longopts[SPEC_COUNT], 0, sizeof(longopts[0]));
+    opterr = 0;
+    optind = 1;
+    for (;;) {
+        int c;
+
+        index = -1;
+        c = getopt_long(argc, argv, "hV", longopts, &index);
+        if (c == -1)
+            break;
+        if (c == 'h') {
+            *action = CONFIG_HELP;
+            return CF_OK;
+        }
+        if (c == 'V') {
+            *action = CONFIG_VERSION;
+            return CF_OK;
+        }
+        if (c != 0 || index < 0) {
+            snprintf(err, errlen, "unknown or incomplete flag %s (see --help)",
+                     argv[optind - 1]);
+            return CF_ERR_INVALID;
+        }
+        if (strcmp(specs[index].name, "help") == 0) {
+            *action = CONFIG_HELP;
+            return CF_OK;
+        }
+        if (strcmp(specs[index].name, "version") == 0) {
+            *action = CONFIG_VERSION;
+            return CF_OK;
+        }
+        ret = apply(cfg, &specs[index], optarg, true, tokens_from_flag, err, errlen);
+        if (ret != CF_OK)
+            return ret;
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument %s (see --help)", argv[optind]);
+        return CF_ERR_INVALID;
+    }
+    return CF_OK;
+}
+
+void config_release(struct config *cfg)
+{
+    free(cfg->listen);
+    free(cfg->db_path);
+    free(cfg->redis);
+    free(cfg->instance_id);
+    free(cfg->advertise);
+    free(cfg->signing_secret);
+    free(cfg->webhook_allow);
+    free_tokens(&cfg->admin_tokens, &cfg->admin_token_count);
+    free_tokens(&cfg->viewer_tokens, &cfg->viewer_token_count);
+}

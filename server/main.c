@@ -1,0 +1,286 @@
+/*
+ * main.c - wires the modules of a cronfence instance together and waits for
+ * a signal to stop them in reverse order.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "common.h"
+#include "config.h"
+#include "coord.h"
+#include "db.h"
+#include "http.h"
+#include "log.h"
+#include "netallow.h"
+#include "scheduler.h"
+
+#define MAX_BODY_BYTES (1024 * 1024)
+
+/* Everything an instance runs; released by instance_release() in reverse order. */
+struct instance {
+    struct config cfg;
+    struct db *api_db;
+    struct db *sched_db;
+    struct netallow *allow;
+    struct coord *coord;
+    struct scheduler *scheduler;
+    struct api *api;
+    struct http_server *http;
+    char *instance_id;
+    char *signing_secret;
+    char *generated_token; /* the admin token made when none is configured */
+    char *admin_token_list[2];
+    struct job_limits limits;
+};
+
+/* Reads a setting from the flag, else from meta, else generates and stores it. */
+static int setting(struct db *db, const char *flag_value, const char *key, const char *prefix,
+                   size_t random_bytes, char **out)
+{
+    char *stored = NULL;
+    int ret;
+
+    if (flag_value != NULL) {
+        *out = strdup(flag_value);
+        return *out ? CF_OK : CF_ERR_NOMEM;
+    }
+    ret = db_meta_get(db, key, &stored);
+    if (ret == CF_OK) {
+        *out = stored;
+        return CF_OK;
+    }
+    if (ret != CF_ERR_NOT_FOUND)
+        return ret;
+    {
+        size_t len = strlen(prefix) + 2 * random_bytes + 1;
+        char *fresh = malloc(len);
+
+        if (fresh == NULL)
+            return CF_ERR_NOMEM;
+        strcpy(fresh, prefix);
+        ret = cf_random_hex(fresh + strlen(prefix), random_bytes);
+        if (ret == CF_OK)
+            ret = db_meta_set(db, key, fresh);
+        if (ret != CF_OK) {
+            free(fresh);
+            return ret;
+        }
+        *out = fresh;
+    }
+    return CF_OK;
+}
+
+/*
+ * With no token configured, the instance serves loopback only and uses an
+ * admin token it generated once and kept in its database (DESIGN §6 Auth).
+ */
+static int setup_auth(struct instance *inst, char *err, size_t errlen)
+{
+    char host[128];
+    uint16_t port;
+
+    if (inst->cfg.admin_token_count > 0 || inst->cfg.viewer_token_count > 0)
+        return CF_OK;
+    if (setting(inst->api_db, NULL, "admin_token", "", 24, &inst->generated_token) != CF_OK) {
+        snprintf(err, errlen, "cannot create the admin token");
+        return CF_ERR_DB;
+    }
+    inst->admin_token_list[0] = inst->generated_token;
+    inst->admin_token_list[1] = NULL;
+    if (http_parse_listen(inst->cfg.listen, host, sizeof(host), &port) != CF_OK) {
+        snprintf(err, errlen, "invalid --listen %s, expected HOST:PORT", inst->cfg.listen);
+        return CF_ERR_INVALID;
+    }
+    if (!http_host_is_loopback(host)) {
+        char *loopback = NULL;
+
+        log_warn("no token configured, serving loopback only", "requested=%s", inst->cfg.listen);
+        if (asprintf(&loopback, "127.0.0.1:%u", port) < 0)
+            return CF_ERR_NOMEM;
+        free(inst->cfg.listen);
+        inst->cfg.listen = loopback;
+    }
+    return CF_OK;
+}
+
+static int instance_start(struct instance *inst, char *err, size_t errlen)
+{
+    struct scheduler_config scfg = {0};
+    struct api_config acfg = {0};
+    struct http_config hcfg = {0};
+    char host[128], advertise[256];
+    uint16_t port;
+    int ret;
+
+    if (inst->cfg.redis != NULL) {
+        snprintf(err, errlen,
+                 "--redis: cluster mode is not part of this build yet; run without --redis "
+                 "for standalone mode");
+        return CF_ERR_INVALID;
+    }
+    ret = netallow_parse(inst->cfg.webhook_allow, &inst->allow, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    ret = db_open(inst->cfg.db_path, &inst->api_db, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    ret = db_migrate(inst->api_db, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    ret = db_claim_owner(inst->api_db, inst->cfg.db_path, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    ret = setting(inst->api_db, inst->cfg.instance_id, "instance_id", "cf-", 4, &inst->instance_id);
+    if (ret == CF_OK)
+        ret = setting(inst->api_db, inst->cfg.signing_secret, "signing_secret", "", 32,
+                      &inst->signing_secret);
+    if (ret != CF_OK) {
+        snprintf(err, errlen, "cannot read or create instance settings: %s", cf_err_str(ret));
+        return ret;
+    }
+    ret = setup_auth(inst, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    ret = db_open(inst->cfg.db_path, &inst->sched_db, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+
+    http_parse_listen(inst->cfg.listen, host, sizeof(host), &port);
+    snprintf(advertise, sizeof(advertise), "%s",
+             inst->cfg.advertise ? inst->cfg.advertise : "");
+    ret = coord_standalone_new(inst->api_db, inst->instance_id,
+                               advertise[0] ? advertise : inst->cfg.listen, &inst->coord);
+    if (ret != CF_OK)
+        return ret;
+
+    inst->limits.webhook_allow = inst->allow;
+    scfg.db = inst->sched_db;
+    scfg.coord = inst->coord;
+    scfg.instance_id = inst->instance_id;
+    scfg.default_secret = inst->signing_secret;
+    scfg.allow = inst->allow;
+    scfg.history_days = inst->cfg.history_days;
+    scfg.history_per_job = inst->cfg.history_per_job;
+    ret = scheduler_start(&scfg, &inst->scheduler);
+    if (ret != CF_OK) {
+        snprintf(err, errlen, "cannot start the scheduler: %s", cf_err_str(ret));
+        return ret;
+    }
+
+    acfg.db = inst->api_db;
+    acfg.coord = inst->coord;
+    acfg.scheduler = inst->scheduler;
+    acfg.limits = &inst->limits;
+    if (inst->generated_token != NULL) {
+        acfg.admin_tokens = inst->admin_token_list;
+        acfg.admin_token_count = 1;
+    } else {
+        acfg.admin_tokens = inst->cfg.admin_tokens;
+        acfg.admin_token_count = inst->cfg.admin_token_count;
+        acfg.viewer_tokens = inst->cfg.viewer_tokens;
+        acfg.viewer_token_count = inst->cfg.viewer_token_count;
+    }
+    acfg.max_body_bytes = MAX_BODY_BYTES;
+    inst->api = api_new(&acfg);
+    if (inst->api == NULL)
+        return CF_ERR_NOMEM;
+
+    hcfg.listen = inst->cfg.listen;
+    hcfg.routes = api_routes();
+    hcfg.not_found = api_not_found;
+    hcfg.ctx = inst->api;
+    hcfg.max_body_bytes = MAX_BODY_BYTES;
+    hcfg.threads = 4;
+    ret = http_start(&hcfg, &inst->http, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+        snprintf(host, sizeof(host), "127.0.0.1");
+    log_info("cronfence started", "version=%s mode=standalone instance=%s listen=%s:%u db=%s",
+             CF_VERSION, inst->instance_id, host, http_port(inst->http), inst->cfg.db_path);
+    /* Scripts and tests read these two lines from standard output. */
+    printf("listening on %s%s%s:%u\n", strchr(host, ':') ? "[" : "", host,
+           strchr(host, ':') ? "]" : "", http_port(inst->http));
+    if (inst->generated_token != NULL)
+        printf("dashboard: http://%s%s%s:%u/#token=%s\n", strchr(host, ':') ? "[" : "", host,
+               strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
+    fflush(stdout);
+    return CF_OK;
+}
+
+static void instance_release(struct instance *inst)
+{
+    http_stop(inst->http);
+    scheduler_stop(inst->scheduler, inst->cfg.shutdown_grace_ms);
+    api_free(inst->api);
+    coord_free(inst->coord);
+    db_close(inst->sched_db);
+    db_close(inst->api_db);
+    netallow_free(inst->allow);
+    free(inst->instance_id);
+    free(inst->signing_secret);
+    free(inst->generated_token);
+    config_release(&inst->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    struct instance inst = {0};
+    enum config_action action;
+    char err[512] = "";
+    sigset_t signals;
+    int sig = 0, status = EXIT_FAILURE, ret;
+
+    if (config_parse(argc, argv, &inst.cfg, &action, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "cronfence: %s\n", err);
+        config_release(&inst.cfg);
+        return 2;
+    }
+    if (action == CONFIG_HELP) {
+        config_usage(stdout);
+        config_release(&inst.cfg);
+        return EXIT_SUCCESS;
+    }
+    if (action == CONFIG_VERSION) {
+        printf("cronfence %s\n", CF_VERSION);
+        config_release(&inst.cfg);
+        return EXIT_SUCCESS;
+    }
+    log_setup(inst.cfg.log_level, inst.cfg.log_json);
+
+    /* Threads inherit this mask, so only sigwait() below sees these signals. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
+    ret = instance_start(&inst, err, sizeof(err));
+    if (ret != CF_OK) {
+        if (err[0] == '\0')
+            snprintf(err, sizeof(err), "%s", cf_err_str(ret));
+        log_error("cannot start", "error=\"%s\"", err);
+        fprintf(stderr, "cronfence: %s\n", err);
+        goto out;
+    }
+    while (sig != SIGINT && sig != SIGTERM) {
+        if (sigwait(&signals, &sig) != 0)
+            break;
+        if (sig == SIGHUP)
+            log_info("sighup received", "action=none");
+    }
+    log_info("stopping", "signal=%d", sig);
+    status = EXIT_SUCCESS;
+out:
+    instance_release(&inst);
+    if (status == EXIT_SUCCESS)
+        log_info("stopped", "%s", "");
+    return status;
+}
