@@ -89,6 +89,8 @@ struct coord_ops {
     /* Makes a run state visible cluster-wide (standalone: nothing to do). */
     int (*history_publish)(struct coord *coord, const struct run *run);
 
+    /* Sets the URL other instances and the dashboard show for this one (copied). */
+    int (*set_url)(struct coord *coord, const char *url);
     /* The ordinal of this instance, the low 16 bits of its tokens. */
     unsigned (*ordinal)(struct coord *coord);
     /* Whether claims can succeed now (readiness: a trusted quorum). */

@@ -294,6 +294,20 @@ static int standalone_history_publish(struct coord *coord, const struct run *run
     return CF_OK;
 }
 
+static int standalone_set_url(struct coord *coord, const char *url)
+{
+    struct coord_standalone *self = from_base(coord);
+    char *copy = strdup(url);
+
+    if (copy == NULL)
+        return CF_ERR_NOMEM;
+    pthread_mutex_lock(&self->lock);
+    free(self->advertise_url);
+    self->advertise_url = copy;
+    pthread_mutex_unlock(&self->lock);
+    return CF_OK;
+}
+
 static unsigned standalone_ordinal(struct coord *coord)
 {
     return 0;
@@ -311,9 +325,11 @@ static json_t *standalone_status(struct coord *coord)
     json_t *member;
 
     cf_format_time(self->started_at_ms, started);
+    pthread_mutex_lock(&self->lock);
     member = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b}", "id", self->instance_id, "url",
                        self->advertise_url, "version", CF_VERSION, "started_at", started,
                        "ordinal", 0, "self", 1);
+    pthread_mutex_unlock(&self->lock);
     return json_pack("{s:s, s:O, s:[o], s:[], s:n}", "mode", "standalone", "instance", member,
                      "members", member, "nodes", "quorum");
 }
@@ -347,6 +363,7 @@ static const struct coord_ops standalone_ops = {
     .catalog_put = standalone_catalog_put,
     .catalog_delete = standalone_catalog_delete,
     .history_publish = standalone_history_publish,
+    .set_url = standalone_set_url,
     .ordinal = standalone_ordinal,
     .ready = standalone_ready,
     .status = standalone_status,

@@ -151,10 +151,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         return ret;
 
     http_parse_listen(inst->cfg.listen, host, sizeof(host), &port);
-    snprintf(advertise, sizeof(advertise), "%s",
-             inst->cfg.advertise ? inst->cfg.advertise : "");
     ret = coord_standalone_new(inst->api_db, inst->instance_id,
-                               advertise[0] ? advertise : inst->cfg.listen, &inst->coord);
+                               inst->cfg.advertise ? inst->cfg.advertise : inst->cfg.listen,
+                               &inst->coord);
     if (ret != CF_OK)
         return ret;
 
@@ -202,6 +201,12 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
 
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
         snprintf(host, sizeof(host), "127.0.0.1");
+    if (inst->cfg.advertise == NULL) {
+        /* Only now is the port known when --listen asked for port 0. */
+        snprintf(advertise, sizeof(advertise), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
+                 host, strchr(host, ':') ? "]" : "", http_port(inst->http));
+        inst->coord->ops->set_url(inst->coord, advertise);
+    }
     log_info("cronfence started", "version=%s mode=standalone instance=%s listen=%s:%u db=%s",
              CF_VERSION, inst->instance_id, host, http_port(inst->http), inst->cfg.db_path);
     /* Scripts and tests read these two lines from standard output. */

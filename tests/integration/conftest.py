@@ -1,0 +1,285 @@
+"""Harness for the integration tests: the real cronfence and cronfence-receiver
+binaries on free loopback ports, driven over HTTP like a user would.
+
+The binaries come from $CRONFENCE_BIN_DIR (default: build/ at the top of the
+repository). With $CRONFENCE_SANITIZED set they are the ASan/UBSan build: any
+sanitizer report on a process's stderr, or a non-zero exit after SIGTERM,
+fails the test that started it.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN_DIR = pathlib.Path(os.environ.get("CRONFENCE_BIN_DIR", REPO / "build"))
+SANITIZED = bool(os.environ.get("CRONFENCE_SANITIZED"))
+ADMIN_TOKEN = "admin-token-for-tests-0123456789"
+VIEWER_TOKEN = "viewer-token-for-tests-012345678"
+SECRET = "receiver-secret-for-tests-0123456789"
+# Sanitized binaries are slower to start and to answer.
+SLOW = 3 if SANITIZED else 1
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Polls predicate until it returns a truthy value; fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    """A child process whose stdout announces 'listening on HOST:PORT'."""
+
+    def __init__(self, argv, env, workdir, name):
+        self.argv = argv
+        self.env = env
+        self.workdir = pathlib.Path(workdir)
+        self.name = name
+        self.proc = None
+        self.stdout_lines = []
+        self.stderr_path = self.workdir / f"{name}.stderr"
+        self.port = None
+        self.exit_code = None
+
+    def start(self, expect_ready=True):
+        self.stdout_lines = []
+        self.exit_code = None
+        stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE,
+            stderr=stderr, stdin=subprocess.DEVNULL)
+        stderr.close()
+        ready = threading.Event()
+
+        def pump():
+            for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.stdout_lines.append(line)
+                if line.startswith("listening on "):
+                    self.port = int(line.rsplit(":", 1)[1])
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not expect_ready:
+            return self
+        deadline = time.monotonic() + 15 * SLOW
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name} did not start (exit {self.proc.poll()}): {self.stderr()}")
+        return self
+
+    def stderr(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stops the process by its pid; returns its exit code."""
+        if self.proc is None:
+            return self.exit_code
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"{self.name} did not stop on signal {sig}")
+        self.exit_code = self.proc.returncode
+        self.proc = None
+        return self.exit_code
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def check_clean(self):
+        """Fails when a sanitizer reported anything on stderr."""
+        text = self.stderr()
+        for marker in SANITIZER_MARKERS:
+            assert marker not in text, f"{self.name}: sanitizer report:\n{text[-6000:]}"
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self):
+        return json.loads(self.body) if self.body else None
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:300]!r}>"
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    """One HTTP request; body may be bytes, str, or a JSON-able object."""
+    data = None
+    headers = dict(headers or {})
+    if body is not None:
+        if isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            data = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout * SLOW) as reply:
+            return Response(reply.status, reply.headers, reply.read().decode())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, error.headers, error.read().decode())
+
+
+class Instance(Process):
+    """A cronfence instance (standalone unless extra args say otherwise)."""
+
+    def __init__(self, workdir, name="cronfence", db=None, args=(), env=None, tokens=True):
+        workdir = pathlib.Path(workdir)
+        self.db = pathlib.Path(db) if db else workdir / f"{name}.db"
+        argv = [str(BIN_DIR / "cronfence"), "--listen", "127.0.0.1:0", "--db", str(self.db)]
+        if tokens:
+            argv += ["--admin-token", ADMIN_TOKEN, "--viewer-token", VIEWER_TOKEN]
+        argv += list(args)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        super().__init__(argv, full_env, workdir, name)
+        self.token = ADMIN_TOKEN if tokens else None
+
+    def start(self, expect_ready=True):
+        super().start(expect_ready)
+        if expect_ready and self.token is None:
+            wait_for(lambda: any("#token=" in line for line in self.stdout_lines),
+                     what="dashboard line")
+            line = next(line for line in self.stdout_lines if "#token=" in line)
+            self.token = line.split("#token=", 1)[1]
+        return self
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, method, path, body=None, headers=None, token="admin"):
+        headers = dict(headers or {})
+        if token == "admin":
+            token = self.token
+        elif token == "viewer":
+            token = VIEWER_TOKEN
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return http(method, self.url + path, body, headers)
+
+    def runs(self, job=None, status=None, limit=500):
+        """Every run (following cursors), newest first."""
+        query = [f"limit={limit}"]
+        if job:
+            query.append(f"job={job}")
+        if status:
+            query.append(f"status={status}")
+        items, cursor = [], None
+        while True:
+            suffix = f"&cursor={urllib.request.quote(cursor)}" if cursor else ""
+            reply = self.api("GET", "/api/v1/runs?" + "&".join(query) + suffix)
+            assert reply.status == 200, reply
+            items += reply.json["items"]
+            cursor = reply.json["next_cursor"]
+            if not cursor:
+                return items
+
+
+class Receiver(Process):
+    """The reference webhook target; deliveries() reads its JSON-lines log."""
+
+    def __init__(self, workdir, name="receiver", secret=SECRET):
+        workdir = pathlib.Path(workdir)
+        self.log = workdir / f"{name}.jsonl"
+        self.db = workdir / f"{name}.db"
+        argv = [str(BIN_DIR / "cronfence-receiver"), "--listen", "127.0.0.1:0",
+                "--db", str(self.db), "--secret", secret, "--log", str(self.log)]
+        super().__init__(argv, dict(os.environ), workdir, name)
+
+    def hook(self, path="/hook", **knobs):
+        query = "&".join(f"{key}={value}" for key, value in knobs.items())
+        return f"http://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
+
+    def deliveries(self, job=None):
+        if not self.log.exists():
+            return []
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line]
+        return [d for d in lines if job is None or d["job"] == job]
+
+
+@pytest.fixture
+def processes():
+    """Tracks started processes; stops them by pid and checks them for sanitizer reports."""
+    started = []
+    yield started
+    failures = []
+    for process in started:
+        code = process.stop()
+        try:
+            process.check_clean()
+        except AssertionError as error:
+            failures.append(str(error))
+        if SANITIZED and code not in (0, None, -signal.SIGKILL):
+            failures.append(f"{process.name} exited {code}: {process.stderr()[-4000:]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture
+def start_instance(tmp_path, processes):
+    """start_instance(name=..., db=..., args=..., env=..., tokens=...) -> a running Instance."""
+
+    def start(**kwargs):
+        instance = Instance(tmp_path, **kwargs)
+        processes.append(instance)
+        return instance.start()
+
+    return start
+
+
+@pytest.fixture
+def instance(start_instance):
+    return start_instance()
+
+
+@pytest.fixture
+def receiver(tmp_path, processes):
+    target = Receiver(tmp_path)
+    processes.append(target)
+    return target.start()
+
+
+def job_body(name, url, schedule="* * * * * *", **fields):
+    """A job definition signed with the receiver's secret."""
+    body = {"name": name, "schedule": schedule, "webhook": {"url": url},
+            "signing_secret": SECRET}
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key].update(value)
+        else:
+            body[key] = value
+    return body
