@@ -203,9 +203,16 @@ static bool authorize(struct api *api, const struct http_request *req, struct ht
 /* Parses the request body as a JSON object; on failure answers 400 and returns NULL. */
 static json_t *parse_body(const struct http_request *req, struct http_response *res)
 {
+    const char *type = http_header(req, "Content-Type");
     json_error_t jerr;
     json_t *doc;
 
+    if (type != NULL && strncasecmp(type, "application/json", 16) != 0 &&
+        strncasecmp(type, "application/merge-patch+json", 28) != 0) {
+        send_problem(res, 415, NULL,
+                     "Content-Type %.100s is not accepted; send application/json", type);
+        return NULL;
+    }
     if (req->body_len == 0) {
         send_problem(res, 400, NULL, "request body is empty, expected a JSON object");
         return NULL;
@@ -259,27 +266,34 @@ static bool query_time(const struct http_request *req, const char *key, int64_t 
     return false;
 }
 
-/* Parses an If-Match header: 0 when absent or "*", else the version (-1 when unparsable). */
-static int64_t if_match_version(const struct http_request *req)
+/*
+ * Parses an If-Match header into *version: 0 when absent, COORD_IF_EXISTS for
+ * "*", else the version of the ETag. Returns false when it is malformed.
+ */
+static bool if_match_version(const struct http_request *req, int64_t *version)
 {
     const char *text = http_header(req, "If-Match");
     char *end;
     long long value;
 
+    *version = 0;
     if (text == NULL)
-        return 0;
+        return true;
     while (*text == ' ')
         text++;
-    if (strcmp(text, "*") == 0)
-        return 0;
+    if (strcmp(text, "*") == 0) {
+        *version = COORD_IF_EXISTS;
+        return true;
+    }
     if (strncmp(text, "W/", 2) == 0)
         text += 2;
     if (*text == '"')
         text++;
     value = strtoll(text, &end, 10);
     if (end == text || (*end != '"' && *end != '\0') || value <= 0)
-        return -1;
-    return value;
+        return false;
+    *version = value;
+    return true;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -485,8 +499,7 @@ static void handle_job_get(void *ctx, const struct http_request *req, struct htt
 static bool read_if_match(const struct http_request *req, struct http_response *res,
                           int64_t *version)
 {
-    *version = if_match_version(req);
-    if (*version < 0) {
+    if (!if_match_version(req, version)) {
         send_problem(res, 412, NULL, "If-Match must be an ETag of this API, such as \"12\"");
         return false;
     }
@@ -544,12 +557,29 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
             return;
         stored = job_to_json(current, true);
         merged = stored ? job_merge_patch(stored, patch) : NULL;
-        json_decref(stored);
         if (merged == NULL) {
+            json_decref(stored);
             job_free(current);
             send_error_code(res, CF_ERR_NOMEM, "cannot patch job");
             return;
         }
+        if (if_match > 0 && if_match != current->version) {
+            json_decref(stored);
+            json_decref(merged);
+            job_free(current);
+            send_problem(res, 412, NULL, "job %s has changed since the version in If-Match",
+                         name);
+            return;
+        }
+        if (json_equal(merged, stored)) {
+            /* Nothing changes: no new version, so other clients' ETags stay valid. */
+            json_decref(stored);
+            json_decref(merged);
+            send_job(api, res, 200, current);
+            job_free(current);
+            return;
+        }
+        json_decref(stored);
         patched_name = json_object_get(merged, "name");
         if (!json_is_string(patched_name) || strcmp(json_string_value(patched_name), name) != 0) {
             send_problem(res, 422, field_error("name", "is immutable"), "the job is invalid");
@@ -897,12 +927,9 @@ static void handle_metrics(void *ctx, const struct http_request *req, struct htt
     http_set_body(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, (size_t)len);
 }
 
+/* The API description is public: it holds no data of this instance. */
 static void handle_openapi(void *ctx, const struct http_request *req, struct http_response *res)
 {
-    struct api *api = ctx;
-
-    if (!authorize(api, req, res, false))
-        return;
     res->status = 200;
     res->content_type = "application/yaml";
     res->body = (char *)embedded_openapi.data;

@@ -50,6 +50,9 @@ struct coord_claim {
     int64_t valid_until_boot_ms; /* CLOCK_BOOTTIME instant the lease is safe until */
 };
 
+/* if_match value of "If-Match: *": any current version, but the job must exist. */
+#define COORD_IF_EXISTS ((int64_t)-1)
+
 /* Called by the coordinator when the catalog changes underneath (cluster peers). */
 typedef void (*coord_job_changed_fn)(void *ctx, const char *name);
 
@@ -77,7 +80,8 @@ struct coord_ops {
     /*
      * Writes job (the catalog's copy) under the catalog lock: with
      * create_only, CF_ERR_CONFLICT when the name exists; with if_match > 0,
-     * CF_ERR_PRECONDITION unless the current version equals it. On success
+     * CF_ERR_PRECONDITION unless the current version equals it; with
+     * COORD_IF_EXISTS, CF_ERR_PRECONDITION unless the job exists. On success
      * the new version and timestamps are written into job (created_at kept
      * from the previous version) and *created says whether it is new.
      */

@@ -250,7 +250,8 @@ static int standalone_catalog_put(struct coord *coord, struct job *job, bool cre
         ret = CF_ERR_CONFLICT;
         goto out;
     }
-    if (if_match > 0 && (current == NULL || current->version != if_match)) {
+    if ((if_match > 0 && (current == NULL || current->version != if_match)) ||
+        (if_match == COORD_IF_EXISTS && current == NULL)) {
         ret = CF_ERR_PRECONDITION;
         goto out;
     }

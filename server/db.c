@@ -492,7 +492,7 @@ int db_job_list(struct db *db, const struct db_job_query *query, struct job ***j
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, "SELECT doc, version, created_at, updated_at FROM jobs "
                        "WHERE deleted_at IS NULL AND name > ?1 "
-                       "AND (?2 IS NULL OR instr(name, ?2) > 0 "
+                       "AND (?2 IS NULL OR instr(name, lower(?2)) > 0 "
                        "     OR instr(lower(coalesce(json_extract(doc, '$.description'), '')),"
                        "              lower(?2)) > 0) "
                        "AND (?3 < 0 OR paused = ?3) ORDER BY name LIMIT ?4");

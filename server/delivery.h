@@ -9,6 +9,11 @@
  * with exponential backoff and jitter, honouring Retry-After. All attempts of
  * a firing share its run id, token and idempotency key. When it is over, the
  * engine calls the done callback once, on the engine thread.
+ *
+ * A GET attempt carries no body and no Content-Type; its signature covers the
+ * empty body. Redirects are not followed, and connections go direct (proxy
+ * settings in the environment are ignored), so that every address connected
+ * to is checked against the allow list after name resolution.
  */
 #ifndef CF_DELIVERY_H
 #define CF_DELIVERY_H
@@ -35,12 +40,12 @@ struct delivery_request {
 struct delivery_result {
     enum run_status status; /* RUN_SUCCEEDED, RUN_FAILED or RUN_FENCED */
     int attempts;
-    int http_status; /* of the last attempt; 0 when none answered */
-    const char *error; /* of the last attempt; NULL when it succeeded */
-    const char *response_excerpt; /* first RUN_EXCERPT_MAX bytes of the last response body, or NULL */
-    int64_t started_at_ms;  /* wall ms when the first attempt was sent */
-    int64_t finished_at_ms; /* wall ms when the last attempt ended */
-    bool stopped_early; /* no further attempt because may_retry said no */
+    int http_status;              /* of the last attempt; 0 when none answered */
+    const char *error;            /* of the last attempt; NULL when it succeeded */
+    const char *response_excerpt; /* first RUN_EXCERPT_MAX bytes of the last response, or NULL */
+    int64_t started_at_ms;        /* wall ms when the first attempt was sent */
+    int64_t finished_at_ms;       /* wall ms when the last attempt ended */
+    bool stopped_early;           /* no further attempt because may_retry said no */
 };
 
 struct delivery_config {
@@ -68,7 +73,8 @@ int delivery_engine_start(const struct delivery_config *cfg, struct delivery_eng
 /*
  * Hands a firing to the engine (steals req, also on error: it is then freed).
  * Thread-safe; returns at once. Returns CF_OK, or CF_ERR_SHUTDOWN when the
- * engine is stopping (done is not called then).
+ * engine is stopping, CF_ERR_NOMEM when the engine's per-firing state cannot
+ * be allocated, CF_ERR_INVALID for a NULL req (done is not called then).
  */
 int delivery_submit(struct delivery_engine *engine, struct delivery_request *req);
 

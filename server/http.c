@@ -108,11 +108,14 @@ static void dispatch(struct http_server *server, struct http_request *req,
                      struct http_response *res)
 {
     bool path_matched = false;
+    char allow[128] = "";
 
     for (const struct http_route *route = server->cfg.routes; route->pattern != NULL; route++) {
         if (!route_matches(route->pattern, req->path, req))
             continue;
         path_matched = true;
+        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                 allow[0] ? ", " : "", route->method);
         if (strcmp(route->method, "*") == 0 || strcmp(route->method, req->method) == 0 ||
             (strcmp(req->method, "HEAD") == 0 && strcmp(route->method, "GET") == 0)) {
             route->handler(server->cfg.ctx, req, res);
@@ -121,6 +124,8 @@ static void dispatch(struct http_server *server, struct http_request *req,
     }
     req->param_count = 0;
     server->cfg.not_found(server->cfg.ctx, req, res, path_matched);
+    if (path_matched)
+        http_add_header(res, "Allow", allow);
 }
 
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_response *res)
@@ -190,7 +195,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     memset(&res, 0, sizeof(res));
     if (state->too_large) {
         static const char body[] =
-            "{\"type\":\"about:blank\",\"title\":\"Payload Too Large\",\"status\":413,"
+            "{\"type\":\"about:blank\",\"title\":\"Content Too Large\",\"status\":413,"
             "\"detail\":\"request body exceeds the limit\",\"errors\":[]}";
 
         res.status = 413;
