@@ -553,6 +553,7 @@ static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj
     struct firing *firing = calloc(1, sizeof(*firing));
     struct delivery_request *req = calloc(1, sizeof(*req));
     char when[CF_TIME_LEN];
+    int submitted;
 
     if (firing == NULL || req == NULL)
         goto out_fail;
@@ -598,14 +599,16 @@ static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj
     atomic_fetch_add(&sched->stat_fired, 1);
     log_debug("firing started", "job=%s run=%s token=%lld", sj->name, firing->run.id,
               (long long)claim->token);
-    if (delivery_submit(sched->engine, req) != CF_OK) {
-        /* Only refused while stopping: finish it here as not delivered. */
+    submitted = delivery_submit(sched->engine, req);
+    if (submitted != CF_OK) {
+        /* The engine freed the request: finish the run here as not delivered. */
         struct completion *done = calloc(1, sizeof(*done));
 
         if (done != NULL) {
             done->firing = firing;
             done->status = RUN_FAILED;
-            done->error = strdup("instance stopping");
+            done->error = strdup(submitted == CF_ERR_SHUTDOWN ? "instance stopping"
+                                                              : cf_err_str(submitted));
             done->finished_at_ms = cf_wall_ms();
             pthread_mutex_lock(&sched->inbox_lock);
             done->next = sched->completions;
