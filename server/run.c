@@ -1,0 +1,221 @@
+/*
+ * run.c - runs of a job: names of statuses and triggers, slot ids, and the
+ * JSON form of DESIGN §6 "Run fields".
+ */
+#include "run.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static const char *const run_status_names[] = {
+    [RUN_RUNNING] = "running", [RUN_SUCCEEDED] = "succeeded", [RUN_FAILED] = "failed",
+    [RUN_FENCED] = "fenced",   [RUN_SKIPPED] = "skipped",     [RUN_MISSED] = "missed",
+    [RUN_LOST] = "lost",
+};
+
+static const char *const run_trigger_names[] = {
+    [RUN_TRIGGER_SCHEDULE] = "schedule",
+    [RUN_TRIGGER_MANUAL] = "manual",
+    [RUN_TRIGGER_CATCHUP] = "catchup",
+};
+
+#define RUN_COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
+void run_clear(struct run *run)
+{
+    if (run == NULL)
+        return;
+    free(run->job);
+    free(run->reason);
+    free(run->instance);
+    free(run->error);
+    free(run->response_excerpt);
+    memset(run, 0, sizeof(*run));
+}
+
+void run_free(struct run *run)
+{
+    run_clear(run);
+    free(run);
+}
+
+void run_slot_id(const char *job, int64_t scheduled_at_ms, char id[RUN_ID_MAX])
+{
+    snprintf(id, RUN_ID_MAX, "%s@%" PRId64, job, scheduled_at_ms);
+}
+
+const char *run_status_name(enum run_status status)
+{
+    if ((size_t)status >= RUN_COUNT(run_status_names))
+        return "unknown";
+    return run_status_names[status];
+}
+
+const char *run_trigger_name(enum run_trigger trigger)
+{
+    if ((size_t)trigger >= RUN_COUNT(run_trigger_names))
+        return "unknown";
+    return run_trigger_names[trigger];
+}
+
+int run_status_parse(const char *name)
+{
+    if (name == NULL)
+        return -1;
+    for (size_t i = 0; i < RUN_COUNT(run_status_names); i++) {
+        if (strcmp(run_status_names[i], name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+int run_trigger_parse(const char *name)
+{
+    if (name == NULL)
+        return -1;
+    for (size_t i = 0; i < RUN_COUNT(run_trigger_names); i++) {
+        if (strcmp(run_trigger_names[i], name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+bool run_status_final(enum run_status status)
+{
+    return status != RUN_RUNNING;
+}
+
+/*
+ * Length of the valid UTF-8 sequence at s (at most avail bytes), or 0 when
+ * the bytes there are not one: a stray continuation byte, a truncated
+ * sequence, an overlong form, a surrogate or a code point above U+10FFFF.
+ */
+static size_t run_utf8_len(const unsigned char *s, size_t avail)
+{
+    size_t len;
+    uint32_t cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (len > avail)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+/*
+ * A JSON string of the first max bytes of text, or JSON null for NULL. A
+ * webhook's response body is arbitrary bytes and JSON strings must be UTF-8,
+ * so every invalid byte becomes U+FFFD, and a cut at max that would split a
+ * character drops that character instead.
+ * Returns a new reference, NULL on allocation failure.
+ */
+static json_t *run_json_text(const char *text, size_t max)
+{
+    static const char replacement[] = "\xef\xbf\xbd";
+    const unsigned char *in = (const unsigned char *)text;
+    size_t len, used = 0;
+    char *buf;
+    json_t *value;
+
+    if (text == NULL)
+        return json_null();
+    len = strnlen(text, max);
+    /* A cut inside a character moves back to where that character starts. */
+    if (len == max && text[len] != '\0') {
+        for (int back = 0; back < 3 && len > 0 && (in[len] & 0xc0) == 0x80; back++)
+            len--;
+    }
+    /* Each input byte yields at most 3 output bytes (one U+FFFD). */
+    buf = malloc(3 * len + 1);
+    if (buf == NULL)
+        return NULL;
+    for (size_t i = 0; i < len;) {
+        size_t n = run_utf8_len(in + i, len - i);
+
+        if (n == 0) {
+            memcpy(buf + used, replacement, 3);
+            used += 3;
+            i++;
+        } else {
+            memcpy(buf + used, in + i, n);
+            used += n;
+            i += n;
+        }
+    }
+    value = json_stringn(buf, used);
+    free(buf);
+    return value;
+}
+
+/* An RFC 3339 string for wall time ms, or JSON null for 0 ("never"). */
+static json_t *run_json_time(int64_t wall_ms)
+{
+    char buf[CF_TIME_LEN];
+
+    if (wall_ms == 0)
+        return json_null();
+    return json_string(cf_format_time(wall_ms, buf));
+}
+
+/* Sets key in obj to value (stolen); clears *ok when value is NULL or the set fails. */
+static void run_put(json_t *obj, const char *key, json_t *value, bool *ok)
+{
+    if (json_object_set_new(obj, key, value) != 0)
+        *ok = false;
+}
+
+json_t *run_to_json(const struct run *run)
+{
+    json_t *obj = json_object();
+    bool ok = obj != NULL;
+
+    if (!ok)
+        return NULL;
+    run_put(obj, "id", run_json_text(run->id, RUN_ID_MAX), &ok);
+    run_put(obj, "job", run_json_text(run->job, SIZE_MAX), &ok);
+    run_put(obj, "trigger", json_string(run_trigger_name(run->trigger)), &ok);
+    run_put(obj, "scheduled_at", run_json_time(run->scheduled_at_ms), &ok);
+    run_put(obj, "started_at", run_json_time(run->started_at_ms), &ok);
+    run_put(obj, "finished_at", run_json_time(run->finished_at_ms), &ok);
+    run_put(obj, "status", json_string(run_status_name(run->status)), &ok);
+    run_put(obj, "reason", run_json_text(run->reason, SIZE_MAX), &ok);
+    run_put(obj, "fencing_token", json_integer(run->fencing_token), &ok);
+    run_put(obj, "instance", run_json_text(run->instance, SIZE_MAX), &ok);
+    run_put(obj, "attempts", json_integer(run->attempts), &ok);
+    run_put(obj, "http_status",
+            run->http_status != 0 ? json_integer(run->http_status) : json_null(), &ok);
+    run_put(obj, "duration_ms",
+            run->finished_at_ms != 0 ? json_integer(run->duration_ms) : json_null(), &ok);
+    run_put(obj, "error", run_json_text(run->error, SIZE_MAX), &ok);
+    run_put(obj, "response_excerpt", run_json_text(run->response_excerpt, RUN_EXCERPT_MAX), &ok);
+    run_put(obj, "lease_lost", json_boolean(run->lease_lost), &ok);
+    if (!ok) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
