@@ -45,8 +45,14 @@ asan: deps
 # Unit tests, then integration tests, each on the plain and on the sanitized build.
 test: build asan
 	ctest --test-dir $(BUILD) --output-on-failure
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		ctest --test-dir $(ASAN_BUILD) --output-on-failure
+	@# Criterion runs tests in worker processes whose sanitizer reports do not
+	@# fail the test, so the whole output is searched for them too.
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --test-dir $(ASAN_BUILD) -V >$(ASAN_BUILD)/unit.log 2>&1 \
+		|| { tail -100 $(ASAN_BUILD)/unit.log; exit 1; }
+	@if grep -nE "ERROR: (Address|Leak)Sanitizer|runtime error:" $(ASAN_BUILD)/unit.log; then \
+		echo "sanitizer reports in unit tests, see $(ASAN_BUILD)/unit.log"; exit 1; fi
+	@grep -E "Synthesis|tests passed" $(ASAN_BUILD)/unit.log
 	CRONFENCE_BIN_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 	CRONFENCE_BIN_DIR=$(abspath $(ASAN_BUILD)) CRONFENCE_SANITIZED=1 $(PYTHON) -m pytest -q tests/integration
 	$(MAKE) --no-print-directory fuzz
