@@ -285,8 +285,9 @@ static bool if_match_version(const struct http_request *req, int64_t *version)
         *version = COORD_IF_EXISTS;
         return true;
     }
+    /* If-Match compares strongly (RFC 9110 13.1.1): a weak ETag never matches. */
     if (strncmp(text, "W/", 2) == 0)
-        text += 2;
+        return false;
     if (*text == '"')
         text++;
     value = strtoll(text, &end, 10);

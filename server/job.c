@@ -360,6 +360,19 @@ bool job_name_valid(const char *name)
     return true;
 }
 
+/*
+ * Whether a calendar can ever match, such as "0 0 30 2 *" cannot. Asked from
+ * a fixed instant so that validation stays a pure function of its input;
+ * cron_next looks 8 years ahead, which covers every leap-day schedule.
+ */
+static bool job_schedule_fires(const struct cron_schedule *schedule)
+{
+    const int64_t year_2000_ms = 946684800000;
+    int64_t next;
+
+    return cron_next(schedule, tz_get("UTC"), year_2000_ms, &next) == CF_OK;
+}
+
 static void job_read_schedule(struct job_check *check, const json_t *value, struct job *job)
 {
     struct cron_schedule *schedule = NULL;
@@ -375,6 +388,8 @@ static void job_read_schedule(struct job_check *check, const json_t *value, stru
         err.message[sizeof(err.message) - 1] = '\0';
         job_error(check, "schedule", "invalid schedule at position %d: %s", err.position,
                   err.message);
+    } else if (!job_schedule_fires(schedule)) {
+        job_error(check, "schedule", "schedule never fires (no such date)");
     }
     cron_free(schedule);
 }
@@ -422,6 +437,11 @@ static void job_check_url(struct job_check *check, const char *text, const struc
         goto out;
     }
     rc = curl_url_set(url, CURLUPART_URL, text, 0);
+    if (rc == CURLUE_OK && strstr(text, ":///") != NULL) {
+        /* curl reads "http:///x" as host x; a URL without an authority names no host. */
+        job_error(check, field, "must name a host");
+        goto out;
+    }
     if (rc == CURLUE_OUT_OF_MEMORY) {
         check->nomem = true;
         goto out;

@@ -199,6 +199,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     if (ret != CF_OK)
         return ret;
 
+    /* Scripts and tests read this line from standard output: the address as bound. */
+    printf("listening on %s%s%s:%u\n", strchr(host, ':') ? "[" : "", host,
+           strchr(host, ':') ? "]" : "", http_port(inst->http));
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (inst->cfg.advertise == NULL) {
@@ -209,9 +212,6 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     }
     log_info("cronfence started", "version=%s mode=standalone instance=%s listen=%s:%u db=%s",
              CF_VERSION, inst->instance_id, host, http_port(inst->http), inst->cfg.db_path);
-    /* Scripts and tests read these two lines from standard output. */
-    printf("listening on %s%s%s:%u\n", strchr(host, ':') ? "[" : "", host,
-           strchr(host, ':') ? "]" : "", http_port(inst->http));
     if (inst->generated_token != NULL)
         printf("dashboard: http://%s%s%s:%u/#token=%s\n", strchr(host, ':') ? "[" : "", host,
                strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
