@@ -7,8 +7,11 @@
  * "a-b/n", "a/n"), month names JAN..DEC and weekday names SUN..SAT (case
  * insensitive), "?" as "*" in the day fields, day-of-week 0..7 (7 = Sunday),
  * "L" (last day of month) in day-of-month, "nL" (last weekday n of the month)
- * and "n#k" (k-th weekday n, k 1..5) in day-of-week. Vixie rule: when both
- * day fields are restricted, a day matches if either matches. Macros
+ * and "n#k" (k-th weekday n, k 1..5) in day-of-week. A range may end at
+ * SUN ("FRI-SUN"); open ranges in day-of-week ("*", "a/n") stop at 6.
+ * Vixie rule: when both day fields are restricted, a day matches if either
+ * matches; a day field is unrestricted only when it is exactly "*" or "?"
+ * ("*" + "/2" restricts it). Macros
  * @yearly @annually @monthly @weekly @daily @midnight @hourly, and
  * "@every <duration>" (units h, m, s, ms; "90s", "5m", "1h30m"; at least 1s,
  * a whole number of seconds) anchored at the Unix epoch.
@@ -50,9 +53,10 @@ void cron_free(struct cron_schedule *schedule);
  *   occurrence, when the hour field is fixed (a number, list or range);
  *   when the hour field is "*" or a step, the schedule follows real time
  *   and fires in both passes.
- * @every schedules ignore the zone. Returns CF_OK with *next_ms set, or
- * CF_ERR_NOT_FOUND when the schedule never fires again (e.g. "0 0 30 2 *"),
- * searched for at most 8 years ahead.
+ * @every schedules ignore the zone (which may then be NULL). Returns CF_OK
+ * with *next_ms set, or CF_ERR_NOT_FOUND when the schedule never fires again
+ * (e.g. "0 0 30 2 *"), searched for at most 8 years ahead, or when the
+ * next instant would lie beyond +-2^52 seconds (some 140 million years).
  */
 int cron_next(const struct cron_schedule *schedule, const struct tz_zone *zone, int64_t after_ms,
               int64_t *next_ms);

@@ -437,11 +437,6 @@ static void job_check_url(struct job_check *check, const char *text, const struc
         goto out;
     }
     rc = curl_url_set(url, CURLUPART_URL, text, 0);
-    if (rc == CURLUE_OK && strstr(text, ":///") != NULL) {
-        /* curl reads "http:///x" as host x; a URL without an authority names no host. */
-        job_error(check, field, "must name a host");
-        goto out;
-    }
     if (rc == CURLUE_OUT_OF_MEMORY) {
         check->nomem = true;
         goto out;
@@ -463,6 +458,11 @@ static void job_check_url(struct job_check *check, const char *text, const struc
     }
     if (rc != CURLUE_OK || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
         job_error(check, field, "must be an http or https url");
+        goto out;
+    }
+    if (strstr(text, ":///") != NULL) {
+        /* curl reads "http:///x" as host x; a URL without an authority names no host. */
+        job_error(check, field, "must name a host");
         goto out;
     }
     rc = curl_url_get(url, CURLUPART_HOST, &host, 0);

@@ -8,6 +8,7 @@
  * instants in any future year are computed correctly.
  *
  * The zoneinfo directory is $TZDIR when set, else /usr/share/zoneinfo.
+ * Instants beyond +-2^53 seconds are clamped to that range.
  */
 #ifndef CF_TZ_H
 #define CF_TZ_H
@@ -21,7 +22,9 @@ struct tz_zone;
  * Returns the zone named name ("UTC", "Europe/Berlin"), loading it on first
  * use; thread-safe. Returns NULL when the name is not a valid IANA zone name
  * (no "..", no leading "/", only [A-Za-z0-9/_+-]) or no TZif file for it can
- * be read and parsed. Borrowed reference: never free it.
+ * be read and parsed. Borrowed reference: never free it. "UTC" and "Etc/UTC"
+ * work even without zoneinfo files (offset 0). Files with leap-second
+ * records ("right/...") are refused, since their clock counts differently.
  */
 const struct tz_zone *tz_get(const char *name);
 
