@@ -280,65 +280,34 @@ static void record_unstarted(struct scheduler *sched, const char *job, int64_t s
 
 /*
  * Records the slots of sj from first_ms up to and including last_ms as
- * missed: one row each for the first SCHED_MISSED_ROWS, then one summary
- * row with the count of the rest (DESIGN §3). With catchup=latest the most
- * recent of them is not recorded but returned in *latest_ms for firing.
- * Returns the number of slots in the range.
+ * missed: one row each for the first SCHED_MISSED_ROWS, then one summary row
+ * with the count of the rest (DESIGN §3), so a long downtime never floods the
+ * history. Returns the number of slots in the range.
  */
 static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj, int64_t first_ms,
-                                   int64_t last_ms, const char *reason, int64_t *latest_ms)
+                                   int64_t last_ms, const char *reason)
 {
-    int64_t slot = first_ms, count = 0, summary_first = 0, summary_last = 0, latest = 0;
+    int64_t period = cron_every_ms(sj->cron);
+    int64_t slot = first_ms, count = 0, summary_first = 0, summary_last = 0;
     bool exact = true;
 
-    *latest_ms = 0;
-    if (sj->job->catchup == JOB_CATCHUP_LATEST) {
-        /* The latest slot is the last one not after last_ms. */
-        int64_t probe = first_ms, next;
-
-        latest = first_ms;
-        if (cron_every_ms(sj->cron) > 0) {
-            int64_t period = cron_every_ms(sj->cron);
-
-            latest = first_ms + (last_ms - first_ms) / period * period;
-        } else {
-            for (int64_t i = 0; i < SCHED_MISSED_SCAN_MAX; i++) {
-                if (cron_next(sj->cron, sj->zone, probe, &next) != CF_OK || next > last_ms)
-                    break;
-                latest = probe = next;
-            }
-        }
-        *latest_ms = latest;
-    }
     while (slot != 0 && slot <= last_ms) {
         int64_t next;
 
-        if (slot != latest) {
-            if (count < SCHED_MISSED_ROWS) {
-                record_unstarted(sched, sj->name, slot, RUN_TRIGGER_SCHEDULE, RUN_MISSED, reason);
-            } else {
-                if (summary_first == 0)
-                    summary_first = slot;
-                summary_last = slot;
-            }
-            count++;
-        }
-        if (count >= SCHED_MISSED_ROWS && cron_every_ms(sj->cron) > 0) {
-            /* Fixed period: count the rest without walking it. */
-            int64_t period = cron_every_ms(sj->cron);
-            int64_t rest_first = slot + period;
-            int64_t final = first_ms + (last_ms - first_ms) / period * period;
-
-            if (final == latest)
-                final -= period;
-            if (rest_first <= final) {
-                if (summary_first == 0)
-                    summary_first = rest_first;
-                summary_last = final;
-                count += (final - rest_first) / period + 1;
-            }
+        if (count < SCHED_MISSED_ROWS) {
+            record_unstarted(sched, sj->name, slot, RUN_TRIGGER_SCHEDULE, RUN_MISSED, reason);
+        } else if (period > 0) {
+            /* A fixed period: count the rest without walking it. */
+            summary_first = slot;
+            summary_last = slot + (last_ms - slot) / period * period;
+            count += (summary_last - slot) / period + 1;
             break;
+        } else {
+            if (summary_first == 0)
+                summary_first = slot;
+            summary_last = slot;
         }
+        count++;
         if (count > SCHED_MISSED_SCAN_MAX) {
             exact = false;
             summary_last = last_ms;
@@ -724,55 +693,63 @@ static int push_due(struct due_slot **due, size_t *n, size_t *cap, struct sched_
 }
 
 /*
- * Decides what to do with slot of sj that is due now: missed when past its
- * starting deadline, skipped or queued when the previous run is still in
- * flight, else added to the claim batch.
+ * The newest slot of sj not after now, starting from its due slot first_ms.
+ * The walk is bounded; when it stops early the rest is found on the next
+ * pass, since the job is then still due.
  */
-static void take_due_slot(struct scheduler *sched, struct sched_job *sj, int64_t slot_ms,
-                          int64_t now, struct due_slot **due, size_t *n, size_t *cap)
+static int64_t latest_due_slot(const struct sched_job *sj, int64_t first_ms, int64_t now)
 {
-    const struct job *job = sj->job;
-    int64_t latest = 0;
+    int64_t period = cron_every_ms(sj->cron), slot = first_ms, next;
 
-    if (now - slot_ms > job->starting_deadline_ms) {
-        /* Every slot from this one to the newest past its deadline is missed. */
-        int64_t last = slot_ms, probe, walked = 0;
-
-        while (walked++ < SCHED_MISSED_SCAN_MAX &&
-               cron_next(sj->cron, sj->zone, last, &probe) == CF_OK &&
-               now - probe > job->starting_deadline_ms) {
-            if (cron_every_ms(sj->cron) > 0) {
-                int64_t period = cron_every_ms(sj->cron);
-
-                last = slot_ms + (now - job->starting_deadline_ms - 1 - slot_ms) / period * period;
-                break;
-            }
-            last = probe;
-        }
-        record_missed_range(sched, sj, slot_ms, last, "starting deadline passed", &latest);
-        if (latest == 0)
-            return;
-        slot_ms = latest;
-        if (sj->in_flight > 0 && job->overlap != JOB_OVERLAP_ALLOW) {
-            record_unstarted(sched, sj->name, slot_ms, RUN_TRIGGER_CATCHUP, RUN_SKIPPED,
-                             "previous run still in flight");
-            return;
-        }
-        push_due(due, n, cap, sj, slot_ms, RUN_TRIGGER_CATCHUP);
-        return;
+    if (period > 0)
+        return first_ms + (now - first_ms) / period * period;
+    for (int64_t walked = 0; walked < SCHED_MISSED_SCAN_MAX; walked++) {
+        if (cron_next(sj->cron, sj->zone, slot, &next) != CF_OK || next > now)
+            break;
+        slot = next;
     }
+    return slot;
+}
+
+/*
+ * Handles every due slot of sj, from sj->next_ms up to now. Several slots due
+ * at once (after downtime, a pause of the process or a clock jump) are
+ * coalesced: only the newest may start, as a late scheduled run while it is
+ * within its starting deadline; the older ones are recorded missed. When even
+ * the newest is past its deadline it is missed too, unless catchup=latest
+ * fires it once (trigger "catchup"). The slot to start, if any, goes through
+ * the overlap policy: skipped or queued while a run is in flight.
+ */
+static void take_due_slots(struct scheduler *sched, struct sched_job *sj, int64_t now,
+                           struct due_slot **due, size_t *n, size_t *cap)
+{
+    static const char reason[] = "not started in time: the instance was down or late";
+    const struct job *job = sj->job;
+    int64_t first = sj->next_ms, latest = latest_due_slot(sj, first, now);
+    enum run_trigger trigger = RUN_TRIGGER_SCHEDULE;
+
+    heap_set(sched, sj, next_slot(sj, latest));
+    if (now - latest > job->starting_deadline_ms) {
+        if (job->catchup != JOB_CATCHUP_LATEST) {
+            record_missed_range(sched, sj, first, latest, reason);
+            return;
+        }
+        trigger = RUN_TRIGGER_CATCHUP;
+    }
+    if (latest > first)
+        record_missed_range(sched, sj, first, latest - 1, reason);
     if (sj->in_flight > 0 || sj->pending != NULL) {
         if (job->overlap == JOB_OVERLAP_FORBID) {
-            record_unstarted(sched, sj->name, slot_ms, RUN_TRIGGER_SCHEDULE, RUN_SKIPPED,
+            record_unstarted(sched, sj->name, latest, trigger, RUN_SKIPPED,
                              "previous run still in flight");
             return;
         }
         if (job->overlap == JOB_OVERLAP_QUEUE) {
-            push_pending(sj, slot_ms, RUN_TRIGGER_SCHEDULE, 0);
+            push_pending(sj, latest, trigger, 0);
             return;
         }
     }
-    push_due(due, n, cap, sj, slot_ms, RUN_TRIGGER_SCHEDULE);
+    push_due(due, n, cap, sj, latest, trigger);
 }
 
 /* Claims every slot due at or before now, and advances each job to its next slot. */
@@ -781,16 +758,8 @@ static void fire_due(struct scheduler *sched, int64_t now)
     struct due_slot *due = NULL;
     size_t n = 0, cap = 0;
 
-    while (sched->heap_len > 0 && sched->heap[0]->next_ms <= now) {
-        struct sched_job *sj = sched->heap[0];
-        int64_t slot = sj->next_ms, after = slot;
-
-        take_due_slot(sched, sj, slot, now, &due, &n, &cap);
-        /* Slots already recorded as missed are behind us: continue after now - deadline. */
-        if (now - slot > sj->job->starting_deadline_ms)
-            after = now - sj->job->starting_deadline_ms - 1;
-        heap_set(sched, sj, next_slot(sj, after > slot ? after : slot));
-    }
+    while (sched->heap_len > 0 && sched->heap[0]->next_ms <= now)
+        take_due_slots(sched, sched->heap[0], now, &due, &n, &cap);
     claim_batch(sched, due, n);
     free(due);
 }

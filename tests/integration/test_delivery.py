@@ -1,0 +1,473 @@
+"""Webhook delivery as a target sees it (DESIGN §3 retries, timeouts, manual
+trigger; §5 the webhook contract): the real cronfence delivering to the
+reference receiver and to a small recording HTTP server of our own."""
+
+import datetime
+import hashlib
+import hmac
+import http.server
+import json
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN_DIR, SECRET, job_body, wait_for
+
+RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def parse_time_ms(text):
+    """RFC 3339 UTC with milliseconds -> Unix ms."""
+    assert RFC3339_MS.match(text), text
+    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000 + 0.5)
+
+
+def version_of():
+    """The version cronfence --version prints, for the User-Agent."""
+    out = subprocess.run([str(BIN_DIR / "cronfence"), "--version"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout.strip()
+    return out.split()[-1]
+
+
+def expected_signature(secret, t, token, key, body):
+    message = f"{t}\n{token}\n{key}\n".encode() + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def check_signature(secret, request):
+    """Asserts request's Cronfence-Signature is DESIGN §5's HMAC under secret."""
+    header = request["headers"]["Cronfence-Signature"]
+    match = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", header)
+    assert match, header
+    t, v1 = match.group(1), match.group(2)
+    assert abs(int(t) - request["received"]) < 120, (t, request["received"])
+    want = expected_signature(secret, t, request["headers"]["Fencing-Token"],
+                              request["headers"]["Idempotency-Key"], request["body"])
+    assert hmac.compare_digest(v1, want), f"signature {v1} != HMAC {want}"
+
+
+class Target:
+    """A recording webhook target: every request kept with its headers and
+    raw body; answers from self.respond(request, earlier) -> (status, headers, body)."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        self.respond = lambda request, earlier: (200, {}, b'{"ok":true}')
+        target = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k: v for k, v in self.headers.items()},
+                    "header_list": list(self.headers.items()),
+                    "body": body,
+                    "received": time.time(),
+                }
+                with target.lock:
+                    earlier = list(target.requests)
+                    target.requests.append(request)
+                status, headers, payload = target.respond(request, earlier)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def of_job(self, job):
+        with self.lock:
+            return [r for r in self.requests if r["headers"].get("Cronfence-Job") == job]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def target():
+    server = Target()
+    yield server
+    server.close()
+
+
+def first_finished_run(instance, job, timeout=15):
+    """The job's first delivered scheduled run, once it has finished."""
+    def finished():
+        runs = [r for r in instance.runs(job=job) if r["trigger"] == "schedule"
+                and r["status"] not in ("skipped", "missed")]
+        if not runs:
+            return None
+        first = min(runs, key=lambda r: r["scheduled_at"])
+        return first if first["status"] != "running" else None
+    return wait_for(finished, timeout=timeout, what=f"a finished run of {job}")
+
+
+def finished_run(instance, job, run_id, timeout=10):
+    """Run run_id of job once it is no longer running."""
+    def done():
+        return next((r for r in instance.runs(job=job)
+                     if r["id"] == run_id and r["status"] != "running"), None)
+    return wait_for(done, timeout=timeout, what=f"run {run_id} finished")
+
+
+def knob_lines(receiver, job):
+    """(token, attempt, status) of the attempts the receiver answered with a test knob."""
+    found = []
+    for line in receiver.stderr().splitlines():
+        if "delivery answered by test knob" in line and f"job={job} " in line:
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            found.append((int(fields["token"]), int(fields["attempt"]), int(fields["status"])))
+    return found
+
+
+# --------------------------------------------------------------------------
+# Every second, in order, well formed
+# --------------------------------------------------------------------------
+
+def test_every_second_job_delivers_each_slot_once_in_order(instance, receiver):
+    reply = instance.api("POST", "/api/v1/jobs", job_body("tick", receiver.hook()))
+    assert reply.status == 201, reply
+    deliveries = wait_for(lambda: len(receiver.deliveries("tick")) >= 6 and
+                          receiver.deliveries("tick"), timeout=15, what="six deliveries")
+
+    slots = [parse_time_ms(d["scheduled_at"]) for d in deliveries]
+    assert all(slot % 1000 == 0 for slot in slots), slots
+    gaps = [b - a for a, b in zip(slots, slots[1:])]
+    assert gaps == [1000] * len(gaps), f"slots not consecutive seconds: {slots}"
+    tokens = [d["token"] for d in deliveries]
+    assert all(b > a for a, b in zip(tokens, tokens[1:])), tokens
+    for delivery, slot in zip(deliveries, slots):
+        assert delivery["run_id"] == f"tick@{slot}", delivery
+        assert delivery["idempotency_key"] == f"tick@{delivery['scheduled_at']}", delivery
+        assert delivery["attempt"] == 1, delivery
+        assert delivery["trigger"] == "schedule", delivery
+
+    # The history says the same thing.
+    for delivery in deliveries:
+        run = finished_run(instance, "tick", delivery["run_id"])
+        assert run["status"] == "succeeded", run
+        assert run["fencing_token"] == delivery["token"], run
+        assert run["scheduled_at"] == delivery["scheduled_at"], run
+        assert run["instance"] == delivery["instance"], run
+        assert run["attempts"] == 1 and run["http_status"] == 200, run
+    first = min(slots)
+    others = [r for r in instance.runs(job="tick")
+              if r["status"] not in ("succeeded", "running") and
+              parse_time_ms(r["scheduled_at"]) >= first]
+    assert others == [], others
+
+
+# --------------------------------------------------------------------------
+# The webhook contract, checked by our own target
+# --------------------------------------------------------------------------
+
+def test_webhook_request_headers_body_and_signature(instance, target):
+    secret = "job-secret-for-contract-test-42"
+    payload = {"report": "nightly", "n": [1, 2, 3], "nested": {"ok": True}}
+    body = job_body("contract", target.url, signing_secret=secret,
+                    webhook={"method": "PUT", "headers": {"X-Team": "ops", "X-Request-Source": "cronfence test"},
+                             "body": payload})
+    reply = instance.api("POST", "/api/v1/jobs", body)
+    assert reply.status == 201, reply
+    requests = wait_for(lambda: len(target.of_job("contract")) >= 2 and target.of_job("contract"),
+                        what="two requests")
+    version = version_of()
+    for request in requests[:2]:
+        h = request["headers"]
+        assert request["method"] == "PUT"
+        assert request["path"] == "/hook"
+        assert h["Content-Type"] == "application/json"
+        assert h["User-Agent"] == f"cronfence/{version}"
+        assert h["X-Team"] == "ops"
+        assert h["X-Request-Source"] == "cronfence test"
+        assert h["Cronfence-Job"] == "contract"
+        assert h["Cronfence-Attempt"] == "1"
+        scheduled = h["Cronfence-Scheduled-At"]
+        slot = parse_time_ms(scheduled)
+        assert h["Cronfence-Run"] == f"contract@{slot}"
+        assert h["Idempotency-Key"] == f"contract@{scheduled}"
+        assert re.fullmatch(r"[1-9][0-9]*", h["Fencing-Token"]), h["Fencing-Token"]
+        # Exactly one of each cronfence header.
+        names = [name.lower() for name, _ in request["header_list"]]
+        for name in ("fencing-token", "idempotency-key", "cronfence-job", "cronfence-run",
+                     "cronfence-scheduled-at", "cronfence-attempt", "cronfence-signature",
+                     "content-type", "user-agent"):
+            assert names.count(name) == 1, (name, request["header_list"])
+        check_signature(secret, request)
+
+        doc = json.loads(request["body"])
+        assert set(doc) == {"job", "run_id", "scheduled_at", "fencing_token", "attempt",
+                            "instance", "trigger", "payload"}, doc
+        assert doc["job"] == "contract"
+        assert doc["run_id"] == h["Cronfence-Run"]
+        assert doc["scheduled_at"] == scheduled
+        assert isinstance(doc["fencing_token"], int) and not isinstance(doc["fencing_token"], bool)
+        assert doc["fencing_token"] == int(h["Fencing-Token"])
+        assert doc["attempt"] == 1
+        assert doc["trigger"] == "schedule"
+        assert doc["payload"] == payload
+        run = finished_run(instance, "contract", doc["run_id"])
+        assert run["status"] == "succeeded", run
+        assert doc["instance"] == run["instance"] and doc["instance"]
+        assert run["fencing_token"] == doc["fencing_token"]
+
+
+def test_wrong_signature_is_detectable(instance, target):
+    """The signature depends on the secret and on the body: a target with
+    another secret, or a tampered body, does not verify."""
+    secret = "job-secret-for-contract-test-43"
+    reply = instance.api("POST", "/api/v1/jobs", job_body("sig", target.url, signing_secret=secret))
+    assert reply.status == 201, reply
+    request = wait_for(lambda: target.of_job("sig") and target.of_job("sig")[0],
+                       what="a request")
+    check_signature(secret, request)
+    with pytest.raises(AssertionError):
+        check_signature("some-other-secret-0123456789", request)
+    tampered = dict(request, body=request["body"] + b" ")
+    with pytest.raises(AssertionError):
+        check_signature(secret, tampered)
+
+
+def test_raw_body_is_sent_verbatim_with_its_content_type(instance, target):
+    secret = "job-secret-for-raw-body-test-44"
+    raw = "id,name\n1,caf\u00e9 \"quoted\"\n2,{not json}\n"
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "raw", target.url, signing_secret=secret,
+        webhook={"raw_body": True, "body": raw, "content_type": "text/csv; charset=utf-8"}))
+    assert reply.status == 201, reply
+    request = wait_for(lambda: target.of_job("raw") and target.of_job("raw")[0],
+                       what="a raw request")
+    assert request["method"] == "POST"
+    assert request["body"] == raw.encode()
+    assert request["headers"]["Content-Type"] == "text/csv; charset=utf-8"
+    assert [n.lower() for n, _ in request["header_list"]].count("content-type") == 1
+    check_signature(secret, request)
+    assert request["headers"]["Idempotency-Key"].startswith("raw@")
+
+
+def test_job_without_secret_is_signed_with_the_instance_default(start_instance, target):
+    default = "instance-default-secret-0123456789"
+    instance = start_instance(args=["--signing-secret", default])
+    body = job_body("dflt", target.url)
+    del body["signing_secret"]
+    reply = instance.api("POST", "/api/v1/jobs", body)
+    assert reply.status == 201, reply
+    assert reply.json["signing_secret_set"] is False, reply
+    request = wait_for(lambda: target.of_job("dflt") and target.of_job("dflt")[0],
+                       what="a request")
+    check_signature(default, request)
+
+
+def test_reference_receiver_accepts_instance_default_secret(start_instance, receiver):
+    instance = start_instance(args=["--signing-secret", SECRET])
+    body = job_body("dflt-ok", receiver.hook())
+    del body["signing_secret"]
+    assert instance.api("POST", "/api/v1/jobs", body).status == 201
+    wait_for(lambda: receiver.deliveries("dflt-ok"), what="an accepted delivery")
+    run = first_finished_run(instance, "dflt-ok")
+    assert run["status"] == "succeeded", run
+
+
+def test_wrong_secret_is_refused_by_receiver_and_recorded_failed(start_instance, receiver):
+    instance = start_instance(args=["--signing-secret", "not-the-receiver-secret-0123456789"])
+    body = job_body("badsig", receiver.hook(), retry={"backoff_ms": 20})
+    del body["signing_secret"]
+    assert instance.api("POST", "/api/v1/jobs", body).status == 201
+    run = first_finished_run(instance, "badsig")
+    assert run["status"] == "failed", run
+    assert run["http_status"] == 401, run
+    assert run["attempts"] == 1, run  # 4xx other than 408/409/412/425/429: no retry
+    assert receiver.deliveries("badsig") == []
+
+
+# --------------------------------------------------------------------------
+# Status codes: fenced, failed
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code,status", [(409, "fenced"), (412, "fenced"), (400, "failed")])
+def test_target_status_decides_outcome_without_retry(instance, receiver, code, status):
+    job = f"code{code}"
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        job, receiver.hook(status=code), retry={"attempts": 3, "backoff_ms": 20}))
+    assert reply.status == 201, reply
+    run = first_finished_run(instance, job)
+    assert run["status"] == status, run
+    assert run["attempts"] == 1, run
+    assert run["http_status"] == code, run
+    # A retry (backoff 20 ms) would have reached the receiver by now.
+    time.sleep(0.5)
+    again = next(r for r in instance.runs(job=job) if r["id"] == run["id"])
+    assert again["attempts"] == 1 and again["status"] == status, again
+    attempts = [a for token, a, s in knob_lines(receiver, job) if token == run["fencing_token"]]
+    assert attempts == [1], attempts
+    assert receiver.deliveries(job) == []
+
+
+# --------------------------------------------------------------------------
+# Retries
+# --------------------------------------------------------------------------
+
+def test_retries_until_success_with_one_token(instance, receiver):
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "retry", receiver.hook(fail=2), retry={"attempts": 3, "backoff_ms": 50}))
+    assert reply.status == 201, reply
+    run = first_finished_run(instance, "retry")
+    assert run["status"] == "succeeded", run
+    assert run["attempts"] == 3, run
+    assert run["http_status"] == 200, run
+    knobbed = [(a, s) for token, a, s in knob_lines(receiver, "retry")
+               if token == run["fencing_token"]]
+    assert knobbed == [(1, 503), (2, 503)], knobbed
+    accepted = [d for d in receiver.deliveries("retry") if d["run_id"] == run["id"]]
+    assert len(accepted) == 1, accepted
+    assert accepted[0]["attempt"] == 3
+    assert accepted[0]["token"] == run["fencing_token"]
+    assert accepted[0]["idempotency_key"] == f"retry@{run['scheduled_at']}"
+
+
+def test_all_attempts_share_run_id_token_and_key(instance, target):
+    def respond(request, earlier):
+        if int(request["headers"]["Cronfence-Attempt"]) <= 2:
+            return 503, {}, b'{"try":"again"}'
+        return 200, {}, b'{"ok":true}'
+    target.respond = respond
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "same", target.url, retry={"attempts": 3, "backoff_ms": 50}))
+    assert reply.status == 201, reply
+    run = first_finished_run(instance, "same")
+    assert run["status"] == "succeeded" and run["attempts"] == 3, run
+    attempts = [r for r in target.of_job("same") if r["headers"]["Cronfence-Run"] == run["id"]]
+    assert [r["headers"]["Cronfence-Attempt"] for r in attempts] == ["1", "2", "3"]
+    for request in attempts:
+        h = request["headers"]
+        assert h["Fencing-Token"] == str(run["fencing_token"])
+        assert h["Idempotency-Key"] == f"same@{run['scheduled_at']}"
+        assert h["Cronfence-Scheduled-At"] == run["scheduled_at"]
+        doc = json.loads(request["body"])
+        assert doc["attempt"] == int(h["Cronfence-Attempt"])
+        assert doc["run_id"] == run["id"]
+        assert doc["fencing_token"] == run["fencing_token"]
+        check_signature(SECRET, request)
+
+
+def test_retry_after_is_honoured(instance, receiver):
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "later", receiver.hook(fail=1, retry_after=2), retry={"attempts": 3, "backoff_ms": 10}))
+    assert reply.status == 201, reply
+    run = first_finished_run(instance, "later", timeout=20)
+    assert run["status"] == "succeeded" and run["attempts"] == 2, run
+    accepted = next(d for d in receiver.deliveries("later") if d["run_id"] == run["id"])
+    assert accepted["attempt"] == 2
+    waited = parse_time_ms(accepted["received_at"]) - parse_time_ms(run["started_at"])
+    # Retry-After: 2 -> at least ~2 s between the attempts (backoff alone: ~10 ms).
+    assert waited >= 1800, f"second attempt only {waited} ms after the first"
+    assert waited < 10000, waited
+
+
+def test_per_attempt_timeout(instance, receiver):
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "slow", receiver.hook(delay_ms=3000),
+        webhook={"timeout_ms": 300}, retry={"attempts": 2, "backoff_ms": 20}))
+    assert reply.status == 201, reply
+    run = first_finished_run(instance, "slow")
+    assert run["status"] == "failed", run
+    assert run["attempts"] == 2, run
+    assert "timeout" in (run["error"] or "").lower(), run
+    # Two attempts of 300 ms plus a short backoff: far less than the 3 s delay.
+    duration = parse_time_ms(run["finished_at"]) - parse_time_ms(run["started_at"])
+    assert duration < 2500, run
+
+
+# --------------------------------------------------------------------------
+# Manual trigger
+# --------------------------------------------------------------------------
+
+def test_manual_trigger_runs_now_without_moving_the_schedule(instance, target):
+    reply = instance.api("POST", "/api/v1/jobs", job_body("man", target.url))
+    assert reply.status == 201, reply
+    wait_for(lambda: len(target.of_job("man")) >= 2, what="two scheduled requests")
+    # Move the schedule to one slot a few seconds out (once a minute).
+    now = time.time()
+    slot_s = int(now) + 5
+    reply = instance.api("PATCH", "/api/v1/jobs/man",
+                         {"schedule": f"{slot_s % 60} * * * * *"},
+                         headers={"Content-Type": "application/merge-patch+json"})
+    assert reply.status == 200, reply
+    slot_ms = slot_s * 1000
+    assert reply.json["next_fire_at"] is not None
+    assert parse_time_ms(reply.json["next_fire_at"]) == slot_ms, reply.json
+    time.sleep(0.3)  # let a run in flight finish
+    before = [int(r["headers"]["Fencing-Token"]) for r in target.of_job("man")]
+    count_before = len(target.of_job("man"))
+
+    reply = instance.api("POST", "/api/v1/jobs/man/trigger")
+    assert reply.status == 202, reply
+    manual = reply.json
+    assert manual["trigger"] == "manual", manual
+    assert manual["status"] == "running", manual
+    assert manual["job"] == "man"
+    assert "@" not in manual["id"] and not manual["id"].startswith("man"), manual
+    assert manual["fencing_token"] > max(before), (manual, before)
+
+    request = wait_for(lambda: next((r for r in target.of_job("man")
+                                     if r["headers"]["Cronfence-Run"] == manual["id"]), None),
+                       what="the manual delivery")
+    assert request["headers"]["Idempotency-Key"] == manual["id"]
+    assert int(request["headers"]["Fencing-Token"]) == manual["fencing_token"]
+    doc = json.loads(request["body"])
+    assert doc["trigger"] == "manual" and doc["run_id"] == manual["id"]
+    check_signature(SECRET, request)
+    assert len(target.of_job("man")) == count_before + 1
+
+    # The schedule is untouched: the next slot is still the one it was.
+    job = instance.api("GET", "/api/v1/jobs/man").json
+    assert parse_time_ms(job["next_fire_at"]) == slot_ms, job
+    done = finished_run(instance, "man", manual["id"])
+    assert done["status"] == "succeeded" and done["trigger"] == "manual", done
+
+    scheduled = wait_for(lambda: next((r for r in target.of_job("man")
+                                       if r["headers"]["Cronfence-Run"] == f"man@{slot_ms}"), None),
+                         timeout=12, what="the scheduled slot after the manual run")
+    assert int(scheduled["headers"]["Fencing-Token"]) > manual["fencing_token"]
+    assert json.loads(scheduled["body"])["trigger"] == "schedule"
+
+
+def test_manual_trigger_is_accepted_by_reference_receiver(instance, receiver):
+    """DESIGN §3: a manual run's idempotency key is its run id; §5: the
+    reference receiver verifies and accepts deliveries. So a manual trigger
+    to the reference receiver must succeed."""
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "manref", receiver.hook(), schedule="0 0 1 1 *"))
+    assert reply.status == 201, reply
+    reply = instance.api("POST", "/api/v1/jobs/manref/trigger")
+    assert reply.status == 202, reply
+    run_id = reply.json["id"]
+    run = finished_run(instance, "manref", run_id)
+    assert run["status"] == "succeeded", run
+    assert [d["run_id"] for d in receiver.deliveries("manref")] == [run_id]
