@@ -110,9 +110,8 @@ static void send_json(struct http_response *res, int status, json_t *json)
 }
 
 /* Sends a problem document; errors (stolen, may be NULL) lists the bad fields. */
-__attribute__((format(printf, 4, 5))) static void send_problem(struct http_response *res,
-                                                              int status, json_t *errors,
-                                                              const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+send_problem(struct http_response *res, int status, json_t *errors, const char *fmt, ...)
 {
     char detail[512];
     va_list ap;
@@ -121,9 +120,9 @@ __attribute__((format(printf, 4, 5))) static void send_problem(struct http_respo
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
-    doc = json_pack("{s:s, s:s, s:i, s:s, s:o}", "type", "about:blank", "title",
-                    status_title(status), "status", status, "detail", detail, "errors",
-                    errors ? errors : json_array());
+    doc =
+        json_pack("{s:s, s:s, s:i, s:s, s:o}", "type", "about:blank", "title", status_title(status),
+                  "status", status, "detail", detail, "errors", errors ? errors : json_array());
     send_json(res, status, doc);
     res->content_type = "application/problem+json";
 }
@@ -209,8 +208,8 @@ static json_t *parse_body(const struct http_request *req, struct http_response *
 
     if (type != NULL && strncasecmp(type, "application/json", 16) != 0 &&
         strncasecmp(type, "application/merge-patch+json", 28) != 0) {
-        send_problem(res, 415, NULL,
-                     "Content-Type %.100s is not accepted; send application/json", type);
+        send_problem(res, 415, NULL, "Content-Type %.100s is not accepted; send application/json",
+                     type);
         return NULL;
     }
     if (req->body_len == 0) {
@@ -370,8 +369,8 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
                     int64_t if_match, int ok_status)
 {
     bool created = false;
-    int ret = api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match,
-                                               &created);
+    int ret =
+        api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match, &created);
     char location[128];
 
     if (ret == CF_ERR_CONFLICT) {
@@ -568,8 +567,7 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
             json_decref(stored);
             json_decref(merged);
             job_free(current);
-            send_problem(res, 412, NULL, "job %s has changed since the version in If-Match",
-                         name);
+            send_problem(res, 412, NULL, "job %s has changed since the version in If-Match", name);
             return;
         }
         if (json_equal(merged, stored)) {
@@ -594,9 +592,8 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
             job_free(current);
             return;
         }
-        ret = api->cfg.coord->ops->catalog_put(api->cfg.coord, job, false,
-                                               if_match > 0 ? if_match : current->version,
-                                               &created);
+        ret = api->cfg.coord->ops->catalog_put(
+            api->cfg.coord, job, false, if_match > 0 ? if_match : current->version, &created);
         job_free(current);
         if (ret == CF_OK) {
             scheduler_job_changed(api->cfg.scheduler, name);

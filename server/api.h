@@ -14,11 +14,11 @@
 #include "scheduler.h"
 
 struct api_config {
-    struct db *db;              /* the API's own handle; borrowed */
-    struct coord *coord;        /* borrowed */
-    struct scheduler *scheduler; /* borrowed */
+    struct db *db;                   /* the API's own handle; borrowed */
+    struct coord *coord;             /* borrowed */
+    struct scheduler *scheduler;     /* borrowed */
     const struct job_limits *limits; /* borrowed */
-    char **admin_tokens;        /* borrowed arrays of tokens */
+    char **admin_tokens;             /* borrowed arrays of tokens */
     size_t admin_token_count;
     char **viewer_tokens;
     size_t viewer_token_count;

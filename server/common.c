@@ -168,14 +168,14 @@ int cf_parse_time(const char *text, int64_t *wall_ms)
     if (strchr(text, 'T') == NULL && strchr(text, 't') == NULL && strchr(text, ' ') == NULL)
         return parse_epoch_ms(text, wall_ms);
 
-    if (!read_digits(&p, 4, &year) || *p++ != '-' || !read_digits(&p, 2, &month) ||
-        *p++ != '-' || !read_digits(&p, 2, &day))
+    if (!read_digits(&p, 4, &year) || *p++ != '-' || !read_digits(&p, 2, &month) || *p++ != '-' ||
+        !read_digits(&p, 2, &day))
         return CF_ERR_INVALID;
     if (*p != 'T' && *p != 't' && *p != ' ')
         return CF_ERR_INVALID;
     p++;
-    if (!read_digits(&p, 2, &hour) || *p++ != ':' || !read_digits(&p, 2, &minute) ||
-        *p++ != ':' || !read_digits(&p, 2, &second))
+    if (!read_digits(&p, 2, &hour) || *p++ != ':' || !read_digits(&p, 2, &minute) || *p++ != ':' ||
+        !read_digits(&p, 2, &second))
         return CF_ERR_INVALID;
     if (*p == '.') {
         int scale = 100, digits = 0;
@@ -217,8 +217,8 @@ int cf_parse_time(const char *text, int64_t *wall_ms)
     if (second == 60)
         second = 59; /* a leap second reads as the second before it */
 
-    secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
-           offset_s;
+    secs =
+        days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset_s;
     *wall_ms = secs * 1000 + millis;
     return CF_OK;
 }

@@ -49,8 +49,8 @@ static const struct option_spec specs[] = {
      "most runs kept per job (default 10000)", 10, 10000000},
     {"shutdown-grace-ms", "CRONFENCE_SHUTDOWN_GRACE_MS", OPT_INT, "N",
      "how long deliveries in flight may finish after SIGTERM (default 30000)", 0, 3600000},
-    {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L", "debug, info, warn or error (default info)",
-     0, 0},
+    {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L",
+     "debug, info, warn or error (default info)", 0, 0},
     {"log-format", "CRONFENCE_LOG_FORMAT", OPT_FORMAT, "F", "text or json (default text)", 0, 0},
     {"help", NULL, OPT_FLAG, NULL, "show this help", 0, 0},
     {"version", NULL, OPT_FLAG, NULL, "print the version", 0, 0},
@@ -130,7 +130,8 @@ static char **string_slot(struct config *cfg, const char *name)
     return NULL;
 }
 
-/* Applies one option value; from_flag says whether it came from argv (tokens: flags replace env). */
+/* Applies one option value; from_flag says whether it came from argv (tokens: flags replace env).
+ */
 static int apply(struct config *cfg, const struct option_spec *spec, const char *value,
                  bool from_flag, bool *tokens_from_flag, char *err, size_t errlen)
 {
@@ -194,8 +195,8 @@ static int apply(struct config *cfg, const struct option_spec *spec, const char 
     return CF_ERR_INVALID;
 }
 
-int config_parse(int argc, char **argv, struct config *cfg, enum config_action *action,
-                 char *err, size_t errlen)
+int config_parse(int argc, char **argv, struct config *cfg, enum config_action *action, char *err,
+                 size_t errlen)
 {
     struct option longopts[SPEC_COUNT + 1];
     bool tokens_from_flag[2] = {false, false};
@@ -246,8 +247,7 @@ int config_parse(int argc, char **argv, struct config *cfg, enum config_action *
             return CF_OK;
         }
         if (c != 0 || index < 0) {
-            snprintf(err, errlen, "unknown or incomplete flag %s (see --help)",
-                     argv[optind - 1]);
+            snprintf(err, errlen, "unknown or incomplete flag %s (see --help)", argv[optind - 1]);
             return CF_ERR_INVALID;
         }
         if (strcmp(specs[index].name, "help") == 0) {

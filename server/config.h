@@ -14,7 +14,7 @@
 #include "log.h"
 
 struct config {
-    char *listen;        /* HOST:PORT */
+    char *listen; /* HOST:PORT */
     char *db_path;
     char *redis;         /* comma-separated URLs; NULL for standalone */
     char *instance_id;   /* NULL: generated once, kept in the database */
@@ -23,8 +23,8 @@ struct config {
     size_t admin_token_count;
     char **viewer_tokens;
     size_t viewer_token_count;
-    char *signing_secret; /* NULL: generated once, kept in the database */
-    char *webhook_allow;  /* NULL: everything but link-local */
+    char *signing_secret;       /* NULL: generated once, kept in the database */
+    char *webhook_allow;        /* NULL: everything but link-local */
     int64_t node_quarantine_ms; /* 0: twice the longest lease, at least 60000 */
     int history_days;
     int history_per_job;
@@ -39,8 +39,8 @@ enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };
  * Fills cfg from the environment, then argv. Returns CF_OK with *action, or
  * CF_ERR_INVALID with a message (naming the flag) in err.
  */
-int config_parse(int argc, char **argv, struct config *cfg, enum config_action *action,
-                 char *err, size_t errlen);
+int config_parse(int argc, char **argv, struct config *cfg, enum config_action *action, char *err,
+                 size_t errlen);
 
 /* Writes the --help text. */
 void config_usage(FILE *out);

@@ -43,10 +43,10 @@ struct coord_claim {
     bool advance;     /* commit fence.last = max(last, T); false for manual runs */
 
     /* out */
-    int result;           /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
-    int64_t busy_slot_ms; /* with CF_ERR_BUSY: the holder's T */
-    int64_t token;        /* with CF_OK: the committed fencing token */
-    char nonce[33];       /* lock value's random part, kept for extend and release */
+    int result;                  /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
+    int64_t busy_slot_ms;        /* with CF_ERR_BUSY: the holder's T */
+    int64_t token;               /* with CF_OK: the committed fencing token */
+    char nonce[33];              /* lock value's random part, kept for extend and release */
     int64_t valid_until_boot_ms; /* CLOCK_BOOTTIME instant the lease is safe until */
 };
 

@@ -328,8 +328,8 @@ static json_t *standalone_status(struct coord *coord)
     cf_format_time(self->started_at_ms, started);
     pthread_mutex_lock(&self->lock);
     member = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b}", "id", self->instance_id, "url",
-                       self->advertise_url, "version", CF_VERSION, "started_at", started,
-                       "ordinal", 0, "self", 1);
+                       self->advertise_url, "version", CF_VERSION, "started_at", started, "ordinal",
+                       0, "self", 1);
     pthread_mutex_unlock(&self->lock);
     return json_pack("{s:s, s:O, s:[o], s:[], s:n}", "mode", "standalone", "instance", member,
                      "members", member, "nodes", "quorum");

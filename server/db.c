@@ -27,8 +27,8 @@ struct db {
     int lock_fd;          /* db_claim_owner's advisory lock, -1 when none */
 };
 
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-                                                          const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
     va_list ap;
 
@@ -171,10 +171,11 @@ int db_migrate(struct db *db, char *err, size_t errlen)
     char *msg = NULL;
 
     pthread_mutex_lock(&db->lock);
-    if (sqlite3_exec(db->conn,
-                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                     " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-                     NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(
+            db->conn,
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            NULL, NULL, &msg) != SQLITE_OK) {
         set_err(err, errlen, "cannot create schema_migrations: %s", msg);
         goto out;
     }
@@ -483,8 +484,8 @@ static int collect_jobs(struct db *db, sqlite3_stmt *stmt, int limit, struct job
     return ret;
 }
 
-int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs,
-                size_t *count, bool *more)
+int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs, size_t *count,
+                bool *more)
 {
     sqlite3_stmt *stmt;
     int ret;
@@ -576,8 +577,8 @@ int db_job_version(struct db *db, const char *name, int64_t *version, bool *dele
 }
 
 /* Stores a job or tombstone; the caller holds the lock and, for atomicity, a transaction. */
-static int job_store_locked(struct db *db, const char *name, const struct job *job,
-                            int64_t version, int64_t deleted_at_ms)
+static int job_store_locked(struct db *db, const char *name, const struct job *job, int64_t version,
+                            int64_t deleted_at_ms)
 {
     sqlite3_stmt *stmt;
     char *doc = NULL;
@@ -749,20 +750,20 @@ int db_run_upsert(struct db *db, const struct run *run)
     int ret;
 
     pthread_mutex_lock(&db->lock);
-    stmt = prepare(db,
-                   "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
-                   " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
-                   " error, response_excerpt, lease_lost, sort_at) VALUES"
-                   " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-                   " ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,"
-                   " scheduled_at = excluded.scheduled_at, started_at = excluded.started_at,"
-                   " finished_at = excluded.finished_at, status = excluded.status,"
-                   " reason = excluded.reason, fencing_token = excluded.fencing_token,"
-                   " instance = excluded.instance, attempts = excluded.attempts,"
-                   " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
-                   " error = excluded.error, response_excerpt = excluded.response_excerpt,"
-                   " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
-                   " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL("runs.status"));
+    stmt =
+        prepare(db, "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
+                    " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
+                    " error, response_excerpt, lease_lost, sort_at) VALUES"
+                    " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                    " ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,"
+                    " scheduled_at = excluded.scheduled_at, started_at = excluded.started_at,"
+                    " finished_at = excluded.finished_at, status = excluded.status,"
+                    " reason = excluded.reason, fencing_token = excluded.fencing_token,"
+                    " instance = excluded.instance, attempts = excluded.attempts,"
+                    " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
+                    " error = excluded.error, response_excerpt = excluded.response_excerpt,"
+                    " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
+                    " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL("runs.status"));
     if (stmt == NULL) {
         ret = CF_ERR_DB;
         goto out;
@@ -794,7 +795,7 @@ out:
 }
 
 #define RUN_COLUMNS                                                                                \
-    "id, job, trigger, scheduled_at, started_at, finished_at, status, reason, fencing_token,"     \
+    "id, job, trigger, scheduled_at, started_at, finished_at, status, reason, fencing_token,"      \
     " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at"
 
 static void run_from_row(sqlite3_stmt *stmt, struct run *run)
@@ -850,8 +851,8 @@ out:
     return ret;
 }
 
-int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs,
-                size_t *count, bool *more)
+int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs, size_t *count,
+                bool *more)
 {
     sqlite3_stmt *stmt;
     size_t n = 0;

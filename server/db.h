@@ -75,10 +75,10 @@ int db_job_get(struct db *db, const char *name, struct job **job);
 
 /* Options of db_job_list. */
 struct db_job_query {
-    const char *q;      /* substring of name or description; NULL for all */
-    int paused;         /* -1 any, 0 active only, 1 paused only */
-    const char *after;  /* cursor: names after this one; NULL from the start */
-    int limit;          /* 1..500 */
+    const char *q;     /* substring of name or description; NULL for all */
+    int paused;        /* -1 any, 0 active only, 1 paused only */
+    const char *after; /* cursor: names after this one; NULL from the start */
+    int limit;         /* 1..500 */
 };
 
 /*
@@ -86,8 +86,8 @@ struct db_job_query {
  * with job_free(), then the array with free()). *more is set when further
  * jobs follow the last one returned.
  */
-int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs,
-                size_t *count, bool *more);
+int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs, size_t *count,
+                bool *more);
 
 /* Every live job (for the scheduler's load). Same ownership as db_job_list. */
 int db_job_all(struct db *db, struct job ***jobs, size_t *count);
@@ -142,11 +142,11 @@ int db_run_upsert(struct db *db, const struct run *run);
 int db_run_get(struct db *db, const char *id, struct run *run);
 
 struct db_run_query {
-    const char *job;     /* NULL for all */
-    int status;          /* enum run_status, -1 for any */
-    int64_t since_ms;    /* sort_at >= since; INT64_MIN for none */
-    int64_t until_ms;    /* sort_at < until; INT64_MAX for none */
-    bool has_cursor;     /* continue after (cursor_sort_at, cursor_id) */
+    const char *job;  /* NULL for all */
+    int status;       /* enum run_status, -1 for any */
+    int64_t since_ms; /* sort_at >= since; INT64_MIN for none */
+    int64_t until_ms; /* sort_at < until; INT64_MAX for none */
+    bool has_cursor;  /* continue after (cursor_sort_at, cursor_id) */
     int64_t cursor_sort_at;
     char cursor_id[RUN_ID_MAX];
     int limit; /* 1..500 */
@@ -157,8 +157,8 @@ struct db_run_query {
  * each, then free() the array). *more is set when more follow; the cursor
  * of the next page is the last run's (sort_at, id), see db_run_sort_at().
  */
-int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs,
-                size_t *count, bool *more);
+int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs, size_t *count,
+                bool *more);
 
 /* The ordering key of a run: its slot, or its start for manual runs. */
 int64_t db_run_sort_at(const struct run *run);

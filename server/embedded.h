@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 struct embedded_file {
-    const char *name; /* "0001_initial.sql", or "/index.html" for web files */
+    const char *name;          /* "0001_initial.sql", or "/index.html" for web files */
     const unsigned char *data; /* NUL-terminated */
     size_t size;               /* bytes, without the NUL */
 };

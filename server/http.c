@@ -114,8 +114,8 @@ static void dispatch(struct http_server *server, struct http_request *req,
         if (!route_matches(route->pattern, req->path, req))
             continue;
         path_matched = true;
-        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
-                 allow[0] ? ", " : "", route->method);
+        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s", allow[0] ? ", " : "",
+                 route->method);
         if (strcmp(route->method, "*") == 0 || strcmp(route->method, req->method) == 0 ||
             (strcmp(req->method, "HEAD") == 0 && strcmp(route->method, "GET") == 0)) {
             route->handler(server->cfg.ctx, req, res);
@@ -231,8 +231,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     *con_cls = NULL;
 }
 
-__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt,
-                                                         va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];
 
@@ -318,8 +317,7 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons(port);
         flags |= MHD_USE_IPv6;
     } else {
-        snprintf(err, errlen, "invalid listen address %s: host must be an IP address",
-                 cfg->listen);
+        snprintf(err, errlen, "invalid listen address %s: host must be an IP address", cfg->listen);
         return CF_ERR_INVALID;
     }
     server = calloc(1, sizeof(*server));
@@ -328,13 +326,12 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
     server->cfg = *cfg;
     server->daemon = MHD_start_daemon(
         flags, port, NULL, NULL, access_handler, server, MHD_OPTION_SOCK_ADDR, &addr,
-        MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 4u,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, server, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, server, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 4u, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, server, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, server,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
     if (server->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on %s (address in use or not available)",
-                 cfg->listen);
+        snprintf(err, errlen, "cannot listen on %s (address in use or not available)", cfg->listen);
         free(server);
         return CF_ERR_IO;
     }

@@ -40,7 +40,7 @@ struct http_response {
     const char *content_type; /* static string */
     char *body;               /* owned (malloc); may be NULL */
     size_t body_len;
-    bool body_static;         /* body points to static data: not freed */
+    bool body_static;                           /* body points to static data: not freed */
     const char *header_names[HTTP_MAX_HEADERS]; /* static strings */
     char *header_values[HTTP_MAX_HEADERS];      /* owned */
     int header_count;
@@ -68,7 +68,7 @@ struct http_route {
 };
 
 struct http_config {
-    const char *listen;             /* "HOST:PORT", "[::1]:PORT"; port 0 picks a free one */
+    const char *listen;              /* "HOST:PORT", "[::1]:PORT"; port 0 picks a free one */
     const struct http_route *routes; /* terminated by a route with pattern NULL; borrowed */
     /* Called when no route matches the path (or, with method_mismatch, only the method). */
     void (*not_found)(void *ctx, const struct http_request *req, struct http_response *res,

@@ -36,7 +36,7 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
  */
 const char *log_quote(const char *s, char *buf, size_t len);
 
-#define log_at(level, msg, ...)                                                                   \
+#define log_at(level, msg, ...)                                                                    \
     do {                                                                                           \
         if (log_enabled(level))                                                                    \
             log_write(level, msg, __VA_ARGS__);                                                    \

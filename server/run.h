@@ -34,7 +34,7 @@ struct run {
     int64_t started_at_ms;   /* wall ms; 0 when it never started */
     int64_t finished_at_ms;  /* wall ms; 0 while running or never started */
     enum run_status status;
-    char *reason;        /* why skipped, missed, lost; NULL otherwise */
+    char *reason;          /* why skipped, missed, lost; NULL otherwise */
     int64_t fencing_token; /* 0 when none was minted */
     char *instance;
     int attempts;

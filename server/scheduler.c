@@ -274,8 +274,8 @@ static void record_unstarted(struct scheduler *sched, const char *job, int64_t s
         atomic_fetch_add(&sched->stat_skipped, 1);
     else
         atomic_fetch_add(&sched->stat_missed, 1);
-    log_info(status == RUN_SKIPPED ? "slot skipped" : "slot missed", "job=%s slot=%lld reason=\"%s\"",
-             job, (long long)slot_ms, reason);
+    log_info(status == RUN_SKIPPED ? "slot skipped" : "slot missed",
+             "job=%s slot=%lld reason=\"%s\"", job, (long long)slot_ms, reason);
 }
 
 /*
@@ -335,8 +335,8 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
         run.instance = (char *)sched->cfg.instance_id;
         record_run(sched, &run);
         atomic_fetch_add(&sched->stat_missed, summarised);
-        log_warn("slots missed", "job=%s count=%lld from=%s to=%s", sj->name,
-                 (long long)summarised, from, to);
+        log_warn("slots missed", "job=%s count=%lld from=%s to=%s", sj->name, (long long)summarised,
+                 from, to);
     }
     return count;
 }
@@ -477,7 +477,8 @@ static bool firing_may_retry(void *ctx, void *owner)
 }
 
 /* Engine thread: copy the outcome into the inbox for the scheduler thread. */
-static void firing_done(void *ctx, struct delivery_request *req, const struct delivery_result *result)
+static void firing_done(void *ctx, struct delivery_request *req,
+                        const struct delivery_result *result)
 {
     struct scheduler *sched = ctx;
     struct completion *done = calloc(1, sizeof(*done));
@@ -576,8 +577,8 @@ static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj
         if (done != NULL) {
             done->firing = firing;
             done->status = RUN_FAILED;
-            done->error = strdup(submitted == CF_ERR_SHUTDOWN ? "instance stopping"
-                                                              : cf_err_str(submitted));
+            done->error =
+                strdup(submitted == CF_ERR_SHUTDOWN ? "instance stopping" : cf_err_str(submitted));
             done->finished_at_ms = cf_wall_ms();
             pthread_mutex_lock(&sched->inbox_lock);
             done->next = sched->completions;
@@ -935,16 +936,16 @@ static void prune_history(struct scheduler *sched, int64_t now)
     int deleted = 0, total = 0;
     size_t visited = 0;
 
-    db_run_prune(sched->cfg.db, now - (int64_t)sched->cfg.history_days * 86400000, SCHED_PRUNE_BATCH,
-                 &deleted);
+    db_run_prune(sched->cfg.db, now - (int64_t)sched->cfg.history_days * 86400000,
+                 SCHED_PRUNE_BATCH, &deleted);
     total += deleted;
     /* The per-job cap: a few buckets per pass, round robin. */
     while (visited < JOB_BUCKETS / 16) {
         struct sched_job *sj = sched->buckets[sched->prune_cursor];
 
         for (; sj != NULL; sj = sj->next_in_bucket) {
-            db_run_prune_job(sched->cfg.db, sj->name, sched->cfg.history_per_job,
-                             SCHED_PRUNE_BATCH, &deleted);
+            db_run_prune_job(sched->cfg.db, sj->name, sched->cfg.history_per_job, SCHED_PRUNE_BATCH,
+                             &deleted);
             total += deleted;
         }
         sched->prune_cursor = (sched->prune_cursor + 1) % JOB_BUCKETS;
@@ -1075,8 +1076,8 @@ static int load_all(struct scheduler *sched)
     size_t count = 0;
     int lost = 0, ret;
 
-    ret = db_run_mark_lost(sched->cfg.db, sched->cfg.instance_id,
-                           "instance stopped during the run", &lost);
+    ret = db_run_mark_lost(sched->cfg.db, sched->cfg.instance_id, "instance stopped during the run",
+                           &lost);
     if (ret != CF_OK)
         return ret;
     if (lost > 0)

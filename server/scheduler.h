@@ -20,8 +20,8 @@
 #include "run.h"
 
 struct scheduler_config {
-    struct db *db;       /* the scheduler's own handle; borrowed */
-    struct coord *coord; /* borrowed */
+    struct db *db;                /* the scheduler's own handle; borrowed */
+    struct coord *coord;          /* borrowed */
     const char *instance_id;      /* borrowed for the scheduler's life */
     const char *default_secret;   /* borrowed */
     const struct netallow *allow; /* borrowed; NULL = all but link-local */
@@ -33,11 +33,11 @@ struct scheduler_config {
 };
 
 struct scheduler_stats {
-    int64_t in_flight;    /* firings being delivered */
-    int64_t jobs;         /* jobs scheduled (not paused) */
-    int64_t fired;        /* firings claimed since start */
-    int64_t skipped;      /* slots skipped by overlap=forbid */
-    int64_t missed;       /* slots missed (deadline, downtime, no quorum) */
+    int64_t in_flight; /* firings being delivered */
+    int64_t jobs;      /* jobs scheduled (not paused) */
+    int64_t fired;     /* firings claimed since start */
+    int64_t skipped;   /* slots skipped by overlap=forbid */
+    int64_t missed;    /* slots missed (deadline, downtime, no quorum) */
 };
 
 struct scheduler;

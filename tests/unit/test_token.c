@@ -17,9 +17,9 @@ ParameterizedTestParameters(token, mint)
     static struct mint_case cases[] = {
         {0, 0, 65536},
         {0, 7, 65536 + 7},
-        {65535, 0, 65536},            /* a counter of 0 with the highest ordinal */
-        {65536, 0, 131072},           /* another instance's token: next counter */
-        {65536 + 3, 9, 131072 + 9},   /* ordinal bits of the seen token do not matter */
+        {65535, 0, 65536},          /* a counter of 0 with the highest ordinal */
+        {65536, 0, 131072},         /* another instance's token: next counter */
+        {65536 + 3, 9, 131072 + 9}, /* ordinal bits of the seen token do not matter */
         {8589934593, 1, 8590000128 + 1},
         {((int64_t)1 << 53) - 65536 * 2, 0, ((int64_t)1 << 53) - 65536},
         {((int64_t)1 << 53) - 65536, 0, -1}, /* would reach 2^53 */
