@@ -25,6 +25,7 @@ struct db {
     sqlite3 *conn;
     pthread_mutex_t lock; /* held for every call, and from db_begin to its end */
     int lock_fd;          /* db_claim_owner's advisory lock, -1 when none */
+    sqlite3_stmt *run_upsert; /* prepared once: the scheduler runs it thousands of times a second */
 };
 
 __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
@@ -89,6 +90,7 @@ void db_close(struct db *db)
 {
     if (db == NULL)
         return;
+    sqlite3_finalize(db->run_upsert);
     sqlite3_close_v2(db->conn);
     if (db->lock_fd >= 0)
         close(db->lock_fd);
@@ -744,29 +746,32 @@ int64_t db_run_sort_at(const struct run *run)
     "(CASE " col " WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'missed' THEN 1"               \
     " WHEN 'lost' THEN 1 ELSE 2 END)"
 
-int db_run_upsert(struct db *db, const struct run *run)
+/* Upserts one run with the cached statement; the lock is held. */
+static int run_upsert_locked(struct db *db, const struct run *run)
 {
-    sqlite3_stmt *stmt;
-    int ret;
+    sqlite3_stmt *stmt = db->run_upsert;
+    int rc;
 
-    pthread_mutex_lock(&db->lock);
-    stmt =
-        prepare(db, "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
-                    " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
-                    " error, response_excerpt, lease_lost, sort_at) VALUES"
-                    " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-                    " ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,"
-                    " scheduled_at = excluded.scheduled_at, started_at = excluded.started_at,"
-                    " finished_at = excluded.finished_at, status = excluded.status,"
-                    " reason = excluded.reason, fencing_token = excluded.fencing_token,"
-                    " instance = excluded.instance, attempts = excluded.attempts,"
-                    " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
-                    " error = excluded.error, response_excerpt = excluded.response_excerpt,"
-                    " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
-                    " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL("runs.status"));
     if (stmt == NULL) {
-        ret = CF_ERR_DB;
-        goto out;
+        rc = sqlite3_prepare_v3(
+            db->conn,
+            "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
+            " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
+            " error, response_excerpt, lease_lost, sort_at) VALUES"
+            " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            " ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,"
+            " scheduled_at = excluded.scheduled_at, started_at = excluded.started_at,"
+            " finished_at = excluded.finished_at, status = excluded.status,"
+            " reason = excluded.reason, fencing_token = excluded.fencing_token,"
+            " instance = excluded.instance, attempts = excluded.attempts,"
+            " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
+            " error = excluded.error, response_excerpt = excluded.response_excerpt,"
+            " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
+            " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL("runs.status"),
+            -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
+        if (rc != SQLITE_OK)
+            return db_fail(db, "prepare run upsert");
+        db->run_upsert = stmt;
     }
     bind_text(stmt, 1, run->id);
     bind_text(stmt, 2, run->job);
@@ -788,10 +793,39 @@ int db_run_upsert(struct db *db, const struct run *run)
     bind_text(stmt, 15, run->response_excerpt);
     sqlite3_bind_int(stmt, 16, run->lease_lost);
     sqlite3_bind_int64(stmt, 17, db_run_sort_at(run));
-    ret = step_done(db, stmt, "run upsert");
-out:
-    pthread_mutex_unlock(&db->lock);
-    return ret;
+    rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc == SQLITE_DONE ? CF_OK : db_fail(db, "run upsert");
+}
+
+int db_run_upsert(struct db *db, const struct run *run)
+{
+    return db_run_upsert_many(db, &run, 1);
+}
+
+int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t count)
+{
+    int ret = CF_OK;
+
+    if (count == 0)
+        return CF_OK;
+    if (count == 1) {
+        pthread_mutex_lock(&db->lock);
+        ret = run_upsert_locked(db, runs[0]);
+        pthread_mutex_unlock(&db->lock);
+        return ret;
+    }
+    ret = db_begin(db);
+    if (ret != CF_OK)
+        return ret;
+    for (size_t i = 0; i < count && ret == CF_OK; i++)
+        ret = run_upsert_locked(db, runs[i]);
+    if (ret != CF_OK) {
+        db_rollback(db);
+        return ret;
+    }
+    return db_commit(db);
 }
 
 #define RUN_COLUMNS                                                                                \
@@ -857,6 +891,7 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
     sqlite3_stmt *stmt;
     size_t n = 0;
     struct run *items = NULL;
+    char sql[1024];
     int rc, ret = CF_OK;
 
     *runs = NULL;
@@ -865,22 +900,32 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
     items = calloc((size_t)query->limit, sizeof(*items));
     if (items == NULL)
         return CF_ERR_NOMEM;
+    /*
+     * Only the filters given go into the statement, so that SQLite can pick
+     * the index that matches them (runs_by_job, runs_by_status).
+     */
+    snprintf(sql, sizeof(sql),
+             "SELECT " RUN_COLUMNS " FROM runs WHERE sort_at >= ?3 AND sort_at < ?4%s%s%s"
+             " ORDER BY sort_at DESC, id DESC LIMIT ?8",
+             query->job != NULL ? " AND job = ?1" : "",
+             query->status >= 0 ? " AND status = ?2" : "",
+             query->has_cursor ? " AND (sort_at < ?6 OR (sort_at = ?6 AND id < ?7))" : "");
     pthread_mutex_lock(&db->lock);
-    stmt = prepare(db, "SELECT " RUN_COLUMNS " FROM runs WHERE (?1 IS NULL OR job = ?1)"
-                       " AND (?2 IS NULL OR status = ?2) AND sort_at >= ?3 AND sort_at < ?4"
-                       " AND (?5 = 0 OR sort_at < ?6 OR (sort_at = ?6 AND id < ?7))"
-                       " ORDER BY sort_at DESC, id DESC LIMIT ?8");
+    stmt = prepare(db, sql);
     if (stmt == NULL) {
         ret = CF_ERR_DB;
         goto out;
     }
-    bind_text(stmt, 1, query->job);
-    bind_text(stmt, 2, query->status >= 0 ? run_status_name((enum run_status)query->status) : NULL);
+    if (query->job != NULL)
+        bind_text(stmt, 1, query->job);
+    if (query->status >= 0)
+        bind_text(stmt, 2, run_status_name((enum run_status)query->status));
     sqlite3_bind_int64(stmt, 3, query->since_ms);
     sqlite3_bind_int64(stmt, 4, query->until_ms);
-    sqlite3_bind_int(stmt, 5, query->has_cursor);
-    sqlite3_bind_int64(stmt, 6, query->cursor_sort_at);
-    bind_text(stmt, 7, query->cursor_id);
+    if (query->has_cursor) {
+        sqlite3_bind_int64(stmt, 6, query->cursor_sort_at);
+        bind_text(stmt, 7, query->cursor_id);
+    }
     sqlite3_bind_int(stmt, 8, query->limit + 1);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         if (n == (size_t)query->limit) {

@@ -138,6 +138,9 @@ int db_fence_commit(struct db *db, const char *job, int64_t token, int64_t slot_
  */
 int db_run_upsert(struct db *db, const struct run *run);
 
+/* Upserts count runs as db_run_upsert() does, in one transaction (all or none). */
+int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t count);
+
 /* Reads run id into *run (run_clear() it). CF_ERR_NOT_FOUND when absent. */
 int db_run_get(struct db *db, const char *id, struct run *run);
 

@@ -65,6 +65,7 @@ struct firing {
     struct sched_job *sj;
     struct coord_claim claim;
     struct run run;
+    struct delivery_request *request; /* from prepare_firing() until launch_firing() */
     int64_t next_extend_boot_ms;
     atomic_bool lease_lost;
 };
@@ -247,13 +248,25 @@ static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_
 /* Recording runs                                                           */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * Stores n run states in one transaction (a tick often starts or finishes
+ * many runs at once, and one commit each would dominate the scheduler's
+ * time), then publishes each.
+ */
+static void record_runs(struct scheduler *sched, const struct run *const *runs, size_t n)
+{
+    if (n > 0 && db_run_upsert_many(sched->cfg.db, runs, n) != CF_OK)
+        log_error("runs not recorded", "count=%zu first=%s", n, runs[0]->id);
+    for (size_t i = 0; i < n; i++) {
+        sched->cfg.coord->ops->history_publish(sched->cfg.coord, runs[i]);
+        if (sched->cfg.run_changed != NULL)
+            sched->cfg.run_changed(sched->cfg.ctx, runs[i]);
+    }
+}
+
 static void record_run(struct scheduler *sched, const struct run *run)
 {
-    if (db_run_upsert(sched->cfg.db, run) != CF_OK)
-        log_error("run not recorded", "run=%s status=%s", run->id, run_status_name(run->status));
-    sched->cfg.coord->ops->history_publish(sched->cfg.coord, run);
-    if (sched->cfg.run_changed != NULL)
-        sched->cfg.run_changed(sched->cfg.ctx, run);
+    record_runs(sched, &run, 1);
 }
 
 /* Records a slot that never started: skipped or missed. */
@@ -513,17 +526,16 @@ static void claim_init(struct coord_claim *claim, const struct sched_job *sj, in
 }
 
 /*
- * Starts the delivery of a claimed firing: records the run as running and
- * submits it. Returns the firing (owned by the in-flight list), or NULL when
- * it could not start (the lease is then released and the run recorded failed).
+ * Builds the firing of a claimed slot with its delivery request (kept in
+ * firing->request until launch). Returns NULL when out of memory; the lease
+ * is then released.
  */
-static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj,
-                                   const struct coord_claim *claim, enum run_trigger trigger)
+static struct firing *prepare_firing(struct scheduler *sched, struct sched_job *sj,
+                                     const struct coord_claim *claim, enum run_trigger trigger)
 {
     struct firing *firing = calloc(1, sizeof(*firing));
     struct delivery_request *req = calloc(1, sizeof(*req));
     char when[CF_TIME_LEN];
-    int submitted;
 
     if (firing == NULL || req == NULL)
         goto out_fail;
@@ -558,8 +570,27 @@ static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj
     req->scheduled_at_ms = claim->slot_ms;
     req->trigger = trigger;
     req->owner = firing;
+    firing->request = req;
+    return firing;
 
-    record_run(sched, &firing->run);
+out_fail:
+    log_error("firing not started", "job=%s error=\"out of memory\"", sj->name);
+    sched->cfg.coord->ops->release(sched->cfg.coord, claim, 1);
+    delivery_request_free(req);
+    if (firing != NULL)
+        run_clear(&firing->run);
+    free(firing);
+    return NULL;
+}
+
+/* Puts a recorded firing in flight and hands its request to the engine. */
+static void launch_firing(struct scheduler *sched, struct firing *firing)
+{
+    struct sched_job *sj = firing->sj;
+    struct delivery_request *req = firing->request;
+    int submitted;
+
+    firing->request = NULL;
     sj->in_flight++;
     firing->next = sched->in_flight;
     if (sched->in_flight != NULL)
@@ -568,7 +599,7 @@ static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj
     atomic_fetch_add(&sched->stat_in_flight, 1);
     atomic_fetch_add(&sched->stat_fired, 1);
     log_debug("firing started", "job=%s run=%s token=%lld", sj->name, firing->run.id,
-              (long long)claim->token);
+              (long long)firing->run.fencing_token);
     submitted = delivery_submit(sched->engine, req);
     if (submitted != CF_OK) {
         /* The engine freed the request: finish the run here as not delivered. */
@@ -586,16 +617,28 @@ static struct firing *start_firing(struct scheduler *sched, struct sched_job *sj
             pthread_mutex_unlock(&sched->inbox_lock);
         }
     }
-    return firing;
+}
 
-out_fail:
-    log_error("firing not started", "job=%s error=\"out of memory\"", sj->name);
-    sched->cfg.coord->ops->release(sched->cfg.coord, claim, 1);
-    delivery_request_free(req);
-    if (firing != NULL)
-        run_clear(&firing->run);
-    free(firing);
-    return NULL;
+/*
+ * Starts n prepared firings: records them all as running in one transaction
+ * and only then sends them, so that no webhook goes out without its run on
+ * record (a crash after the commit leaves them "running", later "lost").
+ */
+static void start_firings(struct scheduler *sched, struct firing **firings, size_t n)
+{
+    const struct run **runs = calloc(n ? n : 1, sizeof(*runs));
+
+    if (runs != NULL) {
+        for (size_t i = 0; i < n; i++)
+            runs[i] = &firings[i]->run;
+        record_runs(sched, runs, n);
+        free(runs);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            record_run(sched, &firings[i]->run);
+    }
+    for (size_t i = 0; i < n; i++)
+        launch_firing(sched, firings[i]);
 }
 
 /* Queues a slot of sj (overlap=queue, or a claim to retry), oldest first. */
@@ -625,6 +668,8 @@ struct due_slot {
 static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
 {
     struct coord_claim *claims;
+    struct firing **started;
+    size_t n_started = 0;
 
     if (n == 0)
         return;
@@ -637,14 +682,22 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
         claim_init(&claims[i], due[i].sj, due[i].slot_ms, due[i].trigger);
     sched->cfg.coord->ops->claim(sched->cfg.coord, claims, n);
 
+    started = calloc(n, sizeof(*started));
     for (size_t i = 0; i < n; i++) {
         struct sched_job *sj = due[i].sj;
         int64_t slot = due[i].slot_ms;
 
         switch (claims[i].result) {
-        case CF_OK:
-            start_firing(sched, sj, &claims[i], due[i].trigger);
+        case CF_OK: {
+            struct firing *firing = started ? prepare_firing(sched, sj, &claims[i], due[i].trigger)
+                                            : NULL;
+
+            if (firing != NULL)
+                started[n_started++] = firing;
+            else if (started == NULL)
+                sched->cfg.coord->ops->release(sched->cfg.coord, &claims[i], 1);
             break;
+        }
         case CF_ERR_FIRED:
             log_debug("slot already fired", "job=%s slot=%lld", sj->name, (long long)slot);
             break;
@@ -670,6 +723,9 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
         }
         }
     }
+    if (started != NULL)
+        start_firings(sched, started, n_started);
+    free(started);
     free(claims);
 }
 
@@ -815,10 +871,10 @@ static bool has_pending(struct scheduler *sched)
 /* Completions, leases, triggers                                           */
 /* ---------------------------------------------------------------------- */
 
-static void finish_firing(struct scheduler *sched, struct completion *done)
+/* Releases a finished firing's lease and fills its run with the outcome. */
+static void complete_run(struct scheduler *sched, struct completion *done)
 {
     struct firing *firing = done->firing;
-    struct sched_job *sj = firing->sj;
     struct run *run = &firing->run;
 
     sched->cfg.coord->ops->release(sched->cfg.coord, &firing->claim, 1);
@@ -832,13 +888,19 @@ static void finish_firing(struct scheduler *sched, struct completion *done)
     run->finished_at_ms = done->finished_at_ms;
     run->duration_ms = run->finished_at_ms - run->started_at_ms;
     run->lease_lost = atomic_load(&firing->lease_lost);
-    record_run(sched, run);
+}
+
+/* Takes a recorded firing out of flight and frees it. */
+static void retire_firing(struct scheduler *sched, struct firing *firing)
+{
+    struct sched_job *sj = firing->sj;
+    struct run *run = &firing->run;
+
     /* Successes are the common case: at info level only what needs a look. */
     log_at(run->status == RUN_SUCCEEDED ? LOG_DEBUG : LOG_INFO, "run finished",
            "job=%s run=%s status=%s token=%lld attempts=%d http_status=%d", sj->name, run->id,
            run_status_name(run->status), (long long)run->fencing_token, run->attempts,
            run->http_status);
-
     if (firing->prev != NULL)
         firing->prev->next = firing->next;
     else
@@ -851,6 +913,40 @@ static void finish_firing(struct scheduler *sched, struct completion *done)
         free_job_entry(sched, sj);
     run_clear(run);
     free(firing);
+}
+
+/*
+ * Ends a list of finished deliveries (consumed): releases their leases,
+ * records the outcomes in one transaction and retires the firings.
+ */
+static void finish_firings(struct scheduler *sched, struct completion *list)
+{
+    const struct run **runs;
+    size_t n = 0;
+
+    for (struct completion *done = list; done != NULL; done = done->next)
+        n++;
+    runs = calloc(n ? n : 1, sizeof(*runs));
+    n = 0;
+    for (struct completion *done = list; done != NULL; done = done->next) {
+        complete_run(sched, done);
+        if (runs != NULL)
+            runs[n++] = &done->firing->run;
+        else
+            record_run(sched, &done->firing->run);
+    }
+    if (runs != NULL)
+        record_runs(sched, runs, n);
+    free(runs);
+    while (list != NULL) {
+        struct completion *next = list->next;
+
+        retire_firing(sched, list->firing);
+        free(list->error);
+        free(list->response_excerpt);
+        free(list);
+        list = next;
+    }
 }
 
 static void extend_leases(struct scheduler *sched, int64_t now_boot)
@@ -913,11 +1009,12 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
     request->result = claim.result;
     if (claim.result != CF_OK)
         return;
-    struct firing *firing = start_firing(sched, sj, &claim, RUN_TRIGGER_MANUAL);
+    struct firing *firing = prepare_firing(sched, sj, &claim, RUN_TRIGGER_MANUAL);
     if (firing == NULL) {
         request->result = CF_ERR_NOMEM;
         return;
     }
+    start_firings(sched, &firing, 1);
     /* Copy the run as started for the caller. */
     *request->run = firing->run;
     request->run->job = strdup(firing->run.job);
@@ -1017,15 +1114,7 @@ static void *scheduler_main(void *arg)
         sched->completions = NULL;
         pthread_mutex_unlock(&sched->inbox_lock);
 
-        while (completions != NULL) {
-            struct completion *next = completions->next;
-
-            finish_firing(sched, completions);
-            free(completions->error);
-            free(completions->response_excerpt);
-            free(completions);
-            completions = next;
-        }
+        finish_firings(sched, completions);
         while (changed != NULL) {
             struct changed_name *next = changed->next;
 
@@ -1163,15 +1252,7 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms)
     delivery_engine_stop(sched->engine, grace_ms);
     completions = sched->completions;
     sched->completions = NULL;
-    while (completions != NULL) {
-        struct completion *next = completions->next;
-
-        finish_firing(sched, completions);
-        free(completions->error);
-        free(completions->response_excerpt);
-        free(completions);
-        completions = next;
-    }
+    finish_firings(sched, completions);
     while (sched->changed != NULL) {
         struct changed_name *next = sched->changed->next;
 
