@@ -83,8 +83,7 @@ void cf_sleep_ms(int64_t ms)
     clock_nanosleep(CLOCK_BOOTTIME, 0, &ts, NULL);
 }
 
-/* Civil date from days since 1970-01-01 (Howard Hinnant's algorithm). */
-static void civil_from_days(int64_t days, int *year, int *month, int *day)
+void cf_civil_from_days(int64_t days, int *year, int *month, int *day)
 {
     int64_t z = days + 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -100,7 +99,21 @@ static void civil_from_days(int64_t days, int *year, int *month, int *day)
     *day = (int)d;
 }
 
-static int64_t days_from_civil(int64_t year, int month, int day)
+bool cf_is_leap_year(int64_t year)
+{
+    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+}
+
+int cf_days_in_month(int64_t year, int month)
+{
+    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+    if (month == 2 && cf_is_leap_year(year))
+        return 29;
+    return days[month - 1];
+}
+
+int64_t cf_days_from_civil(int64_t year, int month, int day)
 {
     int64_t y = month <= 2 ? year - 1 : year;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -119,7 +132,7 @@ char *cf_format_time(int64_t wall_ms, char out[CF_TIME_LEN])
     int64_t rem = secs - days * 86400;
     int year, month, day;
 
-    civil_from_days(days, &year, &month, &day);
+    cf_civil_from_days(days, &year, &month, &day);
     /* RFC 3339 has four-digit years; the modulos also bound every field's width. */
     snprintf(out, CF_TIME_LEN, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", (unsigned)year % 10000u,
              (unsigned)month % 100u, (unsigned)day % 100u, (unsigned)(rem / 3600) % 100u,
@@ -207,18 +220,14 @@ int cf_parse_time(const char *text, int64_t *wall_ms)
     if (*p != '\0')
         return CF_ERR_INVALID;
 
-    static const int month_days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (month < 1 || month > 12 || day < 1 || day > month_days[month - 1] || hour > 23 ||
+    if (month < 1 || month > 12 || day < 1 || day > cf_days_in_month(year, month) || hour > 23 ||
         minute > 59 || second > 60)
-        return CF_ERR_INVALID;
-    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    if (month == 2 && day == 29 && !leap)
         return CF_ERR_INVALID;
     if (second == 60)
         second = 59; /* a leap second reads as the second before it */
 
-    secs =
-        days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset_s;
+    secs = cf_days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
+           offset_s;
     *wall_ms = secs * 1000 + millis;
     return CF_OK;
 }

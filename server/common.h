@@ -49,6 +49,16 @@ int64_t cf_boot_ms(void);
 /* Sleeps for ms milliseconds of CLOCK_BOOTTIME; returns early only on a signal. */
 void cf_sleep_ms(int64_t ms);
 
+/*
+ * The proleptic Gregorian calendar (Howard Hinnant's algorithms, exact for
+ * every representable date): days since 1970-01-01 of a date (month 1..12)
+ * and back, leap years and month lengths.
+ */
+int64_t cf_days_from_civil(int64_t year, int month, int day);
+void cf_civil_from_days(int64_t days, int *year, int *month, int *day);
+bool cf_is_leap_year(int64_t year);
+int cf_days_in_month(int64_t year, int month);
+
 /* Length of an RFC 3339 UTC timestamp with milliseconds, plus NUL. */
 #define CF_TIME_LEN 32
 

@@ -149,36 +149,6 @@ static int cron_next_bit(uint64_t mask, int from)
     return from + __builtin_ctzll(mask);
 }
 
-static bool cron_is_leap_year(int year)
-{
-    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-}
-
-static int cron_days_in_month(int year, int month)
-{
-    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-    if (month == 2 && cron_is_leap_year(year))
-        return 29;
-    return days[month - 1];
-}
-
-/* Civil date of days since 1970-01-01 (Howard Hinnant's civil_from_days). */
-static void cron_civil_from_days(int64_t days, int *year, int *month, int *day)
-{
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-
-    *year = (int)(yoe + era * 400 + (m <= 2));
-    *month = (int)m;
-    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
-}
-
 /* ---- parsing ------------------------------------------------------------ */
 
 struct cron_parser {
@@ -661,7 +631,7 @@ int64_t cron_every_ms(const struct cron_schedule *schedule)
 static bool cron_day_matches(const struct cron_schedule *schedule, int year, int month, int day,
                              int weekday)
 {
-    int month_days = cron_days_in_month(year, month);
+    int month_days = cf_days_in_month(year, month);
     bool day_match = cron_bit(schedule->days, day) || (schedule->last_day && day == month_days);
     bool weekday_match = cron_bit(schedule->weekdays, weekday) ||
                          (cron_bit(schedule->last_weekdays, weekday) && day + 7 > month_days) ||
@@ -690,9 +660,9 @@ static bool cron_find_local(const struct cron_schedule *schedule, int64_t from_s
         int second_of_day = (int)(t - day_start);
         int year, month, day;
 
-        cron_civil_from_days(days, &year, &month, &day);
+        cf_civil_from_days(days, &year, &month, &day);
         if (!cron_bit(schedule->months, month)) {
-            t = day_start + (int64_t)(cron_days_in_month(year, month) - day + 1) * CRON_DAY_S;
+            t = day_start + (int64_t)(cf_days_in_month(year, month) - day + 1) * CRON_DAY_S;
             continue;
         }
         if (!cron_day_matches(schedule, year, month, day, (int)(((days % 7) + 11) % 7))) {

@@ -23,8 +23,8 @@
 
 struct db {
     sqlite3 *conn;
-    pthread_mutex_t lock; /* held for every call, and from db_begin to its end */
-    int lock_fd;          /* db_claim_owner's advisory lock, -1 when none */
+    pthread_mutex_t lock;     /* held for every call, and from db_begin to its end */
+    int lock_fd;              /* db_claim_owner's advisory lock, -1 when none */
     sqlite3_stmt *run_upsert; /* prepared once: the scheduler runs it thousands of times a second */
 };
 

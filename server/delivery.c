@@ -165,18 +165,6 @@ int64_t delivery_backoff_ms(const struct job_retry *retry, int attempt, int64_t 
     return delay_ms;
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
-static int64_t days_from_civil(int64_t year, int month, int day)
-{
-    int64_t y = month <= 2 ? year - 1 : year;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + doe - 719468;
-}
-
 /* Reads exactly n digits at *p into *value and advances *p; false otherwise. */
 static bool take_digits(const char **p, int n, int *value)
 {
@@ -279,7 +267,8 @@ static bool parse_http_date(const char *text, int64_t now_wall_ms, int64_t *epoc
     if (day < 1 || day > month_days[month] || (month == 1 && day == 29 && !leap) || hour > 23 ||
         minute > 59 || second > 60)
         return false;
-    *epoch_s = days_from_civil(year, month + 1, day) * 86400 + hour * 3600 + minute * 60 + second;
+    *epoch_s =
+        cf_days_from_civil(year, month + 1, day) * 86400 + hour * 3600 + minute * 60 + second;
     return true;
 }
 

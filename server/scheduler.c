@@ -689,8 +689,8 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
 
         switch (claims[i].result) {
         case CF_OK: {
-            struct firing *firing = started ? prepare_firing(sched, sj, &claims[i], due[i].trigger)
-                                            : NULL;
+            struct firing *firing =
+                started ? prepare_firing(sched, sj, &claims[i], due[i].trigger) : NULL;
 
             if (firing != NULL)
                 started[n_started++] = firing;

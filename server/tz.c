@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define TZ_DEFAULT_DIR "/usr/share/zoneinfo"
 #define TZ_NAME_MAX_BYTES 255
 #define TZ_FILE_MAX_BYTES (1024 * 1024)
@@ -55,52 +57,15 @@ static int64_t tz_clamp(int64_t utc_s)
     return utc_s;
 }
 
-/* Howard Hinnant's days_from_civil: exact for the whole proleptic Gregorian calendar. */
 int64_t tz_days_from_civil(int year, int month, int day)
 {
-    int64_t y = month <= 2 ? (int64_t)year - 1 : year;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-
-    return era * 146097 + doe - 719468;
-}
-
-/* The inverse of tz_days_from_civil(). */
-static void tz_civil_from_days(int64_t days, int *year, int *month, int *day)
-{
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-
-    *year = (int)(yoe + era * 400 + (m <= 2));
-    *month = (int)m;
-    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    return cf_days_from_civil(year, month, day);
 }
 
 /* 0 = Sunday; 1970-01-01 was a Thursday. */
 static int tz_weekday_from_days(int64_t days)
 {
     return (int)(((days % 7) + 11) % 7);
-}
-
-static bool tz_is_leap_year(int year)
-{
-    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-}
-
-static int tz_days_in_month(int year, int month)
-{
-    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-
-    if (month == 2 && tz_is_leap_year(year))
-        return 29;
-    return days[month - 1];
 }
 
 /* ---- POSIX TZ rules (the TZif footer) ----------------------------------- */
@@ -282,14 +247,14 @@ static int64_t tz_rule_date_days(const struct tz_rule_date *date, int year)
 
     switch (date->kind) {
     case TZ_DATE_JULIAN:
-        return jan1 + date->day - 1 + (tz_is_leap_year(year) && date->day >= 60 ? 1 : 0);
+        return jan1 + date->day - 1 + (cf_is_leap_year(year) && date->day >= 60 ? 1 : 0);
     case TZ_DATE_ZERO_BASED:
         return jan1 + date->day;
     case TZ_DATE_MONTH_WEEK_DAY:
         break;
     }
     int64_t first = tz_days_from_civil(year, date->month, 1);
-    int64_t last = first + tz_days_in_month(year, date->month) - 1;
+    int64_t last = first + cf_days_in_month(year, date->month) - 1;
     int64_t days = first + (date->day - tz_weekday_from_days(first) + 7) % 7 + 7 * (date->week - 1);
 
     while (days > last)
@@ -308,7 +273,7 @@ static int tz_rule_year(const struct tz_rule *rule, int64_t utc_s)
 {
     int year, month, day;
 
-    tz_civil_from_days(tz_floor_div(utc_s + rule->std_offset_s, TZ_DAY_S), &year, &month, &day);
+    cf_civil_from_days(tz_floor_div(utc_s + rule->std_offset_s, TZ_DAY_S), &year, &month, &day);
     return year;
 }
 
@@ -544,7 +509,7 @@ void tz_to_local(const struct tz_zone *zone, int64_t utc_s, struct tz_local *out
     int64_t days = tz_floor_div(local_s, TZ_DAY_S);
     int64_t second_of_day = local_s - days * TZ_DAY_S;
 
-    tz_civil_from_days(days, &out->year, &out->month, &out->day);
+    cf_civil_from_days(days, &out->year, &out->month, &out->day);
     out->hour = (int)(second_of_day / 3600);
     out->minute = (int)(second_of_day / 60 % 60);
     out->second = (int)(second_of_day % 60);
