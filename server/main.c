@@ -26,6 +26,7 @@ struct instance {
     struct config cfg;
     struct db *api_db;
     struct db *sched_db;
+    struct db *prune_db;
     struct netallow *allow;
     struct coord *coord;
     struct scheduler *scheduler;
@@ -147,6 +148,8 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     if (ret != CF_OK)
         return ret;
     ret = db_open(inst->cfg.db_path, &inst->sched_db, err, errlen);
+    if (ret == CF_OK)
+        ret = db_open(inst->cfg.db_path, &inst->prune_db, err, errlen);
     if (ret != CF_OK)
         return ret;
 
@@ -159,6 +162,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
 
     inst->limits.webhook_allow = inst->allow;
     scfg.db = inst->sched_db;
+    scfg.prune_db = inst->prune_db;
     scfg.coord = inst->coord;
     scfg.instance_id = inst->instance_id;
     scfg.default_secret = inst->signing_secret;
@@ -225,6 +229,7 @@ static void instance_release(struct instance *inst)
     scheduler_stop(inst->scheduler, inst->cfg.shutdown_grace_ms);
     api_free(inst->api);
     coord_free(inst->coord);
+    db_close(inst->prune_db);
     db_close(inst->sched_db);
     db_close(inst->api_db);
     netallow_free(inst->allow);

@@ -22,6 +22,7 @@
 /* Longest sleep between checks, so a wall-clock jump is noticed within it. */
 #define SCHED_MAX_SLEEP_MS 1000
 /* How often retention pruning runs, and how much it deletes per statement. */
+#define SCHED_PRUNE_FIRST_MS 5000
 #define SCHED_PRUNE_INTERVAL_MS 60000
 #define SCHED_PRUNE_BATCH 1000
 /* Missed slots recorded one row each before the rest go into one summary row. */
@@ -117,8 +118,13 @@ struct scheduler {
     struct sched_job **heap;
     size_t heap_len, heap_cap;
     struct firing *in_flight; /* doubly linked */
-    int64_t next_prune_boot_ms;
-    size_t prune_cursor;
+
+    /* The retention thread; prune_lock and prune_wake only pace it. */
+    pthread_t prune_thread;
+    pthread_mutex_t prune_lock;
+    pthread_cond_t prune_wake;
+    atomic_bool prune_stop;
+    bool prune_thread_started;
     uint64_t rng;
 
     /* Statistics, read by other threads. */
@@ -131,7 +137,7 @@ struct scheduler {
 
 static uint64_t next_random(struct scheduler *sched)
 {
-    /* xorshift64*: only spreads retries and prune order, nothing secret. */
+    /* xorshift64*: only spreads claim retries, nothing secret. */
     sched->rng ^= sched->rng >> 12;
     sched->rng ^= sched->rng << 25;
     sched->rng ^= sched->rng >> 27;
@@ -1028,28 +1034,75 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
 /* Retention                                                                */
 /* ---------------------------------------------------------------------- */
 
-static void prune_history(struct scheduler *sched, int64_t now)
+/* Whether the retention thread should stop. */
+static bool prune_stopping(struct scheduler *sched)
 {
-    int deleted = 0, total = 0;
-    size_t visited = 0;
+    return atomic_load(&sched->prune_stop);
+}
 
-    db_run_prune(sched->cfg.db, now - (int64_t)sched->cfg.history_days * 86400000,
-                 SCHED_PRUNE_BATCH, &deleted);
-    total += deleted;
-    /* The per-job cap: a few buckets per pass, round robin. */
-    while (visited < JOB_BUCKETS / 16) {
-        struct sched_job *sj = sched->buckets[sched->prune_cursor];
+/*
+ * One retention pass: runs older than --history-days, then each job's runs
+ * beyond --history-per-job, deleted in batches of SCHED_PRUNE_BATCH so that
+ * no single statement holds the write lock for long. Runs on the retention
+ * thread with its own database handle, so the scheduler never waits for it
+ * beyond one batch.
+ */
+static void prune_history(struct scheduler *sched)
+{
+    int64_t before = cf_wall_ms() - (int64_t)sched->cfg.history_days * 86400000;
+    struct job **jobs = NULL;
+    size_t count = 0;
+    int deleted, total = 0;
 
-        for (; sj != NULL; sj = sj->next_in_bucket) {
-            db_run_prune_job(sched->cfg.db, sj->name, sched->cfg.history_per_job, SCHED_PRUNE_BATCH,
-                             &deleted);
+    do {
+        if (db_run_prune(sched->cfg.prune_db, before, SCHED_PRUNE_BATCH, &deleted) != CF_OK)
+            return;
+        total += deleted;
+    } while (deleted == SCHED_PRUNE_BATCH && !prune_stopping(sched));
+    if (db_job_all(sched->cfg.prune_db, &jobs, &count) != CF_OK)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        do {
+            deleted = 0;
+            if (prune_stopping(sched) ||
+                db_run_prune_job(sched->cfg.prune_db, jobs[i]->name, sched->cfg.history_per_job,
+                                 SCHED_PRUNE_BATCH, &deleted) != CF_OK)
+                break;
             total += deleted;
-        }
-        sched->prune_cursor = (sched->prune_cursor + 1) % JOB_BUCKETS;
-        visited++;
+        } while (deleted == SCHED_PRUNE_BATCH);
+        job_free(jobs[i]);
     }
+    free(jobs);
     if (total > 0)
         log_info("history pruned", "runs=%d", total);
+}
+
+/* The retention thread: a first pass soon after start, then one a minute. */
+static void *prune_main(void *arg)
+{
+    struct scheduler *sched = arg;
+    int64_t wait_ms = SCHED_PRUNE_FIRST_MS;
+
+    pthread_mutex_lock(&sched->prune_lock);
+    while (!prune_stopping(sched)) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (wait_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        if (pthread_cond_timedwait(&sched->prune_wake, &sched->prune_lock, &ts) == 0)
+            continue; /* woken: stopping is checked by the loop */
+        pthread_mutex_unlock(&sched->prune_lock);
+        prune_history(sched);
+        pthread_mutex_lock(&sched->prune_lock);
+        wait_ms = SCHED_PRUNE_INTERVAL_MS;
+    }
+    pthread_mutex_unlock(&sched->prune_lock);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1145,10 +1198,6 @@ static void *scheduler_main(void *arg)
         fire_due(sched, now);
         start_pending(sched, now, now_boot);
         extend_leases(sched, now_boot);
-        if (now_boot >= sched->next_prune_boot_ms) {
-            prune_history(sched, now);
-            sched->next_prune_boot_ms = now_boot + SCHED_PRUNE_INTERVAL_MS;
-        }
         pthread_mutex_lock(&sched->inbox_lock);
     }
     pthread_mutex_unlock(&sched->inbox_lock);
@@ -1200,8 +1249,10 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
     /* The wait is relative; the monotonic clock keeps it immune to wall-clock jumps. */
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&sched->wake, &attr);
+    pthread_cond_init(&sched->prune_wake, &attr);
     pthread_cond_init(&sched->replied, NULL);
     pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&sched->prune_lock, NULL);
 
     ret = load_all(sched);
     if (ret != CF_OK)
@@ -1215,11 +1266,17 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
     ret = delivery_engine_start(&dcfg, &sched->engine);
     if (ret != CF_OK)
         goto out_free;
-    sched->next_prune_boot_ms = cf_boot_ms() + 5000;
     if (pthread_create(&sched->thread, NULL, scheduler_main, sched) != 0) {
         delivery_engine_stop(sched->engine, 0);
         ret = CF_ERR_NOMEM;
         goto out_free;
+    }
+    if (pthread_create(&sched->prune_thread, NULL, prune_main, sched) != 0) {
+        /* Retention is not worth failing the start for; say so loudly. */
+        log_error("history retention not running", "error=\"%s\"", "cannot start thread");
+        sched->prune_thread_started = false;
+    } else {
+        sched->prune_thread_started = true;
     }
     *out = sched;
     return CF_OK;
@@ -1230,7 +1287,9 @@ out_free:
             free_job_entry(sched, sched->buckets[b]);
     free(sched->heap);
     pthread_mutex_destroy(&sched->inbox_lock);
+    pthread_mutex_destroy(&sched->prune_lock);
     pthread_cond_destroy(&sched->wake);
+    pthread_cond_destroy(&sched->prune_wake);
     pthread_cond_destroy(&sched->replied);
     free(sched);
     return ret;
@@ -1247,6 +1306,12 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms)
     pthread_cond_signal(&sched->wake);
     pthread_mutex_unlock(&sched->inbox_lock);
     pthread_join(sched->thread, NULL);
+    pthread_mutex_lock(&sched->prune_lock);
+    atomic_store(&sched->prune_stop, true);
+    pthread_cond_signal(&sched->prune_wake);
+    pthread_mutex_unlock(&sched->prune_lock);
+    if (sched->prune_thread_started)
+        pthread_join(sched->prune_thread, NULL);
 
     /* The engine calls done for every firing still in flight before it returns. */
     delivery_engine_stop(sched->engine, grace_ms);
@@ -1264,7 +1329,9 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms)
             free_job_entry(sched, sched->buckets[b]);
     free(sched->heap);
     pthread_mutex_destroy(&sched->inbox_lock);
+    pthread_mutex_destroy(&sched->prune_lock);
     pthread_cond_destroy(&sched->wake);
+    pthread_cond_destroy(&sched->prune_wake);
     pthread_cond_destroy(&sched->replied);
     free(sched);
 }

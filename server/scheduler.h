@@ -21,6 +21,7 @@
 
 struct scheduler_config {
     struct db *db;                /* the scheduler's own handle; borrowed */
+    struct db *prune_db;          /* the retention thread's own handle; borrowed */
     struct coord *coord;          /* borrowed */
     const char *instance_id;      /* borrowed for the scheduler's life */
     const char *default_secret;   /* borrowed */

@@ -313,3 +313,31 @@ def test_history_days_prunes_old_runs_in_the_background(tmp_path, processes):
     for run_id in ("old-1", "old-2", "old-3"):
         assert second.api("GET", f"/api/v1/runs/{run_id}").status == 404
     assert http("GET", second.url + "/healthz").status == 200
+
+
+def test_history_per_job_keeps_only_the_newest_runs_of_each_job(tmp_path, processes):
+    first = start(processes, tmp_path, name="first")
+    # The cap applies to jobs in the catalog: create two, then give them history.
+    for name in ("capped", "small"):
+        body = {"name": name, "schedule": "0 0 1 1 *", "webhook": {"url": "http://127.0.0.1:9/"}}
+        assert first.api("POST", "/api/v1/jobs", body).status == 201
+    assert first.stop() == 0
+    now_ms = int(time.time() * 1000)
+    with sqlite3.connect(first.db) as conn:
+        for job, count in (("capped", 2500), ("small", 5)):
+            for i in range(count):
+                at = now_ms - (count - i) * 1000
+                conn.execute(
+                    "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at, "
+                    "status, fencing_token, instance, attempts, http_status, duration_ms, "
+                    "lease_lost, sort_at) VALUES (?, ?, 'schedule', ?, ?, ?, 'succeeded', "
+                    "65536, 'old-instance', 1, 200, 5, 0, ?)",
+                    (f"{job}@{at}", job, at, at, at + 5, at))
+    second = start(processes, tmp_path, name="second", db=first.db,
+                   args=["--history-per-job", "10"])
+    # 2,500 runs take three batches of deletes: the pass must not stop after one.
+    wait_for(lambda: len(second.runs(job="capped")) == 10, timeout=30, interval=0.25,
+             what="runs beyond the per-job cap to be pruned")
+    kept = [r["id"] for r in second.runs(job="capped")]
+    assert kept == [f"capped@{now_ms - k * 1000}" for k in range(1, 11)], kept
+    assert len(second.runs(job="small")) == 5
