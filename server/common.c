@@ -156,6 +156,10 @@ static bool read_digits(const char **p, int n, int *value)
     return true;
 }
 
+/* RFC 3339 has four-digit years: 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z. */
+#define CF_TIME_MIN_MS (-62167219200000LL)
+#define CF_TIME_MAX_MS 253402300799999LL
+
 static int parse_epoch_ms(const char *text, int64_t *wall_ms)
 {
     char *end = NULL;
@@ -163,7 +167,7 @@ static int parse_epoch_ms(const char *text, int64_t *wall_ms)
 
     errno = 0;
     v = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0')
+    if (errno != 0 || end == text || *end != '\0' || v < CF_TIME_MIN_MS || v > CF_TIME_MAX_MS)
         return CF_ERR_INVALID;
     *wall_ms = v;
     return CF_OK;
@@ -228,6 +232,8 @@ int cf_parse_time(const char *text, int64_t *wall_ms)
 
     secs = cf_days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second -
            offset_s;
+    if (secs * 1000 + millis < CF_TIME_MIN_MS || secs * 1000 + millis > CF_TIME_MAX_MS)
+        return CF_ERR_INVALID;
     *wall_ms = secs * 1000 + millis;
     return CF_OK;
 }

@@ -70,7 +70,7 @@ char *cf_format_time(int64_t wall_ms, char out[CF_TIME_LEN]);
 
 /*
  * Parses an RFC 3339 timestamp (any offset, optional fraction) or a decimal
- * number of epoch milliseconds into *wall_ms. Returns CF_OK or
+ * number of epoch milliseconds into *wall_ms; years 0000 to 9999 only. Returns CF_OK or
  * CF_ERR_INVALID, leaving *wall_ms unaltered on error.
  */
 int cf_parse_time(const char *text, int64_t *wall_ms);

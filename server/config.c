@@ -96,6 +96,10 @@ static int add_tokens(char ***list, size_t *count, const char *value)
         }
         *list = grown;
         (*list)[*count] = strdup(token);
+        if ((*list)[*count] == NULL) {
+            free(copy);
+            return CF_ERR_NOMEM;
+        }
         (*list)[++*count] = NULL;
     }
     free(copy);

@@ -43,7 +43,10 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
 /* Logs and maps a SQLite failure; returns CF_ERR_DB. */
 static int db_fail(struct db *db, const char *what)
 {
-    log_error("database error", "op=%s error=\"%s\"", what, sqlite3_errmsg(db->conn));
+    char quoted[512];
+
+    log_error("database error", "op=%s error=\"%s\"", what,
+              log_quote(sqlite3_errmsg(db->conn), quoted, sizeof(quoted)));
     return CF_ERR_DB;
 }
 
@@ -242,11 +245,9 @@ out:
 
 int db_claim_owner(struct db *db, const char *path, char *err, size_t errlen)
 {
-    char host[256] = "";
     sqlite3_stmt *stmt;
-    int fd, ret;
+    int fd;
 
-    gethostname(host, sizeof(host) - 1);
     /*
      * flock() locks are independent of the POSIX record locks SQLite uses on
      * the same file, and this descriptor is only closed at exit, so SQLite's
@@ -263,8 +264,11 @@ int db_claim_owner(struct db *db, const char *path, char *err, size_t errlen)
 
         close(fd);
         pthread_mutex_lock(&db->lock);
-        stmt = prepare(db, "SELECT pid, host FROM owner WHERE id = 1");
-        if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
+        /* Absent on a database the other process is still creating: keep the generic text. */
+        stmt = NULL;
+        if (sqlite3_prepare_v2(db->conn, "SELECT pid, host FROM owner WHERE id = 1", -1, &stmt,
+                               NULL) == SQLITE_OK &&
+            sqlite3_step(stmt) == SQLITE_ROW)
             snprintf(detail, sizeof(detail), "pid %lld on %s",
                      (long long)sqlite3_column_int64(stmt, 0), sqlite3_column_text(stmt, 1));
         sqlite3_finalize(stmt);
@@ -276,6 +280,16 @@ int db_claim_owner(struct db *db, const char *path, char *err, size_t errlen)
         return CF_ERR_CONFLICT;
     }
     db->lock_fd = fd;
+    return CF_OK;
+}
+
+int db_record_owner(struct db *db)
+{
+    char host[256] = "";
+    sqlite3_stmt *stmt;
+    int ret;
+
+    gethostname(host, sizeof(host) - 1);
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, "INSERT INTO owner (id, pid, host, started_at) VALUES (1, ?, ?, ?) "
                        "ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, host = excluded.host, "

@@ -45,12 +45,16 @@ int db_migrate(struct db *db, char *err, size_t errlen);
 int db_schema_version(void);
 
 /*
- * Claims the database for this standalone process: takes an exclusive
- * advisory lock on the database file (held until exit) and records pid, host
- * and start time in the owner row. When another live process holds it,
- * returns CF_ERR_CONFLICT with a message naming its pid and host in err.
+ * Claims the database for this process before anything else touches it
+ * (migrations included): takes an exclusive advisory lock on the database
+ * file, held until exit. When another live process holds it, returns
+ * CF_ERR_CONFLICT with a message naming its pid and host (from the owner
+ * row) in err.
  */
 int db_claim_owner(struct db *db, const char *path, char *err, size_t errlen);
+
+/* Records this process's pid, host and start time in the owner row (after migrating). */
+int db_record_owner(struct db *db);
 
 /* ---- metadata ---- */
 

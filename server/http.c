@@ -30,7 +30,11 @@ struct request_state {
     size_t body_len;
     size_t body_cap;
     bool too_large;
+    size_t discarded_bytes;
 };
+
+/* How much of an oversized body is read and dropped before the connection is closed. */
+#define HTTP_DISCARD_MAX_BYTES ((size_t)64 * 1024 * 1024)
 
 const char *http_query(const struct http_request *req, const char *key)
 {
@@ -171,8 +175,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 
         *upload_data_size = 0;
         if (state->too_large || state->body_len + incoming > server->cfg.max_body_bytes) {
+            /*
+             * Read and drop the rest, so that every client, even one that
+             * does not read while it sends, gets the 413; but only up to
+             * HTTP_DISCARD_MAX_BYTES, past which the connection is closed.
+             */
             state->too_large = true;
-            return MHD_YES;
+            state->discarded_bytes += incoming;
+            return state->discarded_bytes > HTTP_DISCARD_MAX_BYTES ? MHD_NO : MHD_YES;
         }
         if (state->body_len + incoming + 1 > state->body_cap) {
             size_t cap = state->body_cap ? state->body_cap : 4096;
@@ -237,7 +247,9 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
 
     vsnprintf(line, sizeof(line), fmt, ap);
     line[strcspn(line, "\n")] = '\0';
-    log_debug("http server", "detail=\"%s\"", line);
+    char quoted[600];
+
+    log_debug("http server", "detail=\"%s\"", log_quote(line, quoted, sizeof(quoted)));
 }
 
 int http_parse_listen(const char *listen, char *host, size_t host_len, uint16_t *port)

@@ -130,12 +130,17 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     ret = db_open(inst->cfg.db_path, &inst->api_db, err, errlen);
     if (ret != CF_OK)
         return ret;
-    ret = db_migrate(inst->api_db, err, errlen);
-    if (ret != CF_OK)
-        return ret;
     ret = db_claim_owner(inst->api_db, inst->cfg.db_path, err, errlen);
     if (ret != CF_OK)
         return ret;
+    ret = db_migrate(inst->api_db, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    ret = db_record_owner(inst->api_db);
+    if (ret != CF_OK) {
+        snprintf(err, errlen, "cannot record the owner of the database");
+        return ret;
+    }
     ret = setting(inst->api_db, inst->cfg.instance_id, "instance_id", "cf-", 4, &inst->instance_id);
     if (ret == CF_OK)
         ret = setting(inst->api_db, inst->cfg.signing_secret, "signing_secret", "", 32,

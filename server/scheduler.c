@@ -348,7 +348,8 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
                  cf_format_time(summary_first, from), cf_format_time(summary_last, to), reason);
         run.job = sj->name;
         run.trigger = RUN_TRIGGER_SCHEDULE;
-        run.scheduled_at_ms = summary_first;
+        /* Dated at its last slot: the next start resumes after every slot it counts. */
+        run.scheduled_at_ms = summary_last;
         run.status = RUN_MISSED;
         run.reason = text;
         run.instance = (char *)sched->cfg.instance_id;
@@ -480,6 +481,14 @@ static void reload_job(struct scheduler *sched, const char *name, bool at_start)
         resume_after = last_slot > job->updated_at_ms ? last_slot : job->updated_at_ms;
         if (resume_after > now)
             resume_after = now;
+    } else if (sj->job != NULL && !sj->job->paused && !job->paused && sj->next_ms != 0 &&
+               sj->next_ms - 1 < now) {
+        /*
+         * An edit of a running job must not swallow a slot that is due but not
+         * yet handled: resume just before it, so it goes through the due path.
+         * A new or resumed job starts from now (a pause fires nothing).
+         */
+        resume_after = sj->next_ms - 1;
     }
     install_job(sched, sj, job, resume_after);
 }
@@ -1025,6 +1034,13 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
     *request->run = firing->run;
     request->run->job = strdup(firing->run.job);
     request->run->instance = strdup(firing->run.instance);
+    if (request->run->job == NULL || request->run->instance == NULL) {
+        /* The run is under way; only the caller's copy failed. */
+        run_clear(request->run);
+        memset(request->run, 0, sizeof(*request->run));
+        request->result = CF_ERR_NOMEM;
+        return;
+    }
     request->run->reason = NULL;
     request->run->error = NULL;
     request->run->response_excerpt = NULL;

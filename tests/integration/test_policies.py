@@ -2,6 +2,8 @@
 deadline; §9 webhook target limits): real cronfence, reference receiver."""
 
 import datetime
+import re
+import threading
 import time
 
 from conftest import job_body, wait_for
@@ -188,3 +190,36 @@ def test_link_local_targets_allowed_explicitly(start_instance):
     reply = instance.api("POST", "/api/v1/jobs", job_body("ll6", "http://[fe80::1]:8080/hook",
                                                           schedule="0 0 1 1 *", paused=True))
     assert reply.status == 422, reply
+
+
+def test_edits_while_the_job_fires_never_lose_a_slot(instance, receiver):
+    """Every slot is run or recorded, even when the job is edited around its instants
+    (each edit reschedules the job; a due slot must not be skipped over)."""
+
+    name = "edited"
+    reply = instance.api("POST", "/api/v1/jobs", job_body(name, receiver.hook()))
+    assert reply.status == 201, reply
+    stop = threading.Event()
+    edits = []
+
+    def edit(worker):
+        count = 0
+        while not stop.is_set():
+            answer = instance.api("PATCH", f"/api/v1/jobs/{name}",
+                                  {"description": f"edit {worker}-{count}"})
+            edits.append(answer.status)
+            count += 1
+
+    threads = [threading.Thread(target=edit, args=(w,)) for w in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(6)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert edits and set(edits) <= {200}, set(edits)
+    time.sleep(1.5)
+    slots = sorted(int(r["id"].split("@")[1]) for r in instance.runs(job=name)
+                   if re.fullmatch(rf"{name}@\d+", r["id"]))
+    assert len(slots) >= 5, slots
+    assert slots == list(range(slots[0], slots[-1] + 1000, 1000)), slots

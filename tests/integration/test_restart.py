@@ -253,9 +253,12 @@ def test_long_downtime_records_100_rows_and_one_summary(instance, receiver):
     numbers = [int(n) for n in re.findall(r"(?<![\d:.-])\d+(?![\d:.-])", reason)]
     assert numbers, reason
     rest = numbers[0]
-    assert ms(summary["scheduled_at"]) == first_slot + 100_000, summary
-    assert summary["id"].startswith("long@"), summary
+    # The summary's id names its range; it is dated at its last slot.
+    range_from, range_to = (int(x) for x in summary["id"].split("@", 1)[1].split("-"))
+    assert range_from == first_slot + 100_000, summary
+    assert ms(summary["scheduled_at"]) == range_to, summary
     total = 100 + rest
+    assert range_to == first_slot + (total - 1) * 1000, (summary, total)
     # Every second of the gap is counted once: from the first slot after the
     # stop up to the restart (less the last second, still within its deadline).
     low = (restart_from - first_slot) // 1000 - 2
@@ -268,6 +271,15 @@ def test_long_downtime_records_100_rows_and_one_summary(instance, receiver):
     in_gap = [r for r in instance.runs(job="long")
               if first_slot <= ms(r["scheduled_at"]) < first_slot + total * 1000]
     assert len(in_gap) == 101, len(in_gap)
+
+    # A second restart resumes after the gap: nothing in it is counted again.
+    stop_cleanly(instance)
+    instance.start()
+    wait_for(lambda: len(receiver.deliveries("long")) >= len(resumed) + receiver_before + 2,
+             what="deliveries after the second restart")
+    in_gap_again = [r for r in instance.runs(job="long")
+                    if first_slot <= ms(r["scheduled_at"]) < first_slot + total * 1000]
+    assert sorted(r["id"] for r in in_gap_again) == sorted(r["id"] for r in in_gap)
 
 
 # --------------------------------------------------------------------------
