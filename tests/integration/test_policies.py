@@ -217,7 +217,9 @@ def test_edits_while_the_job_fires_never_lose_a_slot(instance, receiver):
     stop.set()
     for thread in threads:
         thread.join()
-    assert edits and set(edits) <= {200}, set(edits)
+    # Under heavy contention a PATCH may give up with 409 ("kept changing"); most land.
+    assert set(edits) <= {200, 409}, set(edits)
+    assert edits.count(200) >= 10, edits.count(200)
     time.sleep(1.5)
     slots = sorted(int(r["id"].split("@")[1]) for r in instance.runs(job=name)
                    if re.fullmatch(rf"{name}@\d+", r["id"]))
