@@ -141,8 +141,7 @@ char *cf_format_time(int64_t wall_ms, char out[CF_TIME_LEN])
     return out;
 }
 
-/* Reads exactly n digits from *p into *value, advancing *p. */
-static bool read_digits(const char **p, int n, int *value)
+bool cf_read_digits(const char **p, int n, int *value)
 {
     int v = 0;
 
@@ -185,14 +184,14 @@ int cf_parse_time(const char *text, int64_t *wall_ms)
     if (strchr(text, 'T') == NULL && strchr(text, 't') == NULL && strchr(text, ' ') == NULL)
         return parse_epoch_ms(text, wall_ms);
 
-    if (!read_digits(&p, 4, &year) || *p++ != '-' || !read_digits(&p, 2, &month) || *p++ != '-' ||
-        !read_digits(&p, 2, &day))
+    if (!cf_read_digits(&p, 4, &year) || *p++ != '-' || !cf_read_digits(&p, 2, &month) ||
+        *p++ != '-' || !cf_read_digits(&p, 2, &day))
         return CF_ERR_INVALID;
     if (*p != 'T' && *p != 't' && *p != ' ')
         return CF_ERR_INVALID;
     p++;
-    if (!read_digits(&p, 2, &hour) || *p++ != ':' || !read_digits(&p, 2, &minute) || *p++ != ':' ||
-        !read_digits(&p, 2, &second))
+    if (!cf_read_digits(&p, 2, &hour) || *p++ != ':' || !cf_read_digits(&p, 2, &minute) ||
+        *p++ != ':' || !cf_read_digits(&p, 2, &second))
         return CF_ERR_INVALID;
     if (*p == '.') {
         int scale = 100, digits = 0;
@@ -214,7 +213,7 @@ int cf_parse_time(const char *text, int64_t *wall_ms)
         int sign = *p == '-' ? -1 : 1, off_h, off_m;
 
         p++;
-        if (!read_digits(&p, 2, &off_h) || *p++ != ':' || !read_digits(&p, 2, &off_m) ||
+        if (!cf_read_digits(&p, 2, &off_h) || *p++ != ':' || !cf_read_digits(&p, 2, &off_m) ||
             off_h > 23 || off_m > 59)
             return CF_ERR_INVALID;
         offset_s = sign * (off_h * 3600 + off_m * 60);
@@ -264,6 +263,17 @@ void cf_hex(const unsigned char *bytes, size_t len, char *out)
         out[2 * i + 1] = digits[bytes[i] & 0xf];
     }
     out[2 * len] = '\0';
+}
+
+int cf_hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }
 
 char *cf_strdup(const char *s)

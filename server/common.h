@@ -85,6 +85,15 @@ int cf_random_hex(char *out, size_t nbytes);
 /* Lowercase hex of len bytes into out (2*len+1 bytes). */
 void cf_hex(const unsigned char *bytes, size_t len, char *out);
 
+/* Value of one hex digit (either case), or -1 when c is not one. */
+int cf_hex_value(char c);
+
+/*
+ * Reads exactly n decimal digits at *p into *value and advances *p past
+ * them. Returns false (leaving *p and *value alone) when fewer are there.
+ */
+bool cf_read_digits(const char **p, int n, int *value);
+
 /* strdup that returns NULL for NULL. */
 char *cf_strdup(const char *s);
 

@@ -165,21 +165,6 @@ int64_t delivery_backoff_ms(const struct job_retry *retry, int attempt, int64_t 
     return delay_ms;
 }
 
-/* Reads exactly n digits at *p into *value and advances *p; false otherwise. */
-static bool take_digits(const char **p, int n, int *value)
-{
-    int v = 0;
-
-    for (int i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)(*p)[i]))
-            return false;
-        v = v * 10 + ((*p)[i] - '0');
-    }
-    *p += n;
-    *value = v;
-    return true;
-}
-
 /* Matches the literal lit at *p (case-sensitive, as HTTP dates are) and advances *p. */
 static bool take_literal(const char **p, const char *lit)
 {
@@ -210,8 +195,8 @@ static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
 /* Reads "HH:MM:SS" at *p. */
 static bool take_clock(const char **p, int *hour, int *minute, int *second)
 {
-    return take_digits(p, 2, hour) && take_literal(p, ":") && take_digits(p, 2, minute) &&
-           take_literal(p, ":") && take_digits(p, 2, second);
+    return cf_read_digits(p, 2, hour) && take_literal(p, ":") && cf_read_digits(p, 2, minute) &&
+           take_literal(p, ":") && cf_read_digits(p, 2, second);
 }
 
 /*
@@ -231,9 +216,9 @@ static bool parse_http_date(const char *text, int64_t now_wall_ms, int64_t *epoc
     if (take_name(&p, long_days, 7) >= 0) {
         int year2 = 0, now_year;
 
-        parsed = take_literal(&p, ", ") && take_digits(&p, 2, &day) && take_literal(&p, "-") &&
+        parsed = take_literal(&p, ", ") && cf_read_digits(&p, 2, &day) && take_literal(&p, "-") &&
                  (month = take_name(&p, months, 12)) >= 0 && take_literal(&p, "-") &&
-                 take_digits(&p, 2, &year2) && take_literal(&p, " ") &&
+                 cf_read_digits(&p, 2, &year2) && take_literal(&p, " ") &&
                  take_clock(&p, &hour, &minute, &second) && take_literal(&p, " GMT");
         if (parsed) {
             time_t now_s = (time_t)(now_wall_ms / 1000);
@@ -247,16 +232,16 @@ static bool parse_http_date(const char *text, int64_t now_wall_ms, int64_t *epoc
         }
     } else if (take_name(&p, short_days, 7) >= 0) {
         if (take_literal(&p, ", ")) {
-            parsed = take_digits(&p, 2, &day) && take_literal(&p, " ") &&
+            parsed = cf_read_digits(&p, 2, &day) && take_literal(&p, " ") &&
                      (month = take_name(&p, months, 12)) >= 0 && take_literal(&p, " ") &&
-                     take_digits(&p, 4, &year) && take_literal(&p, " ") &&
+                     cf_read_digits(&p, 4, &year) && take_literal(&p, " ") &&
                      take_clock(&p, &hour, &minute, &second) && take_literal(&p, " GMT");
         } else if (take_literal(&p, " ")) {
-            parsed =
-                (month = take_name(&p, months, 12)) >= 0 && take_literal(&p, " ") &&
-                (take_literal(&p, " ") ? take_digits(&p, 1, &day) : take_digits(&p, 2, &day)) &&
-                take_literal(&p, " ") && take_clock(&p, &hour, &minute, &second) &&
-                take_literal(&p, " ") && take_digits(&p, 4, &year);
+            parsed = (month = take_name(&p, months, 12)) >= 0 && take_literal(&p, " ") &&
+                     (take_literal(&p, " ") ? cf_read_digits(&p, 1, &day)
+                                            : cf_read_digits(&p, 2, &day)) &&
+                     take_literal(&p, " ") && take_clock(&p, &hour, &minute, &second) &&
+                     take_literal(&p, " ") && cf_read_digits(&p, 4, &year);
         }
     }
     if (!parsed || *p != '\0')

@@ -103,25 +103,13 @@ int signature_header(const char *secret, int64_t t_seconds, const char *token,
     return CF_OK;
 }
 
-/* Value of one hex digit, or -1. Upper case is accepted: the digest is the same. */
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes exactly 2*MAC_LEN hex characters; false on any other length or character. */
 static bool parse_mac(const char *text, size_t len, unsigned char mac[MAC_LEN])
 {
     if (len != 2 * MAC_LEN)
         return false;
     for (size_t i = 0; i < MAC_LEN; i++) {
-        int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
+        int hi = cf_hex_value(text[2 * i]), lo = cf_hex_value(text[2 * i + 1]);
 
         if (hi < 0 || lo < 0)
             return false;

@@ -44,17 +44,6 @@ static char *trim(char *s)
     return s;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Reads a quoted expression at *p ("...", with \t, \\, \" and \xNN) into out
  * and leaves *p after the closing quote. Returns false on a malformed quote.
@@ -71,8 +60,8 @@ static bool read_quoted(char **p, char *out)
             s++;
             if (*s == 't') {
                 out[n++] = '\t';
-            } else if (*s == 'x' && hex_digit(s[1]) >= 0 && hex_digit(s[2]) >= 0) {
-                out[n++] = (char)(hex_digit(s[1]) * 16 + hex_digit(s[2]));
+            } else if (*s == 'x' && cf_hex_value(s[1]) >= 0 && cf_hex_value(s[2]) >= 0) {
+                out[n++] = (char)(cf_hex_value(s[1]) * 16 + cf_hex_value(s[2]));
                 s += 2;
             } else if (*s == '\\' || *s == '"') {
                 out[n++] = *s;
