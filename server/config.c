@@ -27,6 +27,12 @@ static const struct option_spec specs[] = {
     {"db", "CRONFENCE_DB", OPT_STRING, "PATH", "SQLite database (default ./cronfence.db)", 0, 0},
     {"redis", "CRONFENCE_REDIS", OPT_STRING, "URL[,URL...]",
      "lock nodes redis://[:password@]host:port[/db]; none runs standalone", 0, 0},
+    {"redis-prefix", "CRONFENCE_REDIS_PREFIX", OPT_STRING, "P",
+     "prefix of every key cronfence writes on the Redis nodes (default cf:)", 0, 0},
+    {"redis-timeout-ms", "CRONFENCE_REDIS_TIMEOUT_MS", OPT_INT, "N",
+     "how long a round waits for each Redis node (default 50)", 1, 10000},
+    {"claim-stagger-ms", "CRONFENCE_CLAIM_STAGGER_MS", OPT_INT, "N",
+     "delay between the claims of instances ranked for a slot (default 25)", 0, 10000},
     {"instance-id", "CRONFENCE_INSTANCE_ID", OPT_STRING, "ID",
      "name shown in runs (default: generated once, kept in the database)", 0, 0},
     {"advertise", "CRONFENCE_ADVERTISE", OPT_STRING, "URL",
@@ -123,6 +129,8 @@ static char **string_slot(struct config *cfg, const char *name)
         return &cfg->db_path;
     if (strcmp(name, "redis") == 0)
         return &cfg->redis;
+    if (strcmp(name, "redis-prefix") == 0)
+        return &cfg->redis_prefix;
     if (strcmp(name, "instance-id") == 0)
         return &cfg->instance_id;
     if (strcmp(name, "advertise") == 0)
@@ -172,6 +180,10 @@ static int apply(struct config *cfg, const struct option_spec *spec, const char 
         }
         if (strcmp(spec->name, "node-quarantine-ms") == 0)
             cfg->node_quarantine_ms = parsed;
+        else if (strcmp(spec->name, "redis-timeout-ms") == 0)
+            cfg->redis_timeout_ms = parsed;
+        else if (strcmp(spec->name, "claim-stagger-ms") == 0)
+            cfg->claim_stagger_ms = parsed;
         else if (strcmp(spec->name, "history-days") == 0)
             cfg->history_days = (int)parsed;
         else if (strcmp(spec->name, "history-per-job") == 0)
@@ -210,11 +222,14 @@ int config_parse(int argc, char **argv, struct config *cfg, enum config_action *
     *action = CONFIG_RUN;
     cfg->listen = strdup("127.0.0.1:8080");
     cfg->db_path = strdup("./cronfence.db");
+    cfg->redis_prefix = strdup("cf:");
+    cfg->redis_timeout_ms = 50;
+    cfg->claim_stagger_ms = 25;
     cfg->history_days = 30;
     cfg->history_per_job = 10000;
     cfg->shutdown_grace_ms = 30000;
     cfg->log_level = LOG_INFO;
-    if (cfg->listen == NULL || cfg->db_path == NULL)
+    if (cfg->listen == NULL || cfg->db_path == NULL || cfg->redis_prefix == NULL)
         return CF_ERR_NOMEM;
 
     for (size_t i = 0; i < SPEC_COUNT; i++) {
@@ -278,6 +293,7 @@ void config_release(struct config *cfg)
     free(cfg->listen);
     free(cfg->db_path);
     free(cfg->redis);
+    free(cfg->redis_prefix);
     free(cfg->instance_id);
     free(cfg->advertise);
     free(cfg->signing_secret);

@@ -16,10 +16,13 @@
 struct config {
     char *listen; /* HOST:PORT */
     char *db_path;
-    char *redis;         /* comma-separated URLs; NULL for standalone */
-    char *instance_id;   /* NULL: generated once, kept in the database */
-    char *advertise;     /* NULL: from listen */
-    char **admin_tokens; /* NULL-terminated; empty when none */
+    char *redis;              /* comma-separated URLs; NULL for standalone */
+    char *redis_prefix;       /* key prefix on the nodes */
+    int64_t redis_timeout_ms; /* per node per round */
+    int64_t claim_stagger_ms; /* rank-staggered claims (DESIGN §4.4) */
+    char *instance_id;        /* NULL: generated once, kept in the database */
+    char *advertise;          /* NULL: from listen */
+    char **admin_tokens;      /* NULL-terminated; empty when none */
     size_t admin_token_count;
     char **viewer_tokens;
     size_t viewer_token_count;

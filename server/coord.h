@@ -90,8 +90,32 @@ struct coord_ops {
     /* Deletes name (a tombstone); CF_ERR_NOT_FOUND, CF_ERR_PRECONDITION as above. */
     int (*catalog_delete)(struct coord *coord, const char *name, int64_t if_match);
 
-    /* Makes a run state visible cluster-wide (standalone: nothing to do). */
+    /*
+     * Makes a run state visible cluster-wide (standalone: nothing to do).
+     * Cluster: queued and appended to every node's run feed in the
+     * background, retried until a quorum of nodes has it; never blocks.
+     */
     int (*history_publish)(struct coord *coord, const struct run *run);
+
+    /*
+     * The newest slot committed for each of n jobs (fence.last, wall ms; 0
+     * when none) into last_ms. Cluster: the highest any node answering in
+     * time holds; CF_ERR_NO_QUORUM when fewer than Q trusted nodes answered
+     * (last_ms then holds what was seen).
+     */
+    int (*fired_until)(struct coord *coord, const char *const *jobs, size_t n, int64_t *last_ms);
+    /*
+     * How long after its instant this instance should claim (job, slot_ms):
+     * its rank among the live members for that slot times the stagger
+     * (DESIGN §4.4). 0 in standalone mode.
+     */
+    int64_t (*claim_delay_ms)(struct coord *coord, const char *job, int64_t slot_ms);
+    /*
+     * Sets the function told, from a coordinator thread, of catalog entries
+     * peers changed once they are in the local mirror. Call before the
+     * catalog can change (right after creation); fn may be NULL.
+     */
+    void (*set_listener)(struct coord *coord, coord_job_changed_fn fn, void *ctx);
 
     /* Sets the URL other instances and the dashboard show for this one (copied). */
     int (*set_url)(struct coord *coord, const char *url);
@@ -122,5 +146,27 @@ struct db;
  */
 int coord_standalone_new(struct db *db, const char *instance_id, const char *advertise_url,
                          struct coord **out);
+
+/* Settings of the cluster coordinator (DESIGN §4). */
+struct coord_cluster_config {
+    const char *redis_urls;    /* comma-separated node URLs */
+    const char *prefix;        /* key prefix, "cf:" */
+    const char *instance_id;   /* copied */
+    const char *advertise_url; /* copied */
+    int64_t node_timeout_ms;   /* per node per round */
+    int64_t stagger_ms;        /* claim delay per rank */
+    int64_t quarantine_ms;     /* 0: twice the longest lease, at least 60000 */
+    struct db *db;             /* the coordinator's own handle; borrowed, outlives it */
+};
+
+/*
+ * Creates the cluster coordinator and starts its background thread
+ * (connections, membership, catalog and history sync, node repair). Waits up
+ * to about two seconds for a first view of the nodes, then returns CF_OK
+ * with *out even when no quorum is reachable yet (claims fail until it is).
+ * Returns CF_ERR_INVALID with a message in err for a bad URL list.
+ */
+int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out, char *err,
+                      size_t errlen);
 
 #endif

@@ -295,6 +295,38 @@ static int standalone_history_publish(struct coord *coord, const struct run *run
     return CF_OK;
 }
 
+static int standalone_fired_until(struct coord *coord, const char *const *jobs, size_t n,
+                                  int64_t *last_ms)
+{
+    struct coord_standalone *self = from_base(coord);
+    int ret;
+
+    for (size_t i = 0; i < n; i++)
+        last_ms[i] = 0;
+    ret = db_begin(self->db);
+    if (ret != CF_OK)
+        return ret;
+    for (size_t i = 0; i < n && ret == CF_OK; i++) {
+        int64_t token;
+
+        ret = db_fence_read(self->db, jobs[i], &token, &last_ms[i]);
+    }
+    if (ret == CF_OK)
+        return db_commit(self->db);
+    db_rollback(self->db);
+    return ret;
+}
+
+static int64_t standalone_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+{
+    return 0;
+}
+
+static void standalone_set_listener(struct coord *coord, coord_job_changed_fn fn, void *ctx)
+{
+    /* Only this instance changes the catalog, and its API tells the scheduler itself. */
+}
+
 static int standalone_set_url(struct coord *coord, const char *url)
 {
     struct coord_standalone *self = from_base(coord);
@@ -364,6 +396,9 @@ static const struct coord_ops standalone_ops = {
     .catalog_put = standalone_catalog_put,
     .catalog_delete = standalone_catalog_delete,
     .history_publish = standalone_history_publish,
+    .fired_until = standalone_fired_until,
+    .claim_delay_ms = standalone_claim_delay_ms,
+    .set_listener = standalone_set_listener,
     .set_url = standalone_set_url,
     .ordinal = standalone_ordinal,
     .ready = standalone_ready,

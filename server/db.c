@@ -1014,22 +1014,66 @@ int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms)
     return ret;
 }
 
-int db_run_mark_lost(struct db *db, const char *instance, const char *reason, int *count)
+int db_run_running(struct db *db, const char *instance, size_t limit, struct run **runs,
+                   size_t *count)
 {
     sqlite3_stmt *stmt;
-    int ret;
+    struct run *items = calloc(limit ? limit : 1, sizeof(*items));
+    size_t n = 0;
+    int rc, ret = CF_OK;
 
+    *runs = NULL;
+    *count = 0;
+    if (items == NULL)
+        return CF_ERR_NOMEM;
     pthread_mutex_lock(&db->lock);
-    stmt = prepare(db, "UPDATE runs SET status = 'lost', reason = ?2,"
-                       " finished_at = coalesce(finished_at, ?3)"
-                       " WHERE status = 'running' AND instance = ?1");
-    if (stmt != NULL) {
-        bind_text(stmt, 1, instance);
-        bind_text(stmt, 2, reason);
-        sqlite3_bind_int64(stmt, 3, cf_wall_ms());
+    stmt = prepare(db, instance != NULL ? "SELECT " RUN_COLUMNS " FROM runs"
+                                          " WHERE status = 'running' AND instance = ?2 LIMIT ?1"
+                                        : "SELECT " RUN_COLUMNS " FROM runs"
+                                          " WHERE status = 'running' LIMIT ?1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
     }
-    ret = step_done(db, stmt, "run mark lost");
-    *count = sqlite3_changes(db->conn);
+    sqlite3_bind_int64(stmt, 1, (sqlite3_int64)limit);
+    if (instance != NULL)
+        bind_text(stmt, 2, instance);
+    while (n < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        run_from_row(stmt, &items[n++]);
+    if (n < limit && rc != SQLITE_DONE)
+        ret = db_fail(db, "running runs");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        for (size_t i = 0; i < n; i++)
+            run_clear(&items[i]);
+        free(items);
+        return ret;
+    }
+    *runs = items;
+    *count = n;
+    return CF_OK;
+}
+
+int db_job_max_lease(struct db *db, int64_t *lease_ms)
+{
+    sqlite3_stmt *stmt;
+    int ret = CF_ERR_DB;
+
+    *lease_ms = 0;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT coalesce(max(json_extract(doc, '$.lease_ms')), 0) FROM jobs"
+                       " WHERE deleted_at IS NULL");
+    if (stmt != NULL) {
+        if (sqlite3_step(stmt) == SQLITE_ROW) {
+            *lease_ms = sqlite3_column_int64(stmt, 0);
+            ret = CF_OK;
+        } else {
+            ret = db_fail(db, "max lease");
+        }
+    }
+    sqlite3_finalize(stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }

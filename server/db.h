@@ -96,6 +96,9 @@ int db_job_list(struct db *db, const struct db_job_query *query, struct job ***j
 /* Every live job (for the scheduler's load). Same ownership as db_job_list. */
 int db_job_all(struct db *db, struct job ***jobs, size_t *count);
 
+/* The longest lease_ms of the live jobs into *lease_ms; 0 when there are none. */
+int db_job_max_lease(struct db *db, int64_t *lease_ms);
+
 /* Number of live jobs. */
 int db_job_count(struct db *db, int64_t *count);
 
@@ -177,10 +180,12 @@ int db_run_latest(struct db *db, const char *job, struct run *run);
 int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms);
 
 /*
- * Marks runs of instance still "running" as "lost" with reason (after a
- * crash). *count receives how many.
+ * Reads at most limit runs still "running" (of instance, or of every
+ * instance when it is NULL) into a new array *runs of *count (run_clear()
+ * each, then free() the array).
  */
-int db_run_mark_lost(struct db *db, const char *instance, const char *reason, int *count);
+int db_run_running(struct db *db, const char *instance, size_t limit, struct run **runs,
+                   size_t *count);
 
 /* Deletes at most batch finished runs older than before_ms; *deleted receives how many. */
 int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted);

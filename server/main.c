@@ -27,6 +27,7 @@ struct instance {
     struct db *api_db;
     struct db *sched_db;
     struct db *prune_db;
+    struct db *coord_db; /* cluster mode: the coordinator's own handle */
     struct netallow *allow;
     struct coord *coord;
     struct scheduler *scheduler;
@@ -109,6 +110,34 @@ static int setup_auth(struct instance *inst, char *err, size_t errlen)
     return CF_OK;
 }
 
+static void job_changed(void *ctx, const char *name)
+{
+    scheduler_job_changed(ctx, name);
+}
+
+/* The standalone coordinator, or with --redis the cluster one on its own database handle. */
+static int start_coordinator(struct instance *inst, char *err, size_t errlen)
+{
+    struct coord_cluster_config ccfg = {0};
+    const char *url = inst->cfg.advertise ? inst->cfg.advertise : inst->cfg.listen;
+    int ret;
+
+    if (inst->cfg.redis == NULL)
+        return coord_standalone_new(inst->api_db, inst->instance_id, url, &inst->coord);
+    ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    ccfg.redis_urls = inst->cfg.redis;
+    ccfg.prefix = inst->cfg.redis_prefix;
+    ccfg.instance_id = inst->instance_id;
+    ccfg.advertise_url = url;
+    ccfg.node_timeout_ms = inst->cfg.redis_timeout_ms;
+    ccfg.stagger_ms = inst->cfg.claim_stagger_ms;
+    ccfg.quarantine_ms = inst->cfg.node_quarantine_ms;
+    ccfg.db = inst->coord_db;
+    return coord_cluster_new(&ccfg, &inst->coord, err, errlen);
+}
+
 static int instance_start(struct instance *inst, char *err, size_t errlen)
 {
     struct scheduler_config scfg = {0};
@@ -118,12 +147,6 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     uint16_t port;
     int ret;
 
-    if (inst->cfg.redis != NULL) {
-        snprintf(err, errlen,
-                 "--redis: cluster mode is not part of this build yet; run without --redis "
-                 "for standalone mode");
-        return CF_ERR_INVALID;
-    }
     ret = netallow_parse(inst->cfg.webhook_allow, &inst->allow, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -159,9 +182,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         return ret;
 
     http_parse_listen(inst->cfg.listen, host, sizeof(host), &port);
-    ret = coord_standalone_new(inst->api_db, inst->instance_id,
-                               inst->cfg.advertise ? inst->cfg.advertise : inst->cfg.listen,
-                               &inst->coord);
+    ret = start_coordinator(inst, err, errlen);
     if (ret != CF_OK)
         return ret;
 
@@ -179,6 +200,8 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         snprintf(err, errlen, "cannot start the scheduler: %s", cf_err_str(ret));
         return ret;
     }
+    /* Catalog changes made by peers reach the scheduler from here on. */
+    inst->coord->ops->set_listener(inst->coord, job_changed, inst->scheduler);
 
     acfg.db = inst->api_db;
     acfg.coord = inst->coord;
@@ -219,8 +242,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
                  host, strchr(host, ':') ? "]" : "", http_port(inst->http));
         inst->coord->ops->set_url(inst->coord, advertise);
     }
-    log_info("cronfence started", "version=%s mode=standalone instance=%s listen=%s:%u db=%s",
-             CF_VERSION, inst->instance_id, host, http_port(inst->http), inst->cfg.db_path);
+    log_info("cronfence started", "version=%s mode=%s instance=%s listen=%s:%u db=%s", CF_VERSION,
+             inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id, host,
+             http_port(inst->http), inst->cfg.db_path);
     if (inst->generated_token != NULL)
         printf("dashboard: http://%s%s%s:%u/#token=%s\n", strchr(host, ':') ? "[" : "", host,
                strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
@@ -234,6 +258,7 @@ static void instance_release(struct instance *inst)
     scheduler_stop(inst->scheduler, inst->cfg.shutdown_grace_ms);
     api_free(inst->api);
     coord_free(inst->coord);
+    db_close(inst->coord_db);
     db_close(inst->prune_db);
     db_close(inst->sched_db);
     db_close(inst->api_db);

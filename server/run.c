@@ -219,3 +219,89 @@ json_t *run_to_json(const struct run *run)
     }
     return obj;
 }
+
+/* Reads an optional string field into a new copy (NULL for null or absent). */
+static bool read_text(const json_t *doc, const char *key, char **out, bool *nomem)
+{
+    const json_t *value = json_object_get(doc, key);
+
+    *out = NULL;
+    if (value == NULL || json_is_null(value))
+        return true;
+    if (!json_is_string(value))
+        return false;
+    *out = strdup(json_string_value(value));
+    if (*out == NULL)
+        *nomem = true;
+    return *out != NULL;
+}
+
+/* Reads an optional RFC 3339 time (0 for null or absent). */
+static bool read_time(const json_t *doc, const char *key, int64_t *out)
+{
+    const json_t *value = json_object_get(doc, key);
+
+    *out = 0;
+    if (value == NULL || json_is_null(value))
+        return true;
+    return json_is_string(value) && cf_parse_time(json_string_value(value), out) == CF_OK;
+}
+
+/* Reads an optional integer in [min, max] (0 for null or absent). */
+static bool read_int(const json_t *doc, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    const json_t *value = json_object_get(doc, key);
+
+    *out = 0;
+    if (value == NULL || json_is_null(value))
+        return true;
+    if (!json_is_integer(value))
+        return false;
+    *out = json_integer_value(value);
+    return *out >= min && *out <= max;
+}
+
+int run_from_json(const json_t *doc, struct run *run)
+{
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    const char *trigger = json_string_value(json_object_get(doc, "trigger"));
+    const char *status = json_string_value(json_object_get(doc, "status"));
+    int64_t token, attempts, http_status, duration;
+    bool nomem = false, ok;
+
+    memset(run, 0, sizeof(*run));
+    if (!json_is_object(doc) || id == NULL || strlen(id) >= RUN_ID_MAX || trigger == NULL ||
+        run_trigger_parse(trigger) < 0 || status == NULL || run_status_parse(status) < 0)
+        return CF_ERR_INVALID;
+    snprintf(run->id, sizeof(run->id), "%s", id);
+    run->trigger = (enum run_trigger)run_trigger_parse(trigger);
+    run->status = (enum run_status)run_status_parse(status);
+    ok = read_text(doc, "job", &run->job, &nomem) && run->job != NULL &&
+         read_text(doc, "instance", &run->instance, &nomem) && run->instance != NULL &&
+         read_text(doc, "reason", &run->reason, &nomem) &&
+         read_text(doc, "error", &run->error, &nomem) &&
+         read_text(doc, "response_excerpt", &run->response_excerpt, &nomem) &&
+         read_time(doc, "scheduled_at", &run->scheduled_at_ms) &&
+         read_time(doc, "started_at", &run->started_at_ms) &&
+         read_time(doc, "finished_at", &run->finished_at_ms) &&
+         read_int(doc, "fencing_token", 0, (int64_t)1 << 53, &token) &&
+         read_int(doc, "attempts", 0, INT32_MAX, &attempts) &&
+         read_int(doc, "http_status", 0, 999, &http_status) &&
+         read_int(doc, "duration_ms", INT64_MIN / 2, INT64_MAX / 2, &duration);
+    if (ok) {
+        const json_t *lease_lost = json_object_get(doc, "lease_lost");
+
+        ok = lease_lost == NULL || json_is_boolean(lease_lost);
+        run->lease_lost = json_is_true(lease_lost);
+    }
+    if (!ok) {
+        run_clear(run);
+        memset(run, 0, sizeof(*run));
+        return nomem ? CF_ERR_NOMEM : CF_ERR_INVALID;
+    }
+    run->fencing_token = token;
+    run->attempts = (int)attempts;
+    run->http_status = (int)http_status;
+    run->duration_ms = duration;
+    return CF_OK;
+}

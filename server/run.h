@@ -66,4 +66,12 @@ bool run_status_final(enum run_status status);
 /* New JSON object with every field of DESIGN §6, times as RFC 3339; NULL on allocation failure. */
 json_t *run_to_json(const struct run *run);
 
+/*
+ * Reads a run back from the JSON run_to_json() writes (a peer's history
+ * record) into run, which is zeroed first (run_clear() it after CF_OK).
+ * Returns CF_ERR_INVALID, with run left empty, when a field is missing, of
+ * the wrong type or out of range; CF_ERR_NOMEM.
+ */
+int run_from_json(const json_t *doc, struct run *run);
+
 #endif

@@ -36,12 +36,21 @@
 #define SCHED_TRIGGER_WAIT_MS 15000
 #define JOB_BUCKETS 4096
 
-/* A slot waiting to be claimed: queued behind a run (overlap=queue) or retrying. */
+/* Why a slot waits before its claim. */
+enum pending_kind {
+    PENDING_QUEUED,  /* overlap=queue: until the run in flight ends */
+    PENDING_STAGGER, /* until its rank's turn after T (DESIGN §4.4) */
+    PENDING_RETRY,   /* a claim failed (no quorum); retried after 5-50 ms */
+};
+
+/* A slot waiting to be claimed. */
 struct pending_slot {
     struct pending_slot *next;
     int64_t slot_ms;
     enum run_trigger trigger;
+    enum pending_kind kind;
     int64_t retry_at_boot_ms; /* not before this */
+    int last_error;           /* PENDING_RETRY: what the last claim returned */
 };
 
 /* A job as the scheduler sees it. */
@@ -55,6 +64,9 @@ struct sched_job {
     size_t heap_index; /* position in the heap, or NOT_IN_HEAP */
     int in_flight;
     struct pending_slot *pending; /* oldest first */
+    /* Links in the scheduler's list of jobs with pending slots. */
+    struct sched_job *pending_prev, *pending_next;
+    bool pending_listed;
 };
 
 #define NOT_IN_HEAP ((size_t)-1)
@@ -69,6 +81,7 @@ struct firing {
     struct delivery_request *request; /* from prepare_firing() until launch_firing() */
     int64_t next_extend_boot_ms;
     atomic_bool lease_lost;
+    atomic_llong valid_until_boot_ms; /* copy of claim's, read by the engine thread */
 };
 
 /* A finished delivery, copied off the engine thread. */
@@ -117,7 +130,8 @@ struct scheduler {
     struct sched_job *buckets[JOB_BUCKETS];
     struct sched_job **heap;
     size_t heap_len, heap_cap;
-    struct firing *in_flight; /* doubly linked */
+    struct firing *in_flight;       /* doubly linked */
+    struct sched_job *pending_jobs; /* jobs with pending slots, doubly linked */
 
     /* The retention thread; prune_lock and prune_wake only pace it. */
     pthread_t prune_thread;
@@ -365,7 +379,34 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
 /* Jobs                                                                     */
 /* ---------------------------------------------------------------------- */
 
-static void free_pending(struct sched_job *sj)
+/* Adds sj to the list of jobs with pending slots, unless it is there. */
+static void pending_link(struct scheduler *sched, struct sched_job *sj)
+{
+    if (sj->pending_listed)
+        return;
+    sj->pending_prev = NULL;
+    sj->pending_next = sched->pending_jobs;
+    if (sched->pending_jobs != NULL)
+        sched->pending_jobs->pending_prev = sj;
+    sched->pending_jobs = sj;
+    sj->pending_listed = true;
+}
+
+static void pending_unlink(struct scheduler *sched, struct sched_job *sj)
+{
+    if (!sj->pending_listed)
+        return;
+    if (sj->pending_prev != NULL)
+        sj->pending_prev->pending_next = sj->pending_next;
+    else
+        sched->pending_jobs = sj->pending_next;
+    if (sj->pending_next != NULL)
+        sj->pending_next->pending_prev = sj->pending_prev;
+    sj->pending_prev = sj->pending_next = NULL;
+    sj->pending_listed = false;
+}
+
+static void free_pending(struct scheduler *sched, struct sched_job *sj)
 {
     while (sj->pending != NULL) {
         struct pending_slot *next = sj->pending->next;
@@ -373,13 +414,14 @@ static void free_pending(struct sched_job *sj)
         free(sj->pending);
         sj->pending = next;
     }
+    pending_unlink(sched, sj);
 }
 
 /* Drops the job's definition; the entry itself stays while firings are in flight. */
 static void unload_job(struct scheduler *sched, struct sched_job *sj)
 {
     heap_set(sched, sj, 0);
-    free_pending(sj);
+    free_pending(sched, sj);
     job_free(sj->job);
     sj->job = NULL;
     cron_free(sj->cron);
@@ -433,12 +475,17 @@ static int install_job(struct scheduler *sched, struct sched_job *sj, struct job
     sj->cron = cron;
     sj->zone = zone;
     if (job->paused)
-        free_pending(sj);
+        free_pending(sched, sj);
     return heap_set(sched, sj, next_slot(sj, resume_after_ms));
 }
 
-/* Reads job name from the database and (re)schedules or removes it. */
-static void reload_job(struct scheduler *sched, const char *name, bool at_start)
+/*
+ * Reads job name from the database and (re)schedules or removes it. At
+ * start, fired_until_ms is the newest slot the coordinator has committed for
+ * it (0 when unknown).
+ */
+static void reload_job(struct scheduler *sched, const char *name, bool at_start,
+                       int64_t fired_until_ms)
 {
     struct sched_job *sj = find_job(sched, name);
     struct job *job = NULL;
@@ -473,12 +520,15 @@ static void reload_job(struct scheduler *sched, const char *name, bool at_start)
     if (at_start) {
         /*
          * After downtime, slots count from the last one recorded for the job
-         * (by any instance) or from its last change, whichever is later.
+         * (by any instance), the last one committed through the coordinator,
+         * or its last change, whichever is latest.
          */
         int64_t last_slot = 0;
 
         db_run_last_slot(sched->cfg.db, name, &last_slot);
         resume_after = last_slot > job->updated_at_ms ? last_slot : job->updated_at_ms;
+        if (fired_until_ms > resume_after)
+            resume_after = fired_until_ms;
         if (resume_after > now)
             resume_after = now;
     } else if (sj->job != NULL && !sj->job->paused && !job->paused && sj->next_ms != 0 &&
@@ -497,11 +547,13 @@ static void reload_job(struct scheduler *sched, const char *name, bool at_start)
 /* Firing                                                                   */
 /* ---------------------------------------------------------------------- */
 
+/* Engine thread: another attempt only while the lease is held and still valid. */
 static bool firing_may_retry(void *ctx, void *owner)
 {
     struct firing *firing = owner;
 
-    return !atomic_load(&firing->lease_lost);
+    return !atomic_load(&firing->lease_lost) &&
+           cf_boot_ms() < atomic_load(&firing->valid_until_boot_ms);
 }
 
 /* Engine thread: copy the outcome into the inbox for the scheduler thread. */
@@ -576,6 +628,7 @@ static struct firing *prepare_firing(struct scheduler *sched, struct sched_job *
     firing->run.status = RUN_RUNNING;
     firing->run.fencing_token = claim->token;
     firing->next_extend_boot_ms = cf_boot_ms() + claim->lease_ms / 3;
+    atomic_store(&firing->valid_until_boot_ms, claim->valid_until_boot_ms);
 
     req->job = job_copy(sj->job);
     if (req->job == NULL)
@@ -656,20 +709,27 @@ static void start_firings(struct scheduler *sched, struct firing **firings, size
         launch_firing(sched, firings[i]);
 }
 
-/* Queues a slot of sj (overlap=queue, or a claim to retry), oldest first. */
-static void push_pending(struct sched_job *sj, int64_t slot_ms, enum run_trigger trigger,
-                         int64_t retry_at_boot_ms)
+/* Queues a slot of sj to claim later, oldest first. */
+static void push_pending(struct scheduler *sched, struct sched_job *sj, int64_t slot_ms,
+                         enum run_trigger trigger, enum pending_kind kind, int64_t retry_at_boot_ms,
+                         int last_error)
 {
     struct pending_slot *slot = calloc(1, sizeof(*slot)), **tail = &sj->pending;
 
-    if (slot == NULL)
+    if (slot == NULL) {
+        log_error("slot dropped", "job=%s slot=%lld error=\"out of memory\"", sj->name,
+                  (long long)slot_ms);
         return;
+    }
     slot->slot_ms = slot_ms;
     slot->trigger = trigger;
+    slot->kind = kind;
     slot->retry_at_boot_ms = retry_at_boot_ms;
+    slot->last_error = last_error;
     while (*tail != NULL)
         tail = &(*tail)->next;
     *tail = slot;
+    pending_link(sched, sj);
 }
 
 /* A slot that could be claimed now, in a batch. */
@@ -721,8 +781,10 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
                 /* Another instance holds this very slot and will deliver it. */
                 break;
             }
+            /* The run in flight may be another instance's: look again in 100 ms. */
             if (sj->job->overlap == JOB_OVERLAP_QUEUE)
-                push_pending(sj, slot, due[i].trigger, cf_boot_ms() + 100);
+                push_pending(sched, sj, slot, due[i].trigger, PENDING_QUEUED, cf_boot_ms() + 100,
+                             0);
             else
                 record_unstarted(sched, sj->name, slot, due[i].trigger, RUN_SKIPPED,
                                  "previous run still in flight");
@@ -731,9 +793,11 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
             int64_t delay = SCHED_CLAIM_RETRY_MIN_MS +
                             (int64_t)(next_random(sched) % SCHED_CLAIM_RETRY_SPREAD_MS);
 
-            log_warn("claim failed", "job=%s slot=%lld error=\"%s\"", sj->name, (long long)slot,
-                     cf_err_str(claims[i].result));
-            push_pending(sj, slot, due[i].trigger, cf_boot_ms() + delay);
+            log_at(claims[i].result == CF_ERR_NO_QUORUM ? LOG_DEBUG : LOG_WARN, "claim failed",
+                   "job=%s slot=%lld error=\"%s\"", sj->name, (long long)slot,
+                   cf_err_str(claims[i].result));
+            push_pending(sched, sj, slot, due[i].trigger, PENDING_RETRY, cf_boot_ms() + delay,
+                         claims[i].result);
             break;
         }
         }
@@ -783,32 +847,93 @@ static int64_t latest_due_slot(const struct sched_job *sj, int64_t first_ms, int
     return slot;
 }
 
+/* Why a waiting slot was given up, for its "missed" record. */
+static const char *pending_reason(const struct pending_slot *slot, bool superseded)
+{
+    if (slot->kind == PENDING_QUEUED)
+        return "starting deadline passed while waiting for the previous run";
+    if (slot->last_error == CF_ERR_NO_QUORUM)
+        return superseded ? "no quorum of trusted redis nodes before the next slot"
+                          : "no quorum of trusted redis nodes before the starting deadline";
+    return superseded ? "claim failed until the next slot"
+                      : "claim failed until the starting deadline";
+}
+
 /*
- * Handles every due slot of sj, from sj->next_ms up to now. Several slots due
+ * A newer slot of sj is due: slots still waiting for a retry or their turn
+ * are superseded (only the newest may start). Retries are recorded missed;
+ * staggered slots were left to a better-ranked instance and are dropped.
+ */
+static void supersede_pending(struct scheduler *sched, struct sched_job *sj)
+{
+    struct pending_slot **link = &sj->pending;
+
+    while (*link != NULL) {
+        struct pending_slot *slot = *link;
+
+        if (slot->kind == PENDING_QUEUED) {
+            link = &slot->next;
+            continue;
+        }
+        *link = slot->next;
+        if (slot->kind == PENDING_RETRY)
+            record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
+                             pending_reason(slot, true));
+        free(slot);
+    }
+    if (sj->pending == NULL)
+        pending_unlink(sched, sj);
+}
+
+/* The first slot of sj at or after first_ms that is after fired_until_ms. */
+static int64_t first_unfired(const struct sched_job *sj, int64_t first_ms, int64_t fired_until_ms)
+{
+    int64_t next;
+
+    if (fired_until_ms < first_ms)
+        return first_ms;
+    if (cron_next(sj->cron, sj->zone, fired_until_ms, &next) != CF_OK)
+        return INT64_MAX;
+    return next;
+}
+
+/* A job found due, with the range of its due slots. */
+struct due_job {
+    struct sched_job *sj;
+    int64_t first_ms;  /* its oldest due slot */
+    int64_t latest_ms; /* its newest slot not after now */
+};
+
+/*
+ * Handles the due slots of sj from first_ms to latest_ms. Several slots due
  * at once (after downtime, a pause of the process or a clock jump) are
  * coalesced: only the newest may start, as a late scheduled run while it is
- * within its starting deadline; the older ones are recorded missed. When even
- * the newest is past its deadline it is missed too, unless catchup=latest
- * fires it once (trigger "catchup"). The slot to start, if any, goes through
- * the overlap policy: skipped or queued while a run is in flight.
+ * within its starting deadline; the older ones are recorded missed, except
+ * those up to fired_until_ms, which the coordinator says were claimed
+ * (by a peer). When even the newest is past its deadline it is missed too,
+ * unless catchup=latest fires it once (trigger "catchup"). The slot to
+ * start goes through the overlap policy, then waits for its rank's turn.
  */
-static void take_due_slots(struct scheduler *sched, struct sched_job *sj, int64_t now,
-                           struct due_slot **due, size_t *n, size_t *cap)
+static void take_due_slots(struct scheduler *sched, const struct due_job *d, int64_t fired_until_ms,
+                           int64_t now, int64_t now_boot, struct due_slot **due, size_t *n,
+                           size_t *cap)
 {
     static const char reason[] = "not started in time: the instance was down or late";
+    struct sched_job *sj = d->sj;
     const struct job *job = sj->job;
-    int64_t first = sj->next_ms, latest = latest_due_slot(sj, first, now);
+    int64_t latest = d->latest_ms, first = first_unfired(sj, d->first_ms, fired_until_ms), delay;
     enum run_trigger trigger = RUN_TRIGGER_SCHEDULE;
 
-    heap_set(sched, sj, next_slot(sj, latest));
+    supersede_pending(sched, sj);
     if (now - latest > job->starting_deadline_ms) {
         if (job->catchup != JOB_CATCHUP_LATEST) {
-            record_missed_range(sched, sj, first, latest, reason);
+            if (first <= latest)
+                record_missed_range(sched, sj, first, latest, reason);
             return;
         }
         trigger = RUN_TRIGGER_CATCHUP;
     }
-    if (latest > first)
+    if (first < latest)
         record_missed_range(sched, sj, first, latest - 1, reason);
     if (sj->in_flight > 0 || sj->pending != NULL) {
         if (job->overlap == JOB_OVERLAP_FORBID) {
@@ -817,82 +942,160 @@ static void take_due_slots(struct scheduler *sched, struct sched_job *sj, int64_
             return;
         }
         if (job->overlap == JOB_OVERLAP_QUEUE) {
-            push_pending(sj, latest, trigger, 0);
+            push_pending(sched, sj, latest, trigger, PENDING_QUEUED, 0, 0);
             return;
         }
+    }
+    delay = sched->cfg.coord->ops->claim_delay_ms(sched->cfg.coord, sj->name, latest);
+    if (latest + delay > now) {
+        push_pending(sched, sj, latest, trigger, PENDING_STAGGER, now_boot + (latest + delay - now),
+                     0);
+        return;
     }
     push_due(due, n, cap, sj, latest, trigger);
 }
 
-/* Claims every slot due at or before now, and advances each job to its next slot. */
-static void fire_due(struct scheduler *sched, int64_t now)
+/*
+ * Claims every slot due at or before now, and advances each job to its next
+ * slot. Jobs with several due slots ask the coordinator, in one batch, which
+ * of them were claimed already.
+ */
+static void fire_due(struct scheduler *sched, int64_t now, int64_t now_boot)
 {
+    struct due_job *jobs = NULL;
     struct due_slot *due = NULL;
-    size_t n = 0, cap = 0;
+    const char **names = NULL;
+    int64_t *marks = NULL;
+    size_t n_jobs = 0, cap_jobs = 0, n_names = 0, n = 0, cap = 0;
 
-    while (sched->heap_len > 0 && sched->heap[0]->next_ms <= now)
-        take_due_slots(sched, sched->heap[0], now, &due, &n, &cap);
+    while (sched->heap_len > 0 && sched->heap[0]->next_ms <= now) {
+        struct sched_job *sj = sched->heap[0];
+        struct due_job d = {sj, sj->next_ms, latest_due_slot(sj, sj->next_ms, now)};
+
+        heap_set(sched, sj, next_slot(sj, d.latest_ms));
+        if (n_jobs == cap_jobs) {
+            size_t grown = cap_jobs ? cap_jobs * 2 : 64;
+            struct due_job *bigger = realloc(jobs, grown * sizeof(*jobs));
+
+            if (bigger == NULL) {
+                /* Handle this one alone rather than lose it. */
+                take_due_slots(sched, &d, 0, now, now_boot, &due, &n, &cap);
+                continue;
+            }
+            jobs = bigger;
+            cap_jobs = grown;
+        }
+        jobs[n_jobs++] = d;
+        if (d.latest_ms > d.first_ms)
+            n_names++;
+    }
+    if (n_names > 0) {
+        names = calloc(n_names, sizeof(*names));
+        marks = calloc(n_names, sizeof(*marks));
+        if (names != NULL && marks != NULL) {
+            n_names = 0;
+            for (size_t i = 0; i < n_jobs; i++)
+                if (jobs[i].latest_ms > jobs[i].first_ms)
+                    names[n_names++] = jobs[i].sj->name;
+            sched->cfg.coord->ops->fired_until(sched->cfg.coord, names, n_names, marks);
+        }
+    }
+    for (size_t i = 0, k = 0; i < n_jobs; i++) {
+        int64_t mark = 0;
+
+        if (jobs[i].latest_ms > jobs[i].first_ms && marks != NULL && names != NULL)
+            mark = marks[k++];
+        take_due_slots(sched, &jobs[i], mark, now, now_boot, &due, &n, &cap);
+    }
     claim_batch(sched, due, n);
     free(due);
+    free(jobs);
+    free(names);
+    free(marks);
+}
+
+/* Whether the head slot of sj may be claimed now. */
+static bool pending_ready(const struct sched_job *sj, const struct pending_slot *slot,
+                          int64_t now_boot)
+{
+    if (slot->retry_at_boot_ms > now_boot)
+        return false;
+    return slot->kind != PENDING_QUEUED || sj->in_flight == 0 ||
+           sj->job->overlap == JOB_OVERLAP_ALLOW;
 }
 
 /*
- * Starts queued and retrying slots whose turn has come: the job has no run
- * in flight (or allows overlap) and the retry time has passed. Slots past
- * their starting deadline are recorded as missed.
+ * Starts waiting slots whose turn has come: queued ones once the job has no
+ * run in flight, staggered and retrying ones once their time has passed.
+ * Slots past their starting deadline are recorded as missed.
  */
 static void start_pending(struct scheduler *sched, int64_t now, int64_t now_boot)
 {
     struct due_slot *due = NULL;
     size_t n = 0, cap = 0;
+    struct sched_job *sj = sched->pending_jobs, *next;
 
-    for (size_t b = 0; b < JOB_BUCKETS; b++) {
-        for (struct sched_job *sj = sched->buckets[b]; sj != NULL; sj = sj->next_in_bucket) {
-            struct pending_slot *slot = sj->pending;
+    for (; sj != NULL; sj = next) {
+        struct pending_slot *slot = sj->pending;
 
-            if (slot == NULL || sj->job == NULL)
-                continue;
+        next = sj->pending_next;
+        if (slot != NULL && sj->job != NULL) {
             if (now - slot->slot_ms > sj->job->starting_deadline_ms) {
                 sj->pending = slot->next;
                 record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
-                                 "starting deadline passed while waiting");
+                                 pending_reason(slot, false));
                 free(slot);
-                continue;
+            } else if (pending_ready(sj, slot, now_boot)) {
+                sj->pending = slot->next;
+                push_due(&due, &n, &cap, sj, slot->slot_ms, slot->trigger);
+                free(slot);
             }
-            if (slot->retry_at_boot_ms > now_boot)
-                continue;
-            if (sj->in_flight > 0 && sj->job->overlap != JOB_OVERLAP_ALLOW)
-                continue;
-            sj->pending = slot->next;
-            push_due(&due, &n, &cap, sj, slot->slot_ms, slot->trigger);
-            free(slot);
         }
+        if (sj->pending == NULL || sj->job == NULL)
+            pending_unlink(sched, sj);
     }
     claim_batch(sched, due, n);
     free(due);
 }
 
-/* Whether any job has a pending slot (so the loop must poll for it). */
-static bool has_pending(struct scheduler *sched)
+/*
+ * Milliseconds until some waiting slot needs a look: its retry or turn, or
+ * its starting deadline. INT64_MAX when none waits.
+ */
+static int64_t pending_wait_ms(struct scheduler *sched, int64_t now, int64_t now_boot)
 {
-    for (size_t b = 0; b < JOB_BUCKETS; b++)
-        for (struct sched_job *sj = sched->buckets[b]; sj != NULL; sj = sj->next_in_bucket)
-            if (sj->pending != NULL)
-                return true;
-    return false;
+    int64_t wait = INT64_MAX;
+
+    for (struct sched_job *sj = sched->pending_jobs; sj != NULL; sj = sj->pending_next) {
+        const struct pending_slot *slot = sj->pending;
+        int64_t until;
+
+        if (slot == NULL || sj->job == NULL)
+            return 0; /* to be unlinked */
+        until = slot->slot_ms + sj->job->starting_deadline_ms + 1 - now;
+        if (slot->kind != PENDING_QUEUED || sj->in_flight == 0 ||
+            sj->job->overlap == JOB_OVERLAP_ALLOW) {
+            int64_t turn = slot->retry_at_boot_ms - now_boot;
+
+            if (turn < until)
+                until = turn;
+        }
+        if (until < wait)
+            wait = until;
+    }
+    return wait;
 }
 
 /* ---------------------------------------------------------------------- */
 /* Completions, leases, triggers                                           */
 /* ---------------------------------------------------------------------- */
 
-/* Releases a finished firing's lease and fills its run with the outcome. */
-static void complete_run(struct scheduler *sched, struct completion *done)
+/* Fills a finished firing's run with the outcome. */
+static void complete_run(struct completion *done)
 {
     struct firing *firing = done->firing;
     struct run *run = &firing->run;
 
-    sched->cfg.coord->ops->release(sched->cfg.coord, &firing->claim, 1);
     run->status = done->status;
     run->attempts = done->attempts;
     run->http_status = done->http_status;
@@ -937,14 +1140,30 @@ static void retire_firing(struct scheduler *sched, struct firing *firing)
 static void finish_firings(struct scheduler *sched, struct completion *list)
 {
     const struct run **runs;
+    struct coord_claim *claims;
     size_t n = 0;
 
     for (struct completion *done = list; done != NULL; done = done->next)
         n++;
+    if (n == 0)
+        return;
+    /* One release round for the whole batch. */
+    claims = calloc(n, sizeof(*claims));
+    n = 0;
+    for (struct completion *done = list; done != NULL; done = done->next) {
+        if (claims != NULL)
+            claims[n++] = done->firing->claim;
+        else
+            sched->cfg.coord->ops->release(sched->cfg.coord, &done->firing->claim, 1);
+    }
+    if (claims != NULL)
+        sched->cfg.coord->ops->release(sched->cfg.coord, claims, n);
+    free(claims);
+
     runs = calloc(n ? n : 1, sizeof(*runs));
     n = 0;
     for (struct completion *done = list; done != NULL; done = done->next) {
-        complete_run(sched, done);
+        complete_run(done);
         if (runs != NULL)
             runs[n++] = &done->firing->run;
         else
@@ -980,6 +1199,7 @@ static void extend_leases(struct scheduler *sched, int64_t now_boot)
                      (long long)firing->run.fencing_token);
             continue;
         }
+        atomic_store(&firing->valid_until_boot_ms, firing->claim.valid_until_boot_ms);
         firing->next_extend_boot_ms = now_boot + firing->claim.lease_ms / 3;
     }
 }
@@ -1151,8 +1371,12 @@ static int64_t sleep_budget(struct scheduler *sched, int64_t now, int64_t now_bo
         wait = sched->heap[0]->next_ms - now;
     if (extend != INT64_MAX && extend - now_boot < wait)
         wait = extend - now_boot;
-    if (has_pending(sched) && wait > SCHED_CLAIM_RETRY_MIN_MS)
-        wait = SCHED_CLAIM_RETRY_MIN_MS;
+    if (sched->pending_jobs != NULL) {
+        int64_t pending = pending_wait_ms(sched, now, now_boot);
+
+        if (pending < wait)
+            wait = pending;
+    }
     return wait;
 }
 
@@ -1187,7 +1411,7 @@ static void *scheduler_main(void *arg)
         while (changed != NULL) {
             struct changed_name *next = changed->next;
 
-            reload_job(sched, changed->name, false);
+            reload_job(sched, changed->name, false, 0);
             free(changed);
             changed = next;
         }
@@ -1211,7 +1435,7 @@ static void *scheduler_main(void *arg)
             pthread_cond_broadcast(&sched->replied);
             pthread_mutex_unlock(&sched->inbox_lock);
         }
-        fire_due(sched, now);
+        fire_due(sched, now, now_boot);
         start_pending(sched, now, now_boot);
         extend_leases(sched, now_boot);
         pthread_mutex_lock(&sched->inbox_lock);
@@ -1224,26 +1448,74 @@ static void *scheduler_main(void *arg)
 /* Public API                                                               */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * Records this instance's runs left "running" by a crash as lost, through
+ * the normal path so that peers learn of it too.
+ */
+static int mark_own_runs_lost(struct scheduler *sched)
+{
+    struct run *runs = NULL;
+    const struct run **pointers;
+    size_t count = 0;
+    int64_t now = cf_wall_ms();
+    int ret = db_run_running(sched->cfg.db, sched->cfg.instance_id, 100000, &runs, &count);
+
+    if (ret != CF_OK || count == 0) {
+        free(runs);
+        return ret;
+    }
+    pointers = calloc(count, sizeof(*pointers));
+    for (size_t i = 0; i < count; i++) {
+        free(runs[i].reason);
+        runs[i].reason = strdup("instance stopped during the run");
+        runs[i].status = RUN_LOST;
+        runs[i].finished_at_ms = now;
+        if (pointers != NULL)
+            pointers[i] = &runs[i];
+    }
+    if (pointers != NULL)
+        record_runs(sched, pointers, count);
+    else
+        ret = CF_ERR_NOMEM;
+    log_warn("runs lost in a previous crash", "count=%zu", count);
+    for (size_t i = 0; i < count; i++)
+        run_clear(&runs[i]);
+    free(runs);
+    free(pointers);
+    return ret;
+}
+
 static int load_all(struct scheduler *sched)
 {
     struct job **jobs = NULL;
+    const char **names = NULL;
+    int64_t *marks = NULL;
     size_t count = 0;
-    int lost = 0, ret;
+    int ret;
 
-    ret = db_run_mark_lost(sched->cfg.db, sched->cfg.instance_id, "instance stopped during the run",
-                           &lost);
+    ret = mark_own_runs_lost(sched);
     if (ret != CF_OK)
         return ret;
-    if (lost > 0)
-        log_warn("runs lost in a previous crash", "count=%d", lost);
     ret = db_job_all(sched->cfg.db, &jobs, &count);
     if (ret != CF_OK)
         return ret;
+    names = calloc(count ? count : 1, sizeof(*names));
+    marks = calloc(count ? count : 1, sizeof(*marks));
+    if (names != NULL && marks != NULL) {
+        for (size_t i = 0; i < count; i++)
+            names[i] = jobs[i]->name;
+        if (count > 0 &&
+            sched->cfg.coord->ops->fired_until(sched->cfg.coord, names, count, marks) != CF_OK)
+            log_warn("committed slots not readable at start, resuming from local history",
+                     "jobs=%zu", count);
+    }
     for (size_t i = 0; i < count; i++) {
-        reload_job(sched, jobs[i]->name, true);
+        reload_job(sched, jobs[i]->name, true, marks != NULL ? marks[i] : 0);
         job_free(jobs[i]);
     }
     free(jobs);
+    free(names);
+    free(marks);
     log_info("jobs loaded", "count=%zu", count);
     return CF_OK;
 }

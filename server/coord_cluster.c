@@ -1,0 +1,2207 @@
+/*
+ * coord_cluster.c - the cluster coordinator: Redlock over N independent
+ * Redis nodes with quorum fencing tokens (DESIGN §4).
+ *
+ * Claims, extensions, releases and catalog writes run on the caller's thread
+ * as rounds over the nodeset. Everything periodic runs on one background
+ * thread: reconnecting nodes, the membership heartbeat (which also holds this
+ * instance's ordinal and reads each node's trust marker and clock), node
+ * bootstrap and repair, the catalog poll (woken early by pub/sub), the run
+ * history feed in both directions, and marking the runs of instances that
+ * left the cluster as lost.
+ *
+ * Locking: the nodeset serialises rounds. state_lock guards the node trust
+ * table, the membership view, the history positions and the listener; it may
+ * be taken inside a round (the nodeset's mutex held), so nothing waits for a
+ * round or calls into the nodeset while holding it. outbox_lock guards the
+ * queue of run states waiting to be published and is never held with another.
+ */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "coord.h"
+#include "db.h"
+#include "log.h"
+#include "nodeset.h"
+
+/* The catalog lock is the claim path on this pseudo-job, which no job name can match. */
+#define CATALOG_JOB "__catalog"
+#define CATALOG_LEASE_MS 10000
+/* How long a catalog write waits for the catalog lock. */
+#define CATALOG_WAIT_MS 3000
+#define CATALOG_PAGE 500
+#define CATALOG_POLL_MS 1000
+#define TOMBSTONE_TTL_MS (7 * 86400000LL)
+#define CATALOG_GC_MS 600000
+#define HEARTBEAT_MS 1000
+#define MEMBER_TTL_MS 5000
+#define HISTORY_POLL_MS 250
+#define HISTORY_PAGE "1000"
+#define HISTORY_MAXLEN "100000"
+#define PUBLISH_MS 50
+#define PUBLISH_BATCH 2000
+#define OUTBOX_MAX 100000
+#define LOST_CHECK_MS 5000
+/* A run of a departed instance is called lost only when it started this long ago. */
+#define LOST_AFTER_MS 10000
+#define CLOCK_WARN_MS 1000
+#define MAX_NODES 15
+#define MIN_QUARANTINE_MS 60000
+/* How long coord_cluster_new waits for a first view of the nodes. */
+#define START_WAIT_MS 2000
+#define KEY_MAX (RUN_ID_MAX + 128)
+
+/* ---------------------------------------------------------------------- */
+/* Lua scripts (DESIGN §4.2-4.8); every key is passed in, prefixed         */
+/* ---------------------------------------------------------------------- */
+
+enum script {
+    S_CLAIM,
+    S_COMMIT,
+    S_EXTEND,
+    S_RELEASE,
+    S_FENCE_READ,
+    S_FENCE_RAISE,
+    S_FENCE_DUMP,
+    S_CATALOG_WRITE,
+    S_CATALOG_SINCE,
+    S_CATALOG_GC,
+    S_HEARTBEAT,
+    S_COUNT
+};
+
+/*
+ * Claim: FIRED when fence.last >= T (scheduled slots only); else the lock
+ * with NX PX; BUSY with the holder's value when taken. Every reply carries
+ * the node's committed token and whether the node holds its trust marker.
+ * KEYS: lock, fence, marker. ARGV: value "<nonce>:<T>", T, lease_ms, advance.
+ */
+static const char script_claim[] =
+    "local trusted = redis.call('EXISTS', KEYS[3])\n"
+    "local token = redis.call('HGET', KEYS[2], 'token') or '0'\n"
+    "if ARGV[4] == '1' then\n"
+    "  local last = redis.call('HGET', KEYS[2], 'last')\n"
+    "  if last and tonumber(last) >= tonumber(ARGV[2]) then return {'FIRED', token, trusted} end\n"
+    "end\n"
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then\n"
+    "  return {'OK', token, trusted}\n"
+    "end\n"
+    "return {'BUSY', token, trusted, redis.call('GET', KEYS[1]) or ''}\n";
+
+/*
+ * Commit: only while we still hold the lock, raise fence.token (and
+ * fence.last) to ours, never lowering them; remember the job for repair.
+ * KEYS: lock, fence, marker, fence set. ARGV: value, token, T, advance, job.
+ */
+static const char script_commit[] =
+    "local trusted = redis.call('EXISTS', KEYS[3])\n"
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, trusted} end\n"
+    "local token = redis.call('HGET', KEYS[2], 'token')\n"
+    "if not token or tonumber(token) < tonumber(ARGV[2]) then\n"
+    "  redis.call('HSET', KEYS[2], 'token', ARGV[2])\n"
+    "end\n"
+    "if ARGV[4] == '1' then\n"
+    "  local last = redis.call('HGET', KEYS[2], 'last')\n"
+    "  if not last or tonumber(last) < tonumber(ARGV[3]) then\n"
+    "    redis.call('HSET', KEYS[2], 'last', ARGV[3])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SADD', KEYS[4], ARGV[5])\n"
+    "return {1, trusted}\n";
+
+/* Extend: PEXPIRE only while the lock is ours; never re-creates it. KEYS: lock, marker. */
+static const char script_extend[] = "local trusted = redis.call('EXISTS', KEYS[2])\n"
+                                    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                    "  return {1, trusted}\n"
+                                    "end\n"
+                                    "return {0, trusted}\n";
+
+/* Release: DEL only while the lock is ours. KEYS: lock. */
+static const char script_release[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
+
+/* fence.last and the trust marker. KEYS: fence, marker. */
+static const char script_fence_read[] =
+    "return {redis.call('HGET', KEYS[1], 'last') or '0', redis.call('EXISTS', KEYS[2])}\n";
+
+/* Repair: raise a fence to at least the given values. KEYS: fence, fence set. ARGV: token, last,
+ * job. */
+static const char script_fence_raise[] =
+    "local token = redis.call('HGET', KEYS[1], 'token')\n"
+    "if not token or tonumber(token) < tonumber(ARGV[1]) then\n"
+    "  redis.call('HSET', KEYS[1], 'token', ARGV[1])\n"
+    "end\n"
+    "local last = redis.call('HGET', KEYS[1], 'last')\n"
+    "if tonumber(ARGV[2]) > 0 and (not last or tonumber(last) < tonumber(ARGV[2])) then\n"
+    "  redis.call('HSET', KEYS[1], 'last', ARGV[2])\n"
+    "end\n"
+    "redis.call('SADD', KEYS[2], ARGV[3])\n"
+    "return 1\n";
+
+/* Every fence, as name, token, last triples. KEYS: fence set. ARGV: fence key prefix. */
+static const char script_fence_dump[] =
+    "local out = {}\n"
+    "for _, job in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local f = redis.call('HMGET', ARGV[1] .. job, 'token', 'last')\n"
+    "  out[#out + 1] = job\n"
+    "  out[#out + 1] = f[1] or '0'\n"
+    "  out[#out + 1] = f[2] or '0'\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * Catalog write, guarded by version: 1 written, 0 already there, -1 a newer
+ * version is there. KEYS: job key, jobs zset. ARGV: name, version, json, ttl_ms.
+ */
+static const char script_catalog_write[] =
+    "local current = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
+    "if current and redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  if tonumber(current) > tonumber(ARGV[2]) then return -1 end\n"
+    "  if tonumber(current) == tonumber(ARGV[2]) then return 0 end\n"
+    "end\n"
+    "if ARGV[4] ~= '0' then\n"
+    "  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])\n"
+    "else\n"
+    "  redis.call('SET', KEYS[1], ARGV[3])\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])\n"
+    "return 1\n";
+
+/*
+ * Catalog entries with a version above ARGV[1], oldest first, at most
+ * ARGV[2], as name, version, json triples (json '' when expired).
+ * KEYS: jobs zset. ARGV: after, limit, job key prefix.
+ */
+static const char script_catalog_since[] =
+    "local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf',\n"
+    "                           'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))\n"
+    "local out = {}\n"
+    "for i = 1, #entries, 2 do\n"
+    "  out[#out + 1] = entries[i]\n"
+    "  out[#out + 1] = entries[i + 1]\n"
+    "  out[#out + 1] = redis.call('GET', ARGV[3] .. entries[i]) or ''\n"
+    "end\n"
+    "return out\n";
+
+/* Drops catalog index entries whose tombstone expired. KEYS: jobs zset. ARGV: job key prefix. */
+static const char script_catalog_gc[] =
+    "local removed = 0\n"
+    "for _, name in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  if redis.call('EXISTS', ARGV[1] .. name) == 0 then\n"
+    "    redis.call('ZREM', KEYS[1], name)\n"
+    "    removed = removed + 1\n"
+    "  end\n"
+    "end\n"
+    "return removed\n";
+
+/*
+ * Heartbeat (DESIGN §4.8): refreshes this member and its ordinal
+ * reservation, drops members not seen for the TTL (by the node's clock), and
+ * returns {node time ms, ordinal held 0/1, trusted 0/1, then per live
+ * member: id, url, version, started_at, clock, ordinal, seen}.
+ * KEYS: members zset, member hash, ordinal key, marker.
+ * ARGV: id, url, version, started_at, clock, ordinal, member prefix, ttl_ms.
+ */
+static const char script_heartbeat[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local ttl = tonumber(ARGV[8])\n"
+    "local held = 0\n"
+    "local holder = redis.call('GET', KEYS[3])\n"
+    "if not holder then\n"
+    "  redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl * 2)\n"
+    "  held = 1\n"
+    "elseif holder == ARGV[1] then\n"
+    "  redis.call('PEXPIRE', KEYS[3], ttl * 2)\n"
+    "  held = 1\n"
+    "end\n"
+    "redis.call('HSET', KEYS[2], 'url', ARGV[2], 'version', ARGV[3], 'started_at', ARGV[4],\n"
+    "           'clock', ARGV[5], 'ordinal', ARGV[6], 'seen', string.format('%d', now))\n"
+    "redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)\n"
+    "local out = {string.format('%d', now), held, redis.call('EXISTS', KEYS[4])}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  local m = redis.call('HMGET', ARGV[7] .. id, 'url', 'version', 'started_at', 'clock',\n"
+    "                       'ordinal', 'seen')\n"
+    "  if m[1] then\n"
+    "    out[#out + 1] = id\n"
+    "    for k = 1, 6 do out[#out + 1] = m[k] or '' end\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+static const char *const scripts[S_COUNT] = {
+    [S_CLAIM] = script_claim,
+    [S_COMMIT] = script_commit,
+    [S_EXTEND] = script_extend,
+    [S_RELEASE] = script_release,
+    [S_FENCE_READ] = script_fence_read,
+    [S_FENCE_RAISE] = script_fence_raise,
+    [S_FENCE_DUMP] = script_fence_dump,
+    [S_CATALOG_WRITE] = script_catalog_write,
+    [S_CATALOG_SINCE] = script_catalog_since,
+    [S_CATALOG_GC] = script_catalog_gc,
+    [S_HEARTBEAT] = script_heartbeat,
+};
+
+/* ---------------------------------------------------------------------- */
+/* State                                                                    */
+/* ---------------------------------------------------------------------- */
+
+/* What this instance knows of a node's trust and clock; under state_lock. */
+struct node_state {
+    bool answered;                   /* has answered a heartbeat since it last came up */
+    bool trusted;                    /* its last reply said it holds the marker */
+    int64_t untrusted_since_boot_ms; /* 0 while trusted or never seen */
+    int64_t clock_offset_ms;         /* node TIME minus our wall clock */
+    bool clock_known;
+};
+
+/* A live member, as the heartbeat reads it back. */
+struct member {
+    char id[128];
+    char url[256];
+    char version[32];
+    int64_t started_at_ms;
+    int64_t seen_ms;         /* node time of its last heartbeat */
+    int64_t clock_offset_ms; /* its wall clock minus the node's, at that heartbeat */
+    unsigned ordinal;
+};
+
+/* A run state waiting to reach a quorum of nodes' feeds. */
+struct outbox_entry {
+    struct outbox_entry *next;
+    char *json;
+    uint32_t acked; /* bit per node */
+};
+
+struct coord_cluster {
+    struct coord base;
+    struct nodeset *ns;
+    struct db *db; /* borrowed; the coordinator's own handle */
+    char *instance_id;
+    char *prefix;
+    int64_t started_at_ms;
+    int64_t stagger_ms;
+    int64_t quarantine_ms; /* 0: derived from the leases */
+    size_t n, quorum;
+
+    pthread_mutex_t state_lock;
+    char *advertise_url;
+    struct node_state nodes[MAX_NODES];
+    struct member *members;
+    size_t member_count;
+    bool view_fresh;      /* the last heartbeat was answered by a trusted quorum */
+    int64_t view_boot_ms; /* when the view was last refreshed */
+    bool first_view;      /* a heartbeat round has completed */
+    pthread_cond_t first_view_cond;
+    char history_pos[MAX_NODES][48];
+    int64_t catalog_cursor[MAX_NODES];
+    coord_job_changed_fn listener;
+    void *listener_ctx;
+
+    atomic_uint ordinal;
+    atomic_bool ordinal_held;
+
+    pthread_mutex_t outbox_lock;
+    struct outbox_entry *outbox_head, *outbox_tail;
+    size_t outbox_count;
+    int64_t outbox_dropped;
+
+    pthread_t thread;
+    bool thread_started;
+    atomic_bool stopping;
+    uint64_t rng; /* background thread only */
+};
+
+static struct coord_cluster *from_base(struct coord *coord)
+{
+    return (struct coord_cluster *)coord;
+}
+
+/* prefix + kind + name into out (KEY_MAX bytes). */
+static void make_key(const struct coord_cluster *self, char *out, const char *kind,
+                     const char *name)
+{
+    snprintf(out, KEY_MAX, "%s%s%s", self->prefix, kind, name);
+}
+
+static void lock_key(const struct coord_cluster *self, const struct coord_claim *claim, char *out)
+{
+    if (claim->per_slot)
+        snprintf(out, KEY_MAX, "%slock:%s:%lld", self->prefix, claim->job,
+                 (long long)claim->slot_ms);
+    else
+        make_key(self, out, "lock:", claim->job);
+}
+
+/* Reply helpers: the element of an array reply, or NULL. */
+static const redisReply *element(const redisReply *reply, size_t i)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || i >= reply->elements)
+        return NULL;
+    return reply->element[i];
+}
+
+/* An integer from an integer or numeric string reply; fallback when neither. */
+static int64_t reply_int(const redisReply *reply, int64_t fallback)
+{
+    char *end;
+    long long value;
+
+    if (reply == NULL)
+        return fallback;
+    if (reply->type == REDIS_REPLY_INTEGER)
+        return reply->integer;
+    if (reply->type != REDIS_REPLY_STRING || reply->len == 0)
+        return fallback;
+    value = strtoll(reply->str, &end, 10);
+    return *end == '\0' ? value : fallback;
+}
+
+static bool reply_is(const redisReply *reply, const char *text)
+{
+    return reply != NULL &&
+           (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS) &&
+           strcmp(reply->str, text) == 0;
+}
+
+/* Records what a reply said about a node's marker; the state lock is taken here. */
+static void note_trust(struct coord_cluster *self, const bool *answered, const bool *trusted)
+{
+    int64_t now = cf_boot_ms();
+
+    pthread_mutex_lock(&self->state_lock);
+    for (size_t i = 0; i < self->n; i++) {
+        struct node_state *node = &self->nodes[i];
+
+        if (!answered[i])
+            continue;
+        if (trusted[i] && !node->trusted)
+            log_info("redis node trusted", "node=%s", nodeset_address(self->ns, i));
+        if (!trusted[i] && (node->trusted || node->untrusted_since_boot_ms == 0)) {
+            log_warn("redis node untrusted", "node=%s reason=\"no trust marker: new or wiped\"",
+                     nodeset_address(self->ns, i));
+            node->untrusted_since_boot_ms = now;
+        }
+        node->trusted = trusted[i];
+        if (trusted[i])
+            node->untrusted_since_boot_ms = 0;
+    }
+    pthread_mutex_unlock(&self->state_lock);
+}
+
+/* Whether node i was trusted at its last answer. */
+static bool node_trusted(struct coord_cluster *self, size_t i)
+{
+    bool trusted;
+
+    pthread_mutex_lock(&self->state_lock);
+    trusted = self->nodes[i].trusted;
+    pthread_mutex_unlock(&self->state_lock);
+    return trusted;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Claims (DESIGN §4.2)                                                     */
+/* ---------------------------------------------------------------------- */
+
+/* Per-claim working state of one batch. */
+struct claim_work {
+    char lock[KEY_MAX];
+    char fence[KEY_MAX];
+    char value[64];
+    char slot[24];
+    char lease[24];
+    int index[MAX_NODES]; /* command index per node, -1 when not sent */
+    bool held[MAX_NODES]; /* the claim round set our lock there */
+    bool committing;
+    bool release;
+};
+
+/* Lease minus the clock drift allowance of DESIGN §4.2: lease/100 + 2 ms. */
+static int64_t lease_validity(int64_t lease_ms)
+{
+    return lease_ms - (lease_ms / 100 + 2);
+}
+
+/* The T of a lock value "<nonce>:<T>", 0 when unreadable. */
+static int64_t holder_slot(const redisReply *value)
+{
+    const char *colon;
+
+    if (value == NULL || value->type != REDIS_REPLY_STRING)
+        return 0;
+    colon = strrchr(value->str, ':');
+    return colon != NULL ? strtoll(colon + 1, NULL, 10) : 0;
+}
+
+/* Queues the release of every lock the claim holds. */
+static void queue_release(struct coord_cluster *self, struct nodeset_round *round,
+                          struct claim_work *work)
+{
+    for (size_t node = 0; node < self->n; node++) {
+        if (work->held[node] && nodeset_round_node_up(round, node))
+            nodeset_round_script(round, node, S_RELEASE, 1, 2,
+                                 (const char *[]){work->lock, work->value});
+    }
+}
+
+/* Reads the claim round's replies for one claim and decides; returns whether to commit. */
+static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
+                        struct coord_claim *claim, struct claim_work *work, int64_t t0,
+                        bool *answered, bool *trusted)
+{
+    size_t ok_trusted = 0;
+    int64_t highest = 0;
+    bool fired = false, busy = false;
+
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *reply = nodeset_round_reply(round, node, work->index[node]);
+        const redisReply *status = element(reply, 0);
+        int64_t token = reply_int(element(reply, 1), -1);
+        bool node_trusted_now = reply_int(element(reply, 2), 0) == 1;
+
+        if (status == NULL || token < 0)
+            continue;
+        answered[node] = true;
+        trusted[node] = node_trusted_now;
+        if (reply_is(status, "FIRED")) {
+            fired = true;
+        } else if (reply_is(status, "OK")) {
+            work->held[node] = true;
+            if (node_trusted_now)
+                ok_trusted++;
+            if (token > highest)
+                highest = token;
+        } else if (reply_is(status, "BUSY")) {
+            int64_t slot = holder_slot(element(reply, 3));
+
+            /* The earliest holder decides: an earlier slot in flight wins over a race. */
+            if (!busy || slot < claim->busy_slot_ms)
+                claim->busy_slot_ms = slot;
+            busy = true;
+        }
+    }
+    if (fired) {
+        claim->result = CF_ERR_FIRED;
+    } else if (ok_trusted >= self->quorum &&
+               t0 + lease_validity(claim->lease_ms) - cf_boot_ms() > 0) {
+        claim->token = coord_mint_token(highest, atomic_load(&self->ordinal));
+        if (claim->token > 0)
+            return true;
+        log_error("fencing token space exhausted", "job=%s", claim->job);
+        claim->result = CF_ERR_INVALID;
+    } else if (busy) {
+        claim->result = CF_ERR_BUSY;
+    } else {
+        claim->result = CF_ERR_NO_QUORUM;
+    }
+    work->release = true;
+    return false;
+}
+
+static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t n)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct claim_work *work;
+    struct nodeset_round *round;
+    bool answered[MAX_NODES] = {false}, trusted[MAX_NODES] = {false};
+    char marker[KEY_MAX], fences[KEY_MAX];
+    bool any_commit = false, any_release = false;
+    int64_t t0;
+
+    for (size_t i = 0; i < n; i++) {
+        claims[i].result = CF_ERR_NO_QUORUM;
+        claims[i].busy_slot_ms = 0;
+        claims[i].token = 0;
+    }
+    if (n == 0 || !atomic_load(&self->ordinal_held))
+        return CF_OK;
+    work = calloc(n, sizeof(*work));
+    if (work == NULL) {
+        for (size_t i = 0; i < n; i++)
+            claims[i].result = CF_ERR_NOMEM;
+        return CF_ERR_NOMEM;
+    }
+    make_key(self, marker, "node", "");
+    make_key(self, fences, "fences", "");
+    for (size_t i = 0; i < n; i++) {
+        if (cf_random_hex(claims[i].nonce, 16) != CF_OK) {
+            claims[i].result = CF_ERR_IO;
+            continue;
+        }
+        lock_key(self, &claims[i], work[i].lock);
+        make_key(self, work[i].fence, "fence:", claims[i].job);
+        snprintf(work[i].value, sizeof(work[i].value), "%s:%lld", claims[i].nonce,
+                 (long long)claims[i].slot_ms);
+        snprintf(work[i].slot, sizeof(work[i].slot), "%lld", (long long)claims[i].slot_ms);
+        snprintf(work[i].lease, sizeof(work[i].lease), "%lld", (long long)claims[i].lease_ms);
+    }
+
+    round = nodeset_round_begin(self->ns);
+    t0 = cf_boot_ms();
+    for (size_t i = 0; i < n; i++) {
+        for (size_t node = 0; node < self->n; node++) {
+            work[i].index[node] = -1;
+            if (claims[i].result == CF_ERR_IO || !nodeset_round_node_up(round, node))
+                continue;
+            work[i].index[node] = nodeset_round_script(
+                round, node, S_CLAIM, 3, 7,
+                (const char *[]){work[i].lock, work[i].fence, marker, work[i].value, work[i].slot,
+                                 work[i].lease, claims[i].advance ? "1" : "0"});
+        }
+    }
+    nodeset_round_exec(round);
+
+    /* Judge each claim; queue the commit round (step 5) for those that won. */
+    for (size_t i = 0; i < n; i++) {
+        char token[24];
+
+        if (claims[i].result == CF_ERR_IO)
+            continue;
+        if (!judge_claim(self, round, &claims[i], &work[i], t0, answered, trusted)) {
+            any_release = true;
+            continue;
+        }
+        work[i].committing = true;
+        any_commit = true;
+        snprintf(token, sizeof(token), "%lld", (long long)claims[i].token);
+        for (size_t node = 0; node < self->n; node++) {
+            work[i].index[node] = -1;
+            if (!work[i].held[node] || !nodeset_round_node_up(round, node))
+                continue;
+            work[i].index[node] = nodeset_round_script(
+                round, node, S_COMMIT, 4, 9,
+                (const char *[]){work[i].lock, work[i].fence, marker, fences, work[i].value, token,
+                                 work[i].slot, claims[i].advance ? "1" : "0", claims[i].job});
+        }
+    }
+    if (any_commit) {
+        nodeset_round_exec(round);
+        for (size_t i = 0; i < n; i++) {
+            size_t acked = 0;
+            int64_t valid_until = t0 + lease_validity(claims[i].lease_ms);
+
+            if (!work[i].committing)
+                continue;
+            for (size_t node = 0; node < self->n; node++) {
+                const redisReply *reply = nodeset_round_reply(round, node, work[i].index[node]);
+
+                if (element(reply, 1) == NULL)
+                    continue;
+                if (reply_int(element(reply, 0), 0) == 1 && reply_int(element(reply, 1), 0) == 1)
+                    acked++;
+            }
+            /* Deliver only with a committed token and at least half the lease left. */
+            if (acked >= self->quorum && valid_until - cf_boot_ms() >= claims[i].lease_ms / 2) {
+                claims[i].valid_until_boot_ms = valid_until;
+                claims[i].result = CF_OK;
+            } else {
+                log_warn("claim not committed", "job=%s slot=%lld acks=%zu token=%lld",
+                         claims[i].job, (long long)claims[i].slot_ms, acked,
+                         (long long)claims[i].token);
+                claims[i].result = CF_ERR_NO_QUORUM;
+                claims[i].token = 0;
+                work[i].release = true;
+                any_release = true;
+            }
+        }
+    }
+    if (any_release) {
+        for (size_t i = 0; i < n; i++)
+            if (work[i].release)
+                queue_release(self, round, &work[i]);
+        nodeset_round_exec(round);
+    }
+    nodeset_round_end(round);
+    note_trust(self, answered, trusted);
+    free(work);
+    return CF_OK;
+}
+
+static int cluster_extend(struct coord *coord, struct coord_claim *claims, size_t n)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct nodeset_round *round;
+    char marker[KEY_MAX];
+    char(*locks)[KEY_MAX] = calloc(n ? n : 1, KEY_MAX);
+    char(*values)[64] = calloc(n ? n : 1, 64);
+    char(*leases)[24] = calloc(n ? n : 1, 24);
+    int(*index)[MAX_NODES] = calloc(n ? n : 1, sizeof(*index));
+    int64_t t0;
+
+    if (locks == NULL || values == NULL || leases == NULL || index == NULL) {
+        for (size_t i = 0; i < n; i++)
+            claims[i].result = CF_ERR_LOST;
+        goto out;
+    }
+    make_key(self, marker, "node", "");
+    round = nodeset_round_begin(self->ns);
+    t0 = cf_boot_ms();
+    for (size_t i = 0; i < n; i++) {
+        lock_key(self, &claims[i], locks[i]);
+        snprintf(values[i], 64, "%s:%lld", claims[i].nonce, (long long)claims[i].slot_ms);
+        snprintf(leases[i], 24, "%lld", (long long)claims[i].lease_ms);
+        for (size_t node = 0; node < self->n; node++)
+            index[i][node] =
+                nodeset_round_node_up(round, node)
+                    ? nodeset_round_script(round, node, S_EXTEND, 2, 4,
+                                           (const char *[]){locks[i], marker, values[i], leases[i]})
+                    : -1;
+    }
+    nodeset_round_exec(round);
+    for (size_t i = 0; i < n; i++) {
+        size_t acked = 0;
+
+        for (size_t node = 0; node < self->n; node++) {
+            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
+
+            if (reply_int(element(reply, 0), 0) == 1 && reply_int(element(reply, 1), 0) == 1)
+                acked++;
+        }
+        /* The extension counts only when a quorum made it before the old lease ran out. */
+        if (acked >= self->quorum && cf_boot_ms() < claims[i].valid_until_boot_ms) {
+            claims[i].valid_until_boot_ms = t0 + lease_validity(claims[i].lease_ms);
+            claims[i].result = CF_OK;
+        } else {
+            claims[i].result = CF_ERR_LOST;
+        }
+    }
+    nodeset_round_end(round);
+out:
+    free(locks);
+    free(values);
+    free(leases);
+    free(index);
+    return CF_OK;
+}
+
+static void cluster_release(struct coord *coord, const struct coord_claim *claims, size_t n)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct nodeset_round *round;
+    struct claim_work *work = calloc(n ? n : 1, sizeof(*work));
+
+    if (work == NULL)
+        return; /* the leases expire on their own */
+    round = nodeset_round_begin(self->ns);
+    for (size_t i = 0; i < n; i++) {
+        lock_key(self, &claims[i], work[i].lock);
+        snprintf(work[i].value, sizeof(work[i].value), "%s:%lld", claims[i].nonce,
+                 (long long)claims[i].slot_ms);
+        for (size_t node = 0; node < self->n; node++)
+            work[i].held[node] = true;
+        queue_release(self, round, &work[i]);
+    }
+    nodeset_round_exec(round);
+    nodeset_round_end(round);
+    free(work);
+}
+
+static int cluster_fired_until(struct coord *coord, const char *const *jobs, size_t n,
+                               int64_t *last_ms)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct nodeset_round *round;
+    char marker[KEY_MAX], key[KEY_MAX];
+    int(*index)[MAX_NODES] = calloc(n ? n : 1, sizeof(*index));
+    int ret = CF_OK;
+
+    if (index == NULL)
+        return CF_ERR_NOMEM;
+    make_key(self, marker, "node", "");
+    round = nodeset_round_begin(self->ns);
+    for (size_t i = 0; i < n; i++) {
+        make_key(self, key, "fence:", jobs[i]);
+        for (size_t node = 0; node < self->n; node++)
+            index[i][node] = nodeset_round_node_up(round, node)
+                                 ? nodeset_round_script(round, node, S_FENCE_READ, 2, 2,
+                                                        (const char *[]){key, marker})
+                                 : -1;
+    }
+    nodeset_round_exec(round);
+    for (size_t i = 0; i < n; i++) {
+        size_t trusted = 0;
+
+        last_ms[i] = 0;
+        for (size_t node = 0; node < self->n; node++) {
+            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
+            int64_t last = reply_int(element(reply, 0), -1);
+
+            if (last < 0)
+                continue;
+            if (last > last_ms[i])
+                last_ms[i] = last;
+            trusted += reply_int(element(reply, 1), 0) == 1;
+        }
+        if (trusted < self->quorum)
+            ret = CF_ERR_NO_QUORUM;
+    }
+    nodeset_round_end(round);
+    free(index);
+    return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rank-staggered claims (DESIGN §4.4)                                      */
+/* ---------------------------------------------------------------------- */
+
+/* Rendezvous weight of (job, T, member): FNV-1a, then a 64-bit finaliser to spread it. */
+static uint64_t rendezvous(const char *job, int64_t slot_ms, const char *member)
+{
+    uint64_t hash = 14695981039346656037ull;
+    char slot[24];
+    const char *parts[3] = {job, slot, member};
+
+    snprintf(slot, sizeof(slot), "%lld", (long long)slot_ms);
+    for (size_t p = 0; p < 3; p++) {
+        for (const char *c = parts[p]; *c != '\0'; c++)
+            hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
+        hash = (hash ^ 0xff) * 1099511628211ull; /* separator */
+    }
+    hash ^= hash >> 33;
+    hash *= 0xff51afd7ed558ccdull;
+    hash ^= hash >> 33;
+    hash *= 0xc4ceb9fe1a85ec53ull;
+    hash ^= hash >> 33;
+    return hash;
+}
+
+static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+{
+    struct coord_cluster *self = from_base(coord);
+    uint64_t mine = rendezvous(job, slot_ms, self->instance_id);
+    int64_t rank = 0;
+
+    pthread_mutex_lock(&self->state_lock);
+    for (size_t i = 0; i < self->member_count; i++) {
+        const char *id = self->members[i].id;
+        uint64_t theirs;
+
+        if (strcmp(id, self->instance_id) == 0)
+            continue;
+        theirs = rendezvous(job, slot_ms, id);
+        if (theirs > mine || (theirs == mine && strcmp(id, self->instance_id) < 0))
+            rank++;
+    }
+    pthread_mutex_unlock(&self->state_lock);
+    return rank * self->stagger_ms;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Catalog (DESIGN §4.6)                                                    */
+/* ---------------------------------------------------------------------- */
+
+/* Takes the catalog lock, retrying within CATALOG_WAIT_MS. */
+static int catalog_lock(struct coord_cluster *self, struct coord_claim *claim)
+{
+    int64_t deadline = cf_boot_ms() + CATALOG_WAIT_MS;
+
+    for (;;) {
+        memset(claim, 0, sizeof(*claim));
+        claim->job = CATALOG_JOB;
+        claim->slot_ms = cf_wall_ms();
+        claim->lease_ms = CATALOG_LEASE_MS;
+        cluster_claim(&self->base, claim, 1);
+        if (claim->result == CF_OK)
+            return CF_OK;
+        if (claim->result != CF_ERR_BUSY && claim->result != CF_ERR_NO_QUORUM)
+            return claim->result;
+        if (cf_boot_ms() >= deadline)
+            return claim->result == CF_ERR_BUSY ? CF_ERR_TIMEOUT : CF_ERR_NO_QUORUM;
+        cf_sleep_ms(5 + (cf_boot_ms() % 45));
+    }
+}
+
+/* The version of a catalog document (live job or tombstone); 0 when unreadable. */
+static int64_t doc_version(const json_t *doc)
+{
+    return json_integer_value(json_object_get(doc, "version"));
+}
+
+static bool doc_deleted(const json_t *doc)
+{
+    return json_object_get(doc, "deleted_at") != NULL;
+}
+
+/*
+ * Reads name's catalog entry from every node; *current receives the newest
+ * document (new reference, NULL when absent). CF_ERR_NO_QUORUM when fewer
+ * than Q trusted nodes answered.
+ */
+static int catalog_read(struct coord_cluster *self, const char *name, json_t **current)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char key[KEY_MAX];
+    int index[MAX_NODES];
+    size_t answered = 0;
+
+    *current = NULL;
+    make_key(self, key, "job:", name);
+    for (size_t node = 0; node < self->n; node++)
+        index[node] =
+            nodeset_round_node_up(round, node)
+                ? nodeset_round_command(round, node, 2, (const char *[]){"GET", key}, NULL)
+                : -1;
+    nodeset_round_exec(round);
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *reply = nodeset_round_reply(round, node, index[node]);
+        json_t *doc;
+
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+            continue;
+        if (node_trusted(self, node))
+            answered++;
+        if (reply->type != REDIS_REPLY_STRING)
+            continue;
+        doc = json_loadb(reply->str, reply->len, 0, NULL);
+        if (doc != NULL && (*current == NULL || doc_version(doc) > doc_version(*current))) {
+            json_decref(*current);
+            *current = doc;
+        } else {
+            json_decref(doc);
+        }
+    }
+    nodeset_round_end(round);
+    if (answered < self->quorum) {
+        json_decref(*current);
+        *current = NULL;
+        return CF_ERR_NO_QUORUM;
+    }
+    return CF_OK;
+}
+
+/*
+ * Writes a catalog document to every node and announces it. CF_OK when Q
+ * trusted nodes hold it; CF_ERR_NO_QUORUM otherwise (the write may still
+ * surface later through read repair, as with any quorum write).
+ */
+static int catalog_write(struct coord_cluster *self, const char *name, int64_t version,
+                         const char *json, int64_t ttl_ms)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char key[KEY_MAX], jobs[KEY_MAX], channel[KEY_MAX], version_text[24], ttl[24];
+    int index[MAX_NODES];
+    size_t acked = 0;
+
+    make_key(self, key, "job:", name);
+    make_key(self, jobs, "jobs", "");
+    make_key(self, channel, "catalog", "");
+    snprintf(version_text, sizeof(version_text), "%lld", (long long)version);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+    for (size_t node = 0; node < self->n; node++) {
+        index[node] = -1;
+        if (!nodeset_round_node_up(round, node))
+            continue;
+        index[node] =
+            nodeset_round_script(round, node, S_CATALOG_WRITE, 2, 6,
+                                 (const char *[]){key, jobs, name, version_text, json, ttl});
+        nodeset_round_command(round, node, 3, (const char *[]){"PUBLISH", channel, name}, NULL);
+    }
+    nodeset_round_exec(round);
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *reply = nodeset_round_reply(round, node, index[node]);
+
+        if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0 &&
+            node_trusted(self, node))
+            acked++;
+    }
+    nodeset_round_end(round);
+    return acked >= self->quorum ? CF_OK : CF_ERR_NO_QUORUM;
+}
+
+/* Applies a catalog document to the local mirror; true when it changed it. */
+static bool mirror_apply(struct coord_cluster *self, const char *name, const json_t *doc)
+{
+    int64_t version = doc_version(doc), stored = 0;
+    bool deleted = false;
+
+    if (db_job_version(self->db, name, &stored, &deleted) != CF_OK || version <= stored)
+        return false;
+    if (doc_deleted(doc)) {
+        int64_t deleted_at = 0;
+
+        cf_parse_time(json_string_value(json_object_get(doc, "deleted_at")), &deleted_at);
+        return db_job_store(self->db, name, NULL, version,
+                            deleted_at ? deleted_at : cf_wall_ms()) == CF_OK;
+    } else {
+        json_t *errors = json_array();
+        struct job *job = NULL;
+        bool changed = false;
+
+        if (errors != NULL && job_from_json(doc, NULL, true, &job, errors) == CF_OK) {
+            changed = db_job_store(self->db, name, job, version, 0) == CF_OK;
+        } else {
+            const char *message =
+                json_string_value(json_object_get(json_array_get(errors, 0), "message"));
+            char quoted[512];
+
+            log_error("catalog entry not valid here", "job=%s version=%lld error=\"%s\"", name,
+                      (long long)version,
+                      log_quote(message ? message : "unreadable", quoted, sizeof(quoted)));
+        }
+        job_free(job);
+        json_decref(errors);
+        return changed;
+    }
+}
+
+static void notify_job(struct coord_cluster *self, const char *name)
+{
+    coord_job_changed_fn fn;
+    void *ctx;
+
+    pthread_mutex_lock(&self->state_lock);
+    fn = self->listener;
+    ctx = self->listener_ctx;
+    pthread_mutex_unlock(&self->state_lock);
+    if (fn != NULL)
+        fn(ctx, name);
+}
+
+static int cluster_catalog_put(struct coord *coord, struct job *job, bool create_only,
+                               int64_t if_match, bool *created)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct coord_claim lock;
+    json_t *current = NULL, *doc = NULL;
+    char *json = NULL;
+    bool exists;
+    int ret;
+
+    ret = catalog_lock(self, &lock);
+    if (ret != CF_OK)
+        return ret;
+    ret = catalog_read(self, job->name, &current);
+    if (ret != CF_OK)
+        goto out;
+    exists = current != NULL && !doc_deleted(current);
+    *created = !exists;
+    if (create_only && exists) {
+        ret = CF_ERR_CONFLICT;
+        goto out;
+    }
+    if ((if_match > 0 && (!exists || doc_version(current) != if_match)) ||
+        (if_match == COORD_IF_EXISTS && !exists)) {
+        ret = CF_ERR_PRECONDITION;
+        goto out;
+    }
+    job->version = lock.token;
+    job->updated_at_ms = cf_wall_ms();
+    job->created_at_ms = job->updated_at_ms;
+    if (exists) {
+        int64_t created_at = 0;
+
+        if (cf_parse_time(json_string_value(json_object_get(current, "created_at")), &created_at) ==
+            CF_OK)
+            job->created_at_ms = created_at;
+    }
+    doc = job_to_json(job, true);
+    json = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (json == NULL) {
+        ret = CF_ERR_NOMEM;
+        goto out;
+    }
+    ret = catalog_write(self, job->name, job->version, json, 0);
+    if (ret == CF_OK)
+        ret = db_job_store(self->db, job->name, job, job->version, 0);
+out:
+    cluster_release(coord, &lock, 1);
+    json_decref(current);
+    json_decref(doc);
+    free(json);
+    return ret;
+}
+
+static int cluster_catalog_delete(struct coord *coord, const char *name, int64_t if_match)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct coord_claim lock;
+    json_t *current = NULL, *tombstone = NULL;
+    char *json = NULL, when[CF_TIME_LEN];
+    int64_t now = cf_wall_ms();
+    int ret;
+
+    ret = catalog_lock(self, &lock);
+    if (ret != CF_OK)
+        return ret;
+    ret = catalog_read(self, name, &current);
+    if (ret != CF_OK)
+        goto out;
+    if (current == NULL || doc_deleted(current)) {
+        ret = CF_ERR_NOT_FOUND;
+        goto out;
+    }
+    if (if_match > 0 && doc_version(current) != if_match) {
+        ret = CF_ERR_PRECONDITION;
+        goto out;
+    }
+    tombstone = json_pack("{s:s, s:I, s:s}", "name", name, "version", (json_int_t)lock.token,
+                          "deleted_at", cf_format_time(now, when));
+    json = tombstone != NULL ? json_dumps(tombstone, JSON_COMPACT) : NULL;
+    if (json == NULL) {
+        ret = CF_ERR_NOMEM;
+        goto out;
+    }
+    ret = catalog_write(self, name, lock.token, json, TOMBSTONE_TTL_MS);
+    if (ret == CF_OK)
+        ret = db_job_store(self->db, name, NULL, lock.token, now);
+out:
+    cluster_release(coord, &lock, 1);
+    json_decref(current);
+    json_decref(tombstone);
+    free(json);
+    return ret;
+}
+
+/* One catalog entry seen in a poll: the newest document and which nodes hold it. */
+struct seen_entry {
+    char name[JOB_NAME_MAX + 16];
+    int64_t version;
+    char *json;
+    uint32_t holders; /* nodes that returned this version */
+};
+
+static int compare_seen(const void *a, const void *b)
+{
+    return strcmp(((const struct seen_entry *)a)->name, ((const struct seen_entry *)b)->name);
+}
+
+/*
+ * Reads catalog entries from every node (those above after[node], or all with
+ * after NULL), keeps the newest per job (sorted by name) in *entries.
+ * *full says whether some node returned a whole page (more may follow).
+ */
+static int catalog_gather(struct coord_cluster *self, const int64_t *after, bool trusted_only,
+                          struct seen_entry **entries, size_t *count, int64_t *newest, bool *full,
+                          size_t *answered)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char jobs[KEY_MAX], prefix[KEY_MAX], since[MAX_NODES][24];
+    const char *limit = after != NULL ? "500" : "1000000";
+    int index[MAX_NODES];
+    struct seen_entry *list = NULL;
+    size_t n = 0, cap = 0;
+    int ret = CF_OK;
+
+    *full = false;
+    *answered = 0;
+    make_key(self, jobs, "jobs", "");
+    make_key(self, prefix, "job:", "");
+    for (size_t node = 0; node < self->n; node++) {
+        newest[node] = after != NULL ? after[node] : 0;
+        index[node] = -1;
+        if (!nodeset_round_node_up(round, node) || (trusted_only && !node_trusted(self, node)))
+            continue;
+        snprintf(since[node], sizeof(since[node]), "%lld", (long long)newest[node]);
+        index[node] = nodeset_round_script(round, node, S_CATALOG_SINCE, 1, 4,
+                                           (const char *[]){jobs, since[node], limit, prefix});
+    }
+    nodeset_round_exec(round);
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *reply = nodeset_round_reply(round, node, index[node]);
+
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+            continue;
+        (*answered)++;
+        if (after != NULL && reply->elements / 3 >= CATALOG_PAGE)
+            *full = true;
+        for (size_t k = 0; k + 2 < reply->elements; k += 3) {
+            const redisReply *name = reply->element[k], *json = reply->element[k + 2];
+            int64_t version = reply_int(reply->element[k + 1], 0);
+            struct seen_entry *entry = NULL;
+
+            if (name->type != REDIS_REPLY_STRING || version <= 0)
+                continue;
+            if (version > newest[node])
+                newest[node] = version;
+            if (json->type != REDIS_REPLY_STRING || json->len == 0 ||
+                name->len >= sizeof(list->name))
+                continue;
+            for (size_t e = 0; e < n; e++) {
+                if (strcmp(list[e].name, name->str) == 0) {
+                    entry = &list[e];
+                    break;
+                }
+            }
+            if (entry == NULL) {
+                if (n == cap) {
+                    size_t grown = cap ? cap * 2 : 64;
+                    struct seen_entry *bigger = realloc(list, grown * sizeof(*list));
+
+                    if (bigger == NULL) {
+                        ret = CF_ERR_NOMEM;
+                        goto out;
+                    }
+                    list = bigger;
+                    cap = grown;
+                }
+                entry = &list[n++];
+                memset(entry, 0, sizeof(*entry));
+                snprintf(entry->name, sizeof(entry->name), "%s", name->str);
+            }
+            if (version > entry->version) {
+                char *copy = strdup(json->str);
+
+                if (copy == NULL) {
+                    ret = CF_ERR_NOMEM;
+                    goto out;
+                }
+                free(entry->json);
+                entry->json = copy;
+                entry->version = version;
+                entry->holders = 0;
+            }
+            if (version == entry->version)
+                entry->holders |= 1u << node;
+        }
+    }
+out:
+    nodeset_round_end(round);
+    if (ret != CF_OK) {
+        for (size_t e = 0; e < n; e++)
+            free(list[e].json);
+        free(list);
+        return ret;
+    }
+    if (n > 1)
+        qsort(list, n, sizeof(*list), compare_seen);
+    *entries = list;
+    *count = n;
+    return CF_OK;
+}
+
+static void free_seen(struct seen_entry *entries, size_t count)
+{
+    for (size_t e = 0; e < count; e++)
+        free(entries[e].json);
+    free(entries);
+}
+
+/* Writes entries onto the nodes in mask that do not hold them (read repair). */
+static void catalog_repair(struct coord_cluster *self, const struct seen_entry *entries,
+                           size_t count, uint32_t mask)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char key[KEY_MAX], jobs[KEY_MAX], version[24], ttl[24];
+    size_t repaired = 0;
+
+    make_key(self, jobs, "jobs", "");
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)TOMBSTONE_TTL_MS);
+    for (size_t e = 0; e < count; e++) {
+        json_t *doc = json_loads(entries[e].json, 0, NULL);
+        bool deleted = doc != NULL && doc_deleted(doc);
+
+        json_decref(doc);
+        make_key(self, key, "job:", entries[e].name);
+        snprintf(version, sizeof(version), "%lld", (long long)entries[e].version);
+        for (size_t node = 0; node < self->n; node++) {
+            if (!(mask & (1u << node)) || (entries[e].holders & (1u << node)) ||
+                !nodeset_round_node_up(round, node))
+                continue;
+            nodeset_round_script(round, node, S_CATALOG_WRITE, 2, 6,
+                                 (const char *[]){key, jobs, entries[e].name, version,
+                                                  entries[e].json, deleted ? ttl : "0"});
+            repaired++;
+        }
+    }
+    if (repaired > 0) {
+        nodeset_round_exec(round);
+        log_debug("catalog read repair", "writes=%zu", repaired);
+    }
+    nodeset_round_end(round);
+}
+
+/* Brings the local mirror up to the newest catalog entries on the nodes. */
+static void catalog_poll(struct coord_cluster *self)
+{
+    bool full = true;
+
+    for (int pages = 0; full && pages < 1000 && !atomic_load(&self->stopping); pages++) {
+        struct seen_entry *entries = NULL;
+        int64_t newest[MAX_NODES];
+        size_t count = 0, answered = 0;
+        uint32_t all = 0;
+
+        if (catalog_gather(self, self->catalog_cursor, false, &entries, &count, newest, &full,
+                           &answered) != CF_OK)
+            return;
+        for (size_t node = 0; node < self->n; node++)
+            all |= 1u << node;
+        for (size_t e = 0; e < count; e++) {
+            json_t *doc = json_loads(entries[e].json, 0, NULL);
+
+            if (doc != NULL && mirror_apply(self, entries[e].name, doc)) {
+                log_info("catalog change applied", "job=%s version=%lld", entries[e].name,
+                         (long long)entries[e].version);
+                notify_job(self, entries[e].name);
+            }
+            json_decref(doc);
+        }
+        catalog_repair(self, entries, count, all);
+        free_seen(entries, count);
+        memcpy(self->catalog_cursor, newest, sizeof(newest));
+    }
+}
+
+/* Drops index entries of expired tombstones on every node. */
+static void catalog_gc(struct coord_cluster *self)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char jobs[KEY_MAX], prefix[KEY_MAX];
+
+    make_key(self, jobs, "jobs", "");
+    make_key(self, prefix, "job:", "");
+    for (size_t node = 0; node < self->n; node++)
+        if (nodeset_round_node_up(round, node))
+            nodeset_round_script(round, node, S_CATALOG_GC, 1, 2, (const char *[]){jobs, prefix});
+    nodeset_round_exec(round);
+    nodeset_round_end(round);
+}
+
+/* ---------------------------------------------------------------------- */
+/* History (DESIGN §4.7)                                                    */
+/* ---------------------------------------------------------------------- */
+
+static int cluster_history_publish(struct coord *coord, const struct run *run)
+{
+    struct coord_cluster *self = from_base(coord);
+    json_t *doc = run_to_json(run);
+    struct outbox_entry *entry = calloc(1, sizeof(*entry));
+
+    if (doc == NULL || entry == NULL || (entry->json = json_dumps(doc, JSON_COMPACT)) == NULL) {
+        json_decref(doc);
+        free(entry);
+        return CF_ERR_NOMEM;
+    }
+    json_decref(doc);
+    pthread_mutex_lock(&self->outbox_lock);
+    if (self->outbox_count >= OUTBOX_MAX) {
+        /* Bounded: the oldest state goes, its run stays in this instance's history. */
+        struct outbox_entry *oldest = self->outbox_head;
+
+        self->outbox_head = oldest->next;
+        if (self->outbox_head == NULL)
+            self->outbox_tail = NULL;
+        self->outbox_count--;
+        self->outbox_dropped++;
+        free(oldest->json);
+        free(oldest);
+    }
+    if (self->outbox_tail != NULL)
+        self->outbox_tail->next = entry;
+    else
+        self->outbox_head = entry;
+    self->outbox_tail = entry;
+    self->outbox_count++;
+    pthread_mutex_unlock(&self->outbox_lock);
+    return CF_OK;
+}
+
+/*
+ * Appends the oldest waiting run states to every node's feed that lacks
+ * them, in one round. The batch is detached from the outbox while the round
+ * runs; states a quorum of nodes holds are freed, the others go back to the
+ * head of the outbox in their order.
+ */
+static void history_flush(struct coord_cluster *self)
+{
+    struct outbox_entry *batch, *entry, *keep = NULL, **keep_tail = &keep, *last_kept = NULL;
+    struct nodeset_round *round;
+    char stream[KEY_MAX];
+    int(*index)[MAX_NODES];
+    size_t n = 0, kept = 0;
+
+    pthread_mutex_lock(&self->outbox_lock);
+    batch = self->outbox_head;
+    for (entry = batch; entry != NULL && n < PUBLISH_BATCH - 1; entry = entry->next)
+        n++;
+    if (batch != NULL) {
+        /* entry is the last of the batch when the outbox holds more. */
+        if (entry != NULL) {
+            self->outbox_head = entry->next;
+            entry->next = NULL;
+            n++;
+        } else {
+            self->outbox_head = NULL;
+        }
+        if (self->outbox_head == NULL)
+            self->outbox_tail = NULL;
+        self->outbox_count -= n;
+    }
+    pthread_mutex_unlock(&self->outbox_lock);
+    if (n == 0)
+        return;
+    index = calloc(n, sizeof(*index));
+    make_key(self, stream, "runs", "");
+    round = nodeset_round_begin(self->ns);
+    entry = batch;
+    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        for (size_t node = 0; node < self->n; node++) {
+            index[i][node] = -1;
+            if ((entry->acked & (1u << node)) || !nodeset_round_node_up(round, node))
+                continue;
+            index[i][node] =
+                nodeset_round_command(round, node, 8,
+                                      (const char *[]){"XADD", stream, "MAXLEN", "~",
+                                                       HISTORY_MAXLEN, "*", "run", entry->json},
+                                      NULL);
+        }
+    }
+    nodeset_round_exec(round);
+    entry = batch;
+    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        for (size_t node = 0; node < self->n; node++) {
+            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
+
+            if (reply != NULL && reply->type == REDIS_REPLY_STRING)
+                entry->acked |= 1u << node;
+        }
+    }
+    nodeset_round_end(round);
+    free(index);
+
+    while (batch != NULL) {
+        entry = batch;
+        batch = batch->next;
+        if ((size_t)__builtin_popcount(entry->acked) >= self->quorum) {
+            free(entry->json);
+            free(entry);
+            continue;
+        }
+        entry->next = NULL;
+        *keep_tail = entry;
+        keep_tail = &entry->next;
+        last_kept = entry;
+        kept++;
+    }
+    if (keep != NULL) {
+        pthread_mutex_lock(&self->outbox_lock);
+        last_kept->next = self->outbox_head;
+        if (self->outbox_head == NULL)
+            self->outbox_tail = last_kept;
+        self->outbox_head = keep;
+        self->outbox_count += kept;
+        pthread_mutex_unlock(&self->outbox_lock);
+    }
+}
+
+/* Reads new entries of every node's run feed into the local history. */
+static void history_read(struct coord_cluster *self)
+{
+    struct nodeset_round *round;
+    char stream[KEY_MAX], positions[MAX_NODES][48];
+    int index[MAX_NODES];
+    struct run *runs = NULL;
+    const struct run **pointers = NULL;
+    size_t count = 0, cap = 0;
+    bool moved[MAX_NODES] = {false};
+
+    make_key(self, stream, "runs", "");
+    pthread_mutex_lock(&self->state_lock);
+    memcpy(positions, self->history_pos, sizeof(positions));
+    pthread_mutex_unlock(&self->state_lock);
+
+    round = nodeset_round_begin(self->ns);
+    for (size_t node = 0; node < self->n; node++)
+        index[node] =
+            nodeset_round_node_up(round, node)
+                ? nodeset_round_command(round, node, 6,
+                                        (const char *[]){"XREAD", "COUNT", HISTORY_PAGE, "STREAMS",
+                                                         stream, positions[node]},
+                                        NULL)
+                : -1;
+    nodeset_round_exec(round);
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *entries =
+            element(element(nodeset_round_reply(round, node, index[node]), 0), 1);
+
+        for (size_t k = 0; entries != NULL && k < entries->elements; k++) {
+            const redisReply *id = element(entries->element[k], 0);
+            const redisReply *fields = element(entries->element[k], 1);
+            json_t *doc;
+
+            if (id == NULL || id->type != REDIS_REPLY_STRING || id->len >= 48)
+                continue;
+            memcpy(positions[node], id->str, id->len + 1);
+            moved[node] = true;
+            for (size_t f = 0; fields != NULL && f + 1 < fields->elements; f += 2) {
+                const redisReply *value = fields->element[f + 1];
+
+                if (!reply_is(fields->element[f], "run") || value->type != REDIS_REPLY_STRING)
+                    continue;
+                if (count == cap) {
+                    size_t grown = cap ? cap * 2 : 256;
+                    struct run *bigger = realloc(runs, grown * sizeof(*runs));
+
+                    if (bigger == NULL)
+                        break;
+                    runs = bigger;
+                    cap = grown;
+                }
+                doc = json_loadb(value->str, value->len, 0, NULL);
+                if (doc != NULL && run_from_json(doc, &runs[count]) == CF_OK) {
+                    /* This instance's own states are in its database already. */
+                    if (strcmp(runs[count].instance, self->instance_id) == 0)
+                        run_clear(&runs[count]);
+                    else
+                        count++;
+                }
+                json_decref(doc);
+            }
+        }
+    }
+    nodeset_round_end(round);
+
+    pointers = calloc(count ? count : 1, sizeof(*pointers));
+    if (pointers != NULL) {
+        for (size_t i = 0; i < count; i++)
+            pointers[i] = &runs[i];
+        if (count == 0 || db_run_upsert_many(self->db, pointers, count) == CF_OK) {
+            pthread_mutex_lock(&self->state_lock);
+            for (size_t node = 0; node < self->n; node++)
+                if (moved[node])
+                    memcpy(self->history_pos[node], positions[node], sizeof(positions[node]));
+            pthread_mutex_unlock(&self->state_lock);
+            for (size_t node = 0; node < self->n; node++) {
+                char key[KEY_MAX];
+
+                if (!moved[node])
+                    continue;
+                make_key(self, key, "history_pos:", nodeset_address(self->ns, node));
+                db_meta_set(self->db, key, positions[node]);
+            }
+        }
+    }
+    for (size_t i = 0; i < count; i++)
+        run_clear(&runs[i]);
+    free(runs);
+    free(pointers);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Membership (DESIGN §4.8), trust and repair (§4.5)                       */
+/* ---------------------------------------------------------------------- */
+
+static bool member_live(struct coord_cluster *self, const char *id)
+{
+    for (size_t i = 0; i < self->member_count; i++)
+        if (strcmp(self->members[i].id, id) == 0)
+            return true;
+    return false;
+}
+
+/* Merges one node's member list (from heartbeat element 3 on) into list, keeping the freshest. */
+static void merge_members(const redisReply *reply, struct member **list, size_t *count,
+                          int64_t node_offset_ms)
+{
+    for (size_t k = 3; k + 6 < reply->elements; k += 7) {
+        const redisReply *id = reply->element[k];
+        struct member m = {0}, *slot = NULL;
+
+        if (id->type != REDIS_REPLY_STRING || id->len >= sizeof(m.id))
+            continue;
+        snprintf(m.id, sizeof(m.id), "%s", id->str);
+        if (reply->element[k + 1]->type == REDIS_REPLY_STRING)
+            snprintf(m.url, sizeof(m.url), "%s", reply->element[k + 1]->str);
+        if (reply->element[k + 2]->type == REDIS_REPLY_STRING)
+            snprintf(m.version, sizeof(m.version), "%s", reply->element[k + 2]->str);
+        m.started_at_ms = reply_int(reply->element[k + 3], 0);
+        m.seen_ms = reply_int(reply->element[k + 6], 0);
+        m.clock_offset_ms = reply_int(reply->element[k + 4], m.seen_ms) - m.seen_ms;
+        m.ordinal = (unsigned)reply_int(reply->element[k + 5], 0);
+        /* Seen times compared on our clock, since nodes' clocks may differ. */
+        m.seen_ms -= node_offset_ms;
+        for (size_t i = 0; i < *count; i++) {
+            if (strcmp((*list)[i].id, m.id) == 0) {
+                slot = &(*list)[i];
+                break;
+            }
+        }
+        if (slot == NULL) {
+            struct member *bigger = realloc(*list, (*count + 1) * sizeof(**list));
+
+            if (bigger == NULL)
+                return;
+            *list = bigger;
+            slot = &(*list)[(*count)++];
+            *slot = m;
+        } else if (m.seen_ms > slot->seen_ms) {
+            *slot = m;
+        }
+    }
+}
+
+/*
+ * The heartbeat round: refreshes this member and its ordinal on every node,
+ * reads back the live members, each node's trust marker and clock. Moves to
+ * another ordinal when this one is taken on too many nodes to win a quorum.
+ */
+static void heartbeat(struct coord_cluster *self)
+{
+    struct nodeset_round *round;
+    char members[KEY_MAX], member[KEY_MAX], ordinal_key[KEY_MAX], marker[KEY_MAX],
+        member_prefix[KEY_MAX];
+    char url[512], started[24], clock[24], ordinal[16], ttl[16];
+    unsigned current = atomic_load(&self->ordinal);
+    int index[MAX_NODES];
+    bool answered[MAX_NODES] = {false}, trusted[MAX_NODES] = {false};
+    int64_t offsets[MAX_NODES] = {0};
+    struct member *list = NULL;
+    size_t list_count = 0, held = 0, taken = 0, trusted_answers = 0;
+    int64_t sent_wall, midpoint;
+
+    make_key(self, members, "members", "");
+    make_key(self, member, "member:", self->instance_id);
+    snprintf(ordinal, sizeof(ordinal), "%u", current);
+    make_key(self, ordinal_key, "ordinal:", ordinal);
+    make_key(self, marker, "node", "");
+    make_key(self, member_prefix, "member:", "");
+    pthread_mutex_lock(&self->state_lock);
+    snprintf(url, sizeof(url), "%s", self->advertise_url);
+    pthread_mutex_unlock(&self->state_lock);
+    snprintf(started, sizeof(started), "%lld", (long long)self->started_at_ms);
+    snprintf(ttl, sizeof(ttl), "%d", MEMBER_TTL_MS);
+
+    round = nodeset_round_begin(self->ns);
+    sent_wall = cf_wall_ms();
+    snprintf(clock, sizeof(clock), "%lld", (long long)sent_wall);
+    for (size_t node = 0; node < self->n; node++)
+        index[node] =
+            nodeset_round_node_up(round, node)
+                ? nodeset_round_script(round, node, S_HEARTBEAT, 4, 12,
+                                       (const char *[]){members, member, ordinal_key, marker,
+                                                        self->instance_id, url, CF_VERSION, started,
+                                                        clock, ordinal, member_prefix, ttl})
+                : -1;
+    nodeset_round_exec(round);
+    midpoint = sent_wall + (cf_wall_ms() - sent_wall) / 2;
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *reply = nodeset_round_reply(round, node, index[node]);
+        int64_t node_now = reply_int(element(reply, 0), -1);
+
+        if (node_now < 0 || element(reply, 2) == NULL)
+            continue;
+        answered[node] = true;
+        trusted[node] = reply_int(element(reply, 2), 0) == 1;
+        trusted_answers += trusted[node];
+        offsets[node] = node_now - midpoint;
+        if (reply_int(element(reply, 1), 0) == 1)
+            held++;
+        else
+            taken++;
+        merge_members(reply, &list, &list_count, offsets[node]);
+    }
+    nodeset_round_end(round);
+    note_trust(self, answered, trusted);
+
+    pthread_mutex_lock(&self->state_lock);
+    for (size_t node = 0; node < self->n; node++) {
+        self->nodes[node].answered = answered[node];
+        if (answered[node]) {
+            self->nodes[node].clock_offset_ms = offsets[node];
+            self->nodes[node].clock_known = true;
+        }
+    }
+    if (list_count > 0 || trusted_answers >= self->quorum) {
+        free(self->members);
+        self->members = list;
+        self->member_count = list_count;
+        list = NULL;
+    }
+    self->view_fresh = trusted_answers >= self->quorum;
+    self->view_boot_ms = cf_boot_ms();
+    if (!self->first_view) {
+        self->first_view = true;
+        pthread_cond_broadcast(&self->first_view_cond);
+    }
+    pthread_mutex_unlock(&self->state_lock);
+    free(list);
+
+    if (held >= self->quorum) {
+        if (!atomic_exchange(&self->ordinal_held, true))
+            log_info("ordinal held", "ordinal=%u", current);
+    } else {
+        if (atomic_exchange(&self->ordinal_held, false))
+            log_warn("ordinal lost", "ordinal=%u held=%zu", current, held);
+        if (taken > self->n - self->quorum) {
+            /* Another live instance has it on enough nodes: try the next one. */
+            atomic_store(&self->ordinal, (current + 1) % (1u << COORD_ORDINAL_BITS));
+            log_info("ordinal taken, trying the next", "ordinal=%u", current);
+        }
+    }
+}
+
+/* Sets the trust marker on node (SET NX: a concurrent repair's marker stands). */
+static bool set_marker(struct coord_cluster *self, size_t node)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char marker[KEY_MAX], value[40];
+    int index = -1;
+    bool ok;
+
+    make_key(self, marker, "node", "");
+    if (cf_random_hex(value, 16) != CF_OK) {
+        nodeset_round_end(round);
+        return false;
+    }
+    if (nodeset_round_node_up(round, node))
+        index = nodeset_round_command(round, node, 4, (const char *[]){"SET", marker, value, "NX"},
+                                      NULL);
+    nodeset_round_exec(round);
+    ok = nodeset_round_reply(round, node, index) != NULL &&
+         nodeset_round_reply(round, node, index)->type != REDIS_REPLY_ERROR;
+    nodeset_round_end(round);
+    return ok;
+}
+
+/* A fence as read for repair. */
+struct fence_entry {
+    char *job;
+    int64_t token;
+    int64_t last;
+};
+
+static int compare_fence(const void *a, const void *b)
+{
+    return strcmp(((const struct fence_entry *)a)->job, ((const struct fence_entry *)b)->job);
+}
+
+/*
+ * Repairs an untrusted node (DESIGN §4.5): raises every fence on it to the
+ * highest a quorum of trusted nodes holds, copies the newest catalog, then
+ * sets its marker. Returns whether the node is trusted now.
+ */
+static bool repair_node(struct coord_cluster *self, size_t target)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char fences[KEY_MAX], prefix[KEY_MAX], key[KEY_MAX], token[24], last[24];
+    int index[MAX_NODES];
+    struct fence_entry *list = NULL;
+    size_t count = 0, answered = 0, merged = 0, raises = 0, failed = 0;
+    struct seen_entry *entries = NULL;
+    size_t entry_count = 0, catalog_answered = 0;
+    int64_t newest[MAX_NODES];
+    bool full, ok = false;
+
+    make_key(self, fences, "fences", "");
+    make_key(self, prefix, "fence:", "");
+    for (size_t node = 0; node < self->n; node++)
+        index[node] =
+            node != target && nodeset_round_node_up(round, node) && node_trusted(self, node)
+                ? nodeset_round_script(round, node, S_FENCE_DUMP, 1, 2,
+                                       (const char *[]){fences, prefix})
+                : -1;
+    nodeset_round_exec(round);
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *reply = nodeset_round_reply(round, node, index[node]);
+
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+            continue;
+        answered++;
+        for (size_t k = 0; k + 2 < reply->elements; k += 3) {
+            struct fence_entry *bigger = realloc(list, (count + 1) * sizeof(*list));
+
+            if (bigger == NULL || reply->element[k]->type != REDIS_REPLY_STRING)
+                continue;
+            list = bigger;
+            list[count].job = strdup(reply->element[k]->str);
+            list[count].token = reply_int(reply->element[k + 1], 0);
+            list[count].last = reply_int(reply->element[k + 2], 0);
+            if (list[count].job != NULL)
+                count++;
+        }
+    }
+    if (answered < self->quorum) {
+        nodeset_round_end(round);
+        goto out;
+    }
+    /* Highest token and last slot per job. */
+    if (count > 1)
+        qsort(list, count, sizeof(*list), compare_fence);
+    for (size_t i = 0; i < count; i++) {
+        if (merged > 0 && strcmp(list[merged - 1].job, list[i].job) == 0) {
+            if (list[i].token > list[merged - 1].token)
+                list[merged - 1].token = list[i].token;
+            if (list[i].last > list[merged - 1].last)
+                list[merged - 1].last = list[i].last;
+            free(list[i].job);
+            continue;
+        }
+        list[merged++] = list[i];
+    }
+    count = merged;
+    if (!nodeset_round_node_up(round, target)) {
+        nodeset_round_end(round);
+        goto out;
+    }
+    {
+        int first = -1;
+
+        for (size_t i = 0; i < count; i++) {
+            int at;
+
+            make_key(self, key, "fence:", list[i].job);
+            snprintf(token, sizeof(token), "%lld", (long long)list[i].token);
+            snprintf(last, sizeof(last), "%lld", (long long)list[i].last);
+            at = nodeset_round_script(round, target, S_FENCE_RAISE, 2, 5,
+                                      (const char *[]){key, fences, token, last, list[i].job});
+            if (first < 0)
+                first = at;
+            raises++;
+        }
+        nodeset_round_exec(round);
+        for (size_t i = 0; i < raises; i++) {
+            const redisReply *reply = nodeset_round_reply(round, target, first + (int)i);
+
+            if (reply == NULL || reply->type != REDIS_REPLY_INTEGER)
+                failed++;
+        }
+    }
+    nodeset_round_end(round);
+    if (failed > 0)
+        goto out;
+
+    /* The catalog, newest entry per job from the trusted nodes. */
+    if (catalog_gather(self, NULL, true, &entries, &entry_count, newest, &full,
+                       &catalog_answered) != CF_OK ||
+        catalog_answered < self->quorum)
+        goto out;
+    catalog_repair(self, entries, entry_count, 1u << target);
+    ok = set_marker(self, target);
+    if (ok)
+        log_warn("redis node repaired", "node=%s fences=%zu jobs=%zu",
+                 nodeset_address(self->ns, target), count, entry_count);
+out:
+    free_seen(entries, entry_count);
+    for (size_t i = 0; i < count; i++)
+        free(list[i].job);
+    free(list);
+    return ok;
+}
+
+/* How long a new or wiped node stays untrusted before repair. */
+static int64_t quarantine_ms(struct coord_cluster *self)
+{
+    int64_t longest = CATALOG_LEASE_MS, jobs = 0;
+
+    if (self->quarantine_ms > 0)
+        return self->quarantine_ms;
+    if (db_job_max_lease(self->db, &jobs) == CF_OK && jobs > longest)
+        longest = jobs;
+    return 2 * longest > MIN_QUARANTINE_MS ? 2 * longest : MIN_QUARANTINE_MS;
+}
+
+/*
+ * Trust upkeep after a heartbeat: a brand-new cluster (every node answering,
+ * none trusted) is bootstrapped; an untrusted node is repaired once its
+ * quarantine has passed and a trusted quorum can supply the fences.
+ */
+static void tend_trust(struct coord_cluster *self)
+{
+    size_t answered = 0, trusted = 0;
+    int64_t now = cf_boot_ms(), quarantine = quarantine_ms(self);
+    int64_t since[MAX_NODES];
+    bool up[MAX_NODES];
+
+    pthread_mutex_lock(&self->state_lock);
+    for (size_t node = 0; node < self->n; node++) {
+        up[node] = self->nodes[node].answered;
+        answered += up[node];
+        trusted += up[node] && self->nodes[node].trusted;
+        since[node] = self->nodes[node].trusted ? 0 : self->nodes[node].untrusted_since_boot_ms;
+    }
+    pthread_mutex_unlock(&self->state_lock);
+
+    if (answered == self->n && trusted == 0) {
+        log_warn("bootstrapping a new cluster", "nodes=%zu", self->n);
+        for (size_t node = 0; node < self->n; node++)
+            set_marker(self, node);
+        return;
+    }
+    if (trusted < self->quorum)
+        return;
+    for (size_t node = 0; node < self->n; node++) {
+        if (!up[node] || since[node] == 0 || now - since[node] < quarantine)
+            continue;
+        log_info("repairing redis node", "node=%s quarantine_ms=%lld",
+                 nodeset_address(self->ns, node), (long long)quarantine);
+        repair_node(self, node);
+    }
+}
+
+/* Marks as lost the runs still "running" under instances that left the cluster. */
+static void mark_departed_runs(struct coord_cluster *self)
+{
+    struct run *runs = NULL;
+    const struct run **changed = NULL;
+    size_t count = 0, n = 0;
+    int64_t now = cf_wall_ms();
+
+    pthread_mutex_lock(&self->state_lock);
+    if (!self->view_fresh) {
+        pthread_mutex_unlock(&self->state_lock);
+        return;
+    }
+    pthread_mutex_unlock(&self->state_lock);
+    if (db_run_running(self->db, NULL, 10000, &runs, &count) != CF_OK)
+        return;
+    changed = calloc(count ? count : 1, sizeof(*changed));
+    pthread_mutex_lock(&self->state_lock);
+    for (size_t i = 0; changed != NULL && i < count; i++) {
+        struct run *run = &runs[i];
+        char reason[256];
+
+        if (strcmp(run->instance, self->instance_id) == 0 || member_live(self, run->instance) ||
+            now - run->started_at_ms < LOST_AFTER_MS)
+            continue;
+        snprintf(reason, sizeof(reason), "instance %s left the cluster during the run",
+                 run->instance);
+        free(run->reason);
+        run->reason = strdup(reason);
+        run->status = RUN_LOST;
+        run->finished_at_ms = now;
+        changed[n++] = run;
+    }
+    pthread_mutex_unlock(&self->state_lock);
+    if (n > 0 && db_run_upsert_many(self->db, changed, n) == CF_OK)
+        log_warn("runs of departed instances marked lost", "count=%zu", n);
+    for (size_t i = 0; i < count; i++)
+        run_clear(&runs[i]);
+    free(runs);
+    free(changed);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The background thread                                                    */
+/* ---------------------------------------------------------------------- */
+
+static void *cluster_main(void *arg)
+{
+    struct coord_cluster *self = arg;
+    int64_t next_heartbeat = 0, next_catalog = 0, next_history = 0, next_lost = 0,
+            next_gc = cf_boot_ms() + CATALOG_GC_MS;
+
+    while (!atomic_load(&self->stopping)) {
+        int64_t now = cf_boot_ms();
+
+        nodeset_maintain(self->ns);
+        if (now >= next_heartbeat) {
+            heartbeat(self);
+            tend_trust(self);
+            next_heartbeat = now + HEARTBEAT_MS;
+        }
+        if (now >= next_catalog) {
+            catalog_poll(self);
+            next_catalog = now + CATALOG_POLL_MS;
+        }
+        history_flush(self);
+        if (now >= next_history) {
+            history_read(self);
+            next_history = now + HISTORY_POLL_MS;
+        }
+        if (now >= next_lost) {
+            mark_departed_runs(self);
+            next_lost = now + LOST_CHECK_MS;
+        }
+        if (now >= next_gc) {
+            catalog_gc(self);
+            next_gc = now + CATALOG_GC_MS;
+        }
+        /* A catalog announcement makes the next pass poll the catalog at once. */
+        if (nodeset_wait_message(self->ns, PUBLISH_MS) > 0)
+            next_catalog = 0;
+    }
+    /* Last chance for states queued during shutdown. */
+    history_flush(self);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Status and the rest of the interface                                     */
+/* ---------------------------------------------------------------------- */
+
+static json_t *member_json(const struct member *m, bool is_self)
+{
+    char started[CF_TIME_LEN], seen[CF_TIME_LEN];
+    json_t *warnings = json_array();
+
+    if (m->clock_offset_ms > CLOCK_WARN_MS || m->clock_offset_ms < -CLOCK_WARN_MS) {
+        char text[96];
+
+        snprintf(text, sizeof(text), "clock offset %lld ms against the Redis nodes",
+                 (long long)m->clock_offset_ms);
+        json_array_append_new(warnings, json_string(text));
+    }
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:I, s:o}", "id", m->id, "url", m->url,
+                     "version", m->version, "started_at", cf_format_time(m->started_at_ms, started),
+                     "ordinal", (int)m->ordinal, "self", is_self, "last_seen",
+                     cf_format_time(m->seen_ms, seen), "clock_offset_ms",
+                     (json_int_t)m->clock_offset_ms, "warnings", warnings);
+}
+
+/* Node i as the cluster page shows it; *trusted_out says whether it counts for Q. */
+static json_t *node_json(struct coord_cluster *self, size_t i, const struct node_state *node,
+                         bool *trusted_out)
+{
+    struct nodeset_node_info info;
+    json_t *warnings = json_array();
+    char text[96];
+
+    nodeset_node_info(self->ns, i, &info);
+    *trusted_out = info.up && node->answered && node->trusted;
+    if (info.warnings[0] != '\0') {
+        char *copy = strdup(info.warnings), *save = NULL;
+
+        for (char *w = copy ? strtok_r(copy, ";", &save) : NULL; w != NULL;
+             w = strtok_r(NULL, ";", &save))
+            json_array_append_new(warnings, json_string(w + (*w == ' ')));
+        free(copy);
+    }
+    if (node->clock_known &&
+        (node->clock_offset_ms > CLOCK_WARN_MS || node->clock_offset_ms < -CLOCK_WARN_MS)) {
+        snprintf(text, sizeof(text), "clock offset %lld ms", (long long)node->clock_offset_ms);
+        json_array_append_new(warnings, json_string(text));
+    }
+    if (info.up && node->answered && !node->trusted)
+        json_array_append_new(
+            warnings, json_string("no trust marker (new or wiped): untrusted until repaired"));
+    return json_pack("{s:s, s:b, s:o, s:b, s:o, s:o}", "url", nodeset_address(self->ns, i), "up",
+                     info.up, "latency_ms",
+                     info.up && info.latency_ms > 0 ? json_real(info.latency_ms) : json_null(),
+                     "trusted", *trusted_out, "clock_offset_ms",
+                     node->clock_known ? json_integer(node->clock_offset_ms) : json_null(),
+                     "warnings", warnings);
+}
+
+/* Copies the node table, so the nodeset can be asked without holding state_lock. */
+static void snapshot_nodes(struct coord_cluster *self, struct node_state *out)
+{
+    pthread_mutex_lock(&self->state_lock);
+    memcpy(out, self->nodes, self->n * sizeof(*out));
+    pthread_mutex_unlock(&self->state_lock);
+}
+
+static json_t *cluster_status(struct coord *coord)
+{
+    struct coord_cluster *self = from_base(coord);
+    json_t *members = json_array(), *nodes = json_array(), *instance;
+    struct node_state states[MAX_NODES];
+    size_t trusted = 0;
+    struct member me = {0};
+    bool found = false;
+
+    snprintf(me.id, sizeof(me.id), "%s", self->instance_id);
+    snprintf(me.version, sizeof(me.version), "%s", CF_VERSION);
+    me.started_at_ms = self->started_at_ms;
+    me.seen_ms = cf_wall_ms();
+    pthread_mutex_lock(&self->state_lock);
+    snprintf(me.url, sizeof(me.url), "%s", self->advertise_url);
+    for (size_t i = 0; i < self->member_count; i++) {
+        bool is_self = strcmp(self->members[i].id, self->instance_id) == 0;
+
+        json_array_append_new(members, member_json(&self->members[i], is_self));
+        if (is_self) {
+            me = self->members[i];
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&self->state_lock);
+    me.ordinal = atomic_load(&self->ordinal);
+    if (!found)
+        json_array_append_new(members, member_json(&me, true));
+    instance = member_json(&me, true);
+
+    snapshot_nodes(self, states);
+    for (size_t i = 0; i < self->n; i++) {
+        bool node_trusted_now;
+
+        json_array_append_new(nodes, node_json(self, i, &states[i], &node_trusted_now));
+        trusted += node_trusted_now;
+    }
+    return json_pack("{s:s, s:o, s:o, s:o, s:{s:i, s:i, s:i, s:b}, s:b}", "mode", "cluster",
+                     "instance", instance, "members", members, "nodes", nodes, "quorum", "size",
+                     (int)self->n, "needed", (int)self->quorum, "trusted", (int)trusted, "healthy",
+                     trusted >= self->quorum, "ordinal_held", atomic_load(&self->ordinal_held));
+}
+
+static bool cluster_ready(struct coord *coord)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct node_state states[MAX_NODES];
+    size_t trusted = 0;
+
+    if (!atomic_load(&self->ordinal_held))
+        return false;
+    snapshot_nodes(self, states);
+    for (size_t i = 0; i < self->n; i++) {
+        struct nodeset_node_info info;
+
+        nodeset_node_info(self->ns, i, &info);
+        trusted += info.up && states[i].answered && states[i].trusted;
+    }
+    return trusted >= self->quorum;
+}
+
+static int cluster_set_url(struct coord *coord, const char *url)
+{
+    struct coord_cluster *self = from_base(coord);
+    char *copy = strdup(url);
+
+    if (copy == NULL)
+        return CF_ERR_NOMEM;
+    pthread_mutex_lock(&self->state_lock);
+    free(self->advertise_url);
+    self->advertise_url = copy;
+    pthread_mutex_unlock(&self->state_lock);
+    return CF_OK;
+}
+
+static unsigned cluster_ordinal(struct coord *coord)
+{
+    return atomic_load(&from_base(coord)->ordinal);
+}
+
+static void cluster_set_listener(struct coord *coord, coord_job_changed_fn fn, void *ctx)
+{
+    struct coord_cluster *self = from_base(coord);
+
+    pthread_mutex_lock(&self->state_lock);
+    self->listener = fn;
+    self->listener_ctx = ctx;
+    pthread_mutex_unlock(&self->state_lock);
+}
+
+static void cluster_destroy(struct coord *coord)
+{
+    struct coord_cluster *self = from_base(coord);
+
+    atomic_store(&self->stopping, true);
+    if (self->thread_started)
+        pthread_join(self->thread, NULL);
+    if (self->outbox_count > 0)
+        log_warn("run states not published", "count=%zu", self->outbox_count);
+    while (self->outbox_head != NULL) {
+        struct outbox_entry *next = self->outbox_head->next;
+
+        free(self->outbox_head->json);
+        free(self->outbox_head);
+        self->outbox_head = next;
+    }
+    nodeset_free(self->ns);
+    pthread_mutex_destroy(&self->state_lock);
+    pthread_mutex_destroy(&self->outbox_lock);
+    pthread_cond_destroy(&self->first_view_cond);
+    free(self->members);
+    free(self->instance_id);
+    free(self->advertise_url);
+    free(self->prefix);
+    free(self);
+}
+
+static const struct coord_ops cluster_ops = {
+    .claim = cluster_claim,
+    .extend = cluster_extend,
+    .release = cluster_release,
+    .catalog_put = cluster_catalog_put,
+    .catalog_delete = cluster_catalog_delete,
+    .history_publish = cluster_history_publish,
+    .fired_until = cluster_fired_until,
+    .claim_delay_ms = cluster_claim_delay_ms,
+    .set_listener = cluster_set_listener,
+    .set_url = cluster_set_url,
+    .ordinal = cluster_ordinal,
+    .ready = cluster_ready,
+    .status = cluster_status,
+    .destroy = cluster_destroy,
+};
+
+int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out, char *err,
+                      size_t errlen)
+{
+    struct coord_cluster *self = calloc(1, sizeof(*self));
+    struct nodeset_config ncfg = {0};
+    char channel[KEY_MAX];
+    uint64_t hash = 14695981039346656037ull;
+    struct timespec until;
+    int ret;
+
+    *out = NULL;
+    if (self == NULL)
+        return CF_ERR_NOMEM;
+    self->base.ops = &cluster_ops;
+    self->db = cfg->db;
+    self->stagger_ms = cfg->stagger_ms;
+    self->quarantine_ms = cfg->quarantine_ms;
+    self->started_at_ms = cf_wall_ms();
+    self->instance_id = strdup(cfg->instance_id);
+    self->advertise_url = strdup(cfg->advertise_url);
+    self->prefix = strdup(cfg->prefix);
+    pthread_mutex_init(&self->state_lock, NULL);
+    pthread_mutex_init(&self->outbox_lock, NULL);
+    pthread_cond_init(&self->first_view_cond, NULL);
+    if (self->instance_id == NULL || self->advertise_url == NULL || self->prefix == NULL) {
+        cluster_destroy(&self->base);
+        return CF_ERR_NOMEM;
+    }
+    snprintf(channel, sizeof(channel), "%scatalog", cfg->prefix);
+    ncfg.urls = cfg->redis_urls;
+    ncfg.timeout_ms = cfg->node_timeout_ms;
+    ncfg.scripts = scripts;
+    ncfg.script_count = S_COUNT;
+    ncfg.channel = channel;
+    ret = nodeset_new(&ncfg, &self->ns, err, errlen);
+    if (ret == CF_OK && nodeset_size(self->ns) > MAX_NODES) {
+        snprintf(err, errlen, "at most %d redis nodes are supported", MAX_NODES);
+        ret = CF_ERR_INVALID;
+    }
+    if (ret != CF_OK) {
+        cluster_destroy(&self->base);
+        return ret;
+    }
+    self->n = nodeset_size(self->ns);
+    self->quorum = nodeset_quorum(self->ns);
+    if (self->n % 2 == 0)
+        log_warn("an even number of redis nodes tolerates no more failures than one fewer",
+                 "nodes=%zu", self->n);
+
+    /* The first ordinal to try is spread by the id, so instances rarely collide. */
+    for (const char *c = self->instance_id; *c != '\0'; c++)
+        hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
+    atomic_store(&self->ordinal, (unsigned)(hash % (1u << COORD_ORDINAL_BITS)));
+
+    for (size_t node = 0; node < self->n; node++) {
+        char key[KEY_MAX], *pos = NULL;
+
+        make_key(self, key, "history_pos:", nodeset_address(self->ns, node));
+        snprintf(self->history_pos[node], sizeof(self->history_pos[node]), "0-0");
+        if (db_meta_get(self->db, key, &pos) == CF_OK &&
+            strlen(pos) < sizeof(self->history_pos[node]))
+            snprintf(self->history_pos[node], sizeof(self->history_pos[node]), "%s", pos);
+        free(pos);
+    }
+
+    if (pthread_create(&self->thread, NULL, cluster_main, self) != 0) {
+        cluster_destroy(&self->base);
+        return CF_ERR_NOMEM;
+    }
+    self->thread_started = true;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += START_WAIT_MS / 1000;
+    pthread_mutex_lock(&self->state_lock);
+    while (!self->first_view &&
+           pthread_cond_timedwait(&self->first_view_cond, &self->state_lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&self->state_lock);
+    *out = &self->base;
+    return CF_OK;
+}
