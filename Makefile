@@ -14,7 +14,7 @@ PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev clang-forma
 	libmicrohttpd-dev libjansson-dev libhiredis-dev libsqlite3-dev libcurl4-openssl-dev \
 	libssl-dev libcriterion-dev redis-server tzdata curl sqlite3 python3 python3-pytest
 
-.PHONY: all build deps run test unit integration fuzz asan bench format check-format clean
+.PHONY: all build deps run cluster test unit integration fuzz asan bench format check-format clean
 
 all: build
 
@@ -37,6 +37,10 @@ build: deps
 
 run: build
 	$(BUILD)/cronfence --listen $(LISTEN) --db $(DB)
+
+# Three Redis lock nodes and three instances on loopback, until Ctrl-C (data in cluster-data/).
+cluster: build
+	$(PYTHON) tests/tools/local_cluster.py --bin-dir $(BUILD) --dir cluster-data
 
 asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=ON -DCF_WERROR=ON >/dev/null

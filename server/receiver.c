@@ -49,6 +49,9 @@ struct receiver {
     sqlite3 *db;
     FILE *log; /* NULL without --log */
     pthread_mutex_t lock;
+    /* Jobs whose first delivery the delay_first_ms knob has seen; under lock. */
+    char **delayed_jobs;
+    size_t delayed_count;
 };
 
 /* One HTTP request: created on the first callback, freed in on_completed. */
@@ -98,6 +101,8 @@ static void usage(FILE *out)
         "applied in this order after the signature check and before the fencing step;\n"
         "when a knob answers, nothing is recorded:\n"
         "  delay_ms=N     sleep N ms (at most 300000) before answering\n"
+        "  delay_first_ms=N  sleep N ms before the fencing step, only for the first\n"
+        "                 delivery of each job this process sees (a late, stale one)\n"
         "  status=CODE    always answer CODE (100-599)\n"
         "  fail=N         answer 503 while Cronfence-Attempt <= N\n"
         "  retry_after=S  add \"Retry-After: S\" to those 503s\n"
@@ -312,12 +317,36 @@ static bool knob(struct MHD_Connection *conn, const char *name, int64_t max, int
     return text == NULL || parse_uint(text, max, value);
 }
 
+/* Whether this is the first delivery of job the delay_first_ms knob sees (remembers it). */
+static bool first_of_job(struct receiver *rc, const char *job)
+{
+    char **grown, *copy;
+    bool first = true;
+
+    pthread_mutex_lock(&rc->lock);
+    for (size_t i = 0; i < rc->delayed_count && first; i++)
+        first = strcmp(rc->delayed_jobs[i], job) != 0;
+    if (first) {
+        grown = realloc(rc->delayed_jobs, (rc->delayed_count + 1) * sizeof(*grown));
+        copy = strdup(job);
+        if (grown != NULL)
+            rc->delayed_jobs = grown;
+        if (grown != NULL && copy != NULL)
+            rc->delayed_jobs[rc->delayed_count++] = copy;
+        else
+            free(copy);
+    }
+    pthread_mutex_unlock(&rc->lock);
+    return first;
+}
+
 /* Handles a complete request: verify, test knobs, fencing, answer. */
 static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connection *conn,
                                        struct request *req)
 {
     struct delivery d = {.attempt = 1, .received_at_ms = cf_wall_ms()};
-    int64_t delay_ms = 0, forced_status = 0, fail = 0, retry_after_s = -1, highest = 0;
+    int64_t delay_ms = 0, delay_first_ms = 0, forced_status = 0, fail = 0, retry_after_s = -1,
+            highest = 0;
     const char *signature = header(conn, "Cronfence-Signature");
     const char *token_text = header(conn, "Fencing-Token");
     const char *attempt_text = header(conn, "Cronfence-Attempt");
@@ -328,6 +357,7 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
     if (req->too_large)
         return refuse(conn, MHD_HTTP_CONTENT_TOO_LARGE, "body too large");
     if (!knob(conn, "delay_ms", MAX_DELAY_MS, &delay_ms) ||
+        !knob(conn, "delay_first_ms", MAX_DELAY_MS, &delay_first_ms) ||
         !knob(conn, "status", 599, &forced_status) || !knob(conn, "fail", INT32_MAX, &fail) ||
         !knob(conn, "retry_after", INT32_MAX, &retry_after_s) ||
         (forced_status != 0 && forced_status < 100))
@@ -362,6 +392,8 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
     /* Test knobs. */
     /* A delay cut short by SIGTERM answers 503; MHD_stop_daemon may close the socket first. */
     if (delay_ms > 0 && !sleep_unless_stopping(delay_ms))
+        return refuse(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
+    if (delay_first_ms > 0 && first_of_job(rc, d.job) && !sleep_unless_stopping(delay_first_ms))
         return refuse(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting down");
     if (forced_status != 0 || d.attempt <= fail) {
         unsigned int status = forced_status != 0 ? (unsigned int)forced_status : 503;
@@ -613,5 +645,8 @@ out:
     if (rc.log != NULL)
         fclose(rc.log);
     sqlite3_close(rc.db);
+    for (size_t i = 0; i < rc.delayed_count; i++)
+        free(rc.delayed_jobs[i]);
+    free(rc.delayed_jobs);
     return status;
 }

@@ -284,7 +284,7 @@ int run_from_json(const json_t *doc, struct run *run)
          read_time(doc, "scheduled_at", &run->scheduled_at_ms) &&
          read_time(doc, "started_at", &run->started_at_ms) &&
          read_time(doc, "finished_at", &run->finished_at_ms) &&
-         read_int(doc, "fencing_token", 0, (int64_t)1 << 53, &token) &&
+         read_int(doc, "fencing_token", 0, ((int64_t)1 << 53) - 1, &token) &&
          read_int(doc, "attempts", 0, INT32_MAX, &attempts) &&
          read_int(doc, "http_status", 0, 999, &http_status) &&
          read_int(doc, "duration_ms", INT64_MIN / 2, INT64_MAX / 2, &duration);

@@ -278,3 +278,96 @@ Test(run, clear_and_free)
     run_free(NULL);
     run_clear(NULL);
 }
+
+/* A peer's history record reads back into the very run that was written. */
+Test(run, json_round_trip)
+{
+    struct run run, back;
+    json_t *obj;
+
+    fill_run(&run);
+    obj = run_to_json(&run);
+    cr_assert_not_null(obj);
+    cr_assert_eq(run_from_json(obj, &back), CF_OK);
+    cr_expect_str_eq(back.id, run.id);
+    cr_expect_str_eq(back.job, run.job);
+    cr_expect_eq(back.trigger, run.trigger);
+    cr_expect_eq(back.scheduled_at_ms, run.scheduled_at_ms);
+    cr_expect_eq(back.started_at_ms, run.started_at_ms);
+    cr_expect_eq(back.finished_at_ms, run.finished_at_ms);
+    cr_expect_eq(back.status, run.status);
+    cr_expect_null(back.reason);
+    cr_expect_eq(back.fencing_token, run.fencing_token);
+    cr_expect_str_eq(back.instance, run.instance);
+    cr_expect_eq(back.attempts, run.attempts);
+    cr_expect_eq(back.http_status, run.http_status);
+    cr_expect_eq(back.duration_ms, run.duration_ms);
+    cr_expect_str_eq(back.error, run.error);
+    cr_expect_str_eq(back.response_excerpt, run.response_excerpt);
+    cr_expect_eq(back.lease_lost, run.lease_lost);
+    json_decref(obj);
+    run_clear(&run);
+    run_clear(&back);
+}
+
+/* A missed slot: no times but its slot, no token, nulls everywhere. */
+Test(run, json_round_trip_unstarted)
+{
+    struct run run = {0}, back;
+    json_t *obj;
+
+    run_slot_id("a", 60000, run.id);
+    run.job = "a";
+    run.scheduled_at_ms = 60000;
+    run.status = RUN_MISSED;
+    run.reason = "no quorum";
+    run.instance = "i";
+    obj = run_to_json(&run);
+    cr_assert_eq(run_from_json(obj, &back), CF_OK);
+    cr_expect_eq(back.status, RUN_MISSED);
+    cr_expect_str_eq(back.reason, "no quorum");
+    cr_expect_eq(back.started_at_ms, 0);
+    cr_expect_eq(back.finished_at_ms, 0);
+    cr_expect_eq(back.fencing_token, 0);
+    cr_expect_eq(back.http_status, 0);
+    json_decref(obj);
+    run_clear(&back);
+}
+
+/* Records a peer could send that must be refused, leaving the run empty. */
+static const char *const bad_records[] = {
+    "[]",
+    "{}",
+    "{\"id\":\"a@1\",\"trigger\":\"schedule\",\"status\":\"succeeded\",\"instance\":\"i\"}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"later\",\"status\":\"succeeded\",\"instance\":"
+    "\"i\"}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"schedule\",\"status\":\"done\",\"instance\":"
+    "\"i\"}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"schedule\",\"status\":\"succeeded\"}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"schedule\",\"status\":\"succeeded\","
+    "\"instance\":\"i\",\"scheduled_at\":\"yesterday\"}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"schedule\",\"status\":\"succeeded\","
+    "\"instance\":\"i\",\"fencing_token\":-1}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"schedule\",\"status\":\"succeeded\","
+    "\"instance\":\"i\",\"fencing_token\":9007199254740993}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"schedule\",\"status\":\"succeeded\","
+    "\"instance\":\"i\",\"attempts\":\"2\"}",
+    "{\"id\":\"a@1\",\"job\":\"a\",\"trigger\":\"schedule\",\"status\":\"succeeded\","
+    "\"instance\":\"i\",\"lease_lost\":1}",
+    "{\"id\":\"a@1\",\"job\":7,\"trigger\":\"schedule\",\"status\":\"succeeded\",\"instance\":"
+    "\"i\"}",
+};
+
+Test(run, json_refuses_bad_records)
+{
+    for (size_t i = 0; i < COUNT(bad_records); i++) {
+        json_t *doc = json_loads(bad_records[i], 0, NULL);
+        struct run back;
+
+        cr_assert_not_null(doc, "case %zu does not parse", i);
+        cr_expect_eq(run_from_json(doc, &back), CF_ERR_INVALID, "case %zu: %s", i, bad_records[i]);
+        cr_expect_null(back.job, "case %zu left a job", i);
+        cr_expect_null(back.instance, "case %zu left an instance", i);
+        json_decref(doc);
+    }
+}
