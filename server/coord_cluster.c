@@ -968,6 +968,17 @@ static void notify_job(struct coord_cluster *self, const char *name)
         fn(ctx, name);
 }
 
+/*
+ * A catalog write read a newer entry than the local mirror holds: apply it
+ * now, so that a retry (PATCH re-reads the mirror) or the next GET here sees
+ * what the quorum holds without waiting for the poll.
+ */
+static void catch_up_mirror(struct coord_cluster *self, const char *name, const json_t *current)
+{
+    if (current != NULL && mirror_apply(self, name, current))
+        notify_job(self, name);
+}
+
 static int cluster_catalog_put(struct coord *coord, struct job *job, bool create_only,
                                int64_t if_match, bool *created)
 {
@@ -984,6 +995,7 @@ static int cluster_catalog_put(struct coord *coord, struct job *job, bool create
     ret = catalog_read(self, job->name, &current);
     if (ret != CF_OK)
         goto out;
+    catch_up_mirror(self, job->name, current);
     exists = current != NULL && !doc_deleted(current);
     *created = !exists;
     if (create_only && exists) {
@@ -1037,6 +1049,7 @@ static int cluster_catalog_delete(struct coord *coord, const char *name, int64_t
     ret = catalog_read(self, name, &current);
     if (ret != CF_OK)
         goto out;
+    catch_up_mirror(self, name, current);
     if (current == NULL || doc_deleted(current)) {
         ret = CF_ERR_NOT_FOUND;
         goto out;

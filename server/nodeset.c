@@ -47,7 +47,6 @@ struct pipe {
     size_t count, cap;
     size_t sent;          /* commands written by earlier execs of this round */
     redisReply **replies; /* cap entries, NULL when none */
-    int64_t sent_boot_ms; /* when the last exec wrote to this node */
 };
 
 struct node {
@@ -60,7 +59,6 @@ struct node {
     int64_t backoff_ms;
     double latency_ms;
     char warnings[NODESET_WARNINGS_MAX];
-    bool was_up; /* for logging transitions */
     struct pipe pipe;
 
     /* Maintenance thread only. */
@@ -300,7 +298,6 @@ static void drop_connection(struct nodeset *ns, struct node *node, const char *w
     node->ctx = NULL;
     node->stale = 0;
     node->missed_rounds = 0;
-    node->was_up = false;
     node->next_connect_boot_ms = cf_boot_ms() + node->backoff_ms;
 }
 
@@ -476,7 +473,6 @@ void nodeset_maintain(struct nodeset *ns)
                 node->stale = 0;
                 node->missed_rounds = 0;
                 node->backoff_ms = NODESET_BACKOFF_FIRST_MS;
-                node->was_up = true;
                 snprintf(node->warnings, sizeof(node->warnings), "%s", warnings);
             } else {
                 node->next_connect_boot_ms = cf_boot_ms() + node->backoff_ms;
@@ -821,6 +817,7 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
         struct node *node = &ns->nodes[i];
         struct pipe *pipe = &node->pipe;
         size_t queued = 0;
+        bool broken = false;
 
         if (node->ctx == NULL || pipe->sent == pipe->count)
             continue;
@@ -842,9 +839,15 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
                 free(eval);
             } else if (redisAppendFormattedCommand(node->ctx, command->resp, command->len) !=
                        REDIS_OK) {
+                broken = true;
                 break;
             }
             queued++;
+        }
+        if (broken) {
+            /* Part of the pipeline is in the buffer: the stream cannot be trusted. */
+            drop_connection(ns, node, "out of memory");
+            continue;
         }
         if (queued == 0)
             continue;
