@@ -19,7 +19,9 @@ YEARLY = "0 0 1 1 *"
 # The flags of DESIGN §7 (and the two informational ones).
 FLAGS = ["--listen", "--db", "--redis", "--instance-id", "--advertise", "--admin-token",
          "--viewer-token", "--signing-secret", "--webhook-allow", "--node-quarantine-ms",
-         "--history-days", "--log-level", "--log-format"]
+         "--history-days", "--log-level", "--log-format",
+         # cluster tuning, beyond DESIGN §7
+         "--redis-prefix", "--redis-timeout-ms", "--claim-stagger-ms"]
 
 
 def env_name(flag):
@@ -94,8 +96,14 @@ def test_version_prints_a_semver(tmp_path):
     (["--log-format", "xml"], "--log-format"),
     (["--node-quarantine-ms", "soon"], "--node-quarantine-ms"),
     (["stray-argument"], "stray-argument"),
+    (["--redis", "http://127.0.0.1:6379"], "invalid redis URL http://127.0.0.1:6379"),
+    (["--redis", "redis://127.0.0.1:99999"], "port must be 1-65535"),
+    (["--redis", "redis://a:1,redis://b:1,redis://a:1"], "redis node a:1 is listed twice"),
+    (["--redis-timeout-ms", "0"], "--redis-timeout-ms"),
+    (["--claim-stagger-ms", "-1"], "--claim-stagger-ms"),
 ], ids=["unknown", "missing-value", "history-abc", "history-0", "history-negative",
-        "log-level-loud", "log-format-xml", "quarantine-soon", "positional"])
+        "log-level-loud", "log-format-xml", "quarantine-soon", "positional", "redis-scheme",
+        "redis-port", "redis-twice", "redis-timeout-0", "stagger-negative"])
 def test_bad_flags_exit_non_zero_naming_the_flag(tmp_path, args, named):
     result = run_cli(["--db", str(tmp_path / "x.db"), "--listen", "127.0.0.1:0"] + args,
                      cwd=tmp_path)
