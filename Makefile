@@ -84,12 +84,13 @@ fuzz: deps
 
 bench: build
 	$(PYTHON) tests/bench/standalone_lag.py --bin-dir $(abspath $(BUILD))
+	$(PYTHON) tests/bench/cluster_bench.py --bin-dir $(abspath $(BUILD))
 
 format:
-	clang-format -i server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c
+	clang-format -i server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c tests/tools/*.c
 
 check-format:
-	clang-format --dry-run --Werror server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c
+	clang-format --dry-run --Werror server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c tests/tools/*.c
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

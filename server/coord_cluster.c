@@ -276,6 +276,20 @@ struct member {
     unsigned ordinal;
 };
 
+/*
+ * A release some nodes did not confirm (down, or too slow for the round):
+ * retried in the background until they do or the lease has run out, so a
+ * finished run does not block its job on the other instances for a lease.
+ */
+struct pending_release {
+    struct pending_release *next;
+    char lock[KEY_MAX];
+    char value[64];
+    uint32_t nodes; /* nodes still to release on */
+    int64_t expires_boot_ms;
+};
+#define RELEASES_MAX 100000
+
 /* A run state waiting to reach a quorum of nodes' feeds. */
 struct outbox_entry {
     struct outbox_entry *next;
@@ -310,6 +324,10 @@ struct coord_cluster {
 
     atomic_uint ordinal;
     atomic_bool ordinal_held;
+
+    pthread_mutex_t release_lock; /* guards releases, never held with another lock */
+    struct pending_release *releases;
+    size_t release_count;
 
     pthread_mutex_t outbox_lock;
     struct outbox_entry *outbox_head, *outbox_tail;
@@ -444,15 +462,111 @@ static int64_t holder_slot(const redisReply *value)
     return colon != NULL ? strtoll(colon + 1, NULL, 10) : 0;
 }
 
-/* Queues the release of every lock the claim holds. */
+/* Queues the release of every lock the claim holds (command indexes in work->index). */
 static void queue_release(struct coord_cluster *self, struct nodeset_round *round,
                           struct claim_work *work)
 {
     for (size_t node = 0; node < self->n; node++) {
+        work->index[node] = -1;
         if (work->held[node] && nodeset_round_node_up(round, node))
-            nodeset_round_script(round, node, S_RELEASE, 1, 2,
-                                 (const char *[]){work->lock, work->value});
+            work->index[node] = nodeset_round_script(round, node, S_RELEASE, 1, 2,
+                                                     (const char *[]){work->lock, work->value});
     }
+}
+
+/* After the release round: hands the nodes that did not confirm to the background retry. */
+static void retry_unreleased(struct coord_cluster *self, struct nodeset_round *round,
+                             const struct claim_work *work, int64_t lease_ms)
+{
+    struct pending_release *entry;
+    uint32_t nodes = 0;
+
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *reply = nodeset_round_reply(round, node, work->index[node]);
+
+        if (work->held[node] && (reply == NULL || reply->type != REDIS_REPLY_INTEGER))
+            nodes |= 1u << node;
+    }
+    if (nodes == 0)
+        return;
+    entry = calloc(1, sizeof(*entry));
+    if (entry == NULL)
+        return; /* the lease expires on its own */
+    memcpy(entry->lock, work->lock, sizeof(entry->lock));
+    memcpy(entry->value, work->value, sizeof(entry->value));
+    entry->nodes = nodes;
+    entry->expires_boot_ms = cf_boot_ms() + lease_ms;
+    pthread_mutex_lock(&self->release_lock);
+    if (self->release_count < RELEASES_MAX) {
+        entry->next = self->releases;
+        self->releases = entry;
+        self->release_count++;
+        entry = NULL;
+    }
+    pthread_mutex_unlock(&self->release_lock);
+    free(entry);
+}
+
+/* Background thread: retries the releases nodes have not confirmed yet. */
+static void retry_releases(struct coord_cluster *self)
+{
+    struct pending_release *list, *entry, *keep = NULL;
+    struct nodeset_round *round;
+    int(*index)[MAX_NODES];
+    size_t n = 0, kept = 0;
+    int64_t now = cf_boot_ms();
+
+    pthread_mutex_lock(&self->release_lock);
+    list = self->releases;
+    n = self->release_count;
+    self->releases = NULL;
+    self->release_count = 0;
+    pthread_mutex_unlock(&self->release_lock);
+    if (list == NULL)
+        return;
+    index = calloc(n, sizeof(*index));
+    round = nodeset_round_begin(self->ns);
+    entry = list;
+    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        for (size_t node = 0; node < self->n; node++) {
+            index[i][node] = -1;
+            if ((entry->nodes & (1u << node)) && nodeset_round_node_up(round, node))
+                index[i][node] = nodeset_round_script(round, node, S_RELEASE, 1, 2,
+                                                      (const char *[]){entry->lock, entry->value});
+        }
+    }
+    nodeset_round_exec(round);
+    entry = list;
+    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        for (size_t node = 0; node < self->n; node++) {
+            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
+
+            if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+                entry->nodes &= ~(1u << node);
+        }
+    }
+    nodeset_round_end(round);
+    free(index);
+    while (list != NULL) {
+        entry = list;
+        list = list->next;
+        if (entry->nodes == 0 || entry->expires_boot_ms <= now) {
+            free(entry);
+            continue;
+        }
+        entry->next = keep;
+        keep = entry;
+        kept++;
+    }
+    if (keep == NULL)
+        return;
+    pthread_mutex_lock(&self->release_lock);
+    for (entry = keep; entry->next != NULL; entry = entry->next)
+        ;
+    entry->next = self->releases;
+    self->releases = keep;
+    self->release_count += kept;
+    pthread_mutex_unlock(&self->release_lock);
 }
 
 /* Reads the claim round's replies for one claim and decides; returns whether to commit. */
@@ -621,6 +735,9 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
             if (work[i].release)
                 queue_release(self, round, &work[i]);
         nodeset_round_exec(round);
+        for (size_t i = 0; i < n; i++)
+            if (work[i].release)
+                retry_unreleased(self, round, &work[i], claims[i].lease_ms);
     }
     nodeset_round_end(round);
     note_trust(self, answered, trusted);
@@ -703,6 +820,8 @@ static void cluster_release(struct coord *coord, const struct coord_claim *claim
         queue_release(self, round, &work[i]);
     }
     nodeset_round_exec(round);
+    for (size_t i = 0; i < n; i++)
+        retry_unreleased(self, round, &work[i], claims[i].lease_ms);
     nodeset_round_end(round);
     free(work);
 }
@@ -1918,6 +2037,7 @@ static void *cluster_main(void *arg)
             next_catalog = now + CATALOG_POLL_MS;
         }
         history_flush(self);
+        retry_releases(self);
         if (now >= next_history) {
             history_read(self);
             next_history = now + HISTORY_POLL_MS;
@@ -2110,7 +2230,14 @@ static void cluster_destroy(struct coord *coord)
         free(self->outbox_head);
         self->outbox_head = next;
     }
+    while (self->releases != NULL) {
+        struct pending_release *next = self->releases->next;
+
+        free(self->releases);
+        self->releases = next;
+    }
     nodeset_free(self->ns);
+    pthread_mutex_destroy(&self->release_lock);
     pthread_mutex_destroy(&self->state_lock);
     pthread_mutex_destroy(&self->outbox_lock);
     pthread_cond_destroy(&self->first_view_cond);
@@ -2161,6 +2288,7 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     self->prefix = strdup(cfg->prefix);
     pthread_mutex_init(&self->state_lock, NULL);
     pthread_mutex_init(&self->outbox_lock, NULL);
+    pthread_mutex_init(&self->release_lock, NULL);
     pthread_cond_init(&self->first_view_cond, NULL);
     if (self->instance_id == NULL || self->advertise_url == NULL || self->prefix == NULL) {
         cluster_destroy(&self->base);

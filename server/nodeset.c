@@ -52,9 +52,9 @@ struct pipe {
 struct node {
     struct nodeset_url url;
     char address[300];
-    redisContext *ctx; /* command connection; NULL while down */
-    size_t stale;      /* replies owed to rounds that stopped waiting for them */
-    int missed_rounds; /* deadlines missed in a row */
+    redisContext *ctx;        /* command connection; NULL while down */
+    size_t stale;             /* replies owed to rounds that stopped waiting for them */
+    int64_t progress_boot_ms; /* when a reply (even a late one) last arrived */
     int64_t next_connect_boot_ms;
     int64_t backoff_ms;
     double latency_ms;
@@ -297,7 +297,6 @@ static void drop_connection(struct nodeset *ns, struct node *node, const char *w
     redisFree(node->ctx);
     node->ctx = NULL;
     node->stale = 0;
-    node->missed_rounds = 0;
     node->next_connect_boot_ms = cf_boot_ms() + node->backoff_ms;
 }
 
@@ -471,7 +470,7 @@ void nodeset_maintain(struct nodeset *ns)
             if (c != NULL) {
                 node->ctx = c;
                 node->stale = 0;
-                node->missed_rounds = 0;
+                node->progress_boot_ms = cf_boot_ms();
                 node->backoff_ms = NODESET_BACKOFF_FIRST_MS;
                 snprintf(node->warnings, sizeof(node->warnings), "%s", warnings);
             } else {
@@ -853,6 +852,9 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
             continue;
         links[i].c = node->ctx;
         links[i].stale = node->stale;
+        /* Owing nothing, the node is as good as just heard from: the stuck clock starts now. */
+        if (node->stale == 0)
+            node->progress_boot_ms = start;
         links[i].want = queued;
         links[i].out = calloc(queued, sizeof(*links[i].out));
         if (links[i].out == NULL) {
@@ -874,6 +876,9 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
 
         if (links[i].c == NULL)
             continue;
+        /* Any reply read, late ones included, shows the node is alive. */
+        if (links[i].got > 0 || links[i].stale < node->stale)
+            node->progress_boot_ms = cf_boot_ms();
         node->stale = links[i].stale;
         for (size_t k = pipe->sent; k < pipe->count; k++) {
             if (only_noscript && !is_noscript(pipe->replies[k]))
@@ -890,11 +895,10 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
         }
         if (links[i].got < links[i].want) {
             node->stale += links[i].want - links[i].got;
-            if (++node->missed_rounds >= NODESET_STALE_ROUNDS)
-                drop_connection(ns, node, "no reply within the timeout");
+            if (cf_boot_ms() - node->progress_boot_ms >= NODESET_STUCK_MS)
+                drop_connection(ns, node, "no reply for a second");
             continue;
         }
-        node->missed_rounds = 0;
         {
             double sample = (double)(cf_boot_ms() - start);
 

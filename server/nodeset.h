@@ -6,9 +6,12 @@
  * Each node has one command connection, non-blocking, shared by every round
  * (rounds are serialised by a mutex), and one subscriber connection for
  * pub/sub. A node whose connection fails is marked down and reconnected by
- * nodeset_maintain() with exponential backoff; a node that misses
- * NODESET_STALE_ROUNDS deadlines in a row is disconnected too, so one stuck
- * node (SIGSTOP, a full disk) costs each round its timeout only a few times.
+ * nodeset_maintain() with exponential backoff. A slow node keeps its
+ * connection (each round gives up on it at the round's deadline) as long as
+ * some reply, late or not, arrives at least every NODESET_STUCK_MS; a node
+ * that answers nothing for that long (SIGSTOP, a hung disk) is disconnected,
+ * so it stops costing every round its timeout. Dropping a connection only
+ * because the machine was busy would lose releases and leave locks behind.
  * Replies that arrive after their round's deadline are read and dropped.
  *
  * Lua scripts are given once at creation, loaded on every (re)connection and
@@ -25,8 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Missed deadlines in a row after which a node's connection is dropped. */
-#define NODESET_STALE_ROUNDS 3
+/* A node that has answered nothing for this long loses its connection. */
+#define NODESET_STUCK_MS 1000
 /* Longest text of a node's configuration warnings. */
 #define NODESET_WARNINGS_MAX 256
 
