@@ -14,9 +14,11 @@
  * table, the membership view, the history positions and the listener; it may
  * be taken inside a round (the nodeset's mutex held), so nothing waits for a
  * round or calls into the nodeset while holding it. outbox_lock guards the
- * queue of run states waiting to be published and is never held with another.
+ * queue of run states waiting to be published, release_lock the releases to
+ * retry; both may be taken inside a round but never together.
  */
 #include <jansson.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -325,7 +327,7 @@ struct coord_cluster {
     atomic_uint ordinal;
     atomic_bool ordinal_held;
 
-    pthread_mutex_t release_lock; /* guards releases, never held with another lock */
+    pthread_mutex_t release_lock; /* guards releases */
     struct pending_release *releases;
     size_t release_count;
 
@@ -441,6 +443,7 @@ struct claim_work {
     char lease[24];
     int index[MAX_NODES]; /* command index per node, -1 when not sent */
     bool held[MAX_NODES]; /* the claim round set our lock there */
+    bool sent[MAX_NODES]; /* the claim round reached or may have reached the node */
     bool committing;
     bool release;
 };
@@ -468,7 +471,7 @@ static void queue_release(struct coord_cluster *self, struct nodeset_round *roun
 {
     for (size_t node = 0; node < self->n; node++) {
         work->index[node] = -1;
-        if (work->held[node] && nodeset_round_node_up(round, node))
+        if ((work->held[node] || work->sent[node]) && nodeset_round_node_up(round, node))
             work->index[node] = nodeset_round_script(round, node, S_RELEASE, 1, 2,
                                                      (const char *[]){work->lock, work->value});
     }
@@ -484,7 +487,8 @@ static void retry_unreleased(struct coord_cluster *self, struct nodeset_round *r
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *reply = nodeset_round_reply(round, node, work->index[node]);
 
-        if (work->held[node] && (reply == NULL || reply->type != REDIS_REPLY_INTEGER))
+        if ((work->held[node] || work->sent[node]) &&
+            (reply == NULL || reply->type != REDIS_REPLY_INTEGER))
             nodes |= 1u << node;
     }
     if (nodes == 0)
@@ -572,7 +576,7 @@ static void retry_releases(struct coord_cluster *self)
 /* Reads the claim round's replies for one claim and decides; returns whether to commit. */
 static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                         struct coord_claim *claim, struct claim_work *work, int64_t t0,
-                        bool *answered, bool *trusted)
+                        unsigned ordinal, bool *answered, bool *trusted)
 {
     size_t ok_trusted = 0;
     int64_t highest = 0;
@@ -609,7 +613,7 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
         claim->result = CF_ERR_FIRED;
     } else if (ok_trusted >= self->quorum &&
                t0 + lease_validity(claim->lease_ms) - cf_boot_ms() > 0) {
-        claim->token = coord_mint_token(highest, atomic_load(&self->ordinal));
+        claim->token = coord_mint_token(highest, ordinal);
         if (claim->token > 0)
             return true;
         log_error("fencing token space exhausted", "job=%s", claim->job);
@@ -631,6 +635,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     bool answered[MAX_NODES] = {false}, trusted[MAX_NODES] = {false};
     char marker[KEY_MAX], fences[KEY_MAX];
     bool any_commit = false, any_release = false;
+    unsigned ordinal;
     int64_t t0;
 
     for (size_t i = 0; i < n; i++) {
@@ -638,6 +643,8 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
         claims[i].busy_slot_ms = 0;
         claims[i].token = 0;
     }
+    /* Ordinal first: the heartbeat clears ordinal_held before it moves to another ordinal. */
+    ordinal = atomic_load(&self->ordinal);
     if (n == 0 || !atomic_load(&self->ordinal_held))
         return CF_OK;
     work = calloc(n, sizeof(*work));
@@ -672,6 +679,8 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
                 round, node, S_CLAIM, 3, 7,
                 (const char *[]){work[i].lock, work[i].fence, marker, work[i].value, work[i].slot,
                                  work[i].lease, claims[i].advance ? "1" : "0"});
+            /* A node that misses the deadline may still set the lock: release it there too. */
+            work[i].sent[node] = work[i].index[node] >= 0;
         }
     }
     nodeset_round_exec(round);
@@ -682,7 +691,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
 
         if (claims[i].result == CF_ERR_IO)
             continue;
-        if (!judge_claim(self, round, &claims[i], &work[i], t0, answered, trusted)) {
+        if (!judge_claim(self, round, &claims[i], &work[i], t0, ordinal, answered, trusted)) {
             any_release = true;
             continue;
         }
@@ -723,7 +732,8 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
                 log_warn("claim not committed", "job=%s slot=%lld acks=%zu token=%lld",
                          claims[i].job, (long long)claims[i].slot_ms, acked,
                          (long long)claims[i].token);
-                claims[i].result = CF_ERR_NO_QUORUM;
+                /* Some nodes may hold fence.last = T now: the slot cannot be claimed again. */
+                claims[i].result = CF_ERR_LOST;
                 claims[i].token = 0;
                 work[i].release = true;
                 any_release = true;
@@ -920,6 +930,17 @@ static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int6
 /* Catalog (DESIGN §4.6)                                                    */
 /* ---------------------------------------------------------------------- */
 
+/* Jitter for retries; not secret. */
+static uint64_t random_u64(void)
+{
+    unsigned char bytes[8];
+    uint64_t value = 0;
+
+    if (RAND_bytes(bytes, sizeof(bytes)) == 1)
+        memcpy(&value, bytes, sizeof(value));
+    return value;
+}
+
 /* Takes the catalog lock, retrying within CATALOG_WAIT_MS. */
 static int catalog_lock(struct coord_cluster *self, struct coord_claim *claim)
 {
@@ -937,7 +958,7 @@ static int catalog_lock(struct coord_cluster *self, struct coord_claim *claim)
             return claim->result;
         if (cf_boot_ms() >= deadline)
             return claim->result == CF_ERR_BUSY ? CF_ERR_TIMEOUT : CF_ERR_NO_QUORUM;
-        cf_sleep_ms(5 + (cf_boot_ms() % 45));
+        cf_sleep_ms(5 + (int64_t)(random_u64() % 45));
     }
 }
 
@@ -1038,27 +1059,35 @@ static int catalog_write(struct coord_cluster *self, const char *name, int64_t v
     return acked >= self->quorum ? CF_OK : CF_ERR_NO_QUORUM;
 }
 
-/* Applies a catalog document to the local mirror; true when it changed it. */
-static bool mirror_apply(struct coord_cluster *self, const char *name, const json_t *doc)
+/*
+ * Applies a catalog document to the local mirror: 1 when it changed it, 0
+ * when the mirror was as new already (or the entry is unusable), -1 on a
+ * database error (to be read again).
+ */
+static int mirror_apply(struct coord_cluster *self, const char *name, const json_t *doc)
 {
     int64_t version = doc_version(doc), stored = 0;
     bool deleted = false;
 
-    if (db_job_version(self->db, name, &stored, &deleted) != CF_OK || version <= stored)
-        return false;
+    if (db_job_version(self->db, name, &stored, &deleted) != CF_OK)
+        return -1;
+    if (version <= stored)
+        return 0;
     if (doc_deleted(doc)) {
         int64_t deleted_at = 0;
 
         cf_parse_time(json_string_value(json_object_get(doc, "deleted_at")), &deleted_at);
         return db_job_store(self->db, name, NULL, version,
-                            deleted_at ? deleted_at : cf_wall_ms()) == CF_OK;
+                            deleted_at ? deleted_at : cf_wall_ms()) == CF_OK
+                   ? 1
+                   : -1;
     } else {
         json_t *errors = json_array();
         struct job *job = NULL;
-        bool changed = false;
+        int changed = 0;
 
         if (errors != NULL && job_from_json(doc, NULL, true, &job, errors) == CF_OK) {
-            changed = db_job_store(self->db, name, job, version, 0) == CF_OK;
+            changed = db_job_store(self->db, name, job, version, 0) == CF_OK ? 1 : -1;
         } else {
             const char *message =
                 json_string_value(json_object_get(json_array_get(errors, 0), "message"));
@@ -1094,7 +1123,7 @@ static void notify_job(struct coord_cluster *self, const char *name)
  */
 static void catch_up_mirror(struct coord_cluster *self, const char *name, const json_t *current)
 {
-    if (current != NULL && mirror_apply(self, name, current))
+    if (current != NULL && mirror_apply(self, name, current) > 0)
         notify_job(self, name);
 }
 
@@ -1363,6 +1392,7 @@ static void catalog_poll(struct coord_cluster *self)
         int64_t newest[MAX_NODES];
         size_t count = 0, answered = 0;
         uint32_t all = 0;
+        bool failed = false;
 
         if (catalog_gather(self, self->catalog_cursor, false, &entries, &count, newest, &full,
                            &answered) != CF_OK)
@@ -1371,16 +1401,21 @@ static void catalog_poll(struct coord_cluster *self)
             all |= 1u << node;
         for (size_t e = 0; e < count; e++) {
             json_t *doc = json_loads(entries[e].json, 0, NULL);
+            int applied = doc != NULL ? mirror_apply(self, entries[e].name, doc) : 0;
 
-            if (doc != NULL && mirror_apply(self, entries[e].name, doc)) {
+            if (applied > 0) {
                 log_info("catalog change applied", "job=%s version=%lld", entries[e].name,
                          (long long)entries[e].version);
                 notify_job(self, entries[e].name);
             }
+            failed |= applied < 0;
             json_decref(doc);
         }
         catalog_repair(self, entries, count, all);
         free_seen(entries, count);
+        /* After a database error the same entries are read again next time. */
+        if (failed)
+            return;
         memcpy(self->catalog_cursor, newest, sizeof(newest));
     }
 }
@@ -1727,9 +1762,10 @@ static void heartbeat(struct coord_cluster *self)
         trusted[node] = reply_int(element(reply, 2), 0) == 1;
         trusted_answers += trusted[node];
         offsets[node] = node_now - midpoint;
-        if (reply_int(element(reply, 1), 0) == 1)
+        /* Only trusted nodes count: an emptied node grants any ordinal. */
+        if (reply_int(element(reply, 1), 0) == 1 && trusted[node])
             held++;
-        else
+        else if (reply_int(element(reply, 1), 0) != 1)
             taken++;
         merge_members(reply, &list, &list_count, offsets[node]);
     }
@@ -1768,7 +1804,8 @@ static void heartbeat(struct coord_cluster *self)
         if (taken > self->n - self->quorum) {
             /* Another live instance has it on enough nodes: try the next one. */
             atomic_store(&self->ordinal, (current + 1) % (1u << COORD_ORDINAL_BITS));
-            log_info("ordinal taken, trying the next", "ordinal=%u", current);
+            log_info("ordinal taken, trying the next", "taken=%u next=%u", current,
+                     (current + 1) % (1u << COORD_ORDINAL_BITS));
         }
     }
 }
@@ -1841,9 +1878,12 @@ static bool repair_node(struct coord_cluster *self, size_t target)
             continue;
         answered++;
         for (size_t k = 0; k + 2 < reply->elements; k += 3) {
-            struct fence_entry *bigger = realloc(list, (count + 1) * sizeof(*list));
+            struct fence_entry *bigger;
 
-            if (bigger == NULL || reply->element[k]->type != REDIS_REPLY_STRING)
+            if (reply->element[k]->type != REDIS_REPLY_STRING)
+                continue;
+            bigger = realloc(list, (count + 1) * sizeof(*list));
+            if (bigger == NULL)
                 continue;
             list = bigger;
             list[count].job = strdup(reply->element[k]->str);

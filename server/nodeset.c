@@ -833,7 +833,8 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
                 if (len < 0 ||
                     redisAppendFormattedCommand(node->ctx, eval, (size_t)len) != REDIS_OK) {
                     free(eval);
-                    continue;
+                    broken = true;
+                    break;
                 }
                 free(eval);
             } else if (redisAppendFormattedCommand(node->ctx, command->resp, command->len) !=

@@ -106,7 +106,7 @@ struct nodeset_round;
 
 /*
  * Starts a round, taking the set's mutex (held until nodeset_round_end()).
- * Returns NULL when out of memory.
+ * The round is the set's own, reused: this cannot fail.
  */
 struct nodeset_round *nodeset_round_begin(struct nodeset *ns);
 

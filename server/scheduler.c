@@ -659,6 +659,12 @@ static void launch_firing(struct scheduler *sched, struct firing *firing)
     int submitted;
 
     firing->request = NULL;
+    if (cf_boot_ms() >= atomic_load(&firing->valid_until_boot_ms)) {
+        /* Recording the start took the lease's remaining time: send nothing. */
+        atomic_store(&firing->lease_lost, true);
+        delivery_request_free(req);
+        req = NULL;
+    }
     sj->in_flight++;
     firing->next = sched->in_flight;
     if (sched->in_flight != NULL)
@@ -668,7 +674,7 @@ static void launch_firing(struct scheduler *sched, struct firing *firing)
     atomic_fetch_add(&sched->stat_fired, 1);
     log_debug("firing started", "job=%s run=%s token=%lld", sj->name, firing->run.id,
               (long long)firing->run.fencing_token);
-    submitted = delivery_submit(sched->engine, req);
+    submitted = req != NULL ? delivery_submit(sched->engine, req) : CF_ERR_LOST;
     if (submitted != CF_OK) {
         /* The engine freed the request: finish the run here as not delivered. */
         struct completion *done = calloc(1, sizeof(*done));
@@ -676,8 +682,10 @@ static void launch_firing(struct scheduler *sched, struct firing *firing)
         if (done != NULL) {
             done->firing = firing;
             done->status = RUN_FAILED;
-            done->error =
-                strdup(submitted == CF_ERR_SHUTDOWN ? "instance stopping" : cf_err_str(submitted));
+            done->error = strdup(submitted == CF_ERR_SHUTDOWN ? "instance stopping"
+                                 : submitted == CF_ERR_LOST
+                                     ? "lease expired before the first attempt: not sent"
+                                     : cf_err_str(submitted));
             done->finished_at_ms = cf_wall_ms();
             pthread_mutex_lock(&sched->inbox_lock);
             done->next = sched->completions;
@@ -776,9 +784,22 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
         case CF_ERR_FIRED:
             log_debug("slot already fired", "job=%s slot=%lld", sj->name, (long long)slot);
             break;
+        case CF_ERR_LOST:
+            /* Claimed but not committed in time: fence.last may say it fired; it did not. */
+            record_unstarted(sched, sj->name, slot, due[i].trigger, RUN_MISSED,
+                             "the claim could not be committed on a quorum in time");
+            break;
         case CF_ERR_BUSY:
             if (claims[i].busy_slot_ms == slot) {
-                /* Another instance holds this very slot and will deliver it. */
+                /*
+                 * Another instance holds this very slot, or two claims split the
+                 * nodes and both gave up: look again shortly. Once the holder has
+                 * committed, the next claim answers FIRED and the slot is done.
+                 */
+                push_pending(sched, sj, slot, due[i].trigger, PENDING_RETRY,
+                             cf_boot_ms() + SCHED_CLAIM_RETRY_MIN_MS +
+                                 (int64_t)(next_random(sched) % SCHED_CLAIM_RETRY_SPREAD_MS),
+                             CF_ERR_BUSY);
                 break;
             }
             /* The run in flight may be another instance's: look again in 100 ms. */
@@ -852,6 +873,9 @@ static const char *pending_reason(const struct pending_slot *slot, bool supersed
 {
     if (slot->kind == PENDING_QUEUED)
         return "starting deadline passed while waiting for the previous run";
+    if (slot->last_error == CF_ERR_BUSY)
+        return superseded ? "another claim held the slot and none delivered it before the next slot"
+                          : "another claim held the slot and none delivered it in time";
     if (slot->last_error == CF_ERR_NO_QUORUM)
         return superseded ? "no quorum of trusted redis nodes before the next slot"
                           : "no quorum of trusted redis nodes before the starting deadline";
@@ -1183,25 +1207,59 @@ static void finish_firings(struct scheduler *sched, struct completion *list)
     }
 }
 
+/* Marks a firing's lease lost: no further attempt starts, the run records it. */
+static void lose_lease(struct firing *firing)
+{
+    atomic_store(&firing->lease_lost, true);
+    log_warn("lease lost", "job=%s run=%s token=%lld", firing->sj->name, firing->run.id,
+             (long long)firing->run.fencing_token);
+}
+
+/* Extends, in one batch, the leases of the firings whose watchdog time has come (lease/3). */
 static void extend_leases(struct scheduler *sched, int64_t now_boot)
 {
+    struct firing **due = NULL;
+    struct coord_claim *claims = NULL;
+    size_t n = 0, cap = 0;
+
     for (struct firing *firing = sched->in_flight; firing != NULL; firing = firing->next) {
         if (atomic_load(&firing->lease_lost) || firing->next_extend_boot_ms > now_boot)
             continue;
         if (now_boot >= firing->claim.valid_until_boot_ms) {
-            firing->claim.result = CF_ERR_LOST;
-        } else {
-            sched->cfg.coord->ops->extend(sched->cfg.coord, &firing->claim, 1);
-        }
-        if (firing->claim.result != CF_OK) {
-            atomic_store(&firing->lease_lost, true);
-            log_warn("lease lost", "job=%s run=%s token=%lld", firing->sj->name, firing->run.id,
-                     (long long)firing->run.fencing_token);
+            lose_lease(firing);
             continue;
         }
-        atomic_store(&firing->valid_until_boot_ms, firing->claim.valid_until_boot_ms);
-        firing->next_extend_boot_ms = now_boot + firing->claim.lease_ms / 3;
+        if (n == cap) {
+            size_t grown = cap ? cap * 2 : 16;
+            struct firing **bigger = realloc(due, grown * sizeof(*bigger));
+
+            if (bigger == NULL)
+                break; /* the rest are extended on the next pass */
+            due = bigger;
+            cap = grown;
+        }
+        due[n++] = firing;
     }
+    if (n > 0)
+        claims = calloc(n, sizeof(*claims));
+    if (claims != NULL) {
+        for (size_t i = 0; i < n; i++)
+            claims[i] = due[i]->claim;
+        sched->cfg.coord->ops->extend(sched->cfg.coord, claims, n);
+        for (size_t i = 0; i < n; i++) {
+            struct firing *firing = due[i];
+
+            if (claims[i].result != CF_OK) {
+                lose_lease(firing);
+                continue;
+            }
+            firing->claim.valid_until_boot_ms = claims[i].valid_until_boot_ms;
+            atomic_store(&firing->valid_until_boot_ms, claims[i].valid_until_boot_ms);
+            firing->next_extend_boot_ms = now_boot + firing->claim.lease_ms / 3;
+        }
+    }
+    free(claims);
+    free(due);
 }
 
 static int64_t next_extend_due(struct scheduler *sched)
