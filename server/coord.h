@@ -91,11 +91,13 @@ struct coord_ops {
     int (*catalog_delete)(struct coord *coord, const char *name, int64_t if_match);
 
     /*
-     * Makes a run state visible cluster-wide (standalone: nothing to do).
-     * Cluster: queued and appended to every node's run feed in the
-     * background, retried until a quorum of nodes has it; never blocks.
+     * Makes n run states visible cluster-wide (standalone: nothing to do).
+     * Cluster: appended to every node's run feed and retried until a quorum
+     * of nodes has each; with now, a first try happens on the caller's
+     * thread before this returns (start states, before their webhook goes
+     * out), otherwise in the background without blocking.
      */
-    int (*history_publish)(struct coord *coord, const struct run *run);
+    int (*history_publish)(struct coord *coord, const struct run *const *runs, size_t n, bool now);
 
     /*
      * The newest slot committed for each of n jobs (fence.last, wall ms; 0

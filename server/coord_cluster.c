@@ -204,7 +204,8 @@ static const char script_catalog_gc[] =
     "return removed\n";
 
 /*
- * Heartbeat (DESIGN §4.8): refreshes this member and its ordinal
+ * Heartbeat (DESIGN §4.8): refreshes this member (unless its URL is still
+ * unknown, ARGV[2] empty: members are only shown with a URL) and its ordinal
  * reservation, drops members not seen for the TTL (by the node's clock), and
  * returns {node time ms, ordinal held 0/1, trusted 0/1, then per live
  * member: id, url, version, started_at, clock, ordinal, seen}.
@@ -224,10 +225,12 @@ static const char script_heartbeat[] =
     "  redis.call('PEXPIRE', KEYS[3], ttl * 2)\n"
     "  held = 1\n"
     "end\n"
-    "redis.call('HSET', KEYS[2], 'url', ARGV[2], 'version', ARGV[3], 'started_at', ARGV[4],\n"
-    "           'clock', ARGV[5], 'ordinal', ARGV[6], 'seen', string.format('%d', now))\n"
-    "redis.call('PEXPIRE', KEYS[2], ttl)\n"
-    "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
+    "if ARGV[2] ~= '' then\n"
+    "  redis.call('HSET', KEYS[2], 'url', ARGV[2], 'version', ARGV[3], 'started_at', ARGV[4],\n"
+    "             'clock', ARGV[5], 'ordinal', ARGV[6], 'seen', string.format('%d', now))\n"
+    "  redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "  redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
+    "end\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)\n"
     "local out = {string.format('%d', now), held, redis.call('EXISTS', KEYS[4])}\n"
     "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
@@ -262,6 +265,7 @@ static const char *const scripts[S_COUNT] = {
 struct node_state {
     bool answered;                   /* has answered a heartbeat since it last came up */
     bool trusted;                    /* its last reply said it holds the marker */
+    uint64_t generation;             /* the connection that reply came over */
     int64_t untrusted_since_boot_ms; /* 0 while trusted or never seen */
     int64_t clock_offset_ms;         /* node TIME minus our wall clock */
     bool clock_known;
@@ -394,8 +398,13 @@ static bool reply_is(const redisReply *reply, const char *text)
            strcmp(reply->str, text) == 0;
 }
 
-/* Records what a reply said about a node's marker; the state lock is taken here. */
-static void note_trust(struct coord_cluster *self, const bool *answered, const bool *trusted)
+/*
+ * Records what replies said about the nodes' markers, with the connection
+ * generation they came over (what an older connection said is void once the
+ * node has reconnected: it may have come back empty). Takes the state lock.
+ */
+static void note_trust(struct coord_cluster *self, const bool *answered, const bool *trusted,
+                       const uint64_t *generations)
 {
     int64_t now = cf_boot_ms();
 
@@ -413,19 +422,28 @@ static void note_trust(struct coord_cluster *self, const bool *answered, const b
             node->untrusted_since_boot_ms = now;
         }
         node->trusted = trusted[i];
+        node->generation = generations[i];
         if (trusted[i])
             node->untrusted_since_boot_ms = 0;
     }
     pthread_mutex_unlock(&self->state_lock);
 }
 
-/* Whether node i was trusted at its last answer. */
-static bool node_trusted(struct coord_cluster *self, size_t i)
+/* Copies the connection generations of every node; inside a round. */
+static void round_generations(struct coord_cluster *self, const struct nodeset_round *round,
+                              uint64_t *generations)
+{
+    for (size_t node = 0; node < self->n; node++)
+        generations[node] = nodeset_round_generation(round, node);
+}
+
+/* Whether node i said it was trusted over its current connection (generation). */
+static bool node_trusted(struct coord_cluster *self, size_t i, uint64_t generation)
 {
     bool trusted;
 
     pthread_mutex_lock(&self->state_lock);
-    trusted = self->nodes[i].trusted;
+    trusted = self->nodes[i].trusted && self->nodes[i].generation == generation;
     pthread_mutex_unlock(&self->state_lock);
     return trusted;
 }
@@ -635,6 +653,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     bool answered[MAX_NODES] = {false}, trusted[MAX_NODES] = {false};
     char marker[KEY_MAX], fences[KEY_MAX];
     bool any_commit = false, any_release = false;
+    uint64_t generations[MAX_NODES] = {0};
     unsigned ordinal;
     int64_t t0;
 
@@ -749,8 +768,9 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
             if (work[i].release)
                 retry_unreleased(self, round, &work[i], claims[i].lease_ms);
     }
+    round_generations(self, round, generations);
     nodeset_round_end(round);
-    note_trust(self, answered, trusted);
+    note_trust(self, answered, trusted, generations);
     free(work);
     return CF_OK;
 }
@@ -999,7 +1019,7 @@ static int catalog_read(struct coord_cluster *self, const char *name, json_t **c
 
         if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
             continue;
-        if (node_trusted(self, node))
+        if (node_trusted(self, node, nodeset_round_generation(round, node)))
             answered++;
         if (reply->type != REDIS_REPLY_STRING)
             continue;
@@ -1052,7 +1072,7 @@ static int catalog_write(struct coord_cluster *self, const char *name, int64_t v
         const redisReply *reply = nodeset_round_reply(round, node, index[node]);
 
         if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0 &&
-            node_trusted(self, node))
+            node_trusted(self, node, nodeset_round_generation(round, node)))
             acked++;
     }
     nodeset_round_end(round);
@@ -1261,7 +1281,8 @@ static int catalog_gather(struct coord_cluster *self, const int64_t *after, bool
     for (size_t node = 0; node < self->n; node++) {
         newest[node] = after != NULL ? after[node] : 0;
         index[node] = -1;
-        if (!nodeset_round_node_up(round, node) || (trusted_only && !node_trusted(self, node)))
+        if (!nodeset_round_node_up(round, node) ||
+            (trusted_only && !node_trusted(self, node, nodeset_round_generation(round, node))))
             continue;
         snprintf(since[node], sizeof(since[node]), "%lld", (long long)newest[node]);
         index[node] = nodeset_round_script(round, node, S_CATALOG_SINCE, 1, 4,
@@ -1439,21 +1460,47 @@ static void catalog_gc(struct coord_cluster *self)
 /* History (DESIGN §4.7)                                                    */
 /* ---------------------------------------------------------------------- */
 
-static int cluster_history_publish(struct coord *coord, const struct run *run)
+/* A new outbox entry holding run's JSON; NULL when out of memory. */
+static struct outbox_entry *outbox_entry_new(const struct run *run)
 {
-    struct coord_cluster *self = from_base(coord);
     json_t *doc = run_to_json(run);
     struct outbox_entry *entry = calloc(1, sizeof(*entry));
 
     if (doc == NULL || entry == NULL || (entry->json = json_dumps(doc, JSON_COMPACT)) == NULL) {
         json_decref(doc);
         free(entry);
-        return CF_ERR_NOMEM;
+        return NULL;
     }
     json_decref(doc);
+    return entry;
+}
+
+/*
+ * Puts a list of n entries (first .. last) back into the outbox, at its head
+ * (older states first) or its tail, dropping the oldest beyond OUTBOX_MAX.
+ */
+static void outbox_put(struct coord_cluster *self, struct outbox_entry *first,
+                       struct outbox_entry *last, size_t n, bool at_head)
+{
+    if (first == NULL)
+        return;
     pthread_mutex_lock(&self->outbox_lock);
-    if (self->outbox_count >= OUTBOX_MAX) {
-        /* Bounded: the oldest state goes, its run stays in this instance's history. */
+    if (at_head) {
+        last->next = self->outbox_head;
+        self->outbox_head = first;
+        if (self->outbox_tail == NULL)
+            self->outbox_tail = last;
+    } else {
+        last->next = NULL;
+        if (self->outbox_tail != NULL)
+            self->outbox_tail->next = first;
+        else
+            self->outbox_head = first;
+        self->outbox_tail = last;
+    }
+    self->outbox_count += n;
+    while (self->outbox_count > OUTBOX_MAX) {
+        /* Bounded: the oldest state goes; its run stays in this instance's history. */
         struct outbox_entry *oldest = self->outbox_head;
 
         self->outbox_head = oldest->next;
@@ -1464,29 +1511,109 @@ static int cluster_history_publish(struct coord *coord, const struct run *run)
         free(oldest->json);
         free(oldest);
     }
-    if (self->outbox_tail != NULL)
-        self->outbox_tail->next = entry;
-    else
-        self->outbox_head = entry;
-    self->outbox_tail = entry;
-    self->outbox_count++;
     pthread_mutex_unlock(&self->outbox_lock);
-    return CF_OK;
 }
 
 /*
- * Appends the oldest waiting run states to every node's feed that lacks
- * them, in one round. The batch is detached from the outbox while the round
- * runs; states a quorum of nodes holds are freed, the others go back to the
- * head of the outbox in their order.
+ * Appends the n states of list to every node's feed that lacks them, in one
+ * round, then frees those a quorum of nodes holds and puts the others back
+ * into the outbox. The list is the caller's until this returns.
  */
-static void history_flush(struct coord_cluster *self)
+static void publish_entries(struct coord_cluster *self, struct outbox_entry *list, size_t n,
+                            bool at_head)
 {
-    struct outbox_entry *batch, *entry, *keep = NULL, **keep_tail = &keep, *last_kept = NULL;
+    struct outbox_entry *entry, *keep = NULL, **keep_tail = &keep, *last_kept = NULL;
     struct nodeset_round *round;
     char stream[KEY_MAX];
-    int(*index)[MAX_NODES];
-    size_t n = 0, kept = 0;
+    int(*index)[MAX_NODES] = calloc(n ? n : 1, sizeof(*index));
+    size_t kept = 0;
+
+    make_key(self, stream, "runs", "");
+    round = nodeset_round_begin(self->ns);
+    entry = list;
+    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        for (size_t node = 0; node < self->n; node++) {
+            index[i][node] = -1;
+            if ((entry->acked & (1u << node)) || !nodeset_round_node_up(round, node))
+                continue;
+            index[i][node] =
+                nodeset_round_command(round, node, 8,
+                                      (const char *[]){"XADD", stream, "MAXLEN", "~",
+                                                       HISTORY_MAXLEN, "*", "run", entry->json},
+                                      NULL);
+        }
+    }
+    nodeset_round_exec(round);
+    entry = list;
+    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        for (size_t node = 0; node < self->n; node++) {
+            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
+
+            if (reply != NULL && reply->type == REDIS_REPLY_STRING)
+                entry->acked |= 1u << node;
+        }
+    }
+    nodeset_round_end(round);
+    free(index);
+
+    for (size_t i = 0; i < n && list != NULL; i++) {
+        entry = list;
+        list = list->next;
+        if ((size_t)__builtin_popcount(entry->acked) >= self->quorum) {
+            free(entry->json);
+            free(entry);
+            continue;
+        }
+        entry->next = NULL;
+        *keep_tail = entry;
+        keep_tail = &entry->next;
+        last_kept = entry;
+        kept++;
+    }
+    outbox_put(self, keep, last_kept, kept, at_head);
+}
+
+/*
+ * Publishes run states. Start states (now = true) are appended to the nodes
+ * on the caller's thread before the webhook goes out, so that a run is in
+ * the cluster's history even when its instance dies during the delivery;
+ * the others are queued for the background thread. States a quorum has not
+ * taken are retried from the outbox.
+ */
+static int cluster_history_publish(struct coord *coord, const struct run *const *runs, size_t n,
+                                   bool now)
+{
+    struct coord_cluster *self = from_base(coord);
+    struct outbox_entry *first = NULL, *last = NULL;
+    size_t count = 0;
+    int ret = CF_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        struct outbox_entry *entry = outbox_entry_new(runs[i]);
+
+        if (entry == NULL) {
+            ret = CF_ERR_NOMEM;
+            continue;
+        }
+        if (last != NULL)
+            last->next = entry;
+        else
+            first = entry;
+        last = entry;
+        count++;
+    }
+    if (now)
+        publish_entries(self, first, count, false);
+    else
+        outbox_put(self, first, last, count, false);
+    return ret;
+}
+
+/* Background thread: publishes the oldest waiting run states. */
+static void history_flush(struct coord_cluster *self)
+{
+    struct outbox_entry *batch, *entry;
+    size_t n = 0;
 
     pthread_mutex_lock(&self->outbox_lock);
     batch = self->outbox_head;
@@ -1506,60 +1633,8 @@ static void history_flush(struct coord_cluster *self)
         self->outbox_count -= n;
     }
     pthread_mutex_unlock(&self->outbox_lock);
-    if (n == 0)
-        return;
-    index = calloc(n, sizeof(*index));
-    make_key(self, stream, "runs", "");
-    round = nodeset_round_begin(self->ns);
-    entry = batch;
-    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
-        for (size_t node = 0; node < self->n; node++) {
-            index[i][node] = -1;
-            if ((entry->acked & (1u << node)) || !nodeset_round_node_up(round, node))
-                continue;
-            index[i][node] =
-                nodeset_round_command(round, node, 8,
-                                      (const char *[]){"XADD", stream, "MAXLEN", "~",
-                                                       HISTORY_MAXLEN, "*", "run", entry->json},
-                                      NULL);
-        }
-    }
-    nodeset_round_exec(round);
-    entry = batch;
-    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
-        for (size_t node = 0; node < self->n; node++) {
-            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
-
-            if (reply != NULL && reply->type == REDIS_REPLY_STRING)
-                entry->acked |= 1u << node;
-        }
-    }
-    nodeset_round_end(round);
-    free(index);
-
-    while (batch != NULL) {
-        entry = batch;
-        batch = batch->next;
-        if ((size_t)__builtin_popcount(entry->acked) >= self->quorum) {
-            free(entry->json);
-            free(entry);
-            continue;
-        }
-        entry->next = NULL;
-        *keep_tail = entry;
-        keep_tail = &entry->next;
-        last_kept = entry;
-        kept++;
-    }
-    if (keep != NULL) {
-        pthread_mutex_lock(&self->outbox_lock);
-        last_kept->next = self->outbox_head;
-        if (self->outbox_head == NULL)
-            self->outbox_tail = last_kept;
-        self->outbox_head = keep;
-        self->outbox_count += kept;
-        pthread_mutex_unlock(&self->outbox_lock);
-    }
+    if (n > 0)
+        publish_entries(self, batch, n, true);
 }
 
 /* Reads new entries of every node's run feed into the local history. */
@@ -1723,6 +1798,7 @@ static void heartbeat(struct coord_cluster *self)
     int index[MAX_NODES];
     bool answered[MAX_NODES] = {false}, trusted[MAX_NODES] = {false};
     int64_t offsets[MAX_NODES] = {0};
+    uint64_t generations[MAX_NODES] = {0};
     struct member *list = NULL;
     size_t list_count = 0, held = 0, taken = 0, trusted_answers = 0;
     int64_t sent_wall, midpoint;
@@ -1769,8 +1845,9 @@ static void heartbeat(struct coord_cluster *self)
             taken++;
         merge_members(reply, &list, &list_count, offsets[node]);
     }
+    round_generations(self, round, generations);
     nodeset_round_end(round);
-    note_trust(self, answered, trusted);
+    note_trust(self, answered, trusted, generations);
 
     pthread_mutex_lock(&self->state_lock);
     for (size_t node = 0; node < self->n; node++) {
@@ -1865,11 +1942,11 @@ static bool repair_node(struct coord_cluster *self, size_t target)
     make_key(self, fences, "fences", "");
     make_key(self, prefix, "fence:", "");
     for (size_t node = 0; node < self->n; node++)
-        index[node] =
-            node != target && nodeset_round_node_up(round, node) && node_trusted(self, node)
-                ? nodeset_round_script(round, node, S_FENCE_DUMP, 1, 2,
-                                       (const char *[]){fences, prefix})
-                : -1;
+        index[node] = node != target && nodeset_round_node_up(round, node) &&
+                              node_trusted(self, node, nodeset_round_generation(round, node))
+                          ? nodeset_round_script(round, node, S_FENCE_DUMP, 1, 2,
+                                                 (const char *[]){fences, prefix})
+                          : -1;
     nodeset_round_exec(round);
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *reply = nodeset_round_reply(round, node, index[node]);
@@ -2131,7 +2208,8 @@ static json_t *node_json(struct coord_cluster *self, size_t i, const struct node
     char text[96];
 
     nodeset_node_info(self->ns, i, &info);
-    *trusted_out = info.up && node->answered && node->trusted;
+    *trusted_out =
+        info.up && node->answered && node->trusted && node->generation == info.generation;
     if (info.warnings[0] != '\0') {
         char *copy = strdup(info.warnings), *save = NULL;
 
@@ -2145,7 +2223,7 @@ static json_t *node_json(struct coord_cluster *self, size_t i, const struct node
         snprintf(text, sizeof(text), "clock offset %lld ms", (long long)node->clock_offset_ms);
         json_array_append_new(warnings, json_string(text));
     }
-    if (info.up && node->answered && !node->trusted)
+    if (info.up && node->answered && node->generation == info.generation && !node->trusted)
         json_array_append_new(
             warnings, json_string("no trust marker (new or wiped): untrusted until repaired"));
     return json_pack("{s:s, s:b, s:o, s:b, s:o, s:o}", "url", nodeset_address(self->ns, i), "up",
@@ -2220,7 +2298,8 @@ static bool cluster_ready(struct coord *coord)
         struct nodeset_node_info info;
 
         nodeset_node_info(self->ns, i, &info);
-        trusted += info.up && states[i].answered && states[i].trusted;
+        trusted += info.up && states[i].answered && states[i].trusted &&
+                   states[i].generation == info.generation;
     }
     return trusted >= self->quorum;
 }

@@ -289,7 +289,8 @@ out:
     return ret;
 }
 
-static int standalone_history_publish(struct coord *coord, const struct run *run)
+static int standalone_history_publish(struct coord *coord, const struct run *const *runs, size_t n,
+                                      bool now)
 {
     /* The local database is the whole history. */
     return CF_OK;

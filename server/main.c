@@ -119,8 +119,24 @@ static void job_changed(void *ctx, const char *name)
 static int start_coordinator(struct instance *inst, char *err, size_t errlen)
 {
     struct coord_cluster_config ccfg = {0};
-    const char *url = inst->cfg.advertise ? inst->cfg.advertise : inst->cfg.listen;
+    char url[300] = "", host[128];
+    uint16_t port = 0;
     int ret;
+
+    /*
+     * The URL others show: --advertise, or http://HOST:PORT from --listen.
+     * With port 0 it is only known once bound; main sets it then, and until
+     * that the cluster does not list this instance.
+     */
+    if (inst->cfg.advertise != NULL) {
+        snprintf(url, sizeof(url), "%s", inst->cfg.advertise);
+    } else if (http_parse_listen(inst->cfg.listen, host, sizeof(host), &port) == CF_OK &&
+               port != 0) {
+        if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+            snprintf(host, sizeof(host), "127.0.0.1");
+        snprintf(url, sizeof(url), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
+                 strchr(host, ':') ? "]" : "", port);
+    }
 
     if (inst->cfg.redis == NULL)
         return coord_standalone_new(inst->api_db, inst->instance_id, url, &inst->coord);

@@ -55,6 +55,7 @@ struct node {
     redisContext *ctx;        /* command connection; NULL while down */
     size_t stale;             /* replies owed to rounds that stopped waiting for them */
     int64_t progress_boot_ms; /* when a reply (even a late one) last arrived */
+    uint64_t generation;      /* connections made so far; a reconnect is a new one */
     int64_t next_connect_boot_ms;
     int64_t backoff_ms;
     double latency_ms;
@@ -191,8 +192,9 @@ struct link {
     size_t want;     /* replies to gather into out */
     size_t got;
     redisReply **out;
-    bool written; /* output buffer flushed */
-    bool failed;  /* I/O or protocol error: the connection is unusable */
+    bool written;         /* output buffer flushed */
+    int64_t done_boot_ms; /* when the last wanted reply arrived; 0 until then */
+    bool failed;          /* I/O or protocol error: the connection is unusable */
 };
 
 /* Moves parsed replies from the reader into the link. */
@@ -214,6 +216,8 @@ static void drain_replies(struct link *link)
             link->out[link->got++] = reply;
         }
     }
+    if (link->got == link->want && link->done_boot_ms == 0)
+        link->done_boot_ms = cf_boot_ms();
 }
 
 static bool link_pending(const struct link *link)
@@ -469,6 +473,7 @@ void nodeset_maintain(struct nodeset *ns)
             pthread_mutex_lock(&ns->lock);
             if (c != NULL) {
                 node->ctx = c;
+                node->generation++;
                 node->stale = 0;
                 node->progress_boot_ms = cf_boot_ms();
                 node->backoff_ms = NODESET_BACKOFF_FIRST_MS;
@@ -683,6 +688,7 @@ void nodeset_node_info(struct nodeset *ns, size_t i, struct nodeset_node_info *i
 
     pthread_mutex_lock(&ns->lock);
     info->up = node->ctx != NULL;
+    info->generation = node->generation;
     info->latency_ms = node->latency_ms;
     snprintf(info->warnings, sizeof(info->warnings), "%s", node->warnings);
     pthread_mutex_unlock(&ns->lock);
@@ -701,6 +707,11 @@ struct nodeset_round *nodeset_round_begin(struct nodeset *ns)
 bool nodeset_round_node_up(const struct nodeset_round *round, size_t node)
 {
     return round->ns->nodes[node].ctx != NULL;
+}
+
+uint64_t nodeset_round_generation(const struct nodeset_round *round, size_t node)
+{
+    return round->ns->nodes[node].generation;
 }
 
 /* Adds a formatted command (stolen) to node's pipe; returns its index or -1. */
@@ -901,7 +912,7 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
             continue;
         }
         {
-            double sample = (double)(cf_boot_ms() - start);
+            double sample = (double)(links[i].done_boot_ms - start);
 
             node->latency_ms = node->latency_ms == 0
                                    ? sample

@@ -96,6 +96,7 @@ struct nodeset_node_info {
     bool up;
     double latency_ms;                   /* smoothed round trip; 0 when never measured */
     char warnings[NODESET_WARNINGS_MAX]; /* "; "-separated, empty when none */
+    uint64_t generation; /* counts (re)connections: what was learnt of an older one is void */
 };
 
 void nodeset_node_info(struct nodeset *ns, size_t node, struct nodeset_node_info *info);
@@ -112,6 +113,9 @@ struct nodeset_round *nodeset_round_begin(struct nodeset *ns);
 
 /* Whether node is connected right now (a round sends nothing to a node that is not). */
 bool nodeset_round_node_up(const struct nodeset_round *round, size_t node);
+
+/* The node's connection generation (see nodeset_node_info), read inside a round. */
+uint64_t nodeset_round_generation(const struct nodeset_round *round, size_t node);
 
 /*
  * Queues a command for node (argv copied; argvlen NULL means C strings).

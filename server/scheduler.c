@@ -273,15 +273,22 @@ static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_
  * many runs at once, and one commit each would dominate the scheduler's
  * time), then publishes each.
  */
-static void record_runs(struct scheduler *sched, const struct run *const *runs, size_t n)
+static void record_runs_now(struct scheduler *sched, const struct run *const *runs, size_t n,
+                            bool publish_now)
 {
-    if (n > 0 && db_run_upsert_many(sched->cfg.db, runs, n) != CF_OK)
+    if (n == 0)
+        return;
+    if (db_run_upsert_many(sched->cfg.db, runs, n) != CF_OK)
         log_error("runs not recorded", "count=%zu first=%s", n, runs[0]->id);
-    for (size_t i = 0; i < n; i++) {
-        sched->cfg.coord->ops->history_publish(sched->cfg.coord, runs[i]);
+    sched->cfg.coord->ops->history_publish(sched->cfg.coord, runs, n, publish_now);
+    for (size_t i = 0; i < n; i++)
         if (sched->cfg.run_changed != NULL)
             sched->cfg.run_changed(sched->cfg.ctx, runs[i]);
-    }
+}
+
+static void record_runs(struct scheduler *sched, const struct run *const *runs, size_t n)
+{
+    record_runs_now(sched, runs, n, false);
 }
 
 static void record_run(struct scheduler *sched, const struct run *run)
@@ -707,7 +714,8 @@ static void start_firings(struct scheduler *sched, struct firing **firings, size
     if (runs != NULL) {
         for (size_t i = 0; i < n; i++)
             runs[i] = &firings[i]->run;
-        record_runs(sched, runs, n);
+        /* On the nodes before the webhooks go out: the run survives this instance's death. */
+        record_runs_now(sched, runs, n, true);
         free(runs);
     } else {
         for (size_t i = 0; i < n; i++)
