@@ -816,7 +816,7 @@ static bool is_noscript(const redisReply *reply)
  * Writes commands [from, to) of every node's pipe (or, with only_noscript,
  * the EVAL form of those that got NOSCRIPT) and gathers their replies.
  */
-static void exec_range(struct nodeset *ns, bool only_noscript)
+static void exec_range(struct nodeset *ns, bool only_noscript, int64_t timeout_ms)
 {
     struct link links[ns->count];
     size_t longest = 0;
@@ -879,7 +879,7 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
             longest = queued;
     }
     exchange(links, ns->count,
-             start + ns->timeout_ms + (int64_t)(longest * NODESET_PER_COMMAND_US / 1000));
+             start + timeout_ms + (int64_t)(longest * NODESET_PER_COMMAND_US / 1000));
 
     for (size_t i = 0; i < ns->count; i++) {
         struct node *node = &ns->nodes[i];
@@ -924,10 +924,15 @@ static void exec_range(struct nodeset *ns, bool only_noscript)
 
 void nodeset_round_exec(struct nodeset_round *round)
 {
+    nodeset_round_exec_within(round, round->ns->timeout_ms);
+}
+
+void nodeset_round_exec_within(struct nodeset_round *round, int64_t timeout_ms)
+{
     struct nodeset *ns = round->ns;
     bool noscript = false;
 
-    exec_range(ns, false);
+    exec_range(ns, false, timeout_ms);
     for (size_t i = 0; i < ns->count && !noscript; i++) {
         struct pipe *pipe = &ns->nodes[i].pipe;
 
@@ -940,7 +945,7 @@ void nodeset_round_exec(struct nodeset_round *round)
     }
     if (noscript) {
         log_info("redis scripts reloaded", "reason=%s", "NOSCRIPT");
-        exec_range(ns, true);
+        exec_range(ns, true, timeout_ms);
     }
     for (size_t i = 0; i < ns->count; i++)
         ns->nodes[i].pipe.sent = ns->nodes[i].pipe.count;

@@ -137,6 +137,9 @@ int nodeset_round_script(struct nodeset_round *round, size_t node, size_t script
  */
 void nodeset_round_exec(struct nodeset_round *round);
 
+/* nodeset_round_exec() with its own per-node timeout instead of the configured one. */
+void nodeset_round_exec_within(struct nodeset_round *round, int64_t timeout_ms);
+
 /*
  * The reply to command index of node in the last exec (borrowed until the
  * next exec or the end of the round), or NULL when none arrived in time.
