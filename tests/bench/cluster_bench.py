@@ -57,7 +57,7 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 sys.path.insert(0, str(HERE))
 from redisnode import start_nodes  # noqa: E402
 from standalone_lag import (ADMIN_TOKEN, CLK_TCK, SECRET, LogTail, Process, analyse,  # noqa: E402
-                            cpu_ticks, create_jobs, http, parse_ms, percentile,
+                            cpu_ticks, create_jobs, drain, http, parse_ms, percentile,
                             receiver_duplicates, wait_until_wall, window_runs)
 
 CF_OK = 0
@@ -261,24 +261,7 @@ def part_cluster(args, bin_dir, workdir, out, processes):
             cpu_ticks(f"/proc/{receiver.pid}/stat"))
     wall = cpu1[0] - cpu0[0]
 
-    # Drain: let the window's slots arrive (until the count stops growing for 2 s, or 60 s).
-    expected = len(names) * args.seconds
-    drain_started = time.monotonic()
-    last_count, last_change = -1, time.monotonic()
-    count, counted = 0, 0
-    while True:
-        tail.poll()
-        count += sum(1 for r in tail.records[counted:] if lo_ms <= r[1] < hi_ms)
-        counted = len(tail.records)
-        now = time.monotonic()
-        if count != last_count:
-            last_count, last_change = count, now
-        if count >= expected and now - drain_started >= 1:
-            break
-        if now - last_change >= 2 or now - drain_started > 60:
-            break
-        time.sleep(0.25)
-    out["drain_s"] = round(time.monotonic() - drain_started, 1)
+    out["drain_s"] = drain(tail, lo_ms, hi_ms, len(names) * args.seconds)
 
     out["window_s"] = args.seconds
     out.update(analyse(tail.records, names, lo_ms, hi_ms, args.seconds))

@@ -410,6 +410,27 @@ def lag_summary(lags):
             "mean_ms": round(sum(lags) / len(lags), 1)}
 
 
+def drain(tail, lo_ms, hi_ms, expected):
+    """Lets the window's slots arrive at the receiver: until expected of them did (and at least
+    1 s passed), their count stopped growing for 2 s, or 60 s. Returns the seconds it took."""
+    started = time.monotonic()
+    last_count, last_change = -1, started
+    count, counted = 0, 0
+    while True:
+        tail.poll()
+        count += sum(1 for r in tail.records[counted:] if lo_ms <= r[1] < hi_ms)
+        counted = len(tail.records)
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_change = count, now
+        if count >= expected and now - started >= 1:
+            break
+        if now - last_change >= 2 or now - started > 60:
+            break
+        time.sleep(0.25)
+    return round(time.monotonic() - started, 1)
+
+
 def analyse(records, names, lo_ms, hi_ms, seconds):
     """Lag, throughput, missed and duplicated slots for slots in [lo_ms, hi_ms)."""
     expected_slots = list(range(lo_ms, hi_ms, 1000))
@@ -564,24 +585,7 @@ def run(args, out):
         metrics1 = metrics(base)
         wall = cpu1[0] - cpu0[0]
 
-        # Drain: let the window's slots arrive (until the count stops growing for 2 s, or 60 s).
-        expected = len(names) * args.seconds
-        drain_started = time.monotonic()
-        last_count, last_change = -1, time.monotonic()
-        count, counted = 0, 0
-        while True:
-            tail.poll()
-            count += sum(1 for r in tail.records[counted:] if lo_ms <= r[1] < hi_ms)
-            counted = len(tail.records)
-            now = time.monotonic()
-            if count != last_count:
-                last_count, last_change = count, now
-            if count >= expected and now - drain_started >= 1:
-                break
-            if now - last_change >= 2 or now - drain_started > 60:
-                break
-            time.sleep(0.25)
-        out["drain_s"] = round(time.monotonic() - drain_started, 1)
+        out["drain_s"] = drain(tail, lo_ms, hi_ms, len(names) * args.seconds)
 
         out["window"] = {"from": time.strftime("%H:%M:%S", time.gmtime(lo_ms / 1000)),
                          "seconds": args.seconds}

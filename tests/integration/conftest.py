@@ -7,6 +7,7 @@ sanitizer report on a process's stderr, or a non-zero exit after SIGTERM,
 fails the test that started it.
 """
 
+import datetime
 import json
 import os
 import pathlib
@@ -29,6 +30,18 @@ SECRET = "receiver-secret-for-tests-0123456789"
 SLOW = 3 if SANITIZED else 1
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def ms(text):
+    """RFC 3339 UTC with milliseconds -> Unix ms."""
+    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000 + 0.5)
+
+
+def iso(value_ms):
+    """Unix ms -> RFC 3339 UTC with milliseconds, as the API writes times."""
+    moment = datetime.datetime.fromtimestamp(value_ms / 1000, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value_ms % 1000:03d}Z"
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):

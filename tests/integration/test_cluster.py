@@ -8,7 +8,6 @@ tokens, what the history and /cluster say), never how fast: every wait is a
 generous poll, stretched by SLOW for sanitized builds."""
 
 import collections
-import datetime
 import itertools
 import json
 import os
@@ -21,24 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import SLOW, VIEWER_TOKEN, Instance, http, job_body, wait_for
+from conftest import SLOW, VIEWER_TOKEN, Instance, http, iso, job_body, ms, wait_for
 from redisnode import start_nodes
 
 
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-def ms(text):
-    """RFC 3339 UTC with milliseconds -> Unix ms."""
-    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000 + 0.5)
-
-
-def iso(value_ms):
-    moment = datetime.datetime.fromtimestamp(value_ms / 1000, tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value_ms % 1000:03d}Z"
-
 
 def now_ms():
     return int(time.time() * 1000)

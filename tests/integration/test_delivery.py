@@ -2,7 +2,6 @@
 trigger; §5 the webhook contract): the real cronfence delivering to the
 reference receiver and to a small recording HTTP server of our own."""
 
-import datetime
 import hashlib
 import hmac
 import http.server
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import BIN_DIR, SECRET, job_body, wait_for
+from conftest import BIN_DIR, SECRET, job_body, ms, wait_for
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -22,8 +21,7 @@ RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 def parse_time_ms(text):
     """RFC 3339 UTC with milliseconds -> Unix ms."""
     assert RFC3339_MS.match(text), text
-    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000 + 0.5)
+    return ms(text)
 
 
 def version_of():

@@ -1,17 +1,11 @@
 """Scheduling policies as a user sees them (DESIGN §3 overlap, pause, starting
 deadline; §9 webhook target limits): real cronfence, reference receiver."""
 
-import datetime
 import re
 import threading
 import time
 
-from conftest import job_body, wait_for
-
-
-def ms(text):
-    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000 + 0.5)
+from conftest import job_body, ms, wait_for
 
 
 def runs_by_status(instance, job, status):

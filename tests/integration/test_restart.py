@@ -1,24 +1,13 @@
 """Crashes, stops and restarts (DESIGN §1 G2/G7, §2 standalone, §3 catch-up,
 §8 storage): real cronfence processes killed and restarted on one database."""
 
-import datetime
 import json
 import re
 import signal
 import sqlite3
 import time
 
-from conftest import SLOW, Instance, http, job_body, wait_for
-
-
-def ms(text):
-    moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return int(moment.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000 + 0.5)
-
-
-def iso(value_ms):
-    moment = datetime.datetime.fromtimestamp(value_ms / 1000, tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value_ms % 1000:03d}Z"
+from conftest import SLOW, Instance, http, iso, job_body, ms, wait_for
 
 
 def create(instance, body):
