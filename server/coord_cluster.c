@@ -469,6 +469,17 @@ struct claim_work {
     bool release;
 };
 
+/* Fills the keys and argument strings every script about claim needs. */
+static void claim_work_init(const struct coord_cluster *self, const struct coord_claim *claim,
+                            struct claim_work *work)
+{
+    lock_key(self, claim, work->lock);
+    make_key(self, work->fence, "fence:", claim->job);
+    snprintf(work->value, sizeof(work->value), "%s:%lld", claim->nonce, (long long)claim->slot_ms);
+    snprintf(work->slot, sizeof(work->slot), "%lld", (long long)claim->slot_ms);
+    snprintf(work->lease, sizeof(work->lease), "%lld", (long long)claim->lease_ms);
+}
+
 /* Lease minus the clock drift allowance of DESIGN §4.2: lease/100 + 2 ms. */
 static int64_t lease_validity(int64_t lease_ms)
 {
@@ -682,12 +693,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
             claims[i].result = CF_ERR_IO;
             continue;
         }
-        lock_key(self, &claims[i], work[i].lock);
-        make_key(self, work[i].fence, "fence:", claims[i].job);
-        snprintf(work[i].value, sizeof(work[i].value), "%s:%lld", claims[i].nonce,
-                 (long long)claims[i].slot_ms);
-        snprintf(work[i].slot, sizeof(work[i].slot), "%lld", (long long)claims[i].slot_ms);
-        snprintf(work[i].lease, sizeof(work[i].lease), "%lld", (long long)claims[i].lease_ms);
+        claim_work_init(self, &claims[i], &work[i]);
     }
 
     round = nodeset_round_begin(self->ns);
@@ -789,29 +795,25 @@ static int cluster_extend(struct coord *coord, struct coord_claim *claims, size_
     struct coord_cluster *self = from_base(coord);
     struct nodeset_round *round;
     char marker[KEY_MAX];
-    char(*locks)[KEY_MAX] = calloc(n ? n : 1, KEY_MAX);
-    char(*values)[64] = calloc(n ? n : 1, 64);
-    char(*leases)[24] = calloc(n ? n : 1, 24);
-    int(*index)[MAX_NODES] = calloc(n ? n : 1, sizeof(*index));
+    struct claim_work *work = calloc(n ? n : 1, sizeof(*work));
     int64_t t0;
 
-    if (locks == NULL || values == NULL || leases == NULL || index == NULL) {
+    if (work == NULL) {
         for (size_t i = 0; i < n; i++)
             claims[i].result = CF_ERR_LOST;
-        goto out;
+        return CF_ERR_NOMEM;
     }
     make_key(self, marker, "node", "");
     round = nodeset_round_begin(self->ns);
     t0 = cf_boot_ms();
     for (size_t i = 0; i < n; i++) {
-        lock_key(self, &claims[i], locks[i]);
-        snprintf(values[i], 64, "%s:%lld", claims[i].nonce, (long long)claims[i].slot_ms);
-        snprintf(leases[i], 24, "%lld", (long long)claims[i].lease_ms);
+        claim_work_init(self, &claims[i], &work[i]);
         for (size_t node = 0; node < self->n; node++)
-            index[i][node] =
+            work[i].index[node] =
                 nodeset_round_node_up(round, node)
-                    ? nodeset_round_script(round, node, S_EXTEND, 2, 4,
-                                           (const char *[]){locks[i], marker, values[i], leases[i]})
+                    ? nodeset_round_script(
+                          round, node, S_EXTEND, 2, 4,
+                          (const char *[]){work[i].lock, marker, work[i].value, work[i].lease})
                     : -1;
     }
     nodeset_round_exec(round);
@@ -819,7 +821,7 @@ static int cluster_extend(struct coord *coord, struct coord_claim *claims, size_
         size_t acked = 0;
 
         for (size_t node = 0; node < self->n; node++) {
-            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
+            const redisReply *reply = nodeset_round_reply(round, node, work[i].index[node]);
 
             if (reply_int(element(reply, 0), 0) == 1 && reply_int(element(reply, 1), 0) == 1)
                 acked++;
@@ -833,11 +835,7 @@ static int cluster_extend(struct coord *coord, struct coord_claim *claims, size_
         }
     }
     nodeset_round_end(round);
-out:
-    free(locks);
-    free(values);
-    free(leases);
-    free(index);
+    free(work);
     return CF_OK;
 }
 
@@ -851,9 +849,7 @@ static void cluster_release(struct coord *coord, const struct coord_claim *claim
         return; /* the leases expire on their own */
     round = nodeset_round_begin(self->ns);
     for (size_t i = 0; i < n; i++) {
-        lock_key(self, &claims[i], work[i].lock);
-        snprintf(work[i].value, sizeof(work[i].value), "%s:%lld", claims[i].nonce,
-                 (long long)claims[i].slot_ms);
+        claim_work_init(self, &claims[i], &work[i]);
         for (size_t node = 0; node < self->n; node++)
             work[i].held[node] = true;
         queue_release(self, round, &work[i]);

@@ -899,57 +899,38 @@ out:
     return ret;
 }
 
-int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs, size_t *count,
-                bool *more)
+/*
+ * Steps stmt (prepared with the lock held; NULL when preparing failed) into
+ * a new array of at most limit runs, then finalizes it and releases the
+ * lock. On CF_OK, *runs (run_clear() each, then free()) and *count hold
+ * them and *more (may be NULL) says whether a further row followed; on an
+ * error nothing is kept.
+ */
+static int collect_runs(struct db *db, sqlite3_stmt *stmt, size_t limit, const char *what,
+                        struct run **runs, size_t *count, bool *more)
 {
-    sqlite3_stmt *stmt;
+    struct run *items = calloc(limit ? limit : 1, sizeof(*items));
     size_t n = 0;
-    struct run *items = NULL;
-    char sql[1024];
-    int rc, ret = CF_OK;
+    int rc = SQLITE_DONE, ret = CF_OK;
 
     *runs = NULL;
     *count = 0;
-    *more = false;
-    items = calloc((size_t)query->limit, sizeof(*items));
-    if (items == NULL)
-        return CF_ERR_NOMEM;
-    /*
-     * Only the filters given go into the statement, so that SQLite can pick
-     * the index that matches them (runs_by_job, runs_by_status).
-     */
-    snprintf(sql, sizeof(sql),
-             "SELECT " RUN_COLUMNS " FROM runs WHERE sort_at >= ?3 AND sort_at < ?4%s%s%s"
-             " ORDER BY sort_at DESC, id DESC LIMIT ?8",
-             query->job != NULL ? " AND job = ?1" : "",
-             query->status >= 0 ? " AND status = ?2" : "",
-             query->has_cursor ? " AND (sort_at < ?6 OR (sort_at = ?6 AND id < ?7))" : "");
-    pthread_mutex_lock(&db->lock);
-    stmt = prepare(db, sql);
-    if (stmt == NULL) {
-        ret = CF_ERR_DB;
+    if (more != NULL)
+        *more = false;
+    if (stmt == NULL || items == NULL) {
+        ret = stmt == NULL ? CF_ERR_DB : CF_ERR_NOMEM;
         goto out;
     }
-    if (query->job != NULL)
-        bind_text(stmt, 1, query->job);
-    if (query->status >= 0)
-        bind_text(stmt, 2, run_status_name((enum run_status)query->status));
-    sqlite3_bind_int64(stmt, 3, query->since_ms);
-    sqlite3_bind_int64(stmt, 4, query->until_ms);
-    if (query->has_cursor) {
-        sqlite3_bind_int64(stmt, 6, query->cursor_sort_at);
-        bind_text(stmt, 7, query->cursor_id);
-    }
-    sqlite3_bind_int(stmt, 8, query->limit + 1);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (n == (size_t)query->limit) {
-            *more = true;
+        if (n == limit) {
+            if (more != NULL)
+                *more = true;
             break;
         }
         run_from_row(stmt, &items[n++]);
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        ret = db_fail(db, "run list");
+        ret = db_fail(db, what);
 out:
     sqlite3_finalize(stmt);
     pthread_mutex_unlock(&db->lock);
@@ -962,6 +943,40 @@ out:
     *runs = items;
     *count = n;
     return CF_OK;
+}
+
+int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs, size_t *count,
+                bool *more)
+{
+    sqlite3_stmt *stmt;
+    char sql[1024];
+
+    /*
+     * Only the filters given go into the statement, so that SQLite can pick
+     * the index that matches them (runs_by_job, runs_by_status).
+     */
+    snprintf(sql, sizeof(sql),
+             "SELECT " RUN_COLUMNS " FROM runs WHERE sort_at >= ?3 AND sort_at < ?4%s%s%s"
+             " ORDER BY sort_at DESC, id DESC LIMIT ?8",
+             query->job != NULL ? " AND job = ?1" : "",
+             query->status >= 0 ? " AND status = ?2" : "",
+             query->has_cursor ? " AND (sort_at < ?6 OR (sort_at = ?6 AND id < ?7))" : "");
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, sql);
+    if (stmt != NULL) {
+        if (query->job != NULL)
+            bind_text(stmt, 1, query->job);
+        if (query->status >= 0)
+            bind_text(stmt, 2, run_status_name((enum run_status)query->status));
+        sqlite3_bind_int64(stmt, 3, query->since_ms);
+        sqlite3_bind_int64(stmt, 4, query->until_ms);
+        if (query->has_cursor) {
+            sqlite3_bind_int64(stmt, 6, query->cursor_sort_at);
+            bind_text(stmt, 7, query->cursor_id);
+        }
+        sqlite3_bind_int(stmt, 8, query->limit + 1);
+    }
+    return collect_runs(db, stmt, (size_t)query->limit, "run list", runs, count, more);
 }
 
 int db_run_latest(struct db *db, const char *job, struct run *run)
@@ -1018,42 +1033,18 @@ int db_run_running(struct db *db, const char *instance, size_t limit, struct run
                    size_t *count)
 {
     sqlite3_stmt *stmt;
-    struct run *items = calloc(limit ? limit : 1, sizeof(*items));
-    size_t n = 0;
-    int rc, ret = CF_OK;
 
-    *runs = NULL;
-    *count = 0;
-    if (items == NULL)
-        return CF_ERR_NOMEM;
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, instance != NULL ? "SELECT " RUN_COLUMNS " FROM runs"
                                           " WHERE status = 'running' AND instance = ?2 LIMIT ?1"
                                         : "SELECT " RUN_COLUMNS " FROM runs"
                                           " WHERE status = 'running' LIMIT ?1");
-    if (stmt == NULL) {
-        ret = CF_ERR_DB;
-        goto out;
+    if (stmt != NULL) {
+        sqlite3_bind_int64(stmt, 1, (sqlite3_int64)limit);
+        if (instance != NULL)
+            bind_text(stmt, 2, instance);
     }
-    sqlite3_bind_int64(stmt, 1, (sqlite3_int64)limit);
-    if (instance != NULL)
-        bind_text(stmt, 2, instance);
-    while (n < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
-        run_from_row(stmt, &items[n++]);
-    if (n < limit && rc != SQLITE_DONE)
-        ret = db_fail(db, "running runs");
-out:
-    sqlite3_finalize(stmt);
-    pthread_mutex_unlock(&db->lock);
-    if (ret != CF_OK) {
-        for (size_t i = 0; i < n; i++)
-            run_clear(&items[i]);
-        free(items);
-        return ret;
-    }
-    *runs = items;
-    *count = n;
-    return CF_OK;
+    return collect_runs(db, stmt, limit, "running runs", runs, count, NULL);
 }
 
 int db_job_max_lease(struct db *db, int64_t *lease_ms)
