@@ -780,3 +780,59 @@ def test_a_joining_member_is_shown_with_its_url(cluster):
         thread.join()
     urls = collections.Counter(url for name, url in seen if name == joined.name)
     assert set(urls) == {joined.url}, f"{joined.name} shown as {dict(urls)}"
+
+
+def test_scripts_are_reloaded_after_script_flush(cluster, receiver):
+    """DESIGN §4.1: scripts are called by SHA1 and loaded again on NOSCRIPT."""
+    group = cluster()
+    create(group.instances[0], job_body("flushed", receiver.hook()))
+    wait_for(lambda: receiver.deliveries("flushed"), timeout=15, what="a first delivery")
+    for node in group.nodes:
+        assert node.cli("SCRIPT", "FLUSH") == "OK"
+    flushed_ms = now_ms()
+    # Deliveries go on: the next claims got NOSCRIPT and were sent again as EVAL.
+    wait_for(lambda: len([d for d in receiver.deliveries("flushed")
+                          if ms(d["scheduled_at"]) > flushed_ms + 1000]) >= 3,
+             timeout=20, what="deliveries after SCRIPT FLUSH")
+    check_fencing(receiver.deliveries())
+    assert any("redis scripts reloaded" in instance.stderr() for instance in group.instances)
+
+
+def test_watchdog_extends_a_lease_past_its_length(cluster, receiver):
+    """DESIGN §4.3: a delivery longer than its lease keeps it through extensions, so no other
+    instance starts the job meanwhile and the run is not marked lease_lost."""
+    group = cluster()
+    create(group.instances[0], job_body("long", receiver.hook(delay_ms=3500), lease_ms=1200,
+                                        schedule="*/10 * * * * *", retry={"attempts": 1}))
+
+    def finished():
+        runs = [r for r in group.instances[0].runs(job="long") if r["status"] == "succeeded"]
+        return runs[0] if runs else None
+    run = wait_for(finished, timeout=30, what="a 3.5 s delivery to finish")
+    assert run["lease_lost"] is False, run
+    assert run["duration_ms"] >= 3500, run
+    # While it ran (three leases long), nobody else claimed the job.
+    assert len({d["run_id"] for d in receiver.deliveries("long")}) == 1
+
+
+def test_node_configuration_warnings(cluster):
+    """DESIGN §4.5: a lock node not set to appendfsync always / noeviction is reported."""
+    group = cluster()
+    node = group.nodes[0]
+    node.cli("CONFIG", "SET", "appendfsync", "everysec")
+    node.cli("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    # The configuration is read when an instance connects: make them reconnect.
+    node.cli("CLIENT", "KILL", "TYPE", "normal")
+    node.cli("CLIENT", "KILL", "TYPE", "pubsub")
+
+    def warned(instance):
+        entry = node_entry(cluster_view(instance), node)
+        return entry["up"] and entry["warnings"] and entry
+    for instance in group.instances:
+        entry = wait_for(lambda: warned(instance), timeout=15, what="configuration warnings")
+        assert "appendfsync is everysec (want always)" in entry["warnings"], entry
+        assert "maxmemory-policy is allkeys-lru (want noeviction)" in entry["warnings"], entry
+    # The other nodes, configured as required, have none.
+    view = cluster_view(group.instances[0])
+    for other in group.nodes[1:]:
+        assert node_entry(view, other)["warnings"] == []
