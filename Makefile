@@ -12,9 +12,11 @@ PYTHON     ?= /usr/bin/python3
 
 PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev clang-format \
 	libmicrohttpd-dev libjansson-dev libhiredis-dev libsqlite3-dev libcurl4-openssl-dev \
-	libssl-dev libcriterion-dev redis-server tzdata curl sqlite3 python3 python3-pytest
+	libssl-dev libcriterion-dev redis-server tzdata curl sqlite3 python3 python3-pytest \
+	nodejs chromium
 
-.PHONY: all build deps run cluster test unit integration fuzz asan bench format check-format clean
+.PHONY: all build deps run cluster test unit integration e2e e2e-deps fuzz asan bench format \
+	check-format clean
 
 all: build
 
@@ -46,7 +48,8 @@ asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=ON -DCF_WERROR=ON >/dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
-# Unit tests, then integration tests, each on the plain and on the sanitized build.
+# Unit tests, integration tests and the dashboard's end-to-end tests, each on
+# the plain and on the sanitized build, then the fuzzers.
 test: build asan
 	ctest --test-dir $(BUILD) --output-on-failure
 	@# Criterion runs tests in worker processes whose sanitizer reports do not
@@ -59,7 +62,25 @@ test: build asan
 	@grep -E "Synthesis|tests passed" $(ASAN_BUILD)/unit.log
 	CRONFENCE_BIN_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 	CRONFENCE_BIN_DIR=$(abspath $(ASAN_BUILD)) CRONFENCE_SANITIZED=1 $(PYTHON) -m pytest -q tests/integration
+	$(MAKE) --no-print-directory e2e-deps
+	$(call e2e_run,$(BUILD))
+	$(call e2e_run,$(ASAN_BUILD),CRONFENCE_SANITIZED=1)
 	$(MAKE) --no-print-directory fuzz
+
+# The dashboard in Debian's headless Chromium, driven by playwright-core and
+# checked by axe-core (both from npm, pinned in tests/e2e/package-lock.json);
+# Screenshots of every page land in <build folder>/e2e-artifacts.
+# $(call e2e_run,BUILD_FOLDER[,MORE_ENVIRONMENT])
+e2e_run = ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	CRONFENCE_BIN_DIR=$(abspath $(1)) E2E_ARTIFACTS=$(abspath $(1))/e2e-artifacts $(2) \
+	node --test --test-concurrency=1 tests/e2e/
+
+e2e-deps: deps
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq npm; }
+	npm --prefix tests/e2e ci --no-audit --no-fund --loglevel=error
+
+e2e: build e2e-deps
+	$(call e2e_run,$(BUILD))
 
 unit: build
 	ctest --test-dir $(BUILD) --output-on-failure

@@ -8,17 +8,20 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "common.h"
 #include "cron.h"
 #include "embedded.h"
 #include "log.h"
 #include "tz.h"
+#include "view.h"
 
 #define API_DEFAULT_LIMIT 100
 #define API_MAX_LIMIT 500
@@ -28,6 +31,7 @@
 
 struct api {
     struct api_config cfg;
+    char *web_root; /* the --web-dir folder, resolved; NULL for the built-in dashboard */
 };
 
 enum access { ACCESS_NONE, ACCESS_VIEWER, ACCESS_ADMIN };
@@ -188,6 +192,8 @@ static bool authorize(struct api *api, const struct http_request *req, struct ht
         http_add_header(res, "WWW-Authenticate", "Bearer realm=\"cronfence\"");
         return false;
     }
+    /* The dashboard shows write controls only to tokens that may write. */
+    http_add_header(res, "Cronfence-Access", access == ACCESS_ADMIN ? "admin" : "viewer");
     if (write && access != ACCESS_ADMIN) {
         send_problem(res, 403, NULL, "this token may only read");
         return false;
@@ -300,33 +306,6 @@ static bool if_match_version(const struct http_request *req, int64_t *version)
 /* Jobs                                                                     */
 /* ---------------------------------------------------------------------- */
 
-/* The API form of a job: its fields plus next_fire_at and last_run. New reference. */
-static json_t *job_view(struct api *api, const struct job *job)
-{
-    json_t *doc = job_to_json(job, false);
-    struct cron_schedule *cron = NULL;
-    const struct tz_zone *zone = tz_get(job->timezone);
-    struct run last;
-    int64_t next;
-    char when[CF_TIME_LEN];
-
-    if (doc == NULL)
-        return NULL;
-    if (!job->paused && zone != NULL && cron_parse(job->schedule, &cron, NULL) == CF_OK &&
-        cron_next(cron, zone, cf_wall_ms(), &next) == CF_OK)
-        json_object_set_new(doc, "next_fire_at", json_string(cf_format_time(next, when)));
-    else
-        json_object_set_new(doc, "next_fire_at", json_null());
-    cron_free(cron);
-    if (db_run_latest(api->cfg.db, job->name, &last) == CF_OK) {
-        json_object_set_new(doc, "last_run", run_to_json(&last));
-        run_clear(&last);
-    } else {
-        json_object_set_new(doc, "last_run", json_null());
-    }
-    return doc;
-}
-
 static void set_job_headers(struct http_response *res, const struct job *job)
 {
     char etag[32];
@@ -337,7 +316,7 @@ static void set_job_headers(struct http_response *res, const struct job *job)
 
 static void send_job(struct api *api, struct http_response *res, int status, const struct job *job)
 {
-    send_json(res, status, job_view(api, job));
+    send_json(res, status, view_job(api->cfg.db, job));
     set_job_headers(res, job);
 }
 
@@ -438,7 +417,7 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
     }
     items = json_array();
     for (size_t i = 0; i < count; i++)
-        json_array_append_new(items, job_view(api, jobs[i]));
+        json_array_append_new(items, view_job(api->cfg.db, jobs[i]));
     doc = json_pack("{s:o, s:o}", "items", items, "next_cursor",
                     more && count > 0 ? json_string(jobs[count - 1]->name) : json_null());
     send_json(res, 200, doc);
@@ -873,6 +852,22 @@ static void handle_cluster(void *ctx, const struct http_request *req, struct htt
     send_json(res, 200, api->cfg.coord->ops->status(api->cfg.coord));
 }
 
+static void handle_events(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    int ret;
+
+    if (!authorize(api, req, res, false))
+        return;
+    ret = events_serve(api->cfg.events, http_header(req, "Last-Event-ID"), res);
+    if (ret == CF_ERR_BUSY) {
+        send_problem(res, 503, NULL, "too many event streams are open; retry later");
+        http_add_header(res, "Retry-After", "5");
+    } else if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot open the event stream");
+    }
+}
+
 static void handle_healthz(void *ctx, const struct http_request *req, struct http_response *res)
 {
     send_json(res, 200, json_pack("{s:s}", "status", "ok"));
@@ -973,31 +968,82 @@ static const char *content_type_of(const char *path)
     return "application/octet-stream";
 }
 
+/* Largest file --web-dir serves. */
+#define API_WEB_FILE_MAX_BYTES ((size_t)16 * 1024 * 1024)
+
 /*
- * Serves a file of web/ by exact name from the table compiled into the
- * binary: no path is ever resolved on the file system, so none can leave
- * web/.
+ * Reads path (starting with "/") below the --web-dir folder into res. Paths
+ * with a segment starting with "." (so "..", and hidden files) are refused,
+ * and the resolved file must still lie inside the folder, so neither a
+ * relative path nor a symbolic link can leave it. Returns false when there
+ * is no such regular file.
  */
-static bool serve_static(const struct http_request *req, struct http_response *res)
+static bool read_web_dir(struct api *api, const char *path, struct http_response *res)
+{
+    char full[PATH_MAX], real[PATH_MAX];
+    size_t root_len = strlen(api->web_root);
+    struct stat st;
+    char *data = NULL;
+    FILE *file = NULL;
+    bool ok = false;
+
+    if (strstr(path, "/.") != NULL)
+        return false;
+    if (snprintf(full, sizeof(full), "%s%s", api->web_root, path) >= (int)sizeof(full))
+        return false;
+    if (realpath(full, real) == NULL || strncmp(real, api->web_root, root_len) != 0 ||
+        real[root_len] != '/')
+        return false;
+    file = fopen(real, "rb");
+    if (file == NULL || fstat(fileno(file), &st) != 0 || !S_ISREG(st.st_mode) ||
+        (size_t)st.st_size > API_WEB_FILE_MAX_BYTES)
+        goto out;
+    data = malloc((size_t)st.st_size + 1);
+    if (data == NULL || fread(data, 1, (size_t)st.st_size, file) != (size_t)st.st_size)
+        goto out;
+    http_set_body(res, 200, content_type_of(real), data, (size_t)st.st_size);
+    data = NULL;
+    ok = true;
+out:
+    free(data);
+    if (file != NULL)
+        fclose(file);
+    return ok;
+}
+
+/*
+ * Serves a file of the dashboard: by exact name from the table compiled
+ * into the binary, so that no path is ever resolved on the file system, or
+ * from the --web-dir folder.
+ */
+static bool serve_static(struct api *api, const struct http_request *req, struct http_response *res)
 {
     const char *path = strcmp(req->path, "/") == 0 ? "/index.html" : req->path;
+    bool found = false;
 
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
         return false;
-    for (const struct embedded_file *file = embedded_web; file->name != NULL; file++) {
-        if (strcmp(file->name, path) != 0)
-            continue;
-        res->status = 200;
-        res->content_type = content_type_of(file->name);
-        res->body = (char *)file->data;
-        res->body_len = file->size;
-        res->body_static = true;
-        http_add_header(res, "Content-Security-Policy", content_security_policy);
-        http_add_header(res, "Referrer-Policy", "no-referrer");
-        http_add_header(res, "X-Frame-Options", "DENY");
-        return true;
+    if (api->web_root != NULL) {
+        found = read_web_dir(api, path, res);
+    } else {
+        for (const struct embedded_file *file = embedded_web; file->name != NULL; file++) {
+            if (strcmp(file->name, path) != 0)
+                continue;
+            res->status = 200;
+            res->content_type = content_type_of(file->name);
+            res->body = (char *)file->data;
+            res->body_len = file->size;
+            res->body_static = true;
+            found = true;
+            break;
+        }
     }
-    return false;
+    if (!found)
+        return false;
+    http_add_header(res, "Content-Security-Policy", content_security_policy);
+    http_add_header(res, "Referrer-Policy", "no-referrer");
+    http_add_header(res, "X-Frame-Options", "DENY");
+    return true;
 }
 
 void api_not_found(void *ctx, const struct http_request *req, struct http_response *res,
@@ -1007,7 +1053,7 @@ void api_not_found(void *ctx, const struct http_request *req, struct http_respon
         send_problem(res, 405, NULL, "method %s is not allowed on %s", req->method, req->path);
         return;
     }
-    if (strncmp(req->path, "/api/", 5) != 0 && serve_static(req, res))
+    if (strncmp(req->path, "/api/", 5) != 0 && serve_static(ctx, req, res))
         return;
     send_problem(res, 404, NULL, "no such resource: %s", req->path);
 }
@@ -1029,6 +1075,7 @@ static const struct http_route routes[] = {
     {"GET", "/api/v1/runs/{}", handle_run_get},
     {"GET", "/api/v1/schedule/preview", handle_preview},
     {"GET", "/api/v1/cluster", handle_cluster},
+    {"GET", "/api/v1/events", handle_events},
     {"GET", "/api/v1/openapi.yaml", handle_openapi},
     {NULL, NULL, NULL},
 };
@@ -1038,16 +1085,32 @@ const struct http_route *api_routes(void)
     return routes;
 }
 
-struct api *api_new(const struct api_config *cfg)
+int api_new(const struct api_config *cfg, struct api **out, char *err, size_t errlen)
 {
     struct api *api = calloc(1, sizeof(*api));
 
-    if (api != NULL)
-        api->cfg = *cfg;
-    return api;
+    *out = NULL;
+    if (api == NULL)
+        return CF_ERR_NOMEM;
+    api->cfg = *cfg;
+    if (cfg->web_dir != NULL) {
+        struct stat st;
+
+        api->web_root = realpath(cfg->web_dir, NULL);
+        if (api->web_root == NULL || stat(api->web_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            snprintf(err, errlen, "--web-dir %s is not a folder", cfg->web_dir);
+            api_free(api);
+            return CF_ERR_INVALID;
+        }
+    }
+    *out = api;
+    return CF_OK;
 }
 
 void api_free(struct api *api)
 {
+    if (api == NULL)
+        return;
+    free(api->web_root);
     free(api);
 }

@@ -9,6 +9,7 @@
 
 #include "coord.h"
 #include "db.h"
+#include "events.h"
 #include "http.h"
 #include "job.h"
 #include "scheduler.h"
@@ -23,12 +24,20 @@ struct api_config {
     char **viewer_tokens;
     size_t viewer_token_count;
     size_t max_body_bytes;
+    const char *web_dir;   /* NULL: serve the dashboard built into the binary */
+    struct events *events; /* borrowed: GET /api/v1/events */
 };
 
 struct api;
 
-/* Creates the API; cfg is copied (what it points to is borrowed). NULL on allocation failure. */
-struct api *api_new(const struct api_config *cfg);
+/*
+ * Creates the API; cfg is copied (what it points to is borrowed). Returns
+ * CF_OK with *out, CF_ERR_NOMEM, or CF_ERR_INVALID with a message in err
+ * when web_dir is not a folder.
+ */
+int api_new(const struct api_config *cfg, struct api **out, char *err, size_t errlen);
+
+/* Frees the API; accepts NULL. */
 void api_free(struct api *api);
 
 /* The route table and fallback for http_start(); ctx is the api. */

@@ -72,6 +72,17 @@ int64_t cf_boot_ms(void)
     return clock_ms(CLOCK_BOOTTIME);
 }
 
+void cf_monotonic_deadline(int64_t wait_ms, struct timespec *deadline)
+{
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    deadline->tv_sec += wait_ms / 1000;
+    deadline->tv_nsec += (wait_ms % 1000) * 1000000;
+    if (deadline->tv_nsec >= 1000000000) {
+        deadline->tv_sec++;
+        deadline->tv_nsec -= 1000000000;
+    }
+}
+
 void cf_sleep_ms(int64_t ms)
 {
     struct timespec ts;

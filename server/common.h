@@ -46,6 +46,13 @@ int64_t cf_wall_ms(void);
 /* Milliseconds of CLOCK_BOOTTIME (monotonic, counts during suspend). */
 int64_t cf_boot_ms(void);
 
+/*
+ * The CLOCK_MONOTONIC instant wait_ms from now, for pthread_cond_timedwait
+ * on a condition variable set to that clock (CLOCK_BOOTTIME cannot be).
+ */
+struct timespec;
+void cf_monotonic_deadline(int64_t wait_ms, struct timespec *deadline);
+
 /* Sleeps for ms milliseconds of CLOCK_BOOTTIME; returns early only on a signal. */
 void cf_sleep_ms(int64_t ms);
 

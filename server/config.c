@@ -55,6 +55,8 @@ static const struct option_spec specs[] = {
      "most runs kept per job (default 10000)", 10, 10000000},
     {"shutdown-grace-ms", "CRONFENCE_SHUTDOWN_GRACE_MS", OPT_INT, "N",
      "how long deliveries in flight may finish after SIGTERM (default 30000)", 0, 3600000},
+    {"web-dir", "CRONFENCE_WEB_DIR", OPT_STRING, "DIR",
+     "serve the dashboard from this folder instead of the copy built in (for development)", 0, 0},
     {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L",
      "debug, info, warn or error (default info)", 0, 0},
     {"log-format", "CRONFENCE_LOG_FORMAT", OPT_FORMAT, "F", "text or json (default text)", 0, 0},
@@ -139,6 +141,8 @@ static char **string_slot(struct config *cfg, const char *name)
         return &cfg->signing_secret;
     if (strcmp(name, "webhook-allow") == 0)
         return &cfg->webhook_allow;
+    if (strcmp(name, "web-dir") == 0)
+        return &cfg->web_dir;
     return NULL;
 }
 
@@ -298,6 +302,7 @@ void config_release(struct config *cfg)
     free(cfg->advertise);
     free(cfg->signing_secret);
     free(cfg->webhook_allow);
+    free(cfg->web_dir);
     free_tokens(&cfg->admin_tokens, &cfg->admin_token_count);
     free_tokens(&cfg->viewer_tokens, &cfg->viewer_token_count);
 }

@@ -32,6 +32,7 @@ struct config {
     int history_days;
     int history_per_job;
     int64_t shutdown_grace_ms;
+    char *web_dir; /* NULL: the dashboard built into the binary */
     enum log_level log_level;
     bool log_json;
 };

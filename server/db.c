@@ -26,7 +26,22 @@ struct db {
     pthread_mutex_t lock;     /* held for every call, and from db_begin to its end */
     int lock_fd;              /* db_claim_owner's advisory lock, -1 when none */
     sqlite3_stmt *run_upsert; /* prepared once: the scheduler runs it thousands of times a second */
+    struct db_observer observer;
 };
+
+void db_set_observer(struct db *db, const struct db_observer *observer)
+{
+    if (observer != NULL)
+        db->observer = *observer;
+    else
+        memset(&db->observer, 0, sizeof(db->observer));
+}
+
+static void report_job(struct db *db, const char *name, const struct job *job, bool created)
+{
+    if (db->observer.job_changed != NULL)
+        db->observer.job_changed(db->observer.ctx, name, job, created);
+}
 
 __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen, const char *fmt,
                                                           ...)
@@ -592,18 +607,25 @@ int db_job_version(struct db *db, const char *name, int64_t *version, bool *dele
     return ret;
 }
 
-/* Stores a job or tombstone; the caller holds the lock and, for atomicity, a transaction. */
+/*
+ * Stores a job or tombstone; the caller holds the lock and, for atomicity,
+ * a transaction. *written says whether the version was new, *created
+ * whether no live job had the name before.
+ */
 static int job_store_locked(struct db *db, const char *name, const struct job *job, int64_t version,
-                            int64_t deleted_at_ms)
+                            int64_t deleted_at_ms, bool *written, bool *created)
 {
     sqlite3_stmt *stmt;
     char *doc = NULL;
     int64_t current;
+    bool deleted;
     int ret;
 
-    ret = job_version_locked(db, name, &current, NULL);
+    *written = false;
+    ret = job_version_locked(db, name, &current, &deleted);
     if (ret != CF_OK || current >= version)
         return ret;
+    *created = current == 0 || deleted;
     if (job != NULL) {
         json_t *json = job_to_json(job, true);
 
@@ -628,17 +650,22 @@ static int job_store_locked(struct db *db, const char *name, const struct job *j
         bind_int_or_null(stmt, 7, job != NULL ? 0 : deleted_at_ms);
     }
     free(doc);
-    return step_done(db, stmt, "job store");
+    ret = step_done(db, stmt, "job store");
+    *written = ret == CF_OK;
+    return ret;
 }
 
 int db_job_store(struct db *db, const char *name, const struct job *job, int64_t version,
                  int64_t deleted_at_ms)
 {
+    bool written, created = false;
     int ret;
 
     pthread_mutex_lock(&db->lock);
-    ret = job_store_locked(db, name, job, version, deleted_at_ms);
+    ret = job_store_locked(db, name, job, version, deleted_at_ms, &written, &created);
     pthread_mutex_unlock(&db->lock);
+    if (written)
+        report_job(db, name, job, created);
     return ret;
 }
 
@@ -678,6 +705,7 @@ int db_job_write_next(struct db *db, const char *name, struct job *job, int64_t 
                       int64_t *version)
 {
     char *text = NULL, buf[32];
+    bool written = false, created = false;
     int ret = db_begin(db);
 
     if (ret != CF_OK)
@@ -692,11 +720,14 @@ int db_job_write_next(struct db *db, const char *name, struct job *job, int64_t 
         goto out_rollback;
     if (job != NULL)
         job->version = *version;
-    ret = job_store_locked(db, name, job, *version, deleted_at_ms);
+    ret = job_store_locked(db, name, job, *version, deleted_at_ms, &written, &created);
     if (ret != CF_OK)
         goto out_rollback;
     free(text);
-    return db_commit(db);
+    ret = db_commit(db);
+    if (ret == CF_OK && written)
+        report_job(db, name, job, created);
+    return ret;
 
 out_rollback:
     free(text);
@@ -760,8 +791,24 @@ int64_t db_run_sort_at(const struct run *run)
     "(CASE " col " WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'missed' THEN 1"               \
     " WHEN 'lost' THEN 1 ELSE 2 END)"
 
-/* Upserts one run with the cached statement; the lock is held. */
-static int run_upsert_locked(struct db *db, const struct run *run)
+/*
+ * True when the incoming row differs from the stored one in any column of
+ * a run's state, so that writing the same state again changes nothing.
+ */
+#define RUN_CHANGED_SQL                                                                            \
+    "(runs.trigger, runs.scheduled_at, runs.started_at, runs.finished_at, runs.status,"            \
+    " runs.reason, runs.fencing_token, runs.instance, runs.attempts, runs.http_status,"            \
+    " runs.duration_ms, runs.error, runs.response_excerpt, runs.lease_lost) IS NOT"                \
+    " (excluded.trigger, excluded.scheduled_at, excluded.started_at, excluded.finished_at,"        \
+    " excluded.status, excluded.reason, excluded.fencing_token, excluded.instance,"                \
+    " excluded.attempts, excluded.http_status, excluded.duration_ms, excluded.error,"              \
+    " excluded.response_excerpt, excluded.lease_lost)"
+
+/*
+ * Upserts one run with the cached statement; the lock is held. *changed
+ * says whether the stored state changed.
+ */
+static int run_upsert_locked(struct db *db, const struct run *run, bool *changed)
 {
     sqlite3_stmt *stmt = db->run_upsert;
     int rc;
@@ -781,7 +828,8 @@ static int run_upsert_locked(struct db *db, const struct run *run)
             " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
             " error = excluded.error, response_excerpt = excluded.response_excerpt,"
             " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
-            " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL("runs.status"),
+            " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL(
+                "runs.status") " AND " RUN_CHANGED_SQL,
             -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
         if (rc != SQLITE_OK)
             return db_fail(db, "prepare run upsert");
@@ -808,6 +856,7 @@ static int run_upsert_locked(struct db *db, const struct run *run)
     sqlite3_bind_int(stmt, 16, run->lease_lost);
     sqlite3_bind_int64(stmt, 17, db_run_sort_at(run));
     rc = sqlite3_step(stmt);
+    *changed = rc == SQLITE_DONE && sqlite3_changes(db->conn) > 0;
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return rc == SQLITE_DONE ? CF_OK : db_fail(db, "run upsert");
@@ -820,26 +869,39 @@ int db_run_upsert(struct db *db, const struct run *run)
 
 int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t count)
 {
+    bool one_changed = false, *changed = &one_changed;
     int ret = CF_OK;
 
     if (count == 0)
         return CF_OK;
     if (count == 1) {
         pthread_mutex_lock(&db->lock);
-        ret = run_upsert_locked(db, runs[0]);
+        ret = run_upsert_locked(db, runs[0], changed);
         pthread_mutex_unlock(&db->lock);
-        return ret;
+    } else {
+        if (db->observer.run_changed != NULL) {
+            changed = calloc(count, sizeof(*changed));
+            if (changed == NULL)
+                return CF_ERR_NOMEM;
+        }
+        ret = db_begin(db);
+        if (ret != CF_OK)
+            goto out;
+        for (size_t i = 0; i < count && ret == CF_OK; i++)
+            ret = run_upsert_locked(db, runs[i], changed == &one_changed ? changed : &changed[i]);
+        if (ret != CF_OK) {
+            db_rollback(db);
+            goto out;
+        }
+        ret = db_commit(db);
     }
-    ret = db_begin(db);
-    if (ret != CF_OK)
-        return ret;
-    for (size_t i = 0; i < count && ret == CF_OK; i++)
-        ret = run_upsert_locked(db, runs[i]);
-    if (ret != CF_OK) {
-        db_rollback(db);
-        return ret;
-    }
-    return db_commit(db);
+    for (size_t i = 0; ret == CF_OK && db->observer.run_changed != NULL && i < count; i++)
+        if (changed[i])
+            db->observer.run_changed(db->observer.ctx, runs[i]);
+out:
+    if (changed != &one_changed)
+        free(changed);
+    return ret;
 }
 
 #define RUN_COLUMNS                                                                                \

@@ -139,9 +139,32 @@ int db_fence_commit(struct db *db, const char *job, int64_t token, int64_t slot_
 /* ---- runs ---- */
 
 /*
+ * What a handle reports after it changed the catalog mirror or the run
+ * history: called on the writing thread, after the change is committed
+ * and outside the handle's lock, so a callback may use the database.
+ */
+struct db_observer {
+    /* A run was stored or its stored state changed. run is borrowed. */
+    void (*run_changed)(void *ctx, const struct run *run);
+    /*
+     * A job was stored (job != NULL; created says no live job had the name
+     * before) or deleted (job == NULL). job is borrowed.
+     */
+    void (*job_changed)(void *ctx, const char *name, const struct job *job, bool created);
+    void *ctx;
+};
+
+/*
+ * Sets the handle's observer (copied; NULL removes it). Set it before the
+ * handle is used by more than one thread.
+ */
+void db_set_observer(struct db *db, const struct db_observer *observer);
+
+/*
  * Upserts a run by id. A later state replaces an earlier one, but a final
  * state is never replaced by "running", and a delivered outcome is never
- * replaced by a skip or a miss of the same slot.
+ * replaced by a skip or a miss of the same slot. Writing the state already
+ * stored changes nothing and is not reported to the observer.
  */
 int db_run_upsert(struct db *db, const struct run *run);
 

@@ -33,6 +33,16 @@ struct request_state {
     size_t discarded_bytes;
 };
 
+/* One streaming response: the source and the connection it is sent on. */
+struct http_stream {
+    struct MHD_Connection *conn;
+    const struct http_stream_ops *ops;
+    void *source;
+};
+
+/* Bytes asked of a stream's source at a time. */
+#define HTTP_STREAM_BLOCK_BYTES ((size_t)16 * 1024)
+
 /* How much of an oversized body is read and dropped before the connection is closed. */
 #define HTTP_DISCARD_MAX_BYTES ((size_t)64 * 1024 * 1024)
 
@@ -73,8 +83,45 @@ void http_set_body(struct http_response *res, int status, const char *content_ty
     res->body_static = false;
 }
 
+void http_set_stream(struct http_response *res, int status, const char *content_type,
+                     const struct http_stream_ops *ops, void *source)
+{
+    http_set_body(res, status, content_type, NULL, 0);
+    res->stream_ops = ops;
+    res->stream_source = source;
+}
+
+void http_stream_park(struct http_stream *stream)
+{
+    MHD_suspend_connection(stream->conn);
+}
+
+void http_stream_wake(struct http_stream *stream)
+{
+    MHD_resume_connection(stream->conn);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct http_stream *stream = cls;
+    ssize_t n = stream->ops->read(stream->source, stream, buf, max);
+
+    return n == HTTP_STREAM_END ? (ssize_t)MHD_CONTENT_READER_END_OF_STREAM : n;
+}
+
+static void stream_free(void *cls)
+{
+    struct http_stream *stream = cls;
+
+    stream->ops->close(stream->source);
+    free(stream);
+}
+
 static void response_release(struct http_response *res)
 {
+    /* A stream not handed to libmicrohttpd is closed here. */
+    if (res->stream_ops != NULL)
+        res->stream_ops->close(res->stream_source);
     if (!res->body_static)
         free(res->body);
     for (int i = 0; i < res->header_count; i++)
@@ -137,8 +184,26 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
     struct MHD_Response *response;
     enum MHD_Result ret;
 
-    response = MHD_create_response_from_buffer(res->body_len, res->body ? res->body : (void *)"",
-                                               MHD_RESPMEM_MUST_COPY);
+    if (res->stream_ops != NULL) {
+        struct http_stream *stream = calloc(1, sizeof(*stream));
+
+        if (stream == NULL)
+            return MHD_NO;
+        stream->conn = conn;
+        stream->ops = res->stream_ops;
+        stream->source = res->stream_source;
+        response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK_BYTES,
+                                                     stream_read, stream, stream_free);
+        if (response == NULL) {
+            free(stream);
+            return MHD_NO;
+        }
+        /* From here on libmicrohttpd owns the source and closes it through stream_free. */
+        res->stream_ops = NULL;
+    } else {
+        response = MHD_create_response_from_buffer(
+            res->body_len, res->body ? res->body : (void *)"", MHD_RESPMEM_MUST_COPY);
+    }
     if (response == NULL)
         return MHD_NO;
     if (res->content_type != NULL)
@@ -222,8 +287,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         req.conn = conn;
         dispatch(server, &req, &res);
     }
-    if (strcmp(method, "HEAD") == 0)
+    if (strcmp(method, "HEAD") == 0) {
         res.body_len = 0;
+        if (res.stream_ops != NULL) {
+            res.stream_ops->close(res.stream_source);
+            res.stream_ops = NULL;
+        }
+    }
     ret = send_response(conn, &res);
     response_release(&res);
     return ret;
@@ -311,7 +381,8 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
     struct sockaddr_storage addr = {0};
     char host[128];
     uint16_t port;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                     MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *info;
 
     *out = NULL;

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define HTTP_MAX_PARAMS 4
 #define HTTP_PARAM_MAX 256
@@ -35,6 +36,9 @@ const char *http_query(const struct http_request *req, const char *key);
 /* A request header (case-insensitive name), or NULL. Borrowed. */
 const char *http_header(const struct http_request *req, const char *name);
 
+struct http_stream;
+struct http_stream_ops;
+
 struct http_response {
     int status;
     const char *content_type; /* static string */
@@ -44,6 +48,9 @@ struct http_response {
     const char *header_names[HTTP_MAX_HEADERS]; /* static strings */
     char *header_values[HTTP_MAX_HEADERS];      /* owned */
     int header_count;
+    /* A streaming body instead of body (see http_set_stream). */
+    const struct http_stream_ops *stream_ops;
+    void *stream_source;
 };
 
 /* Adds a header; value is copied. Returns CF_OK or CF_ERR_NOMEM / CF_ERR_TOO_LARGE. */
@@ -52,6 +59,41 @@ int http_add_header(struct http_response *res, const char *name, const char *val
 /* Sets an owned body (steals body, which must be malloc'd). */
 void http_set_body(struct http_response *res, int status, const char *content_type, char *body,
                    size_t len);
+
+/*
+ * A body produced over time, such as Server-Sent Events. http.c calls
+ * read() on a pool thread whenever the client can take more. It returns
+ * the bytes it wrote to buf (at most max), HTTP_STREAM_END to finish the
+ * response, or 0 after calling http_stream_park(), which takes the
+ * connection off the pool, without a thread, until http_stream_wake().
+ * close() is called once, when the connection ends or the response could
+ * not be sent; source is not used after it.
+ */
+struct http_stream_ops {
+    ssize_t (*read)(void *source, struct http_stream *stream, char *buf, size_t max);
+    void (*close)(void *source);
+};
+
+#define HTTP_STREAM_END ((ssize_t)-1)
+
+/*
+ * Makes the response a stream of unknown length (chunked in HTTP/1.1) read
+ * from source through ops; source is handed over: http.c calls close() on
+ * it in every case.
+ */
+void http_set_stream(struct http_response *res, int status, const char *content_type,
+                     const struct http_stream_ops *ops, void *source);
+
+/*
+ * Parks the stream: only from read(), which then returns 0. A parked
+ * connection does not notice that its client went away until it is woken
+ * and writes. The caller must serialise park and wake (one lock around
+ * both) so that a wake cannot be lost.
+ */
+void http_stream_park(struct http_stream *stream);
+
+/* Wakes a parked stream: read() is called again soon. Only on a parked stream. */
+void http_stream_wake(struct http_stream *stream);
 
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req,
                                 struct http_response *res);

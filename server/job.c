@@ -70,6 +70,7 @@ static const char *const job_root_fields[] = {
     "created_at",
     "updated_at",
     "next_fire_at",
+    "schedule_description",
     "last_run",
     "signing_secret_set",
     NULL,

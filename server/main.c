@@ -14,12 +14,28 @@
 #include "config.h"
 #include "coord.h"
 #include "db.h"
+#include "events.h"
+#include "feed.h"
 #include "http.h"
 #include "log.h"
 #include "netallow.h"
 #include "scheduler.h"
 
 #define MAX_BODY_BYTES (1024 * 1024)
+
+/*
+ * The event stream keeps the last 4096 events, up to 16 MiB, for clients
+ * that reconnect: at 10 runs a second, a start and a finish event each,
+ * about 3 minutes. Streams are capped well below the HTTP server's 2048
+ * connections, so the API stays reachable with every stream open.
+ */
+static const struct events_config events_config = {
+    .max_events = 4096,
+    .max_bytes = (size_t)16 * 1024 * 1024,
+    .max_streams = 1024,
+    .keepalive_ms = 15000,
+    .retry_ms = 2000,
+};
 
 /* Everything an instance runs; released by instance_release() in reverse order. */
 struct instance {
@@ -28,6 +44,8 @@ struct instance {
     struct db *sched_db;
     struct db *prune_db;
     struct db *coord_db; /* cluster mode: the coordinator's own handle */
+    struct events *events;
+    struct feed *feed;
     struct netallow *allow;
     struct coord *coord;
     struct scheduler *scheduler;
@@ -115,6 +133,15 @@ static void job_changed(void *ctx, const char *name)
     scheduler_job_changed(ctx, name);
 }
 
+/* Catalog and history changes written through db go on the event stream. */
+static void watch_database(struct instance *inst, struct db *db)
+{
+    struct db_observer observer;
+
+    feed_observer(inst->feed, &observer);
+    db_set_observer(db, &observer);
+}
+
 /* The standalone coordinator, or with --redis the cluster one on its own database handle. */
 static int start_coordinator(struct instance *inst, char *err, size_t errlen)
 {
@@ -143,6 +170,7 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
     ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
     if (ret != CF_OK)
         return ret;
+    watch_database(inst, inst->coord_db);
     ccfg.redis_urls = inst->cfg.redis;
     ccfg.prefix = inst->cfg.redis_prefix;
     ccfg.instance_id = inst->instance_id;
@@ -196,6 +224,13 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         ret = db_open(inst->cfg.db_path, &inst->prune_db, err, errlen);
     if (ret != CF_OK)
         return ret;
+    ret = events_new(&events_config, &inst->events);
+    if (ret == CF_OK)
+        ret = feed_new(inst->events, inst->api_db, &inst->feed);
+    if (ret != CF_OK)
+        return ret;
+    watch_database(inst, inst->api_db);
+    watch_database(inst, inst->sched_db);
 
     http_parse_listen(inst->cfg.listen, host, sizeof(host), &port);
     ret = start_coordinator(inst, err, errlen);
@@ -218,6 +253,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     }
     /* Catalog changes made by peers reach the scheduler from here on. */
     inst->coord->ops->set_listener(inst->coord, job_changed, inst->scheduler);
+    ret = feed_watch(inst->feed, inst->coord);
+    if (ret != CF_OK)
+        return ret;
 
     acfg.db = inst->api_db;
     acfg.coord = inst->coord;
@@ -233,9 +271,11 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         acfg.viewer_token_count = inst->cfg.viewer_token_count;
     }
     acfg.max_body_bytes = MAX_BODY_BYTES;
-    inst->api = api_new(&acfg);
-    if (inst->api == NULL)
-        return CF_ERR_NOMEM;
+    acfg.web_dir = inst->cfg.web_dir;
+    acfg.events = inst->events;
+    ret = api_new(&acfg, &inst->api, err, errlen);
+    if (ret != CF_OK)
+        return ret;
 
     hcfg.listen = inst->cfg.listen;
     hcfg.routes = api_routes();
@@ -270,10 +310,15 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
 
 static void instance_release(struct instance *inst)
 {
+    /* Streams end first: libmicrohttpd must not stop with parked connections. */
+    if (inst->events != NULL)
+        events_close(inst->events);
     http_stop(inst->http);
     scheduler_stop(inst->scheduler, inst->cfg.shutdown_grace_ms);
     api_free(inst->api);
     coord_free(inst->coord);
+    feed_free(inst->feed);
+    events_free(inst->events);
     db_close(inst->coord_db);
     db_close(inst->prune_db);
     db_close(inst->sched_db);

@@ -1389,13 +1389,7 @@ static void *prune_main(void *arg)
     while (!prune_stopping(sched)) {
         struct timespec ts;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (wait_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        cf_monotonic_deadline(wait_ms, &ts);
         if (pthread_cond_timedwait(&sched->prune_wake, &sched->prune_lock, &ts) == 0)
             continue; /* woken: stopping is checked by the loop */
         pthread_mutex_unlock(&sched->prune_lock);
@@ -1418,13 +1412,7 @@ static void wait_inbox(struct scheduler *sched, int64_t wait_ms)
 
     if (wait_ms <= 0)
         return;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += wait_ms / 1000;
-    ts.tv_nsec += (wait_ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    cf_monotonic_deadline(wait_ms, &ts);
     pthread_cond_timedwait(&sched->wake, &sched->inbox_lock, &ts);
 }
 

@@ -12,11 +12,13 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPConnection, HTTPException
 
 import pytest
 
@@ -221,6 +223,89 @@ class Instance(Process):
             cursor = reply.json["next_cursor"]
             if not cursor:
                 return items
+
+
+class EventStream:
+    """A client of GET /api/v1/events that parses the stream on its own thread.
+
+    events holds every dispatched event as a dict with "id" (None when the
+    event had none), "event" and "data" (parsed JSON); comments counts the
+    comment lines (keepalives). Close it to drop the connection.
+    """
+
+    def __init__(self, instance, token="admin", last_event_id=None, read=True):
+        self.events = []
+        self.comments = 0
+        self.retry = None
+        self.closed = threading.Event()
+        self.lock = threading.Lock()
+        headers = {"Authorization": f"Bearer {instance.token if token == 'admin' else token}"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        self.conn = HTTPConnection("127.0.0.1", instance.port, timeout=60 * SLOW)
+        self.conn.request("GET", "/api/v1/events", headers=headers)
+        self.sock = self.conn.sock
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.headers = self.response.headers
+        if self.status == 200 and read:
+            threading.Thread(target=self._pump, daemon=True).start()
+        else:
+            self.closed.set()
+
+    def _pump(self):
+        fields = {}
+        try:
+            while True:
+                line = self.response.readline()
+                if not line:
+                    break
+                line = line.decode().rstrip("\n")
+                if line == "":
+                    if "event" in fields or "data" in fields:
+                        event = {"id": fields.get("id"), "event": fields.get("event", "message"),
+                                 "data": json.loads(fields.get("data", "null"))}
+                        with self.lock:
+                            self.events.append(event)
+                    fields = {}
+                elif line.startswith(":"):
+                    with self.lock:
+                        self.comments += 1
+                else:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "retry":
+                        self.retry = int(value)
+                    elif name == "data" and "data" in fields:
+                        fields["data"] += "\n" + value
+                    else:
+                        fields[name] = value
+        except (OSError, ValueError, AttributeError, HTTPException):
+            pass
+        finally:
+            self.closed.set()
+
+    def of(self, kind, predicate=lambda data: True):
+        """The events of one kind whose data satisfies predicate, in order."""
+        with self.lock:
+            return [e for e in self.events if e["event"] == kind and predicate(e["data"])]
+
+    def wait(self, kind, predicate=lambda data: True, timeout=15, what=None):
+        """Waits for an event of kind whose data satisfies predicate; returns it."""
+        found = wait_for(lambda: self.of(kind, predicate), timeout=timeout,
+                         what=what or f"a {kind} event")
+        return found[0]
+
+    def close(self):
+        # Shut the socket down first: the reading thread holds the response's
+        # buffer lock while it waits, and would block close() forever.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.closed.wait(5)
+        self.response.close()
+        self.conn.close()
 
 
 class Receiver(Process):

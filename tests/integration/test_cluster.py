@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import SLOW, VIEWER_TOKEN, Instance, http, iso, job_body, ms, wait_for
+from conftest import (SLOW, VIEWER_TOKEN, EventStream, Instance, http, iso, job_body, ms,
+                      wait_for)
 from redisnode import start_nodes
 
 
@@ -836,3 +837,44 @@ def test_node_configuration_warnings(cluster):
     view = cluster_view(group.instances[0])
     for other in group.nodes[1:]:
         assert node_entry(view, other)["warnings"] == []
+
+
+# --------------------------------------------------------------------------
+# 8. the event stream is cluster-wide
+# --------------------------------------------------------------------------
+
+def test_event_stream_carries_every_instance_s_changes(cluster, receiver):
+    """One instance's /events shows catalog changes made on another, runs
+    delivered by the others, and a cluster event when a node goes down and
+    comes back."""
+    group = cluster()
+    watcher = group.instances[0]
+    stream = EventStream(watcher)
+    try:
+        create(group.instances[1], job_body("everywhere", receiver.hook()))
+        created = stream.wait("job", lambda d: d["name"] == "everywhere")
+        assert created["data"]["action"] == "created"
+        assert created["data"]["job"]["name"] == "everywhere"
+
+        foreign = stream.wait("run", lambda d: d["job"] == "everywhere" and
+                              d["status"] == "succeeded" and d["instance"] != watcher.name,
+                              timeout=30, what="a run delivered by another instance")
+        delivered = {d["run_id"]: d["instance"] for d in receiver.deliveries("everywhere")}
+        assert delivered[foreign["data"]["id"]] == foreign["data"]["instance"]
+
+        dead = group.nodes[2]
+        dead.kill9()
+        down = stream.wait("cluster", lambda d: node_entry(d, dead)["up"] is False,
+                           what="a cluster event with the node down")
+        assert down["data"]["quorum"]["healthy"] is True
+        dead.start()
+        stream.wait("cluster", lambda d: node_entry(d, dead)["up"] is True,
+                    what="a cluster event with the node back")
+        assert ids_strictly_increase(stream)
+    finally:
+        stream.close()
+
+
+def ids_strictly_increase(stream):
+    seqs = [int(e["id"].rsplit("-", 1)[1]) for e in stream.events if e["id"]]
+    return seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

@@ -1,0 +1,413 @@
+/*
+ * events.c - the ring of recent events and the streams that follow it.
+ *
+ * One mutex guards the ring, the stream list and every stream's position.
+ * Events are formatted once, when published, into the exact bytes a stream
+ * sends ("id: ...\nevent: ...\ndata: ...\n\n"). A stream copies whole
+ * events from the ring under the lock, so the ring never hands out
+ * pointers; an event split across reads keeps its rest in the stream. A
+ * stream parks under the same lock that publishers wake it under, so no
+ * wake is lost.
+ */
+#include "events.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+#include "log.h"
+
+struct event {
+    char *frame; /* the bytes sent to every stream; NULL in a free slot */
+    size_t len;
+};
+
+/* One client's stream. Its fields are guarded by the hub's lock. */
+struct stream {
+    struct events *hub;
+    struct http_stream *http; /* known from the first read on */
+    uint64_t next_seq;        /* the next event of the ring to send */
+    char *pending; /* bytes to send before the ring: the preface, or the rest of an event */
+    size_t pending_len, pending_sent;
+    uint64_t keepalives_sent; /* the hub's keepalive count at the last comment sent */
+    bool parked;
+    struct stream *prev, *next;
+};
+
+struct events {
+    struct events_config cfg;
+    pthread_mutex_t lock;
+    /* Events first_seq .. last_seq (none when first_seq > last_seq); seq is at ring[seq %
+     * max_events]. */
+    struct event *ring;
+    uint64_t first_seq, last_seq;
+    size_t ring_bytes;
+    uint64_t epoch; /* random: tells this process's ids from others' */
+    struct stream *streams;
+    size_t stream_count;
+    uint64_t keepalives; /* keepalive ticks so far */
+    bool closed;
+    bool stopping;
+    pthread_t thread;
+    pthread_cond_t wake;
+};
+
+static const char keepalive_frame[] = ": keepalive\n\n";
+
+/* ---------------------------------------------------------------------- */
+/* The ring                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static void drop_oldest(struct events *hub)
+{
+    struct event *oldest = &hub->ring[hub->first_seq % hub->cfg.max_events];
+
+    hub->ring_bytes -= oldest->len;
+    free(oldest->frame);
+    oldest->frame = NULL;
+    oldest->len = 0;
+    hub->first_seq++;
+}
+
+/* Wakes every parked stream; the lock is held. */
+static void wake_parked(struct events *hub)
+{
+    for (struct stream *s = hub->streams; s != NULL; s = s->next) {
+        if (s->parked) {
+            s->parked = false;
+            http_stream_wake(s->http);
+        }
+    }
+}
+
+void events_publish(struct events *hub, const char *type, json_t *data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    char *frame = NULL;
+    int len = -1;
+    uint64_t seq;
+
+    json_decref(data);
+    pthread_mutex_lock(&hub->lock);
+    seq = hub->last_seq + 1;
+    /* JSON_COMPACT output holds no newline, so the document is one data line. */
+    if (text != NULL)
+        len = asprintf(&frame, "id: %" PRIu64 "-%" PRIu64 "\nevent: %s\ndata: %s\n\n", hub->epoch,
+                       seq, type, text);
+    free(text);
+    if (len < 0) {
+        pthread_mutex_unlock(&hub->lock);
+        log_warn("event dropped", "type=%s reason=\"cannot format\"", type);
+        return;
+    }
+    while (hub->first_seq <= hub->last_seq &&
+           (hub->last_seq - hub->first_seq + 1 >= hub->cfg.max_events ||
+            hub->ring_bytes + (size_t)len > hub->cfg.max_bytes))
+        drop_oldest(hub);
+    hub->ring[seq % hub->cfg.max_events].frame = frame;
+    hub->ring[seq % hub->cfg.max_events].len = (size_t)len;
+    hub->ring_bytes += (size_t)len;
+    hub->last_seq = seq;
+    wake_parked(hub);
+    pthread_mutex_unlock(&hub->lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Streams                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/* Makes len bytes at data the stream's pending bytes. Returns false when out of memory. */
+static bool set_pending(struct stream *s, const char *data, size_t len)
+{
+    char *copy = malloc(len);
+
+    if (copy == NULL)
+        return false;
+    memcpy(copy, data, len);
+    free(s->pending);
+    s->pending = copy;
+    s->pending_len = len;
+    s->pending_sent = 0;
+    return true;
+}
+
+/* Queues a resync event, saying why, to be sent before the ring. */
+static bool queue_resync(struct stream *s, const char *prefix, const char *reason)
+{
+    char text[256];
+    int len = snprintf(text, sizeof(text), "%sevent: resync\ndata: {\"reason\":\"%s\"}\n\n", prefix,
+                       reason);
+
+    return len > 0 && (size_t)len < sizeof(text) && set_pending(s, text, (size_t)len);
+}
+
+/*
+ * Sets where a new stream starts and returns the reason to resync, or NULL.
+ * An id of this process resumes after it when the ring still holds the
+ * next event; anything else resyncs from the oldest event kept. The lock is
+ * held.
+ */
+static const char *position_stream(struct events *hub, struct stream *s, const char *last_event_id)
+{
+    uint64_t epoch, seq;
+    int consumed = 0;
+
+    s->next_seq = hub->last_seq + 1;
+    if (last_event_id == NULL || last_event_id[0] == '\0')
+        return NULL;
+    s->next_seq = hub->first_seq;
+    if (sscanf(last_event_id, "%" SCNu64 "-%" SCNu64 "%n", &epoch, &seq, &consumed) != 2 ||
+        last_event_id[consumed] != '\0' || epoch != hub->epoch)
+        return "unknown event id";
+    if (seq > hub->last_seq)
+        return "event id from the future";
+    if (seq + 1 < hub->first_seq)
+        return "events since that id are no longer kept";
+    s->next_seq = seq + 1;
+    return NULL;
+}
+
+/*
+ * Copies up to max bytes of what the stream has to send: its pending bytes,
+ * else whole events from the ring (an event longer than max is split, its
+ * rest kept pending), else a keepalive when one is due. Returns the bytes
+ * copied, or HTTP_STREAM_END when out of memory. The lock is held.
+ */
+static ssize_t fill(struct events *hub, struct stream *s, char *buf, size_t max)
+{
+    size_t used = 0;
+
+    if (s->pending != NULL) {
+        used = s->pending_len - s->pending_sent;
+        if (used > max)
+            used = max;
+        memcpy(buf, s->pending + s->pending_sent, used);
+        s->pending_sent += used;
+        if (s->pending_sent == s->pending_len) {
+            free(s->pending);
+            s->pending = NULL;
+        }
+        return (ssize_t)used;
+    }
+    if (s->next_seq < hub->first_seq) {
+        /* The client read more slowly than events came, and the ring moved on. */
+        s->next_seq = hub->first_seq;
+        if (!queue_resync(s, "", "the client fell behind"))
+            return HTTP_STREAM_END;
+        return fill(hub, s, buf, max);
+    }
+    while (s->next_seq <= hub->last_seq) {
+        const struct event *e = &hub->ring[s->next_seq % hub->cfg.max_events];
+
+        if (e->len <= max - used) {
+            memcpy(buf + used, e->frame, e->len);
+            used += e->len;
+            s->next_seq++;
+            continue;
+        }
+        if (used > 0)
+            break;
+        memcpy(buf, e->frame, max);
+        s->next_seq++;
+        if (!set_pending(s, e->frame + max, e->len - max))
+            return HTTP_STREAM_END;
+        return (ssize_t)max;
+    }
+    if (used == 0 && s->keepalives_sent != hub->keepalives && max >= sizeof(keepalive_frame) - 1) {
+        used = sizeof(keepalive_frame) - 1;
+        memcpy(buf, keepalive_frame, used);
+        s->keepalives_sent = hub->keepalives;
+    }
+    return (ssize_t)used;
+}
+
+static ssize_t stream_read(void *source, struct http_stream *http, char *buf, size_t max)
+{
+    struct stream *s = source;
+    struct events *hub = s->hub;
+    ssize_t n;
+
+    pthread_mutex_lock(&hub->lock);
+    s->http = http;
+    n = fill(hub, s, buf, max);
+    if (n == 0 && hub->closed) {
+        n = HTTP_STREAM_END;
+    } else if (n == 0) {
+        s->parked = true;
+        http_stream_park(http);
+    }
+    pthread_mutex_unlock(&hub->lock);
+    return n;
+}
+
+static void stream_close(void *source)
+{
+    struct stream *s = source;
+    struct events *hub = s->hub;
+
+    pthread_mutex_lock(&hub->lock);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        hub->streams = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    hub->stream_count--;
+    pthread_mutex_unlock(&hub->lock);
+    free(s->pending);
+    free(s);
+}
+
+static const struct http_stream_ops stream_ops = {
+    .read = stream_read,
+    .close = stream_close,
+};
+
+int events_serve(struct events *hub, const char *last_event_id, struct http_response *res)
+{
+    struct stream *s = calloc(1, sizeof(*s));
+    const char *resync;
+    char retry[64];
+    int len, ret = CF_OK;
+
+    if (s == NULL)
+        return CF_ERR_NOMEM;
+    s->hub = hub;
+    len = snprintf(retry, sizeof(retry), "retry: %lld\n\n", (long long)hub->cfg.retry_ms);
+    pthread_mutex_lock(&hub->lock);
+    if (hub->closed)
+        ret = CF_ERR_SHUTDOWN;
+    else if (hub->stream_count >= hub->cfg.max_streams)
+        ret = CF_ERR_BUSY;
+    if (ret == CF_OK) {
+        resync = position_stream(hub, s, last_event_id);
+        if (resync != NULL ? !queue_resync(s, retry, resync) : !set_pending(s, retry, (size_t)len))
+            ret = CF_ERR_NOMEM;
+    }
+    if (ret != CF_OK) {
+        pthread_mutex_unlock(&hub->lock);
+        free(s->pending);
+        free(s);
+        return ret;
+    }
+    s->keepalives_sent = hub->keepalives;
+    s->next = hub->streams;
+    if (hub->streams != NULL)
+        hub->streams->prev = s;
+    hub->streams = s;
+    hub->stream_count++;
+    pthread_mutex_unlock(&hub->lock);
+    http_set_stream(res, 200, "text/event-stream; charset=utf-8", &stream_ops, s);
+    /* Proxies such as nginx buffer responses unless told not to. */
+    http_add_header(res, "X-Accel-Buffering", "no");
+    return CF_OK;
+}
+
+size_t events_stream_count(struct events *hub)
+{
+    size_t count;
+
+    pthread_mutex_lock(&hub->lock);
+    count = hub->stream_count;
+    pthread_mutex_unlock(&hub->lock);
+    return count;
+}
+
+void events_close(struct events *hub)
+{
+    pthread_mutex_lock(&hub->lock);
+    hub->closed = true;
+    wake_parked(hub);
+    pthread_mutex_unlock(&hub->lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Keepalive thread and lifecycle                                           */
+/* ---------------------------------------------------------------------- */
+
+static void *keepalive_main(void *arg)
+{
+    struct events *hub = arg;
+
+    pthread_mutex_lock(&hub->lock);
+    while (!hub->stopping) {
+        struct timespec until;
+
+        cf_monotonic_deadline(hub->cfg.keepalive_ms, &until);
+        if (pthread_cond_timedwait(&hub->wake, &hub->lock, &until) == 0)
+            continue; /* woken: stopping is checked by the loop */
+        hub->keepalives++;
+        wake_parked(hub);
+    }
+    pthread_mutex_unlock(&hub->lock);
+    return NULL;
+}
+
+/* A random number naming this process's lifetime in event ids; the wall clock if randomness fails.
+ */
+static uint64_t random_epoch(void)
+{
+    char hex[17];
+
+    if (cf_random_hex(hex, 8) != CF_OK)
+        return (uint64_t)cf_wall_ms();
+    return strtoull(hex, NULL, 16);
+}
+
+int events_new(const struct events_config *cfg, struct events **out)
+{
+    struct events *hub = calloc(1, sizeof(*hub));
+    pthread_condattr_t attr;
+
+    *out = NULL;
+    if (hub == NULL)
+        return CF_ERR_NOMEM;
+    hub->cfg = *cfg;
+    hub->ring = calloc(cfg->max_events, sizeof(*hub->ring));
+    if (hub->ring == NULL) {
+        free(hub);
+        return CF_ERR_NOMEM;
+    }
+    hub->first_seq = 1;
+    hub->last_seq = 0;
+    hub->epoch = random_epoch();
+    pthread_mutex_init(&hub->lock, NULL);
+    pthread_condattr_init(&attr);
+    /* The wait is relative; the monotonic clock keeps it immune to wall-clock jumps. */
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&hub->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&hub->thread, NULL, keepalive_main, hub) != 0) {
+        pthread_cond_destroy(&hub->wake);
+        pthread_mutex_destroy(&hub->lock);
+        free(hub->ring);
+        free(hub);
+        return CF_ERR_NOMEM;
+    }
+    *out = hub;
+    return CF_OK;
+}
+
+void events_free(struct events *hub)
+{
+    if (hub == NULL)
+        return;
+    pthread_mutex_lock(&hub->lock);
+    hub->stopping = true;
+    pthread_cond_signal(&hub->wake);
+    pthread_mutex_unlock(&hub->lock);
+    pthread_join(hub->thread, NULL);
+    assert(hub->streams == NULL);
+    while (hub->first_seq <= hub->last_seq)
+        drop_oldest(hub);
+    free(hub->ring);
+    pthread_cond_destroy(&hub->wake);
+    pthread_mutex_destroy(&hub->lock);
+    free(hub);
+}

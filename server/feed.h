@@ -1,0 +1,36 @@
+/*
+ * feed.h - what goes on the event stream: a "run" event whenever a run's
+ * stored state changes and a "job" event whenever the catalog changes (both
+ * reported by the database handles that write them, so changes made by
+ * other instances and mirrored here are included), and a "cluster" event
+ * whenever the coordinator's view of the cluster changes (checked every
+ * second; latencies, clock offsets and last-seen times alone do not count).
+ */
+#ifndef CF_FEED_H
+#define CF_FEED_H
+
+#include "coord.h"
+#include "db.h"
+#include "events.h"
+
+struct feed;
+
+/*
+ * Creates the feed, publishing to events and reading job views (last_run)
+ * from db; both borrowed. Returns CF_OK with *out, or CF_ERR_NOMEM.
+ */
+int feed_new(struct events *events, struct db *db, struct feed **out);
+
+/* The observer to set on every database handle that writes the catalog or the history. */
+void feed_observer(struct feed *feed, struct db_observer *observer);
+
+/*
+ * Starts watching coord (borrowed) for cluster changes, on a thread of the
+ * feed. Returns CF_OK or CF_ERR_NOMEM.
+ */
+int feed_watch(struct feed *feed, struct coord *coord);
+
+/* Stops the watch and frees the feed; accepts NULL. */
+void feed_free(struct feed *feed);
+
+#endif

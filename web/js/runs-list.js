@@ -1,0 +1,135 @@
+// A paged, live table of runs, shared by the Job page and the Runs page:
+// loads GET /api/v1/runs with a filter and cursor ("Load more"), and takes
+// `run` events, updating a known run in place and inserting a new one that
+// matches the filter at its place (newest first).
+
+import { ApiError, get, segment } from './api.js';
+import { h, replace } from './dom.js';
+import {
+  compareRunsNewestFirst, formatDuration, formatTime, formatValue, runInstantMs, shortRunId,
+} from './format.js';
+import { dataTable, emptyState, errorAlert, loading, statusWord } from './ui.js';
+
+const PAGE_SIZE = 50;
+
+// Every run status, in the order the filters offer them.
+export const RUN_STATUSES = ['running', 'succeeded', 'failed', 'fenced', 'skipped', 'missed', 'lost'];
+
+// The table columns; `showJob` adds the Job column (Runs page).
+function columns(showJob) {
+  const list = ['Scheduled', 'Status', 'Trigger', 'Token', 'Instance', 'Attempts', 'HTTP', 'Duration'];
+  if (showJob) list.splice(1, 0, 'Job');
+  return list;
+}
+
+function runRow(run, showJob) {
+  const linkText = run.scheduled_at ? formatTime(run.scheduled_at) : `run ${shortRunId(run.id)}`;
+  const cells = [
+    h('td', {}, h('a', { href: `#/runs/${segment(run.id)}` }, linkText)),
+    h('td', {}, statusWord(run.status)),
+    h('td', {}, formatValue(run.trigger)),
+    h('td', { class: 'num' }, run.fencing_token ? String(run.fencing_token) : '—'),
+    h('td', {}, formatValue(run.instance)),
+    h('td', { class: 'num' }, String(run.attempts ?? 0)),
+    h('td', { class: 'num' }, formatValue(run.http_status)),
+    h('td', { class: 'num' }, formatDuration(run.duration_ms)),
+  ];
+  if (showJob) cells.splice(1, 0, h('td', {}, h('a', { href: `#/jobs/${segment(run.job)}` }, run.job)));
+  return h('tr', { 'data-run': run.id }, cells);
+}
+
+// Whether a run belongs in a list with this filter ({job, status, since, until}).
+export function runMatches(run, filter) {
+  if (filter.job && run.job !== filter.job) return false;
+  if (filter.status && run.status !== filter.status) return false;
+  const at = runInstantMs(run);
+  if (filter.since && at < new Date(filter.since).getTime()) return false;
+  if (filter.until && at >= new Date(filter.until).getTime()) return false;
+  return true;
+}
+
+// Creates the list. Options: filter, showJob, emptyText(filter) (the
+// empty state's words), signal (aborts
+// loads when the page goes away), onChange(runs) after every change.
+// Returns {element, load(filter), applyRun(run), runs()}.
+export function createRunsList({ filter: initialFilter, showJob = false, emptyText, signal, onChange = () => {} }) {
+  let filter = initialFilter;
+  let runs = [];
+  let cursor = null;
+  let generation = 0;
+  const { wrap, tbody } = dataTable('Runs', columns(showJob));
+  const stateArea = h('div', { class: 'list-state' });
+  const moreButton = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Load more');
+  const element = h('div', { class: 'runs-list' }, stateArea, wrap, moreButton);
+
+  function renderRows() {
+    replace(tbody, runs.map((run) => runRow(run, showJob)));
+    wrap.hidden = runs.length === 0;
+    moreButton.hidden = cursor === null;
+  }
+
+  function showError(error, retry) {
+    replace(stateArea, errorAlert(error, retry));
+  }
+
+  async function fetchPage(reset) {
+    const mine = generation;
+    const page = await get('/runs', { ...filter, limit: PAGE_SIZE, cursor: reset ? null : cursor }, signal);
+    if (mine !== generation) return; // A newer load replaced this one.
+    const known = new Set(runs.map((r) => r.id));
+    runs = runs.concat(page.items.filter((r) => !known.has(r.id)));
+    cursor = page.next_cursor;
+    replace(stateArea, runs.length === 0 ? emptyState(emptyText(filter)) : null);
+    renderRows();
+    onChange(runs);
+  }
+
+  async function load(nextFilter = filter) {
+    filter = nextFilter;
+    generation += 1;
+    runs = [];
+    cursor = null;
+    renderRows();
+    replace(stateArea, loading());
+    try {
+      await fetchPage(true);
+    } catch (error) {
+      if (error instanceof ApiError) showError(error, () => load());
+      else if (error.name !== 'AbortError') throw error;
+    }
+  }
+
+  moreButton.addEventListener('click', async () => {
+    moreButton.disabled = true;
+    try {
+      await fetchPage(false);
+    } catch (error) {
+      if (error instanceof ApiError) showError(error);
+      else if (error.name !== 'AbortError') throw error;
+    } finally {
+      moreButton.disabled = false;
+    }
+  });
+
+  function applyRun(run) {
+    const index = runs.findIndex((r) => r.id === run.id);
+    if (index !== -1) {
+      runs[index] = run;
+      const row = tbody.querySelector(`tr[data-run="${CSS.escape(run.id)}"]`);
+      if (row) row.replaceWith(runRow(run, showJob));
+      onChange(runs);
+      return;
+    }
+    if (!runMatches(run, filter)) return;
+    // Older than everything loaded while more pages remain: "Load more" brings it.
+    const oldest = runs[runs.length - 1];
+    if (cursor !== null && oldest && compareRunsNewestFirst(run, oldest) > 0) return;
+    runs.push(run);
+    runs.sort(compareRunsNewestFirst);
+    replace(stateArea);
+    renderRows();
+    onChange(runs);
+  }
+
+  return { element, load, applyRun, runs: () => runs };
+}
