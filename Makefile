@@ -106,6 +106,7 @@ fuzz: deps
 bench: build
 	$(PYTHON) tests/bench/standalone_lag.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/cluster_bench.py --bin-dir $(abspath $(BUILD))
+	$(PYTHON) tests/bench/events_bench.py --bin-dir $(abspath $(BUILD))
 
 format:
 	clang-format -i server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c tests/tools/*.c

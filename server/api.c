@@ -910,9 +910,13 @@ static void handle_metrics(void *ctx, const struct http_request *req, struct htt
                    "cronfence_slots_skipped_total %lld\n"
                    "# HELP cronfence_slots_missed_total Slots missed past their deadline.\n"
                    "# TYPE cronfence_slots_missed_total counter\n"
-                   "cronfence_slots_missed_total %lld\n",
+                   "cronfence_slots_missed_total %lld\n"
+                   "# HELP cronfence_event_streams Clients following GET /api/v1/events now.\n"
+                   "# TYPE cronfence_event_streams gauge\n"
+                   "cronfence_event_streams %zu\n",
                    (long long)stats.in_flight, (long long)stats.jobs, (long long)stats.fired,
-                   (long long)stats.skipped, (long long)stats.missed);
+                   (long long)stats.skipped, (long long)stats.missed,
+                   events_stream_count(api->cfg.events));
     if (len < 0) {
         send_error_code(res, CF_ERR_NOMEM, "cannot render metrics");
         return;

@@ -13,6 +13,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ struct stream {
     size_t pending_len, pending_sent;
     uint64_t keepalives_sent; /* the hub's keepalive count at the last comment sent */
     bool parked;
+    bool gone; /* the client went away while the stream was parked */
     struct stream *prev, *next;
 };
 
@@ -59,6 +61,9 @@ struct events {
 };
 
 static const char keepalive_frame[] = ": keepalive\n\n";
+
+/* How often parked streams are checked for departed clients. */
+#define EVENTS_TEND_MS 1000
 
 /* ---------------------------------------------------------------------- */
 /* The ring                                                                 */
@@ -235,7 +240,7 @@ static ssize_t stream_read(void *source, struct http_stream *http, char *buf, si
 
     pthread_mutex_lock(&hub->lock);
     s->http = http;
-    n = fill(hub, s, buf, max);
+    n = s->gone ? HTTP_STREAM_END : fill(hub, s, buf, max);
     if (n == 0 && hub->closed) {
         n = HTTP_STREAM_END;
     } else if (n == 0) {
@@ -328,22 +333,69 @@ void events_close(struct events *hub)
 }
 
 /* ---------------------------------------------------------------------- */
-/* Keepalive thread and lifecycle                                           */
+/* The tending thread and lifecycle                                        */
 /* ---------------------------------------------------------------------- */
 
-static void *keepalive_main(void *arg)
+/*
+ * Ends the parked streams whose clients went away: libmicrohttpd does not
+ * watch parked connections, so without this a departed client would hold
+ * its stream (and a place under max_streams) until the next keepalive. One
+ * poll() over every parked socket, without waiting; the lock is held.
+ */
+static void end_departed(struct events *hub)
+{
+    struct pollfd *fds;
+    struct stream **owners;
+    size_t n = 0;
+
+    if (hub->stream_count == 0)
+        return;
+    fds = calloc(hub->stream_count, sizeof(*fds));
+    owners = calloc(hub->stream_count, sizeof(*owners));
+    for (struct stream *s = hub->streams; fds != NULL && owners != NULL && s != NULL; s = s->next) {
+        int fd = s->parked ? http_stream_fd(s->http) : -1;
+
+        if (fd < 0)
+            continue;
+        fds[n].fd = fd;
+        fds[n].events = POLLRDHUP;
+        owners[n++] = s;
+    }
+    if (n > 0 && poll(fds, n, 0) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            if ((fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0)
+                continue;
+            owners[i]->gone = true;
+            owners[i]->parked = false;
+            http_stream_wake(owners[i]->http);
+        }
+    }
+    free(fds);
+    free(owners);
+}
+
+/*
+ * Every EVENTS_TEND_MS, ends the streams of departed clients; every
+ * keepalive_ms, has every stream send a keepalive comment.
+ */
+static void *tend_main(void *arg)
 {
     struct events *hub = arg;
+    int64_t next_keepalive = cf_boot_ms() + hub->cfg.keepalive_ms;
 
     pthread_mutex_lock(&hub->lock);
     while (!hub->stopping) {
         struct timespec until;
 
-        cf_monotonic_deadline(hub->cfg.keepalive_ms, &until);
+        cf_monotonic_deadline(EVENTS_TEND_MS, &until);
         if (pthread_cond_timedwait(&hub->wake, &hub->lock, &until) == 0)
             continue; /* woken: stopping is checked by the loop */
-        hub->keepalives++;
-        wake_parked(hub);
+        end_departed(hub);
+        if (cf_boot_ms() >= next_keepalive) {
+            next_keepalive += hub->cfg.keepalive_ms;
+            hub->keepalives++;
+            wake_parked(hub);
+        }
     }
     pthread_mutex_unlock(&hub->lock);
     return NULL;
@@ -383,7 +435,7 @@ int events_new(const struct events_config *cfg, struct events **out)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&hub->wake, &attr);
     pthread_condattr_destroy(&attr);
-    if (pthread_create(&hub->thread, NULL, keepalive_main, hub) != 0) {
+    if (pthread_create(&hub->thread, NULL, tend_main, hub) != 0) {
         pthread_cond_destroy(&hub->wake);
         pthread_mutex_destroy(&hub->lock);
         free(hub->ring);

@@ -12,7 +12,7 @@
  * with a "resync" event (no id): the client must reload what it shows.
  *
  * Every keepalive_ms each stream sends a comment line, which keeps proxies
- * from closing it and lets a parked stream notice a departed client.
+ * from closing it. A stream whose client went away ends within a second.
  */
 #ifndef CF_EVENTS_H
 #define CF_EVENTS_H

@@ -101,6 +101,14 @@ void http_stream_wake(struct http_stream *stream)
     MHD_resume_connection(stream->conn);
 }
 
+int http_stream_fd(const struct http_stream *stream)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(stream->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+    return info != NULL ? info->connect_fd : -1;
+}
+
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct http_stream *stream = cls;

@@ -95,6 +95,12 @@ void http_stream_park(struct http_stream *stream);
 /* Wakes a parked stream: read() is called again soon. Only on a parked stream. */
 void http_stream_wake(struct http_stream *stream);
 
+/*
+ * The stream's socket, for watching whether the client of a parked stream
+ * went away (poll for POLLRDHUP); -1 when unknown. Borrowed: never close it.
+ */
+int http_stream_fd(const struct http_stream *stream);
+
 typedef void (*http_handler_fn)(void *ctx, const struct http_request *req,
                                 struct http_response *res);
 

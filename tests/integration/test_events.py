@@ -211,3 +211,21 @@ def test_sigterm_with_streams_open_exits_cleanly(instance, streams):
     # Every stream was ended by the server, not left hanging.
     for stream in streams:
         assert stream.closed.wait(5 * SLOW)
+
+
+def event_streams_gauge(instance):
+    text = instance.api("GET", "/metrics").body
+    return int(next(line.split()[1] for line in text.splitlines()
+                    if line.startswith("cronfence_event_streams ")))
+
+
+def test_streams_of_departed_clients_end(instance, streams):
+    """A client that goes away while its stream waits for events frees its
+    place within seconds, not at the next keepalive."""
+    for _ in range(30):
+        open_stream(streams, instance)
+    wait_for(lambda: event_streams_gauge(instance) == 30, what="30 streams counted")
+    for stream in streams[:20]:
+        stream.close()
+    wait_for(lambda: event_streams_gauge(instance) == 10, timeout=5,
+             what="the departed clients' streams ended")
