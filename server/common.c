@@ -72,6 +72,16 @@ int64_t cf_boot_ms(void)
     return clock_ms(CLOCK_BOOTTIME);
 }
 
+void cf_monotonic_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
 void cf_monotonic_deadline(int64_t wait_ms, struct timespec *deadline)
 {
     clock_gettime(CLOCK_MONOTONIC, deadline);

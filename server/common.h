@@ -13,6 +13,7 @@
 #ifndef CF_COMMON_H
 #define CF_COMMON_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,10 +48,12 @@ int64_t cf_wall_ms(void);
 int64_t cf_boot_ms(void);
 
 /*
- * The CLOCK_MONOTONIC instant wait_ms from now, for pthread_cond_timedwait
- * on a condition variable set to that clock (CLOCK_BOOTTIME cannot be).
+ * Initialises cond on CLOCK_MONOTONIC (CLOCK_BOOTTIME cannot be used), so
+ * that timed waits on it are immune to wall-clock jumps.
  */
-struct timespec;
+void cf_monotonic_cond_init(pthread_cond_t *cond);
+
+/* The CLOCK_MONOTONIC instant wait_ms from now, for timed waits on such a cond. */
 void cf_monotonic_deadline(int64_t wait_ms, struct timespec *deadline);
 
 /* Sleeps for ms milliseconds of CLOCK_BOOTTIME; returns early only on a signal. */

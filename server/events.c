@@ -415,7 +415,6 @@ static uint64_t random_epoch(void)
 int events_new(const struct events_config *cfg, struct events **out)
 {
     struct events *hub = calloc(1, sizeof(*hub));
-    pthread_condattr_t attr;
 
     *out = NULL;
     if (hub == NULL)
@@ -430,11 +429,7 @@ int events_new(const struct events_config *cfg, struct events **out)
     hub->last_seq = 0;
     hub->epoch = random_epoch();
     pthread_mutex_init(&hub->lock, NULL);
-    pthread_condattr_init(&attr);
-    /* The wait is relative; the monotonic clock keeps it immune to wall-clock jumps. */
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&hub->wake, &attr);
-    pthread_condattr_destroy(&attr);
+    cf_monotonic_cond_init(&hub->wake);
     if (pthread_create(&hub->thread, NULL, tend_main, hub) != 0) {
         pthread_cond_destroy(&hub->wake);
         pthread_mutex_destroy(&hub->lock);

@@ -129,7 +129,6 @@ static void *feed_main(void *arg)
 int feed_new(struct events *events, struct db *db, struct feed **out)
 {
     struct feed *feed = calloc(1, sizeof(*feed));
-    pthread_condattr_t attr;
 
     *out = NULL;
     if (feed == NULL)
@@ -137,11 +136,7 @@ int feed_new(struct events *events, struct db *db, struct feed **out)
     feed->events = events;
     feed->db = db;
     pthread_mutex_init(&feed->lock, NULL);
-    pthread_condattr_init(&attr);
-    /* The wait is relative; the monotonic clock keeps it immune to wall-clock jumps. */
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&feed->wake, &attr);
-    pthread_condattr_destroy(&attr);
+    cf_monotonic_cond_init(&feed->wake);
     *out = feed;
     return CF_OK;
 }

@@ -1578,7 +1578,6 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
 {
     struct scheduler *sched = calloc(1, sizeof(*sched));
     struct delivery_config dcfg = {0};
-    pthread_condattr_t attr;
     int ret;
 
     *out = NULL;
@@ -1587,13 +1586,9 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
     sched->cfg = *cfg;
     sched->rng = (uint64_t)cf_boot_ms() * 0x9e3779b97f4a7c15ull | 1;
     pthread_mutex_init(&sched->inbox_lock, NULL);
-    pthread_condattr_init(&attr);
-    /* The wait is relative; the monotonic clock keeps it immune to wall-clock jumps. */
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&sched->wake, &attr);
-    pthread_cond_init(&sched->prune_wake, &attr);
+    cf_monotonic_cond_init(&sched->wake);
+    cf_monotonic_cond_init(&sched->prune_wake);
     pthread_cond_init(&sched->replied, NULL);
-    pthread_condattr_destroy(&attr);
     pthread_mutex_init(&sched->prune_lock, NULL);
 
     ret = load_all(sched);

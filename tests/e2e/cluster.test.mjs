@@ -1,38 +1,16 @@
 // The Cluster page: three redis-server nodes and three cronfence instances,
 // then one node killed with SIGKILL; and a standalone instance saying so.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ADMIN_TOKEN, LIVE_MS, Processes, SLOW, UI_MS, assertNoProblems, auditPage, eventually, go, heading,
-  launchBrowser, loaded, openPage, screenshot, signIn,
-  withFailureShots,
+  ADMIN_TOKEN, LIVE_MS, Processes, SLOW, UI_MS, assertNoProblems, auditPage, browserSuite,
+  eventually, go, heading, loaded, screenshot, signIn, withFailureShots,
 } from './harness.mjs';
 
 const procs = new Processes('cluster');
-let browser;
-const contexts = [];
-
-async function fresh() {
-  const opened = await openPage(browser);
-  contexts.push(opened.context);
-  return opened.page;
-}
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-afterEach(async () => {
-  while (contexts.length) await contexts.pop().close();
-  procs.checkClean();
-});
-
-after(async () => {
-  await browser?.close();
-  await procs.stopAll();
-});
+const suite = browserSuite(procs);
 
 // The data rows (those with cells) of the table named name.
 function dataRows(page, name) {
@@ -75,7 +53,7 @@ describe('cluster page', { timeout: 240000 * SLOW }, () => {
     }
 
     const [cf0] = instances;
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf0, ADMIN_TOKEN);
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Cluster', exact: true }).click();
     await heading(page, 'Cluster');
@@ -134,7 +112,7 @@ describe('cluster page', { timeout: 240000 * SLOW }, () => {
 
   test('a standalone instance says it runs standalone', withFailureShots(async () => {
     const cf = await procs.instance({ name: 'standalone' });
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, '#/cluster');
     await heading(page, 'Cluster');
     await page.locator('main').getByText('This instance runs standalone: no Redis nodes are configured.')

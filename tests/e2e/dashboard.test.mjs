@@ -2,28 +2,20 @@
 // Chromium: sign-in, the job form, live runs, pause/resume, edit, server-side
 // errors, delete, the read-only viewer, and hostile content shown as text.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 
 import {
-  ADMIN_TOKEN, LIVE_MS, Processes, SECRET, SLOW, UI_MS, VIEWER_TOKEN, assertNoProblems, createJob,
-  eventually, go, heading, jobBody, launchBrowser, loaded, openPage, signIn, sleep,
+  ADMIN_TOKEN, LIVE_MS, Processes, SECRET, SLOW, UI_MS, VIEWER_TOKEN, assertNoProblems,
+  browserSuite, createJob, eventually, go, heading, jobBody, loaded, signIn, sleep,
   withFailureShots,
 } from './harness.mjs';
 
 const procs = new Processes('dashboard');
-let browser;
 let cf;
 let receiver;
-const contexts = [];
-
-// A fresh page with problem collectors; closed after the test.
-async function fresh(options) {
-  const opened = await openPage(browser, options);
-  contexts.push(opened.context);
-  return opened.page;
-}
+const suite = browserSuite(procs);
 
 // The <dd> that follows the <dt> whose text is term, in main.
 function definition(page, term) {
@@ -47,22 +39,11 @@ async function assertNotReloaded(page) {
 before(async () => {
   receiver = await procs.receiver();
   cf = await procs.instance({ name: 'cf' });
-  browser = await launchBrowser();
-});
-
-afterEach(async () => {
-  while (contexts.length) await contexts.pop().close();
-  procs.checkClean();
-});
-
-after(async () => {
-  await browser?.close();
-  await procs.stopAll();
 });
 
 describe('dashboard', { timeout: 600000 * SLOW }, () => {
   test('sign in through the URL fragment, then sign out', withFailureShots(async () => {
-    const page = await fresh();
+    const page = await suite.page();
     await page.goto(`${cf.url}/#token=${ADMIN_TOKEN}`);
     await heading(page, 'Jobs');
     await eventually(() => {
@@ -83,7 +64,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
   }));
 
   test('the sign-in form refuses a wrong token with an error and accepts the right one', withFailureShots(async () => {
-    const page = await fresh();
+    const page = await suite.page();
     await page.goto(`${cf.url}/`);
     await heading(page, 'Sign in');
     const input = page.getByLabel('API token', { exact: true });
@@ -99,7 +80,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
     assert.equal(await page.getByRole('heading', { name: 'Jobs', exact: true }).count(), 0);
 
     // A wrong token in the fragment: the API's 401 leads back to the form, with an error.
-    const second = await fresh();
+    const second = await suite.page();
     await second.goto(`${cf.url}/#token=wrong-token-in-the-fragment`);
     await heading(second, 'Sign in');
     await second.locator('main').getByRole('alert').first().waitFor({ timeout: UI_MS });
@@ -114,7 +95,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
 
   test('create a job through the form: an invalid schedule shows the API error, a valid one the preview', withFailureShots(async () => {
     const name = 'e2e-form-job';
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN);
     await page.getByRole('link', { name: 'New job', exact: true }).first().click();
     await heading(page, 'New job');
@@ -176,7 +157,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
   test('runs appear live on the job page; the run page shows token, instance, attempts and HTTP status', withFailureShots(async () => {
     const name = 'e2e-live-runs';
     await createJob(cf, jobBody(name, receiver.hook(), { paused: true }));
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}`);
     await heading(page, name);
     await loaded(page);
@@ -221,7 +202,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
   test('new runs appear live on the Runs page filtered by job', withFailureShots(async () => {
     const name = 'e2e-runs-feed';
     await createJob(cf, jobBody(name, receiver.hook(), { schedule: '0 0 1 1 *' }));
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, `#/runs?job=${name}`);
     await heading(page, 'Runs');
     await loaded(page);
@@ -262,7 +243,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
     const everyId = new Set((await cf.runs({ job: name })).map((run) => run.id));
     assert.equal(everyId.size, good + bad);
 
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}`);
     await heading(page, name);
     await loaded(page);
@@ -305,7 +286,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
   test('pause and resume', withFailureShots(async () => {
     const name = 'e2e-pause';
     await createJob(cf, jobBody(name, receiver.hook(), { schedule: '0 0 1 1 *' }));
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}`);
     await heading(page, name);
     const main = page.locator('main');
@@ -327,7 +308,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
   test('edit the description', withFailureShots(async () => {
     const name = 'e2e-edit';
     const created = await createJob(cf, jobBody(name, receiver.hook(), { schedule: '0 8 * * *', description: 'Before the edit' }));
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}`);
     await heading(page, name);
     await page.locator('main').getByText('Before the edit', { exact: true }).waitFor({ timeout: UI_MS });
@@ -352,7 +333,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
   test('editing a job changed elsewhere shows the conflict message', withFailureShots(async () => {
     const name = 'e2e-conflict';
     await createJob(cf, jobBody(name, receiver.hook(), { schedule: '0 8 * * *' }));
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}/edit`);
     await heading(page, `Edit ${name}`);
     const description = page.getByLabel('Description', { exact: true });
@@ -376,7 +357,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
     const entry = refused.json.errors.find((e) => e.field === 'webhook.url');
     assert.ok(entry, refused.text);
 
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, '#/jobs/new');
     await heading(page, 'New job');
     await page.getByLabel('Name', { exact: true }).fill(name);
@@ -402,7 +383,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
   test('delete through the confirmation dialog', withFailureShots(async () => {
     const name = 'e2e-delete';
     await createJob(cf, jobBody(name, receiver.hook(), { schedule: '0 8 * * *' }));
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}`);
     await heading(page, name);
     const dialog = page.getByRole('dialog', { name: `Delete ${name}?` });
@@ -433,7 +414,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
       { timeout: LIVE_MS, what: 'the manual run to finish' });
     await cf.api('POST', `/jobs/${name}/pause`); // shows "Resume" to an admin
 
-    const page = await fresh();
+    const page = await suite.page();
     await page.goto(`${cf.url}/#token=${VIEWER_TOKEN}`);
     await heading(page, 'Jobs');
     const writeControls = ['New job', 'Run now', 'Pause', 'Resume', 'Edit', 'Delete'];
@@ -476,7 +457,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
     const active = all.filter((job) => !job.paused).map((job) => job.name).sort();
     assert.ok(paused.length > 0 && active.length > 0);
 
-    const page = await fresh();
+    const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN);
     await loaded(page);
     const table = page.getByRole('table', { name: 'Jobs' });
@@ -552,7 +533,7 @@ describe('dashboard', { timeout: 600000 * SLOW }, () => {
       }, { timeout: LIVE_MS, what: 'the hostile-answer run to finish' });
       assert.ok(finished.response_excerpt.includes('<img src=x'), finished.response_excerpt);
 
-      const page = await fresh();
+      const page = await suite.page();
       await signIn(page, cf, ADMIN_TOKEN);
       async function assertInert(where) {
         const state = await page.evaluate(() => ({

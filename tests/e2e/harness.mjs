@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
+import { after, afterEach, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -535,6 +536,34 @@ export async function openPage(browser, { colorScheme = 'light', viewport = DESK
     });
   });
   return { context, page, problems };
+}
+
+// The hooks every browser test file needs: one browser for the file; the
+// pages a test opened through suite.page(options) (see openPage) closed after
+// it, and its processes checked for sanitizer reports; the browser and every
+// process stopped after the file.
+export function browserSuite(procs) {
+  const contexts = [];
+  const suite = {
+    browser: null,
+    async page(options) {
+      const opened = await openPage(suite.browser, options);
+      contexts.push(opened.context);
+      return opened.page;
+    },
+  };
+  before(async () => {
+    suite.browser = await launchBrowser();
+  });
+  afterEach(async () => {
+    while (contexts.length) await contexts.pop().close();
+    procs.checkClean();
+  });
+  after(async () => {
+    await suite.browser?.close();
+    await procs.stopAll();
+  });
+  return suite;
 }
 
 const openPages = new Set();

@@ -2,33 +2,16 @@
 // leaves "Live" when the instance goes away and comes back to "Live" when the
 // instance returns on the same port, after which live updates flow again.
 
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ADMIN_TOKEN, LIVE_MS, Processes, SLOW, assertNoProblems, createJob, eventually, heading, jobBody,
-  launchBrowser, liveIndicator, loaded, openPage, screenshot, signIn,
-  withFailureShots,
+  ADMIN_TOKEN, LIVE_MS, Processes, SLOW, assertNoProblems, browserSuite, createJob, eventually,
+  heading, jobBody, liveIndicator, loaded, screenshot, signIn, withFailureShots,
 } from './harness.mjs';
 
 const procs = new Processes('live');
-let browser;
-let context;
-
-before(async () => {
-  browser = await launchBrowser();
-});
-
-afterEach(async () => {
-  await context?.close();
-  context = null;
-  procs.checkClean();
-});
-
-after(async () => {
-  await browser?.close();
-  await procs.stopAll();
-});
+const suite = browserSuite(procs);
 
 async function indicatorText(page) {
   return (await liveIndicator(page).innerText()).trim();
@@ -40,9 +23,7 @@ test('the indicator leaves "Live" when the instance stops and returns when it is
   const name = 'e2e-reconnect';
   await createJob(cf, jobBody(name, receiver.hook(), { schedule: '0 0 1 1 *' }));
 
-  const opened = await openPage(browser);
-  context = opened.context;
-  const { page } = opened;
+  const page = await suite.page();
   await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}`);
   await heading(page, name);
   await loaded(page);

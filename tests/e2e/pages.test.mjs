@@ -2,29 +2,26 @@
 // axe-core finds no serious or critical violation, the 375 px layout does not
 // overflow sideways, and a screenshot of each goes to E2E_ARTIFACTS.
 
-import { after, afterEach, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ADMIN_TOKEN, DESKTOP, LIVE_MS, Processes, SLOW, UI_MS, assertNoProblems, auditPage, createJob,
-  eventually, go, heading, jobBody, launchBrowser, loaded, openPage, signIn,
-  withFailureShots,
+  ADMIN_TOKEN, DESKTOP, LIVE_MS, Processes, SLOW, UI_MS, assertNoProblems, auditPage, browserSuite,
+  createJob, eventually, go, heading, jobBody, loaded, signIn, withFailureShots,
 } from './harness.mjs';
 
 const procs = new Processes('pages');
-let browser;
 let cf;
 let receiver;
 let runId;
 let failedRunId;
-const contexts = [];
+const suite = browserSuite(procs);
 
 const JOB = 'nightly-report';
 
 before(async () => {
   receiver = await procs.receiver();
   cf = await procs.instance({ name: 'cf' });
-  browser = await launchBrowser();
 
   // A job with a history: a few seconds of every-second runs, then paused.
   await createJob(cf, jobBody(JOB, receiver.hook(), {
@@ -57,22 +54,10 @@ before(async () => {
   }));
 });
 
-afterEach(async () => {
-  while (contexts.length) await contexts.pop().close();
-  procs.checkClean();
-});
-
-after(async () => {
-  await browser?.close();
-  await procs.stopAll();
-});
-
 // Opens a signed-in page (or not, for the sign-in page), lets prepare bring it
 // to the state to audit, then audits it in every scheme and size.
 async function audit(label, { token = ADMIN_TOKEN, prepare }) {
-  const opened = await openPage(browser, { colorScheme: 'light', viewport: DESKTOP });
-  contexts.push(opened.context);
-  const { page } = opened;
+  const page = await suite.page({ colorScheme: 'light', viewport: DESKTOP });
   if (token) await signIn(page, cf, token);
   else await page.goto(`${cf.url}/`);
   await prepare(page);

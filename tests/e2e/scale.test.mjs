@@ -1,20 +1,19 @@
 // The Jobs page with 10,000 jobs: it loads them all, pages them, searches
 // them, and the page keeps answering while it loads.
 
-import { after, afterEach, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ADMIN_TOKEN, Processes, SLOW, assertNoProblems, eventually, heading, launchBrowser, openPage,
+  ADMIN_TOKEN, Processes, SLOW, assertNoProblems, browserSuite, eventually, heading,
   withFailureShots,
 } from './harness.mjs';
 
 const JOBS = 10000;
 const PARALLEL = 16;
 const procs = new Processes('scale');
-let browser;
 let cf;
-let context;
+const suite = browserSuite(procs);
 
 function jobName(i) {
   return `bulk-${String(i).padStart(5, '0')}`;
@@ -22,18 +21,6 @@ function jobName(i) {
 
 before(async () => {
   cf = await procs.instance({ name: 'cf' });
-  browser = await launchBrowser();
-});
-
-afterEach(async () => {
-  await context?.close();
-  context = null;
-  procs.checkClean();
-});
-
-after(async () => {
-  await browser?.close();
-  await procs.stopAll();
 });
 
 test('10,000 jobs: the Jobs page loads them all, pages, searches and stays responsive', { timeout: 600000 * SLOW }, withFailureShots(async () => {
@@ -52,9 +39,7 @@ test('10,000 jobs: the Jobs page loads them all, pages, searches and stays respo
   await Promise.all(Array.from({ length: PARALLEL }, worker));
   console.log(`# created ${JOBS} jobs through the API in ${Date.now() - started} ms`);
 
-  const opened = await openPage(browser);
-  context = opened.context;
-  const { page } = opened;
+  const page = await suite.page();
   const loadStart = Date.now();
   await page.goto(`${cf.url}/#token=${ADMIN_TOKEN}`);
   await heading(page, 'Jobs');
