@@ -996,7 +996,10 @@ static bool read_web_dir(struct api *api, const char *path, struct http_response
     if (snprintf(full, sizeof(full), "%s%s", api->web_root, path) >= (int)sizeof(full))
         return false;
     if (realpath(full, real) == NULL || strncmp(real, api->web_root, root_len) != 0 ||
-        real[root_len] != '/')
+        (real[root_len] != '/' && strcmp(api->web_root, "/") != 0))
+        return false;
+    /* Not opened unless it is a regular file: opening a FIFO would block. */
+    if (stat(real, &st) != 0 || !S_ISREG(st.st_mode))
         return false;
     file = fopen(real, "rb");
     if (file == NULL || fstat(fileno(file), &st) != 0 || !S_ISREG(st.st_mode) ||

@@ -2,12 +2,13 @@
  * events.c - the ring of recent events and the streams that follow it.
  *
  * One mutex guards the ring, the stream list and every stream's position.
- * Events are formatted once, when published, into the exact bytes a stream
- * sends ("id: ...\nevent: ...\ndata: ...\n\n"). A stream copies whole
- * events from the ring under the lock, so the ring never hands out
- * pointers; an event split across reads keeps its rest in the stream. A
- * stream parks under the same lock that publishers wake it under, so no
- * wake is lost.
+ * Events are formatted once, when published, into a frame holding the exact
+ * bytes a stream sends ("id: ...\nevent: ...\ndata: ...\n\n"). A stream
+ * copies whole frames from the ring under the lock; a frame larger than
+ * what a read takes is held (reference-counted, so one copy serves every
+ * stream) until it is sent, even when the ring drops it meanwhile. A stream
+ * parks under the same lock that publishers wake it under, so no wake is
+ * lost.
  */
 #include "events.h"
 
@@ -24,9 +25,11 @@
 #include "common.h"
 #include "log.h"
 
-struct event {
-    char *frame; /* the bytes sent to every stream; NULL in a free slot */
+/* Bytes to send: an event, or one stream's preface. */
+struct frame {
+    size_t refs; /* the ring and the streams holding it; guarded by the hub's lock */
     size_t len;
+    char bytes[];
 };
 
 /* One client's stream. Its fields are guarded by the hub's lock. */
@@ -34,8 +37,8 @@ struct stream {
     struct events *hub;
     struct http_stream *http; /* known from the first read on */
     uint64_t next_seq;        /* the next event of the ring to send */
-    char *pending; /* bytes to send before the ring: the preface, or the rest of an event */
-    size_t pending_len, pending_sent;
+    struct frame *sending; /* held while being sent: the preface, or an event split across reads */
+    size_t sent;           /* bytes of it sent */
     uint64_t keepalives_sent; /* the hub's keepalive count at the last comment sent */
     bool parked;
     bool gone; /* the client went away while the stream was parked */
@@ -45,9 +48,8 @@ struct stream {
 struct events {
     struct events_config cfg;
     pthread_mutex_t lock;
-    /* Events first_seq .. last_seq (none when first_seq > last_seq); seq is at ring[seq %
-     * max_events]. */
-    struct event *ring;
+    /* Events first_seq .. last_seq (none when first_seq > last_seq) at ring[seq % max_events]. */
+    struct frame **ring;
     uint64_t first_seq, last_seq;
     size_t ring_bytes;
     uint64_t epoch; /* random: tells this process's ids from others' */
@@ -69,14 +71,34 @@ static const char keepalive_frame[] = ": keepalive\n\n";
 /* The ring                                                                 */
 /* ---------------------------------------------------------------------- */
 
+/* A frame of len bytes (copied from bytes when not NULL), held once. NULL when out of memory. */
+static struct frame *frame_new(const char *bytes, size_t len)
+{
+    struct frame *f = malloc(sizeof(*f) + len + 1);
+
+    if (f == NULL)
+        return NULL;
+    f->refs = 1;
+    f->len = len;
+    if (bytes != NULL)
+        memcpy(f->bytes, bytes, len);
+    return f;
+}
+
+/* Drops one hold on f, freeing it with the last; accepts NULL. The lock is held. */
+static void frame_release(struct frame *f)
+{
+    if (f != NULL && --f->refs == 0)
+        free(f);
+}
+
 static void drop_oldest(struct events *hub)
 {
-    struct event *oldest = &hub->ring[hub->first_seq % hub->cfg.max_events];
+    struct frame **oldest = &hub->ring[hub->first_seq % hub->cfg.max_events];
 
-    hub->ring_bytes -= oldest->len;
-    free(oldest->frame);
-    oldest->frame = NULL;
-    oldest->len = 0;
+    hub->ring_bytes -= (*oldest)->len;
+    frame_release(*oldest);
+    *oldest = NULL;
     hub->first_seq++;
 }
 
@@ -91,33 +113,37 @@ static void wake_parked(struct events *hub)
     }
 }
 
+#define EVENT_FORMAT "id: %" PRIu64 "-%" PRIu64 "\nevent: %s\ndata: %s\n\n"
+
 void events_publish(struct events *hub, const char *type, json_t *data)
 {
     char *text = json_dumps(data, JSON_COMPACT);
-    char *frame = NULL;
-    int len = -1;
+    struct frame *frame = NULL;
     uint64_t seq;
+    int len = -1;
 
     json_decref(data);
     pthread_mutex_lock(&hub->lock);
     seq = hub->last_seq + 1;
     /* JSON_COMPACT output holds no newline, so the document is one data line. */
     if (text != NULL)
-        len = asprintf(&frame, "id: %" PRIu64 "-%" PRIu64 "\nevent: %s\ndata: %s\n\n", hub->epoch,
-                       seq, type, text);
+        len = snprintf(NULL, 0, EVENT_FORMAT, hub->epoch, seq, type, text);
+    if (len >= 0)
+        frame = frame_new(NULL, (size_t)len);
+    if (frame != NULL)
+        snprintf(frame->bytes, (size_t)len + 1, EVENT_FORMAT, hub->epoch, seq, type, text);
     free(text);
-    if (len < 0) {
+    if (frame == NULL) {
         pthread_mutex_unlock(&hub->lock);
-        log_warn("event dropped", "type=%s reason=\"cannot format\"", type);
+        log_warn("event dropped", "type=%s reason=\"out of memory\"", type);
         return;
     }
     while (hub->first_seq <= hub->last_seq &&
            (hub->last_seq - hub->first_seq + 1 >= hub->cfg.max_events ||
-            hub->ring_bytes + (size_t)len > hub->cfg.max_bytes))
+            hub->ring_bytes + frame->len > hub->cfg.max_bytes))
         drop_oldest(hub);
-    hub->ring[seq % hub->cfg.max_events].frame = frame;
-    hub->ring[seq % hub->cfg.max_events].len = (size_t)len;
-    hub->ring_bytes += (size_t)len;
+    hub->ring[seq % hub->cfg.max_events] = frame;
+    hub->ring_bytes += frame->len;
     hub->last_seq = seq;
     wake_parked(hub);
     pthread_mutex_unlock(&hub->lock);
@@ -127,36 +153,33 @@ void events_publish(struct events *hub, const char *type, json_t *data)
 /* Streams                                                                  */
 /* ---------------------------------------------------------------------- */
 
-/* Makes len bytes at data the stream's pending bytes. Returns false when out of memory. */
-static bool set_pending(struct stream *s, const char *data, size_t len)
-{
-    char *copy = malloc(len);
-
-    if (copy == NULL)
-        return false;
-    memcpy(copy, data, len);
-    free(s->pending);
-    s->pending = copy;
-    s->pending_len = len;
-    s->pending_sent = 0;
-    return true;
-}
-
-/* Queues a resync event, saying why, to be sent before the ring. */
-static bool queue_resync(struct stream *s, const char *prefix, const char *reason)
+/*
+ * Makes the stream send prefix, then (when reason is not NULL) a resync
+ * event saying why, before anything else. Returns false when out of memory.
+ */
+static bool send_first(struct stream *s, const char *prefix, const char *reason)
 {
     char text[256];
-    int len = snprintf(text, sizeof(text), "%sevent: resync\ndata: {\"reason\":\"%s\"}\n\n", prefix,
-                       reason);
+    int len;
 
-    return len > 0 && (size_t)len < sizeof(text) && set_pending(s, text, (size_t)len);
+    if (reason != NULL)
+        len = snprintf(text, sizeof(text), "%sevent: resync\ndata: {\"reason\":\"%s\"}\n\n", prefix,
+                       reason);
+    else
+        len = snprintf(text, sizeof(text), "%s", prefix);
+    if (len < 0 || (size_t)len >= sizeof(text))
+        return false;
+    assert(s->sending == NULL);
+    s->sending = frame_new(text, (size_t)len);
+    s->sent = 0;
+    return s->sending != NULL;
 }
 
 /*
  * Sets where a new stream starts and returns the reason to resync, or NULL.
  * An id of this process resumes after it when the ring still holds the
- * next event; anything else resyncs from the oldest event kept. The lock is
- * held.
+ * next event; after anything else the client reloads what it shows, so
+ * the stream goes on with new events only. The lock is held.
  */
 static const char *position_stream(struct events *hub, struct stream *s, const char *last_event_id)
 {
@@ -166,7 +189,6 @@ static const char *position_stream(struct events *hub, struct stream *s, const c
     s->next_seq = hub->last_seq + 1;
     if (last_event_id == NULL || last_event_id[0] == '\0')
         return NULL;
-    s->next_seq = hub->first_seq;
     if (sscanf(last_event_id, "%" SCNu64 "-%" SCNu64 "%n", &epoch, &seq, &consumed) != 2 ||
         last_event_id[consumed] != '\0' || epoch != hub->epoch)
         return "unknown event id";
@@ -179,50 +201,51 @@ static const char *position_stream(struct events *hub, struct stream *s, const c
 }
 
 /*
- * Copies up to max bytes of what the stream has to send: its pending bytes,
- * else whole events from the ring (an event longer than max is split, its
- * rest kept pending), else a keepalive when one is due. Returns the bytes
- * copied, or HTTP_STREAM_END when out of memory. The lock is held.
+ * Copies up to max bytes of what the stream has to send: the rest of the
+ * frame it is sending, else whole events from the ring (one longer than
+ * what is left of max is held and sent over several reads), else a
+ * keepalive when one is due. Returns the bytes copied, or HTTP_STREAM_END
+ * when out of memory. The lock is held.
  */
 static ssize_t fill(struct events *hub, struct stream *s, char *buf, size_t max)
 {
     size_t used = 0;
 
-    if (s->pending != NULL) {
-        used = s->pending_len - s->pending_sent;
+    if (s->sending != NULL) {
+        used = s->sending->len - s->sent;
         if (used > max)
             used = max;
-        memcpy(buf, s->pending + s->pending_sent, used);
-        s->pending_sent += used;
-        if (s->pending_sent == s->pending_len) {
-            free(s->pending);
-            s->pending = NULL;
+        memcpy(buf, s->sending->bytes + s->sent, used);
+        s->sent += used;
+        if (s->sent == s->sending->len) {
+            frame_release(s->sending);
+            s->sending = NULL;
         }
         return (ssize_t)used;
     }
     if (s->next_seq < hub->first_seq) {
         /* The client read more slowly than events came, and the ring moved on. */
-        s->next_seq = hub->first_seq;
-        if (!queue_resync(s, "", "the client fell behind"))
+        s->next_seq = hub->last_seq + 1;
+        if (!send_first(s, "", "the client fell behind"))
             return HTTP_STREAM_END;
         return fill(hub, s, buf, max);
     }
     while (s->next_seq <= hub->last_seq) {
-        const struct event *e = &hub->ring[s->next_seq % hub->cfg.max_events];
+        struct frame *f = hub->ring[s->next_seq % hub->cfg.max_events];
 
-        if (e->len <= max - used) {
-            memcpy(buf + used, e->frame, e->len);
-            used += e->len;
+        if (f->len <= max - used) {
+            memcpy(buf + used, f->bytes, f->len);
+            used += f->len;
             s->next_seq++;
             continue;
         }
         if (used > 0)
             break;
-        memcpy(buf, e->frame, max);
+        f->refs++;
+        s->sending = f;
+        s->sent = 0;
         s->next_seq++;
-        if (!set_pending(s, e->frame + max, e->len - max))
-            return HTTP_STREAM_END;
-        return (ssize_t)max;
+        return fill(hub, s, buf, max);
     }
     if (used == 0 && s->keepalives_sent != hub->keepalives && max >= sizeof(keepalive_frame) - 1) {
         used = sizeof(keepalive_frame) - 1;
@@ -264,8 +287,8 @@ static void stream_close(void *source)
     if (s->next != NULL)
         s->next->prev = s->prev;
     hub->stream_count--;
+    frame_release(s->sending);
     pthread_mutex_unlock(&hub->lock);
-    free(s->pending);
     free(s);
 }
 
@@ -279,12 +302,12 @@ int events_serve(struct events *hub, const char *last_event_id, struct http_resp
     struct stream *s = calloc(1, sizeof(*s));
     const char *resync;
     char retry[64];
-    int len, ret = CF_OK;
+    int ret = CF_OK;
 
     if (s == NULL)
         return CF_ERR_NOMEM;
     s->hub = hub;
-    len = snprintf(retry, sizeof(retry), "retry: %lld\n\n", (long long)hub->cfg.retry_ms);
+    snprintf(retry, sizeof(retry), "retry: %lld\n\n", (long long)hub->cfg.retry_ms);
     pthread_mutex_lock(&hub->lock);
     if (hub->closed)
         ret = CF_ERR_SHUTDOWN;
@@ -292,12 +315,11 @@ int events_serve(struct events *hub, const char *last_event_id, struct http_resp
         ret = CF_ERR_BUSY;
     if (ret == CF_OK) {
         resync = position_stream(hub, s, last_event_id);
-        if (resync != NULL ? !queue_resync(s, retry, resync) : !set_pending(s, retry, (size_t)len))
+        if (!send_first(s, retry, resync))
             ret = CF_ERR_NOMEM;
     }
     if (ret != CF_OK) {
         pthread_mutex_unlock(&hub->lock);
-        free(s->pending);
         free(s);
         return ret;
     }

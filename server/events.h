@@ -9,7 +9,9 @@
  * that reconnects with Last-Event-ID gets exactly the events it missed. When
  * those are no longer in the ring, or the id comes from another process (a
  * restart, or another instance behind a load balancer), the stream starts
- * with a "resync" event (no id): the client must reload what it shows.
+ * with a "resync" event (no id) and goes on with new events only: the
+ * client must reload what it shows. A client that reads more slowly than
+ * events come gets the same when the ring has moved past it.
  *
  * Every keepalive_ms each stream sends a comment line, which keeps proxies
  * from closing it. A stream whose client went away ends within a second.

@@ -152,17 +152,23 @@ int feed_watch(struct feed *feed, struct coord *coord)
     return CF_OK;
 }
 
+void feed_unwatch(struct feed *feed)
+{
+    if (feed == NULL || feed->coord == NULL)
+        return;
+    pthread_mutex_lock(&feed->lock);
+    feed->stopping = true;
+    pthread_cond_signal(&feed->wake);
+    pthread_mutex_unlock(&feed->lock);
+    pthread_join(feed->thread, NULL);
+    feed->coord = NULL;
+}
+
 void feed_free(struct feed *feed)
 {
     if (feed == NULL)
         return;
-    if (feed->coord != NULL) {
-        pthread_mutex_lock(&feed->lock);
-        feed->stopping = true;
-        pthread_cond_signal(&feed->wake);
-        pthread_mutex_unlock(&feed->lock);
-        pthread_join(feed->thread, NULL);
-    }
+    feed_unwatch(feed);
     pthread_cond_destroy(&feed->wake);
     pthread_mutex_destroy(&feed->lock);
     free(feed);

@@ -30,7 +30,13 @@ void feed_observer(struct feed *feed, struct db_observer *observer);
  */
 int feed_watch(struct feed *feed, struct coord *coord);
 
-/* Stops the watch and frees the feed; accepts NULL. */
+/* Stops watching the coordinator; call before freeing it. Accepts NULL. */
+void feed_unwatch(struct feed *feed);
+
+/*
+ * Frees the feed (stopping the watch if still on); accepts NULL. Call once
+ * no database handle that has its observer writes any more.
+ */
 void feed_free(struct feed *feed);
 
 #endif

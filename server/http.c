@@ -36,6 +36,7 @@ struct request_state {
 /* One streaming response: the source and the connection it is sent on. */
 struct http_stream {
     struct MHD_Connection *conn;
+    int fd; /* the connection's socket, read when the response is made */
     const struct http_stream_ops *ops;
     void *source;
 };
@@ -103,10 +104,7 @@ void http_stream_wake(struct http_stream *stream)
 
 int http_stream_fd(const struct http_stream *stream)
 {
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(stream->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-
-    return info != NULL ? info->connect_fd : -1;
+    return stream->fd;
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -194,10 +192,13 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
 
     if (res->stream_ops != NULL) {
         struct http_stream *stream = calloc(1, sizeof(*stream));
+        const union MHD_ConnectionInfo *info;
 
         if (stream == NULL)
             return MHD_NO;
         stream->conn = conn;
+        info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        stream->fd = info != NULL ? info->connect_fd : -1;
         stream->ops = res->stream_ops;
         stream->source = res->stream_source;
         response = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK_BYTES,

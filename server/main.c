@@ -316,6 +316,8 @@ static void instance_release(struct instance *inst)
     http_stop(inst->http);
     scheduler_stop(inst->scheduler, inst->cfg.shutdown_grace_ms);
     api_free(inst->api);
+    /* The feed watches the coordinator, and its observers see the coordinator's writes. */
+    feed_unwatch(inst->feed);
     coord_free(inst->coord);
     feed_free(inst->feed);
     events_free(inst->events);

@@ -140,7 +140,7 @@ async function enter() {
   }
   signedIn = true;
   showChrome(true);
-  startEvents({
+  await startEvents({
     onUnauthorized: () => {
       clearSession();
       showSignIn(new ApiError(401, 'The server no longer accepts this token. Sign in again.'));

@@ -15,12 +15,17 @@ const MAX_BACKOFF_MS = 5000;
 // HTML standard's event-stream interpretation does: lines end in CRLF, LF
 // or CR; `:` starts a comment; `data` lines join with "\n"; a blank line
 // dispatches. `onDispatch({type, data})`, `onRetry(ms)`, `onId(id)`.
+// An `id` counts only once its event is complete (at the blank line), so a
+// stream cut inside an event does not make the reconnect skip that event.
 export function createSseParser({ onDispatch, onRetry, onId }) {
   let buffer = '';
   let type = '';
   let data = [];
+  let id = null;
 
   function dispatch() {
+    if (id !== null) onId(id);
+    id = null;
     if (data.length > 0) onDispatch({ type: type || 'message', data: data.join('\n') });
     type = '';
     data = [];
@@ -33,7 +38,7 @@ export function createSseParser({ onDispatch, onRetry, onId }) {
     if (value.startsWith(' ')) value = value.slice(1);
     if (name === 'event') type = value;
     else if (name === 'data') data.push(value);
-    else if (name === 'id' && !value.includes('\0')) onId(value);
+    else if (name === 'id' && !value.includes('\0')) id = value;
     else if (name === 'retry' && /^\d+$/.test(value)) onRetry(Number(value));
   }
 
@@ -59,9 +64,18 @@ let lastEventId = null;
 let retryBaseMs = 2000;
 let reconnectTimer = null;
 let unauthorized = () => {};
+let firstAttemptDone = null; // resolves startEvents()'s promise
 
+// A listener that throws must neither end the stream (the reconnect would
+// then skip the event) nor keep the event from the other listeners.
 function emit(type, payload) {
-  for (const listener of listeners.get(type) || []) listener(payload);
+  for (const listener of listeners.get(type) || []) {
+    try {
+      listener(payload);
+    } catch (error) {
+      setTimeout(() => { throw error; });
+    }
+  }
 }
 
 function setState(next) {
@@ -119,7 +133,12 @@ async function connect(attempt, reconnecting) {
   setState('connecting');
   let opened = null;
   try {
-    opened = await readStream(signal);
+    try {
+      opened = await readStream(signal);
+    } finally {
+      firstAttemptDone?.();
+      firstAttemptDone = null;
+    }
     if (opened === false) return; // 401: the app signs out.
     // Without a Last-Event-ID the server cannot replay what was missed
     // while we were away, so the pages reload what they show.
@@ -143,10 +162,15 @@ async function connect(attempt, reconnecting) {
 }
 
 // Opens the stream (once per sign-in). `onUnauthorized` runs on a 401.
+// Resolves once the first attempt has opened the stream or failed: a new
+// stream gets only changes made after it opened, so pages load their data
+// after this, and miss nothing in between.
 export function startEvents({ onUnauthorized }) {
   stopEvents();
   unauthorized = onUnauthorized;
+  const done = new Promise((resolve) => { firstAttemptDone = resolve; });
   connect(0, false);
+  return done;
 }
 
 // Closes the stream and forgets the position (on sign-out).

@@ -76,6 +76,32 @@ export function runInstantMs(run) {
   return iso ? new Date(iso).getTime() : -Infinity;
 }
 
+// How far a run has come, as the server's history ranks states: running,
+// then skipped / missed / lost, then a delivered outcome. Events from
+// different writers can arrive out of order; a page keeps the further state.
+export function runStateRank(status) {
+  if (status === 'running') return 0;
+  if (status === 'skipped' || status === 'missed' || status === 'lost') return 1;
+  return 2;
+}
+
+// Whether an incoming copy of a run may replace the one shown.
+export function supersedes(incoming, shown) {
+  return !shown || runStateRank(incoming.status) >= runStateRank(shown.status);
+}
+
+// Whether an incoming job definition may replace the one shown (never an older version).
+export function newerJob(incoming, shown) {
+  return !shown || incoming.version >= shown.version;
+}
+
+// The instant the API orders run history by (and puts in run cursors): a
+// scheduled run's slot, a manual run's start.
+export function runSortMs(run) {
+  const iso = run.trigger !== 'manual' && run.scheduled_at ? run.scheduled_at : run.started_at || run.scheduled_at;
+  return iso ? new Date(iso).getTime() : 0;
+}
+
 // Newest first, then by id for a stable order of runs of one instant.
 export function compareRunsNewestFirst(a, b) {
   const delta = runInstantMs(b) - runInstantMs(a);

@@ -6,7 +6,8 @@
 import { ApiError, get, segment } from './api.js';
 import { h, replace } from './dom.js';
 import {
-  compareRunsNewestFirst, formatDuration, formatTime, formatValue, runInstantMs, shortRunId,
+  compareRunsNewestFirst, formatDuration, formatTime, formatValue, runInstantMs, runSortMs, shortRunId,
+  supersedes,
 } from './format.js';
 import { dataTable, emptyState, errorAlert, loading, statusWord } from './ui.js';
 
@@ -57,6 +58,10 @@ export function createRunsList({ filter: initialFilter, showJob = false, emptyTe
   let runs = [];
   let cursor = null;
   let generation = 0;
+  // Rows kept while live runs arrive: what the loads brought, at least a
+  // page. Past it the oldest rows go ("Load more" brings them back), so a
+  // page left open for hours neither grows without bound nor slows down.
+  let keep = PAGE_SIZE;
   const { wrap, tbody } = dataTable('Runs', columns(showJob));
   const stateArea = h('div', { class: 'list-state' });
   const moreButton = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Load more');
@@ -77,8 +82,10 @@ export function createRunsList({ filter: initialFilter, showJob = false, emptyTe
     const page = await get('/runs', { ...filter, limit: PAGE_SIZE, cursor: reset ? null : cursor }, signal);
     if (mine !== generation) return; // A newer load replaced this one.
     const known = new Set(runs.map((r) => r.id));
-    runs = runs.concat(page.items.filter((r) => !known.has(r.id)));
+    // Live runs may have arrived while the page loaded: keep newest first.
+    runs = runs.concat(page.items.filter((r) => !known.has(r.id))).sort(compareRunsNewestFirst);
     cursor = page.next_cursor;
+    keep = Math.max(keep, runs.length);
     replace(stateArea, runs.length === 0 ? emptyState(emptyText(filter)) : null);
     renderRows();
     onChange(runs);
@@ -89,6 +96,7 @@ export function createRunsList({ filter: initialFilter, showJob = false, emptyTe
     generation += 1;
     runs = [];
     cursor = null;
+    keep = PAGE_SIZE;
     renderRows();
     replace(stateArea, loading());
     try {
@@ -114,6 +122,7 @@ export function createRunsList({ filter: initialFilter, showJob = false, emptyTe
   function applyRun(run) {
     const index = runs.findIndex((r) => r.id === run.id);
     if (index !== -1) {
+      if (!supersedes(run, runs[index])) return;
       runs[index] = run;
       const row = tbody.querySelector(`tr[data-run="${CSS.escape(run.id)}"]`);
       if (row) row.replaceWith(runRow(run, showJob));
@@ -126,6 +135,12 @@ export function createRunsList({ filter: initialFilter, showJob = false, emptyTe
     if (cursor !== null && oldest && compareRunsNewestFirst(run, oldest) > 0) return;
     runs.push(run);
     runs.sort(compareRunsNewestFirst);
+    if (runs.length > keep) {
+      runs.length = keep;
+      const oldest = runs[runs.length - 1];
+      // The API's cursor (openapi: "<sort instant in epoch ms>~<run id>").
+      cursor = `${runSortMs(oldest)}~${oldest.id}`;
+    }
     replace(stateArea);
     renderRows();
     onChange(runs);

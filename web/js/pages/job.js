@@ -5,7 +5,7 @@
 import { ApiError, get, request, segment } from '../api.js';
 import { runsOverTimeChart } from '../chart.js';
 import { h, replace, uniqueId } from '../dom.js';
-import { formatDuration, formatTime } from '../format.js';
+import { formatDuration, formatTime, newerJob } from '../format.js';
 import { RUN_STATUSES, createRunsList } from '../runs-list.js';
 import { isAdmin } from '../session.js';
 import {
@@ -185,7 +185,7 @@ export async function render(ctx) {
       job = null;
       replace(badge);
       replace(top, errorAlert({ detail: `The job ${name} was deleted. Its runs stay in history.` }));
-    } else {
+    } else if (newerJob(event.job, job)) {
       showJob(event.job);
     }
   });

@@ -7,7 +7,7 @@
 import { get, segment } from '../api.js';
 import { recentRunsChart } from '../chart.js';
 import { h, replace } from '../dom.js';
-import { compareRunsNewestFirst, runInstantMs } from '../format.js';
+import { compareRunsNewestFirst, newerJob, runInstantMs } from '../format.js';
 import { isAdmin } from '../session.js';
 import {
   dataTable, emptyState, errorAlert, labelled, loading, pageHeading, select, statusWord, timeWithRelative,
@@ -221,7 +221,7 @@ export async function render(ctx) {
 
   ctx.on('job', (event) => {
     if (event.action === 'deleted' || !event.job) jobs.delete(event.name);
-    else jobs.set(event.name, event.job);
+    else if (newerJob(event.job, jobs.get(event.name))) jobs.set(event.name, event.job);
     scheduleRender();
   });
   ctx.on('run', (run) => {

@@ -2,7 +2,7 @@
 
 import { ApiError, get, segment } from '../api.js';
 import { h, replace } from '../dom.js';
-import { DASH, formatDuration, formatTime, formatValue } from '../format.js';
+import { DASH, formatDuration, formatTime, formatValue, supersedes } from '../format.js';
 import { definitionList, errorAlert, loading, pageHeading, statusWord } from '../ui.js';
 
 function runFields(run) {
@@ -30,9 +30,12 @@ export async function render(ctx) {
   const body = h('div', {}, loading());
   replace(ctx.main, pageHeading(`Run ${id}`), body);
 
+  let shown = null;
+
   async function load() {
     try {
       const run = await get(`/runs/${segment(id)}`, {}, ctx.signal);
+      shown = run;
       replace(body, runFields(run));
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
@@ -40,7 +43,11 @@ export async function render(ctx) {
     }
   }
 
-  ctx.on('run', (run) => { if (run.id === id) replace(body, runFields(run)); });
+  ctx.on('run', (run) => {
+    if (run.id !== id || !supersedes(run, shown)) return;
+    shown = run;
+    replace(body, runFields(run));
+  });
   ctx.on('resync', load);
   await load();
 }
