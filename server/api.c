@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "cron.h"
@@ -990,6 +992,7 @@ static bool read_web_dir(struct api *api, const char *path, struct http_response
     char *data = NULL;
     FILE *file = NULL;
     bool ok = false;
+    int fd;
 
     if (strstr(path, "/.") != NULL)
         return false;
@@ -998,12 +1001,16 @@ static bool read_web_dir(struct api *api, const char *path, struct http_response
     if (realpath(full, real) == NULL || strncmp(real, api->web_root, root_len) != 0 ||
         (real[root_len] != '/' && strcmp(api->web_root, "/") != 0))
         return false;
-    /* Not opened unless it is a regular file: opening a FIFO would block. */
-    if (stat(real, &st) != 0 || !S_ISREG(st.st_mode))
+    /* O_NONBLOCK: opening a FIFO must not block; a regular file reads the same with it. */
+    fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return false;
-    file = fopen(real, "rb");
-    if (file == NULL || fstat(fileno(file), &st) != 0 || !S_ISREG(st.st_mode) ||
-        (size_t)st.st_size > API_WEB_FILE_MAX_BYTES)
+    file = fdopen(fd, "rb");
+    if (file == NULL) {
+        close(fd);
+        return false;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > API_WEB_FILE_MAX_BYTES)
         goto out;
     data = malloc((size_t)st.st_size + 1);
     if (data == NULL || fread(data, 1, (size_t)st.st_size, file) != (size_t)st.st_size)

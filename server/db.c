@@ -869,37 +869,34 @@ int db_run_upsert(struct db *db, const struct run *run)
 
 int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t count)
 {
-    bool one_changed = false, *changed = &one_changed;
-    int ret = CF_OK;
+    bool one = false;
+    bool *changed;
+    int ret;
 
     if (count == 0)
         return CF_OK;
+    /* A single run, the scheduler's common case, needs neither an allocation nor a transaction. */
+    changed = count == 1 ? &one : calloc(count, sizeof(*changed));
+    if (changed == NULL)
+        return CF_ERR_NOMEM;
     if (count == 1) {
         pthread_mutex_lock(&db->lock);
-        ret = run_upsert_locked(db, runs[0], changed);
+        ret = run_upsert_locked(db, runs[0], &changed[0]);
         pthread_mutex_unlock(&db->lock);
     } else {
-        if (db->observer.run_changed != NULL) {
-            changed = calloc(count, sizeof(*changed));
-            if (changed == NULL)
-                return CF_ERR_NOMEM;
-        }
         ret = db_begin(db);
-        if (ret != CF_OK)
-            goto out;
-        for (size_t i = 0; i < count && ret == CF_OK; i++)
-            ret = run_upsert_locked(db, runs[i], changed == &one_changed ? changed : &changed[i]);
-        if (ret != CF_OK) {
-            db_rollback(db);
-            goto out;
+        for (size_t i = 0; i < count && ret == CF_OK; i++) {
+            ret = run_upsert_locked(db, runs[i], &changed[i]);
+            if (ret != CF_OK)
+                db_rollback(db);
         }
-        ret = db_commit(db);
+        if (ret == CF_OK)
+            ret = db_commit(db);
     }
     for (size_t i = 0; ret == CF_OK && db->observer.run_changed != NULL && i < count; i++)
         if (changed[i])
             db->observer.run_changed(db->observer.ctx, runs[i]);
-out:
-    if (changed != &one_changed)
+    if (changed != &one)
         free(changed);
     return ret;
 }
