@@ -22,6 +22,7 @@
 #include "cron.h"
 #include "embedded.h"
 #include "log.h"
+#include "metrics.h"
 #include "tz.h"
 #include "view.h"
 
@@ -880,50 +881,115 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
     struct api *api = ctx;
     bool database = db_check(api->cfg.db) == CF_OK;
     bool coordinator = api->cfg.coord->ops->ready(api->cfg.coord);
-    bool ready = database && coordinator;
+    bool scheduler = !scheduler_stopping(api->cfg.scheduler);
+    bool ready = database && coordinator && scheduler;
 
     send_json(res, ready ? 200 : 503,
-              json_pack("{s:s, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
-                        database, "coordinator", coordinator));
+              json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
+                        database, "coordinator", coordinator, "scheduler", scheduler));
 }
 
+/* Writes the gauges read from the coordinator's status document (GET /cluster). */
+static void write_cluster_gauges(FILE *out, json_t *status)
+{
+    json_t *nodes = json_object_get(status, "nodes"), *node, *quorum;
+    const char *mode = json_string_value(json_object_get(status, "mode"));
+    size_t i;
+
+    fputs("# HELP cronfence_info This instance: version, mode and instance id.\n"
+          "# TYPE cronfence_info gauge\ncronfence_info{version=\"",
+          out);
+    metrics_write_label_value(out, CF_VERSION);
+    fputs("\",mode=\"", out);
+    metrics_write_label_value(out, mode);
+    fputs("\",instance=\"", out);
+    metrics_write_label_value(
+        out, json_string_value(json_object_get(json_object_get(status, "instance"), "id")));
+    fputs("\"} 1\n", out);
+    fprintf(out,
+            "# HELP cronfence_cluster_members Live instances this instance knows of, itself "
+            "included.\n# TYPE cronfence_cluster_members gauge\ncronfence_cluster_members %zu\n",
+            json_array_size(json_object_get(status, "members")));
+
+    fputs("# HELP cronfence_redis_node_up Whether the Redis lock node answers (1) or not (0).\n"
+          "# TYPE cronfence_redis_node_up gauge\n",
+          out);
+    json_array_foreach(nodes, i, node)
+    {
+        fputs("cronfence_redis_node_up{node=\"", out);
+        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
+        fprintf(out, "\"} %d\n", json_is_true(json_object_get(node, "up")));
+    }
+    fputs("# HELP cronfence_redis_node_trusted Whether the node's counters are trusted for a "
+          "quorum (0 while a wiped node is quarantined or repaired).\n"
+          "# TYPE cronfence_redis_node_trusted gauge\n",
+          out);
+    json_array_foreach(nodes, i, node)
+    {
+        fputs("cronfence_redis_node_trusted{node=\"", out);
+        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
+        fprintf(out, "\"} %d\n", json_is_true(json_object_get(node, "trusted")));
+    }
+    fputs("# HELP cronfence_redis_node_latency_seconds Last round-trip time to the node (only "
+          "while it is up).\n# TYPE cronfence_redis_node_latency_seconds gauge\n",
+          out);
+    json_array_foreach(nodes, i, node)
+    {
+        json_t *latency = json_object_get(node, "latency_ms");
+
+        if (!json_is_number(latency))
+            continue;
+        fputs("cronfence_redis_node_latency_seconds{node=\"", out);
+        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
+        fprintf(out, "\"} %.6f\n", json_number_value(latency) / 1000.0);
+    }
+    /* Standalone has no quorum to lose: its SQLite file is the only lock. */
+    quorum = json_object_get(status, "quorum");
+    fprintf(out,
+            "# HELP cronfence_quorum_healthy Whether a quorum of trusted Redis nodes answers "
+            "(always 1 in standalone mode).\n"
+            "# TYPE cronfence_quorum_healthy gauge\ncronfence_quorum_healthy %d\n",
+            json_is_object(quorum) ? json_is_true(json_object_get(quorum, "healthy")) : 1);
+}
+
+/* GET /metrics: the Prometheus text format, for admin and viewer tokens. */
 static void handle_metrics(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
     struct scheduler_stats stats;
+    json_t *status;
     char *text = NULL;
-    int len;
+    size_t len = 0;
+    FILE *out;
 
     if (!authorize(api, req, res, false))
         return;
-    scheduler_get_stats(api->cfg.scheduler, &stats);
-    len = asprintf(&text,
-                   "# HELP cronfence_runs_in_flight Firings being delivered now.\n"
-                   "# TYPE cronfence_runs_in_flight gauge\n"
-                   "cronfence_runs_in_flight %lld\n"
-                   "# HELP cronfence_jobs Jobs scheduled (not paused).\n"
-                   "# TYPE cronfence_jobs gauge\n"
-                   "cronfence_jobs %lld\n"
-                   "# HELP cronfence_firings_total Slots claimed and delivered since start.\n"
-                   "# TYPE cronfence_firings_total counter\n"
-                   "cronfence_firings_total %lld\n"
-                   "# HELP cronfence_slots_skipped_total Slots skipped by overlap=forbid.\n"
-                   "# TYPE cronfence_slots_skipped_total counter\n"
-                   "cronfence_slots_skipped_total %lld\n"
-                   "# HELP cronfence_slots_missed_total Slots missed past their deadline.\n"
-                   "# TYPE cronfence_slots_missed_total counter\n"
-                   "cronfence_slots_missed_total %lld\n"
-                   "# HELP cronfence_event_streams Clients following GET /api/v1/events now.\n"
-                   "# TYPE cronfence_event_streams gauge\n"
-                   "cronfence_event_streams %zu\n",
-                   (long long)stats.in_flight, (long long)stats.jobs, (long long)stats.fired,
-                   (long long)stats.skipped, (long long)stats.missed,
-                   events_stream_count(api->cfg.events));
-    if (len < 0) {
+    out = open_memstream(&text, &len);
+    if (out == NULL) {
         send_error_code(res, CF_ERR_NOMEM, "cannot render metrics");
         return;
     }
-    http_set_body(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, (size_t)len);
+    scheduler_get_stats(api->cfg.scheduler, &stats);
+    fprintf(out,
+            "# HELP cronfence_runs_in_flight Firings this instance is delivering now.\n"
+            "# TYPE cronfence_runs_in_flight gauge\ncronfence_runs_in_flight %lld\n"
+            "# HELP cronfence_jobs Jobs in the catalog that are scheduled (not paused).\n"
+            "# TYPE cronfence_jobs gauge\ncronfence_jobs %lld\n"
+            "# HELP cronfence_event_streams Clients following GET /api/v1/events now.\n"
+            "# TYPE cronfence_event_streams gauge\ncronfence_event_streams %zu\n",
+            (long long)stats.in_flight, (long long)stats.jobs,
+            events_stream_count(api->cfg.events));
+    metrics_write(api->cfg.metrics, out);
+    status = api->cfg.coord->ops->status(api->cfg.coord);
+    if (status != NULL)
+        write_cluster_gauges(out, status);
+    json_decref(status);
+    if (fclose(out) != 0 || status == NULL) {
+        free(text);
+        send_error_code(res, CF_ERR_NOMEM, "cannot render metrics");
+        return;
+    }
+    http_set_body(res, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
 /* The API description is public: it holds no data of this instance. */
@@ -1060,6 +1126,13 @@ static bool serve_static(struct api *api, const struct http_request *req, struct
     return true;
 }
 
+void api_observe(void *ctx, const struct http_route *route, const char *method, int status)
+{
+    struct api *api = ctx;
+
+    metrics_count_request(api->cfg.metrics, route != NULL ? route->pattern : NULL, method, status);
+}
+
 void api_not_found(void *ctx, const struct http_request *req, struct http_response *res,
                    bool method_mismatch)
 {
@@ -1078,15 +1151,15 @@ static const struct http_route routes[] = {
     {"GET", "/metrics", handle_metrics},
     {"GET", "/api/v1/jobs", handle_jobs_list},
     {"POST", "/api/v1/jobs", handle_jobs_create},
-    {"GET", "/api/v1/jobs/{}", handle_job_get},
-    {"PUT", "/api/v1/jobs/{}", handle_job_put},
-    {"PATCH", "/api/v1/jobs/{}", handle_job_patch},
-    {"DELETE", "/api/v1/jobs/{}", handle_job_delete},
-    {"POST", "/api/v1/jobs/{}/trigger", handle_job_trigger},
-    {"POST", "/api/v1/jobs/{}/pause", handle_job_pause},
-    {"POST", "/api/v1/jobs/{}/resume", handle_job_resume},
+    {"GET", "/api/v1/jobs/{name}", handle_job_get},
+    {"PUT", "/api/v1/jobs/{name}", handle_job_put},
+    {"PATCH", "/api/v1/jobs/{name}", handle_job_patch},
+    {"DELETE", "/api/v1/jobs/{name}", handle_job_delete},
+    {"POST", "/api/v1/jobs/{name}/trigger", handle_job_trigger},
+    {"POST", "/api/v1/jobs/{name}/pause", handle_job_pause},
+    {"POST", "/api/v1/jobs/{name}/resume", handle_job_resume},
     {"GET", "/api/v1/runs", handle_runs_list},
-    {"GET", "/api/v1/runs/{}", handle_run_get},
+    {"GET", "/api/v1/runs/{id}", handle_run_get},
     {"GET", "/api/v1/schedule/preview", handle_preview},
     {"GET", "/api/v1/cluster", handle_cluster},
     {"GET", "/api/v1/events", handle_events},

@@ -12,6 +12,7 @@
 #include "events.h"
 #include "http.h"
 #include "job.h"
+#include "metrics.h"
 #include "scheduler.h"
 
 struct api_config {
@@ -25,7 +26,8 @@ struct api_config {
     size_t viewer_token_count;
     size_t max_body_bytes;
     const char *web_dir;   /* NULL: serve the dashboard built into the binary */
-    struct events *events; /* borrowed: GET /api/v1/events */
+    struct events *events;   /* borrowed: GET /api/v1/events */
+    struct metrics *metrics; /* borrowed: GET /metrics and the request counts */
 };
 
 struct api;
@@ -40,10 +42,11 @@ int api_new(const struct api_config *cfg, struct api **out, char *err, size_t er
 /* Frees the API; accepts NULL. */
 void api_free(struct api *api);
 
-/* The route table and fallback for http_start(); ctx is the api. */
+/* The route table, fallback and request observer for http_start(); ctx is the api. */
 const struct http_route *api_routes(void);
 void api_not_found(void *ctx, const struct http_request *req, struct http_response *res,
                    bool method_mismatch);
+void api_observe(void *ctx, const struct http_route *route, const char *method, int status);
 
 /* The HTTP status an error code maps to (the one table of DESIGN's errors). */
 int api_status_for(int err);

@@ -72,6 +72,14 @@ int64_t cf_boot_ms(void)
     return clock_ms(CLOCK_BOOTTIME);
 }
 
+int64_t cf_boot_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void cf_monotonic_cond_init(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;

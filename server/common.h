@@ -47,6 +47,9 @@ int64_t cf_wall_ms(void);
 /* Milliseconds of CLOCK_BOOTTIME (monotonic, counts during suspend). */
 int64_t cf_boot_ms(void);
 
+/* Microseconds of CLOCK_BOOTTIME, for measuring short durations. */
+int64_t cf_boot_us(void);
+
 /*
  * Initialises cond on CLOCK_MONOTONIC (CLOCK_BOOTTIME cannot be used), so
  * that timed waits on it are immune to wall-clock jumps.

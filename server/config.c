@@ -59,7 +59,11 @@ static const struct option_spec specs[] = {
      "serve the dashboard from this folder instead of the copy built in (for development)", 0, 0},
     {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L",
      "debug, info, warn or error (default info)", 0, 0},
-    {"log-format", "CRONFENCE_LOG_FORMAT", OPT_FORMAT, "F", "text or json (default text)", 0, 0},
+    {"log-format", "CRONFENCE_LOG_FORMAT", OPT_FORMAT, "F",
+     "text (message then key=value pairs) or json (one object per line) (default text)", 0, 0},
+    {"log-file", "CRONFENCE_LOG_FILE", OPT_STRING, "PATH",
+     "append the log to PATH instead of standard error; SIGHUP reopens it (for log rotation)", 0,
+     0},
     {"help", NULL, OPT_FLAG, NULL, "show this help", 0, 0},
     {"version", NULL, OPT_FLAG, NULL, "print the version", 0, 0},
 };
@@ -143,6 +147,8 @@ static char **string_slot(struct config *cfg, const char *name)
         return &cfg->webhook_allow;
     if (strcmp(name, "web-dir") == 0)
         return &cfg->web_dir;
+    if (strcmp(name, "log-file") == 0)
+        return &cfg->log_file;
     return NULL;
 }
 
@@ -303,6 +309,7 @@ void config_release(struct config *cfg)
     free(cfg->signing_secret);
     free(cfg->webhook_allow);
     free(cfg->web_dir);
+    free(cfg->log_file);
     free_tokens(&cfg->admin_tokens, &cfg->admin_token_count);
     free_tokens(&cfg->viewer_tokens, &cfg->viewer_token_count);
 }

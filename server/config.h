@@ -35,6 +35,7 @@ struct config {
     char *web_dir; /* NULL: the dashboard built into the binary */
     enum log_level log_level;
     bool log_json;
+    char *log_file; /* NULL: standard error */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -817,6 +817,27 @@ static size_t utf8_whole_prefix(const char *text, size_t len)
 }
 
 /* Handles the end of f's current attempt: verdict, then done or a retry timer. */
+/*
+ * Observes the attempt just ended: its duration, and for the first attempt
+ * of a scheduled slot the lag from the slot's instant to the request sent
+ * (the attempt's start plus libcurl's time to the start of the transfer).
+ */
+static void observe_attempt(struct firing *f)
+{
+    struct metrics *metrics = f->engine->cfg.metrics;
+    curl_off_t total_us = 0, pretransfer_us = 0;
+
+    if (metrics == NULL)
+        return;
+    curl_easy_getinfo(f->easy, CURLINFO_TOTAL_TIME_T, &total_us);
+    metrics_observe(metrics, METRICS_WEBHOOK_DURATION, (int64_t)total_us);
+    if (f->attempt != 1 || f->req->trigger != RUN_TRIGGER_SCHEDULE)
+        return;
+    curl_easy_getinfo(f->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+    metrics_observe(metrics, METRICS_SCHEDULE_LAG,
+                    (f->started_at_ms - f->req->scheduled_at_ms) * 1000 + (int64_t)pretransfer_us);
+}
+
 static void attempt_ended(struct firing *f, CURLcode code)
 {
     struct delivery_engine *engine = f->engine;
@@ -826,6 +847,7 @@ static void attempt_ended(struct firing *f, CURLcode code)
 
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &os_errno);
+    observe_attempt(f);
     attempt_release(f);
     f->finished_at_ms = cf_wall_ms();
     f->http_status = (int)status;
@@ -1129,16 +1151,27 @@ int delivery_in_flight(struct delivery_engine *engine)
     return count;
 }
 
+void delivery_engine_drain(struct delivery_engine *engine, int64_t grace_ms)
+{
+    int64_t deadline;
+
+    if (engine == NULL)
+        return;
+    deadline = cf_boot_ms() + (grace_ms > 0 ? grace_ms : 0);
+    pthread_mutex_lock(&engine->lock);
+    /* A second call may shorten the grace, never extend it. */
+    if (!engine->stopping || deadline < engine->stop_deadline_boot_ms)
+        engine->stop_deadline_boot_ms = deadline;
+    engine->stopping = true;
+    curl_multi_wakeup(engine->multi);
+    pthread_mutex_unlock(&engine->lock);
+}
+
 void delivery_engine_stop(struct delivery_engine *engine, int64_t grace_ms)
 {
     if (engine == NULL)
         return;
-    pthread_mutex_lock(&engine->lock);
-    engine->stopping = true;
-    engine->stop_deadline_boot_ms = cf_boot_ms() + (grace_ms > 0 ? grace_ms : 0);
-    curl_multi_wakeup(engine->multi);
-    pthread_mutex_unlock(&engine->lock);
-
+    delivery_engine_drain(engine, grace_ms);
     pthread_join(engine->thread, NULL);
     engine_free(engine);
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "job.h"
+#include "metrics.h"
 #include "netallow.h"
 #include "run.h"
 
@@ -60,6 +61,8 @@ struct delivery_config {
     /* Called once per firing on the engine thread; the request is freed after it returns. */
     void (*done)(void *ctx, struct delivery_request *req, const struct delivery_result *result);
     void *ctx;
+    /* Webhook durations and schedule lag are observed here; borrowed, may be NULL. */
+    struct metrics *metrics;
 };
 
 struct delivery_engine;
@@ -82,10 +85,18 @@ int delivery_submit(struct delivery_engine *engine, struct delivery_request *req
 int delivery_in_flight(struct delivery_engine *engine);
 
 /*
- * Stops the engine: refuses new submissions, lets firings in flight finish
- * for at most grace_ms (no new retries are started), then aborts the rest
- * (done is called for them with RUN_FAILED and error "shutdown"), joins the
- * thread and frees the engine. Accepts NULL.
+ * Begins the stop without waiting: refuses new submissions, starts no new
+ * retry (a firing waiting for one ends with what it has), and lets the
+ * attempts in flight finish for at most grace_ms, after which they are
+ * aborted (done is called for them with RUN_FAILED and error "shutdown").
+ * The engine thread ends when no firing is left. A second call may shorten
+ * the grace, never extend it. Accepts NULL.
+ */
+void delivery_engine_drain(struct delivery_engine *engine, int64_t grace_ms);
+
+/*
+ * Stops the engine: delivery_engine_drain(grace_ms), then joins the thread
+ * and frees the engine. Accepts NULL.
  */
 void delivery_engine_stop(struct delivery_engine *engine, int64_t grace_ms);
 

@@ -134,15 +134,16 @@ static void response_release(struct http_response *res)
         free(res->header_values[i]);
 }
 
-/* Matches path against pattern, capturing "{}" segments into req->params. */
+/* Matches path against pattern, capturing "{...}" segments into req->params. */
 static bool route_matches(const char *pattern, const char *path, struct http_request *req)
 {
     req->param_count = 0;
     while (*pattern != '\0') {
         if (pattern[0] == '*' && pattern[1] == '\0')
             return true;
-        if (pattern[0] == '{' && pattern[1] == '}') {
+        if (pattern[0] == '{') {
             size_t len = strcspn(path, "/");
+            const char *close = strchr(pattern, '}');
 
             if (len == 0 || len >= HTTP_PARAM_MAX || req->param_count == HTTP_MAX_PARAMS)
                 return false;
@@ -150,7 +151,7 @@ static bool route_matches(const char *pattern, const char *path, struct http_req
             req->params[req->param_count][len] = '\0';
             req->param_count++;
             path += len;
-            pattern += 2;
+            pattern = close != NULL ? close + 1 : pattern + strlen(pattern);
             continue;
         }
         if (*pattern != *path)
@@ -161,8 +162,9 @@ static bool route_matches(const char *pattern, const char *path, struct http_req
     return *path == '\0';
 }
 
-static void dispatch(struct http_server *server, struct http_request *req,
-                     struct http_response *res)
+/* Answers req into res; returns the route that answered, or NULL for the fallback. */
+static const struct http_route *dispatch(struct http_server *server, struct http_request *req,
+                                         struct http_response *res)
 {
     bool path_matched = false;
     char allow[128] = "";
@@ -176,13 +178,14 @@ static void dispatch(struct http_server *server, struct http_request *req,
         if (strcmp(route->method, "*") == 0 || strcmp(route->method, req->method) == 0 ||
             (strcmp(req->method, "HEAD") == 0 && strcmp(route->method, "GET") == 0)) {
             route->handler(server->cfg.ctx, req, res);
-            return;
+            return route;
         }
     }
     req->param_count = 0;
     server->cfg.not_found(server->cfg.ctx, req, res, path_matched);
     if (path_matched)
         http_add_header(res, "Allow", allow);
+    return NULL;
 }
 
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_response *res)
@@ -233,6 +236,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 {
     struct http_server *server = cls;
     struct request_state *state = *con_cls;
+    const struct http_route *route = NULL;
     struct http_request req;
     struct http_response res;
     enum MHD_Result ret;
@@ -294,7 +298,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         req.body = state->body ? state->body : "";
         req.body_len = state->body_len;
         req.conn = conn;
-        dispatch(server, &req, &res);
+        route = dispatch(server, &req, &res);
     }
     if (strcmp(method, "HEAD") == 0) {
         res.body_len = 0;
@@ -304,6 +308,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         }
     }
     ret = send_response(conn, &res);
+    if (server->cfg.observe != NULL)
+        server->cfg.observe(server->cfg.ctx, route, method, res.status);
     response_release(&res);
     return ret;
 }

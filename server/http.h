@@ -24,7 +24,7 @@ struct http_request {
     const char *path; /* URL-decoded, without the query */
     const char *body; /* NUL-terminated; "" when none */
     size_t body_len;
-    /* Path parameters captured by the route's "{}" segments. */
+    /* Path parameters captured by the route's "{...}" segments. */
     char params[HTTP_MAX_PARAMS][HTTP_PARAM_MAX];
     int param_count;
     void *conn; /* the libmicrohttpd connection, for http_query/http_header */
@@ -105,9 +105,9 @@ typedef void (*http_handler_fn)(void *ctx, const struct http_request *req,
                                 struct http_response *res);
 
 /*
- * A route: method ("GET", or "*" for any) and a path pattern where "{}"
- * matches one segment ("/api/v1/jobs/{}/trigger"), or a prefix ending in
- * "*" (as in "/assets/" followed by "*").
+ * A route: method ("GET", or "*" for any) and a path pattern where "{name}"
+ * (any name in braces) matches one segment ("/api/v1/jobs/{name}/trigger"),
+ * or a prefix ending in "*" (as in "/assets/" followed by "*").
  */
 struct http_route {
     const char *method;
@@ -121,6 +121,11 @@ struct http_config {
     /* Called when no route matches the path (or, with method_mismatch, only the method). */
     void (*not_found)(void *ctx, const struct http_request *req, struct http_response *res,
                       bool method_mismatch);
+    /*
+     * Called after each answer is queued, with the route that answered (NULL
+     * for not_found or a refused body) and the status sent; may be NULL.
+     */
+    void (*observe)(void *ctx, const struct http_route *route, const char *method, int status);
     void *ctx;
     size_t max_body_bytes;
     unsigned threads;

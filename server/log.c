@@ -1,17 +1,27 @@
 /*
- * log.c - text and JSON log lines to stderr.
+ * log.c - text and JSON log lines to standard error or a file.
+ *
+ * Each line goes out in one write() on log_fd, so lines from different
+ * threads never interleave. log_reopen() swaps the file under that same
+ * descriptor number with dup2(), which is atomic: writers need no lock.
  */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 
 static enum log_level log_min_level = LOG_INFO;
 static bool log_json;
+static int log_fd = STDERR_FILENO;
+static char *log_path; /* the file opened by log_open_file(); NULL for standard error */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -19,6 +29,52 @@ void log_setup(enum log_level level, bool json)
 {
     log_min_level = level;
     log_json = json;
+}
+
+int log_open_file(const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open the log file %s: %s", path, strerror(errno));
+        return CF_ERR_IO;
+    }
+    free(log_path);
+    log_path = strdup(path);
+    if (log_path == NULL) {
+        close(fd);
+        return CF_ERR_NOMEM;
+    }
+    if (log_fd != STDERR_FILENO)
+        close(log_fd);
+    log_fd = fd;
+    return CF_OK;
+}
+
+int log_reopen(void)
+{
+    int fd;
+
+    if (log_path == NULL)
+        return CF_OK;
+    fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return CF_ERR_IO;
+    if (dup2(fd, log_fd) < 0) {
+        close(fd);
+        return CF_ERR_IO;
+    }
+    close(fd);
+    return CF_OK;
+}
+
+void log_close(void)
+{
+    if (log_fd != STDERR_FILENO)
+        close(log_fd);
+    log_fd = STDERR_FILENO;
+    free(log_path);
+    log_path = NULL;
 }
 
 int log_parse_level(const char *name, enum log_level *level)
@@ -58,9 +114,22 @@ const char *log_quote(const char *s, char *buf, size_t len)
     return buf;
 }
 
+/* A JSON integer for an unquoted decimal that fits in 63 bits, else a string. */
+static json_t *field_value(const char *value, bool quoted)
+{
+    const char *digits = value + (value[0] == '-');
+    size_t len = strlen(digits);
+
+    if (quoted || len == 0 || len > 18 || strspn(digits, "0123456789") != len ||
+        (digits[0] == '0' && len > 1))
+        return json_string(value);
+    return json_integer(strtoll(value, NULL, 10));
+}
+
 /*
- * Splits "k=v k2=\"a b\"" into the JSON object. A malformed pair is kept
- * whole under "detail" rather than lost.
+ * Splits "k=v k2=\"a b\"" into the JSON object: quoted values as strings,
+ * unquoted integers as numbers. A malformed pair is kept whole under
+ * "detail" rather than lost, and a field never replaces ts, level or msg.
  */
 static void add_pairs(json_t *obj, const char *pairs)
 {
@@ -69,6 +138,7 @@ static void add_pairs(json_t *obj, const char *pairs)
 
     while (*p != '\0') {
         size_t kn = 0, vn = 0;
+        bool quoted = false;
 
         while (*p == ' ')
             p++;
@@ -85,6 +155,7 @@ static void add_pairs(json_t *obj, const char *pairs)
         }
         p++;
         if (*p == '"') {
+            quoted = true;
             p++;
             while (*p != '\0' && *p != '"' && vn + 1 < sizeof(value)) {
                 if (*p == '\\' && p[1] != '\0')
@@ -98,14 +169,32 @@ static void add_pairs(json_t *obj, const char *pairs)
                 value[vn++] = *p++;
         }
         value[vn] = '\0';
-        json_object_set_new(obj, key, json_string(value));
+        if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 || strcmp(key, "msg") == 0)
+            continue;
+        json_object_set_new(obj, key, field_value(value, quoted));
+    }
+}
+
+/* Writes one whole line in one write(), retrying on a signal or a short write. */
+static void write_line(const char *line, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(log_fd, line, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        line += n;
+        len -= (size_t)n;
     }
 }
 
 void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 {
-    char pairs[4096], ts[CF_TIME_LEN];
+    char pairs[4096], ts[CF_TIME_LEN], line[4096 + 256];
     va_list ap;
+    int len;
 
     va_start(ap, fmt);
     vsnprintf(pairs, sizeof(pairs), fmt, ap);
@@ -114,18 +203,33 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
 
     if (log_json) {
         json_t *obj = json_object();
-        char *line;
+        char *text, *grown;
 
         json_object_set_new(obj, "ts", json_string(ts));
         json_object_set_new(obj, "level", json_string(level_names[level]));
         json_object_set_new(obj, "msg", json_string(msg));
         add_pairs(obj, pairs);
-        line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (line != NULL)
-            fprintf(stderr, "%s\n", line);
-        free(line);
+        text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
         json_decref(obj);
-    } else {
-        fprintf(stderr, "%s %s %s%s%s\n", ts, level_names[level], msg, pairs[0] ? " " : "", pairs);
+        if (text == NULL)
+            return;
+        len = (int)strlen(text);
+        grown = realloc(text, (size_t)len + 2);
+        if (grown != NULL) {
+            text = grown;
+            text[len++] = '\n';
+            write_line(text, (size_t)len);
+        }
+        free(text);
+        return;
     }
+    len = snprintf(line, sizeof(line), "%s %s %s%s%s\n", ts, level_names[level], msg,
+                   pairs[0] ? " " : "", pairs);
+    if (len < 0)
+        return;
+    if ((size_t)len >= sizeof(line)) {
+        len = (int)sizeof(line) - 1;
+        line[len - 1] = '\n';
+    }
+    write_line(line, (size_t)len);
 }

@@ -5,7 +5,10 @@
  *
  * Text format (default) writes
  *   2026-11-21T08:00:00.000Z info lock lost job=nightly slot=1763712000000
- * JSON format writes {"ts": ..., "level": ..., "msg": ..., "job": ..., ...}.
+ * JSON format writes one object per line,
+ *   {"ts":"2026-11-21T08:00:00.000Z","level":"info","msg":"lock lost","job":"nightly",
+ *    "slot":1763712000000}
+ * with unquoted integers as numbers and everything else as strings.
  * A value holding spaces must be written quoted, key="a b" (use %s inside the
  * quotes; log_quote() escapes it). The level is checked before anything is
  * formatted. Never log a secret or a webhook body above debug.
@@ -20,6 +23,25 @@ enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 /* Sets the level and format; thread-safe to call before threads start. */
 void log_setup(enum log_level level, bool json);
+
+/*
+ * Sends the log to the file at path (appended, created 0640) instead of
+ * standard error, and remembers path for log_reopen(). Call before threads
+ * start. Returns CF_OK, or CF_ERR_IO / CF_ERR_NOMEM with a message in err;
+ * the log stays where it was then.
+ */
+int log_open_file(const char *path, char *err, size_t errlen);
+
+/*
+ * Reopens the log file by its path (after log rotation moved it), from any
+ * thread: lines written meanwhile go to the old or the new file, whole.
+ * CF_OK when there is no log file; CF_ERR_IO when it cannot be opened, and
+ * the log then goes on to the old file.
+ */
+int log_reopen(void);
+
+/* Goes back to standard error and forgets the file; for the end of main. */
+void log_close(void);
 
 /* Parses "debug", "info", "warn", "error"; returns CF_OK or CF_ERR_INVALID. */
 int log_parse_level(const char *name, enum log_level *level);

@@ -2,6 +2,7 @@
  * main.c - wires the modules of a cronfence instance together and waits for
  * a signal to stop them in reverse order.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "feed.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "netallow.h"
 #include "scheduler.h"
 
@@ -51,6 +53,7 @@ struct instance {
     struct scheduler *scheduler;
     struct api *api;
     struct http_server *http;
+    struct metrics *metrics;
     char *instance_id;
     char *signing_secret;
     char *generated_token; /* the admin token made when none is configured */
@@ -224,7 +227,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         ret = db_open(inst->cfg.db_path, &inst->prune_db, err, errlen);
     if (ret != CF_OK)
         return ret;
-    ret = events_new(&events_config, &inst->events);
+    ret = metrics_new(&inst->metrics);
+    if (ret == CF_OK)
+        ret = events_new(&events_config, &inst->events);
     if (ret == CF_OK)
         ret = feed_new(inst->events, inst->api_db, &inst->feed);
     if (ret != CF_OK)
@@ -246,6 +251,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     scfg.allow = inst->allow;
     scfg.history_days = inst->cfg.history_days;
     scfg.history_per_job = inst->cfg.history_per_job;
+    scfg.metrics = inst->metrics;
     ret = scheduler_start(&scfg, &inst->scheduler);
     if (ret != CF_OK) {
         snprintf(err, errlen, "cannot start the scheduler: %s", cf_err_str(ret));
@@ -273,6 +279,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     acfg.max_body_bytes = MAX_BODY_BYTES;
     acfg.web_dir = inst->cfg.web_dir;
     acfg.events = inst->events;
+    acfg.metrics = inst->metrics;
     ret = api_new(&acfg, &inst->api, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -280,6 +287,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     hcfg.listen = inst->cfg.listen;
     hcfg.routes = api_routes();
     hcfg.not_found = api_not_found;
+    hcfg.observe = api_observe;
     hcfg.ctx = inst->api;
     hcfg.max_body_bytes = MAX_BODY_BYTES;
     hcfg.threads = 4;
@@ -308,19 +316,29 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     return CF_OK;
 }
 
+/*
+ * The stop, in an order that loses nothing: the scheduler stops claiming
+ * and its deliveries in flight finish while the API still answers (GET
+ * /readyz says 503); then the event streams end and the HTTP server stops;
+ * the coordinator leaves the cluster; last, the databases are closed, which
+ * checkpoints their write-ahead log into the database file.
+ */
 static void instance_release(struct instance *inst)
 {
+    scheduler_stop(inst->scheduler, inst->cfg.shutdown_grace_ms);
     /* Streams end first: libmicrohttpd must not stop with parked connections. */
     if (inst->events != NULL)
         events_close(inst->events);
     http_stop(inst->http);
-    scheduler_stop(inst->scheduler, inst->cfg.shutdown_grace_ms);
     api_free(inst->api);
     /* The feed watches the coordinator, and its observers see the coordinator's writes. */
     feed_unwatch(inst->feed);
+    /* The coordinator tells the scheduler of catalog changes until it is freed. */
     coord_free(inst->coord);
+    scheduler_free(inst->scheduler);
     feed_free(inst->feed);
     events_free(inst->events);
+    metrics_free(inst->metrics);
     db_close(inst->coord_db);
     db_close(inst->prune_db);
     db_close(inst->sched_db);
@@ -356,6 +374,11 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     }
     log_setup(inst.cfg.log_level, inst.cfg.log_json);
+    if (inst.cfg.log_file != NULL && log_open_file(inst.cfg.log_file, err, sizeof(err)) != CF_OK) {
+        fprintf(stderr, "cronfence: %s\n", err);
+        config_release(&inst.cfg);
+        return EXIT_FAILURE;
+    }
 
     /* Threads inherit this mask, so only sigwait() below sees these signals. */
     signal(SIGPIPE, SIG_IGN);
@@ -376,8 +399,13 @@ int main(int argc, char **argv)
     while (sig != SIGINT && sig != SIGTERM) {
         if (sigwait(&signals, &sig) != 0)
             break;
-        if (sig == SIGHUP)
-            log_info("sighup received", "action=none");
+        if (sig == SIGHUP) {
+            if (log_reopen() == CF_OK)
+                log_info("log reopened", "file=%s", inst.cfg.log_file ? inst.cfg.log_file : "-");
+            else
+                log_error("log not reopened", "file=%s error=\"%s\"", inst.cfg.log_file,
+                          strerror(errno));
+        }
     }
     log_info("stopping", "signal=%d", sig);
     status = EXIT_SUCCESS;
@@ -385,5 +413,6 @@ out:
     instance_release(&inst);
     if (status == EXIT_SUCCESS)
         log_info("stopped", "%s", "");
+    log_close();
     return status;
 }

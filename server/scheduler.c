@@ -122,6 +122,7 @@ struct scheduler {
     pthread_cond_t wake;
     pthread_cond_t replied; /* trigger requests answered */
     bool stopping;
+    int64_t grace_ms; /* how long firings in flight may go on after the stop */
     struct changed_name *changed;
     struct trigger_request *triggers;
     struct completion *completions;
@@ -142,7 +143,8 @@ struct scheduler {
     uint64_t rng;
 
     /* Statistics, read by other threads. */
-    atomic_llong stat_in_flight, stat_jobs, stat_fired, stat_skipped, stat_missed;
+    atomic_llong stat_in_flight, stat_jobs;
+    atomic_bool stopped; /* scheduler_stop() is done: the thread and the engine are gone */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -296,9 +298,10 @@ static void record_run(struct scheduler *sched, const struct run *run)
     record_runs(sched, &run, 1);
 }
 
-/* Records a slot that never started: skipped or missed. */
+/* Records a slot that never started: skipped or missed, for reason (counted by label). */
 static void record_unstarted(struct scheduler *sched, const char *job, int64_t slot_ms,
-                             enum run_trigger trigger, enum run_status status, const char *reason)
+                             enum run_trigger trigger, enum run_status status,
+                             enum metrics_slot_reason label, const char *reason)
 {
     struct run run = {0};
 
@@ -309,11 +312,9 @@ static void record_unstarted(struct scheduler *sched, const char *job, int64_t s
     run.status = status;
     run.reason = (char *)reason;
     run.instance = (char *)sched->cfg.instance_id;
+    /* Counted first: once the run can be read, the count includes it. */
+    metrics_count_slots(sched->cfg.metrics, status, label, 1);
     record_run(sched, &run);
-    if (status == RUN_SKIPPED)
-        atomic_fetch_add(&sched->stat_skipped, 1);
-    else
-        atomic_fetch_add(&sched->stat_missed, 1);
     log_info(status == RUN_SKIPPED ? "slot skipped" : "slot missed",
              "job=%s slot=%lld reason=\"%s\"", job, (long long)slot_ms, reason);
 }
@@ -325,7 +326,8 @@ static void record_unstarted(struct scheduler *sched, const char *job, int64_t s
  * history. Returns the number of slots in the range.
  */
 static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj, int64_t first_ms,
-                                   int64_t last_ms, const char *reason)
+                                   int64_t last_ms, enum metrics_slot_reason label,
+                                   const char *reason)
 {
     int64_t period = cron_every_ms(sj->cron);
     int64_t slot = first_ms, count = 0, summary_first = 0, summary_last = 0;
@@ -335,7 +337,8 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
         int64_t next;
 
         if (count < SCHED_MISSED_ROWS) {
-            record_unstarted(sched, sj->name, slot, RUN_TRIGGER_SCHEDULE, RUN_MISSED, reason);
+            record_unstarted(sched, sj->name, slot, RUN_TRIGGER_SCHEDULE, RUN_MISSED, label,
+                             reason);
         } else if (period > 0) {
             /* A fixed period: count the rest without walking it. */
             summary_first = slot;
@@ -374,8 +377,8 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
         run.status = RUN_MISSED;
         run.reason = text;
         run.instance = (char *)sched->cfg.instance_id;
+        metrics_count_slots(sched->cfg.metrics, RUN_MISSED, label, summarised);
         record_run(sched, &run);
-        atomic_fetch_add(&sched->stat_missed, summarised);
         log_warn("slots missed", "job=%s count=%lld from=%s to=%s", sj->name, (long long)summarised,
                  from, to);
     }
@@ -599,6 +602,15 @@ static void claim_init(struct coord_claim *claim, const struct sched_job *sj, in
     claim->advance = trigger != RUN_TRIGGER_MANUAL;
 }
 
+/* One claim round with the coordinator for n slots, timed for the metrics. */
+static void claim_round(struct scheduler *sched, struct coord_claim *claims, size_t n)
+{
+    int64_t started_us = cf_boot_us();
+
+    sched->cfg.coord->ops->claim(sched->cfg.coord, claims, n);
+    metrics_observe(sched->cfg.metrics, METRICS_CLAIM_DURATION, cf_boot_us() - started_us);
+}
+
 /*
  * Builds the firing of a claimed slot with its delivery request (kept in
  * firing->request until launch). Returns NULL when out of memory; the lease
@@ -678,7 +690,6 @@ static void launch_firing(struct scheduler *sched, struct firing *firing)
         sched->in_flight->prev = firing;
     sched->in_flight = firing;
     atomic_fetch_add(&sched->stat_in_flight, 1);
-    atomic_fetch_add(&sched->stat_fired, 1);
     log_debug("firing started", "job=%s run=%s token=%lld", sj->name, firing->run.id,
               (long long)firing->run.fencing_token);
     submitted = req != NULL ? delivery_submit(sched->engine, req) : CF_ERR_LOST;
@@ -771,7 +782,7 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
     }
     for (size_t i = 0; i < n; i++)
         claim_init(&claims[i], due[i].sj, due[i].slot_ms, due[i].trigger);
-    sched->cfg.coord->ops->claim(sched->cfg.coord, claims, n);
+    claim_round(sched, claims, n);
 
     started = calloc(n, sizeof(*started));
     for (size_t i = 0; i < n; i++) {
@@ -795,6 +806,7 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
         case CF_ERR_LOST:
             /* Claimed but not committed in time: fence.last may say it fired; it did not. */
             record_unstarted(sched, sj->name, slot, due[i].trigger, RUN_MISSED,
+                             METRICS_REASON_UNCOMMITTED,
                              "the claim could not be committed on a quorum in time");
             break;
         case CF_ERR_BUSY:
@@ -816,7 +828,7 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
                              0);
             else
                 record_unstarted(sched, sj->name, slot, due[i].trigger, RUN_SKIPPED,
-                                 "previous run still in flight");
+                                 METRICS_REASON_OVERLAP, "previous run still in flight");
             break;
         default: {
             int64_t delay = SCHED_CLAIM_RETRY_MIN_MS +
@@ -891,6 +903,18 @@ static const char *pending_reason(const struct pending_slot *slot, bool supersed
                       : "claim failed until the starting deadline";
 }
 
+/* The metrics label of pending_reason(). */
+static enum metrics_slot_reason pending_label(const struct pending_slot *slot)
+{
+    if (slot->kind == PENDING_QUEUED)
+        return METRICS_REASON_QUEUE;
+    if (slot->last_error == CF_ERR_BUSY)
+        return METRICS_REASON_CONTENDED;
+    if (slot->last_error == CF_ERR_NO_QUORUM)
+        return METRICS_REASON_NO_QUORUM;
+    return METRICS_REASON_CLAIM_FAILED;
+}
+
 /*
  * A newer slot of sj is due: slots still waiting for a retry or their turn
  * are superseded (only the newest may start). Retries are recorded missed;
@@ -910,7 +934,7 @@ static void supersede_pending(struct scheduler *sched, struct sched_job *sj)
         *link = slot->next;
         if (slot->kind == PENDING_RETRY)
             record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
-                             pending_reason(slot, true));
+                             pending_label(slot), pending_reason(slot, true));
         free(slot);
     }
     if (sj->pending == NULL)
@@ -960,16 +984,16 @@ static void take_due_slots(struct scheduler *sched, const struct due_job *d, int
     if (now - latest > job->starting_deadline_ms) {
         if (job->catchup != JOB_CATCHUP_LATEST) {
             if (first <= latest)
-                record_missed_range(sched, sj, first, latest, reason);
+                record_missed_range(sched, sj, first, latest, METRICS_REASON_LATE, reason);
             return;
         }
         trigger = RUN_TRIGGER_CATCHUP;
     }
     if (first < latest)
-        record_missed_range(sched, sj, first, latest - 1, reason);
+        record_missed_range(sched, sj, first, latest - 1, METRICS_REASON_LATE, reason);
     if (sj->in_flight > 0 || sj->pending != NULL) {
         if (job->overlap == JOB_OVERLAP_FORBID) {
-            record_unstarted(sched, sj->name, latest, trigger, RUN_SKIPPED,
+            record_unstarted(sched, sj->name, latest, trigger, RUN_SKIPPED, METRICS_REASON_OVERLAP,
                              "previous run still in flight");
             return;
         }
@@ -1075,7 +1099,7 @@ static void start_pending(struct scheduler *sched, int64_t now, int64_t now_boot
             if (now - slot->slot_ms > sj->job->starting_deadline_ms) {
                 sj->pending = slot->next;
                 record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
-                                 pending_reason(slot, false));
+                                 pending_label(slot), pending_reason(slot, false));
                 free(slot);
             } else if (pending_ready(sj, slot, now_boot)) {
                 sj->pending = slot->next;
@@ -1196,6 +1220,7 @@ static void finish_firings(struct scheduler *sched, struct completion *list)
     n = 0;
     for (struct completion *done = list; done != NULL; done = done->next) {
         complete_run(done);
+        metrics_count_firing(sched->cfg.metrics, done->firing->run.status);
         if (runs != NULL)
             runs[n++] = &done->firing->run;
         else
@@ -1301,7 +1326,7 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
         return;
     }
     claim_init(&claim, sj, cf_wall_ms(), RUN_TRIGGER_MANUAL);
-    sched->cfg.coord->ops->claim(sched->cfg.coord, &claim, 1);
+    claim_round(sched, &claim, 1);
     if (claim.result == CF_ERR_BUSY) {
         snprintf(request->reason, request->reason_len, "another run holds the job's lock");
         request->result = CF_ERR_CONFLICT;
@@ -1434,6 +1459,66 @@ static int64_t sleep_budget(struct scheduler *sched, int64_t now, int64_t now_bo
     return wait;
 }
 
+/* Answers trigger requests that arrived after the stop. */
+static void refuse_triggers(struct scheduler *sched, struct trigger_request *triggers)
+{
+    pthread_mutex_lock(&sched->inbox_lock);
+    for (struct trigger_request *t = triggers; t != NULL; t = t->next) {
+        t->result = CF_ERR_SHUTDOWN;
+        t->done = true;
+    }
+    pthread_cond_broadcast(&sched->replied);
+    pthread_mutex_unlock(&sched->inbox_lock);
+}
+
+/*
+ * The scheduler thread's last task, after the stop: nothing new is claimed,
+ * and the firings in flight run to their end. The engine starts no further
+ * attempt and cuts the transfers still going at the grace deadline; each
+ * firing that ends is recorded and its lease released, and the leases of
+ * the others are extended meanwhile, so that no peer takes over a job that
+ * is still being delivered.
+ */
+static void drain_firings(struct scheduler *sched)
+{
+    int64_t started_boot = cf_boot_ms();
+    size_t waiting = 0;
+
+    for (struct firing *firing = sched->in_flight; firing != NULL; firing = firing->next)
+        waiting++;
+    if (waiting > 0)
+        log_info("waiting for deliveries in flight", "count=%zu grace_ms=%lld", waiting,
+                 (long long)sched->grace_ms);
+    delivery_engine_drain(sched->engine, sched->grace_ms);
+    for (;;) {
+        struct completion *completions;
+        struct trigger_request *triggers;
+        int64_t wait;
+
+        pthread_mutex_lock(&sched->inbox_lock);
+        completions = sched->completions;
+        triggers = sched->triggers;
+        sched->completions = NULL;
+        sched->triggers = NULL;
+        pthread_mutex_unlock(&sched->inbox_lock);
+
+        refuse_triggers(sched, triggers);
+        finish_firings(sched, completions);
+        if (sched->in_flight == NULL)
+            break;
+        extend_leases(sched, cf_boot_ms());
+
+        wait = next_extend_due(sched) - cf_boot_ms();
+        pthread_mutex_lock(&sched->inbox_lock);
+        if (sched->completions == NULL && sched->triggers == NULL)
+            wait_inbox(sched, wait < SCHED_MAX_SLEEP_MS ? wait : SCHED_MAX_SLEEP_MS);
+        pthread_mutex_unlock(&sched->inbox_lock);
+    }
+    if (waiting > 0)
+        log_info("deliveries in flight finished", "count=%zu elapsed_ms=%lld", waiting,
+                 (long long)(cf_boot_ms() - started_boot));
+}
+
 static void *scheduler_main(void *arg)
 {
     struct scheduler *sched = arg;
@@ -1470,13 +1555,9 @@ static void *scheduler_main(void *arg)
             changed = next;
         }
         if (stopping) {
-            pthread_mutex_lock(&sched->inbox_lock);
-            for (struct trigger_request *t = triggers; t != NULL; t = t->next) {
-                t->result = CF_ERR_SHUTDOWN;
-                t->done = true;
-            }
-            pthread_cond_broadcast(&sched->replied);
-            break;
+            refuse_triggers(sched, triggers);
+            drain_firings(sched);
+            return NULL;
         }
         if (triggers != NULL) {
             struct trigger_request *t;
@@ -1524,6 +1605,7 @@ static int mark_own_runs_lost(struct scheduler *sched)
         runs[i].reason = strdup("instance stopped during the run");
         runs[i].status = RUN_LOST;
         runs[i].finished_at_ms = now;
+        metrics_count_firing(sched->cfg.metrics, RUN_LOST);
         if (pointers != NULL)
             pointers[i] = &runs[i];
     }
@@ -1600,6 +1682,7 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
     dcfg.may_retry = firing_may_retry;
     dcfg.done = firing_done;
     dcfg.ctx = sched;
+    dcfg.metrics = cfg->metrics;
     ret = delivery_engine_start(&dcfg, &sched->engine);
     if (ret != CF_OK)
         goto out_free;
@@ -1636,10 +1719,11 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms)
 {
     struct completion *completions;
 
-    if (sched == NULL)
+    if (sched == NULL || atomic_load(&sched->stopped))
         return;
     pthread_mutex_lock(&sched->inbox_lock);
     sched->stopping = true;
+    sched->grace_ms = grace_ms > 0 ? grace_ms : 0;
     pthread_cond_signal(&sched->wake);
     pthread_mutex_unlock(&sched->inbox_lock);
     pthread_join(sched->thread, NULL);
@@ -1650,11 +1734,32 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms)
     if (sched->prune_thread_started)
         pthread_join(sched->prune_thread, NULL);
 
-    /* The engine calls done for every firing still in flight before it returns. */
-    delivery_engine_stop(sched->engine, grace_ms);
+    /* The thread drained the engine; whatever it still reports is recorded here. */
+    delivery_engine_stop(sched->engine, 0);
+    sched->engine = NULL;
+    pthread_mutex_lock(&sched->inbox_lock);
     completions = sched->completions;
     sched->completions = NULL;
+    pthread_mutex_unlock(&sched->inbox_lock);
     finish_firings(sched, completions);
+    atomic_store(&sched->stopped, true);
+}
+
+bool scheduler_stopping(struct scheduler *sched)
+{
+    bool stopping;
+
+    pthread_mutex_lock(&sched->inbox_lock);
+    stopping = sched->stopping;
+    pthread_mutex_unlock(&sched->inbox_lock);
+    return stopping;
+}
+
+void scheduler_free(struct scheduler *sched)
+{
+    if (sched == NULL)
+        return;
+    scheduler_stop(sched, 0);
     while (sched->changed != NULL) {
         struct changed_name *next = sched->changed->next;
 
@@ -1738,7 +1843,4 @@ void scheduler_get_stats(struct scheduler *sched, struct scheduler_stats *stats)
 {
     stats->in_flight = atomic_load(&sched->stat_in_flight);
     stats->jobs = atomic_load(&sched->stat_jobs);
-    stats->fired = atomic_load(&sched->stat_fired);
-    stats->skipped = atomic_load(&sched->stat_skipped);
-    stats->missed = atomic_load(&sched->stat_missed);
 }

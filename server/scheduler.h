@@ -17,6 +17,7 @@
 #include "coord.h"
 #include "db.h"
 #include "netallow.h"
+#include "metrics.h"
 #include "run.h"
 
 struct scheduler_config {
@@ -28,6 +29,7 @@ struct scheduler_config {
     const struct netallow *allow; /* borrowed; NULL = all but link-local */
     int history_days;             /* runs older than this are pruned */
     int history_per_job;          /* at most this many runs kept per job */
+    struct metrics *metrics;      /* borrowed; may be NULL */
     /* Called on the scheduler thread after a run state is stored; may be NULL. */
     void (*run_changed)(void *ctx, const struct run *run);
     void *ctx;
@@ -36,9 +38,6 @@ struct scheduler_config {
 struct scheduler_stats {
     int64_t in_flight; /* firings being delivered */
     int64_t jobs;      /* jobs scheduled (not paused) */
-    int64_t fired;     /* firings claimed since start */
-    int64_t skipped;   /* slots skipped by overlap=forbid */
-    int64_t missed;    /* slots missed (deadline, downtime, no quorum) */
 };
 
 struct scheduler;
@@ -52,10 +51,22 @@ struct scheduler;
 int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out);
 
 /*
- * Stops claiming, lets firings in flight finish for at most grace_ms,
- * records them, releases their leases, and frees the scheduler. Accepts NULL.
+ * Stops claiming and lets the firings in flight finish for at most
+ * grace_ms: no retry starts after the stop, and attempts still going at the
+ * deadline are cut and recorded failed. Each firing is recorded and its
+ * lease released as it ends; the others' leases are extended meanwhile.
+ * Returns when none is left. The scheduler stays valid for
+ * scheduler_trigger() (which then answers CF_ERR_SHUTDOWN),
+ * scheduler_get_stats() and scheduler_job_changed() until scheduler_free().
+ * Accepts NULL; a second call does nothing.
  */
 void scheduler_stop(struct scheduler *sched, int64_t grace_ms);
+
+/* Whether scheduler_stop() has begun. */
+bool scheduler_stopping(struct scheduler *sched);
+
+/* Stops the scheduler (at once, if not yet stopped) and frees it. Accepts NULL. */
+void scheduler_free(struct scheduler *sched);
 
 /* Tells the scheduler that job name was created, changed or deleted in the catalog. */
 void scheduler_job_changed(struct scheduler *sched, const char *name);

@@ -1,0 +1,319 @@
+/*
+ * metrics.c - counters and histograms in atomics, written in the Prometheus
+ * text format.
+ */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+#define BUCKETS_MAX 16
+
+/* Upper bounds of each histogram's buckets, in microseconds, ending with 0. */
+static const int64_t lag_bounds_us[] = {5000,     10000,    25000,    50000,   100000,
+                                        250000,   500000,   1000000,  2500000, 5000000,
+                                        10000000, 30000000, 60000000, 0};
+static const int64_t webhook_bounds_us[] = {5000,     10000,    25000,    50000,   100000,
+                                            250000,   500000,   1000000,  2500000, 5000000,
+                                            10000000, 30000000, 60000000, 0};
+static const int64_t claim_bounds_us[] = {250,   500,   1000,   2500,   5000,    10000,
+                                          25000, 50000, 100000, 250000, 1000000, 0};
+
+static const struct histogram_spec {
+    const char *name;
+    const char *help;
+    const int64_t *bounds_us;
+} histogram_specs[METRICS_HISTOGRAM_COUNT] = {
+    [METRICS_SCHEDULE_LAG] = {"cronfence_schedule_lag_seconds",
+                              "From a scheduled slot's instant to its first webhook request sent "
+                              "(trigger schedule only).",
+                              lag_bounds_us},
+    [METRICS_WEBHOOK_DURATION] = {"cronfence_webhook_duration_seconds",
+                                  "One webhook attempt, from its start to the end of the answer.",
+                                  webhook_bounds_us},
+    [METRICS_CLAIM_DURATION] = {"cronfence_claim_duration_seconds",
+                                "One claim round with the coordinator (a batch of due slots).",
+                                claim_bounds_us},
+};
+
+static const char *const reason_names[METRICS_REASON_COUNT] = {
+    [METRICS_REASON_OVERLAP] = "overlap",
+    [METRICS_REASON_LATE] = "late",
+    [METRICS_REASON_QUEUE] = "queue",
+    [METRICS_REASON_NO_QUORUM] = "no_quorum",
+    [METRICS_REASON_CONTENDED] = "contended",
+    [METRICS_REASON_CLAIM_FAILED] = "claim_failed",
+    [METRICS_REASON_UNCOMMITTED] = "uncommitted",
+};
+
+/* The firing outcomes counted, in the order they are written. */
+static const enum run_status outcomes[] = {RUN_SUCCEEDED, RUN_FAILED, RUN_FENCED, RUN_LOST};
+#define OUTCOME_COUNT (sizeof(outcomes) / sizeof(outcomes[0]))
+
+static const char *const method_names[] = {"GET",   "HEAD",   "POST",    "PUT",
+                                           "PATCH", "DELETE", "OPTIONS", "other"};
+#define METHOD_COUNT (sizeof(method_names) / sizeof(method_names[0]))
+
+/*
+ * Request counts live in an open-addressing table keyed by (route, method,
+ * status). Routes are the server's static patterns; methods are folded into the usual verbs and
+ * statuses into 100..599, so the keys are few (every route times the statuses it answers) and the
+ * table never fills in practice. Should it fill, further new keys are not counted.
+ */
+#define REQUEST_SLOTS 4096
+
+struct request_count {
+    const char *route; /* NULL: empty slot; else a static pattern or "none" */
+    unsigned method;   /* index into method_names */
+    int status;
+    uint64_t count;
+};
+
+struct histogram {
+    atomic_ullong buckets[BUCKETS_MAX]; /* observations per bucket, not cumulative */
+    atomic_llong sum_us;
+};
+
+struct metrics {
+    struct histogram histograms[METRICS_HISTOGRAM_COUNT];
+    atomic_ullong firings[OUTCOME_COUNT];
+    atomic_ullong skipped[METRICS_REASON_COUNT];
+    atomic_ullong missed[METRICS_REASON_COUNT];
+
+    pthread_mutex_t requests_lock; /* guards requests */
+    struct request_count requests[REQUEST_SLOTS];
+};
+
+int metrics_new(struct metrics **out)
+{
+    struct metrics *metrics = calloc(1, sizeof(*metrics));
+
+    *out = NULL;
+    if (metrics == NULL)
+        return CF_ERR_NOMEM;
+    if (pthread_mutex_init(&metrics->requests_lock, NULL) != 0) {
+        free(metrics);
+        return CF_ERR_NOMEM;
+    }
+    *out = metrics;
+    return CF_OK;
+}
+
+void metrics_free(struct metrics *metrics)
+{
+    if (metrics == NULL)
+        return;
+    pthread_mutex_destroy(&metrics->requests_lock);
+    free(metrics);
+}
+
+const char *metrics_reason_name(enum metrics_slot_reason reason)
+{
+    return reason >= 0 && reason < METRICS_REASON_COUNT ? reason_names[reason] : "unknown";
+}
+
+void metrics_observe(struct metrics *metrics, enum metrics_histogram histogram, int64_t duration_us)
+{
+    const int64_t *bounds;
+    struct histogram *h;
+    size_t i = 0;
+
+    if (metrics == NULL || histogram < 0 || histogram >= METRICS_HISTOGRAM_COUNT)
+        return;
+    if (duration_us < 0)
+        duration_us = 0;
+    bounds = histogram_specs[histogram].bounds_us;
+    h = &metrics->histograms[histogram];
+    while (bounds[i] != 0 && duration_us > bounds[i])
+        i++;
+    /* i is the first bucket whose bound holds the value, or the +Inf bucket after the last. */
+    atomic_fetch_add(&h->buckets[i], 1);
+    atomic_fetch_add(&h->sum_us, duration_us);
+}
+
+void metrics_count_firing(struct metrics *metrics, enum run_status status)
+{
+    if (metrics == NULL)
+        return;
+    for (size_t i = 0; i < OUTCOME_COUNT; i++)
+        if (outcomes[i] == status)
+            atomic_fetch_add(&metrics->firings[i], 1);
+}
+
+void metrics_count_slots(struct metrics *metrics, enum run_status status,
+                         enum metrics_slot_reason reason, int64_t n)
+{
+    if (metrics == NULL || n <= 0 || reason < 0 || reason >= METRICS_REASON_COUNT)
+        return;
+    if (status == RUN_SKIPPED)
+        atomic_fetch_add(&metrics->skipped[reason], (unsigned long long)n);
+    else if (status == RUN_MISSED)
+        atomic_fetch_add(&metrics->missed[reason], (unsigned long long)n);
+}
+
+static unsigned method_index(const char *method)
+{
+    for (unsigned i = 0; i + 1 < METHOD_COUNT; i++)
+        if (method != NULL && strcmp(method, method_names[i]) == 0)
+            return i;
+    return METHOD_COUNT - 1;
+}
+
+void metrics_count_request(struct metrics *metrics, const char *route, const char *method,
+                           int status)
+{
+    unsigned method_i = method_index(method);
+    size_t slot = 2166136261u;
+
+    if (metrics == NULL)
+        return;
+    if (route == NULL)
+        route = "none";
+    if (status < 100 || status > 599)
+        status = 599;
+    for (const char *c = route; *c != '\0'; c++)
+        slot = (slot ^ (unsigned char)*c) * 16777619u;
+    slot = (slot + method_i * 1021 + (size_t)status) % REQUEST_SLOTS;
+    pthread_mutex_lock(&metrics->requests_lock);
+    for (size_t probes = 0; probes < REQUEST_SLOTS; probes++) {
+        struct request_count *entry = &metrics->requests[slot];
+
+        if (entry->route == NULL) {
+            entry->route = route;
+            entry->method = method_i;
+            entry->status = status;
+        }
+        if (entry->method == method_i && entry->status == status &&
+            strcmp(entry->route, route) == 0) {
+            entry->count++;
+            break;
+        }
+        slot = (slot + 1) % REQUEST_SLOTS;
+    }
+    pthread_mutex_unlock(&metrics->requests_lock);
+}
+
+void metrics_write_label_value(FILE *out, const char *s)
+{
+    for (; s != NULL && *s != '\0'; s++) {
+        if (*s == '\\')
+            fputs("\\\\", out);
+        else if (*s == '"')
+            fputs("\\\"", out);
+        else if (*s == '\n')
+            fputs("\\n", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+/* Writes microseconds as seconds, exactly (no binary rounding), without trailing zeros. */
+static void write_seconds(FILE *out, int64_t us)
+{
+    char text[48];
+    size_t len;
+
+    len = (size_t)snprintf(text, sizeof(text), "%lld.%06lld", (long long)(us / 1000000),
+                           (long long)(us % 1000000));
+    while (text[len - 1] == '0')
+        len--;
+    if (text[len - 1] == '.')
+        len--;
+    fwrite(text, 1, len, out);
+}
+
+static void write_histogram(const struct metrics *metrics, enum metrics_histogram histogram,
+                            FILE *out)
+{
+    const struct histogram_spec *spec = &histogram_specs[histogram];
+    const struct histogram *h = &metrics->histograms[histogram];
+    unsigned long long cumulative = 0;
+    size_t i;
+
+    fprintf(out, "# HELP %s %s\n# TYPE %s histogram\n", spec->name, spec->help, spec->name);
+    for (i = 0; spec->bounds_us[i] != 0; i++) {
+        cumulative += atomic_load(&h->buckets[i]);
+        fprintf(out, "%s_bucket{le=\"", spec->name);
+        write_seconds(out, spec->bounds_us[i]);
+        fprintf(out, "\"} %llu\n", cumulative);
+    }
+    cumulative += atomic_load(&h->buckets[i]);
+    /* The count is the buckets' total, so that it always equals the +Inf bucket. */
+    fprintf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum ", spec->name, cumulative, spec->name);
+    write_seconds(out, atomic_load(&h->sum_us));
+    fprintf(out, "\n%s_count %llu\n", spec->name, cumulative);
+}
+
+static int compare_requests(const void *a, const void *b)
+{
+    const struct request_count *x = a, *y = b;
+    int order = strcmp(x->route, y->route);
+
+    if (order == 0)
+        order = (int)x->method - (int)y->method;
+    return order != 0 ? order : x->status - y->status;
+}
+
+static void write_requests(struct metrics *metrics, FILE *out)
+{
+    struct request_count *copy = malloc(sizeof(metrics->requests));
+    size_t n = 0;
+
+    fputs("# HELP cronfence_http_requests_total HTTP requests answered, by route (the API's path "
+          "template, or \"none\" for the dashboard's files and unknown paths), method and "
+          "status code.\n"
+          "# TYPE cronfence_http_requests_total counter\n",
+          out);
+    if (copy == NULL)
+        return;
+    pthread_mutex_lock(&metrics->requests_lock);
+    for (size_t i = 0; i < REQUEST_SLOTS; i++)
+        if (metrics->requests[i].route != NULL)
+            copy[n++] = metrics->requests[i];
+    pthread_mutex_unlock(&metrics->requests_lock);
+    qsort(copy, n, sizeof(*copy), compare_requests);
+    for (size_t i = 0; i < n; i++) {
+        fputs("cronfence_http_requests_total{route=\"", out);
+        metrics_write_label_value(out, copy[i].route);
+        fprintf(out, "\",method=\"%s\",code=\"%d\"} %llu\n", method_names[copy[i].method],
+                copy[i].status, (unsigned long long)copy[i].count);
+    }
+    free(copy);
+}
+
+static void write_slots(const struct metrics *metrics, FILE *out, const char *name,
+                        const char *help, const atomic_ullong *counts)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < METRICS_REASON_COUNT; i++) {
+        /* Overlap is the one reason to skip a slot, and never a reason to miss one. */
+        if ((counts == metrics->skipped) != (i == METRICS_REASON_OVERLAP))
+            continue;
+        fprintf(out, "%s{reason=\"%s\"} %llu\n", name, reason_names[i],
+                (unsigned long long)atomic_load(&counts[i]));
+    }
+}
+
+int metrics_write(struct metrics *metrics, FILE *out)
+{
+    fputs("# HELP cronfence_firings_total Firings this instance claimed and finished, by "
+          "outcome (lost: left running by a crash of this instance).\n"
+          "# TYPE cronfence_firings_total counter\n",
+          out);
+    for (size_t i = 0; i < OUTCOME_COUNT; i++)
+        fprintf(out, "cronfence_firings_total{outcome=\"%s\"} %llu\n", run_status_name(outcomes[i]),
+                (unsigned long long)atomic_load(&metrics->firings[i]));
+    write_slots(metrics, out, "cronfence_slots_skipped_total",
+                "Slots this instance recorded skipped, by reason.", metrics->skipped);
+    write_slots(metrics, out, "cronfence_slots_missed_total",
+                "Slots this instance recorded missed, by reason.", metrics->missed);
+    for (int h = 0; h < METRICS_HISTOGRAM_COUNT; h++)
+        write_histogram(metrics, (enum metrics_histogram)h, out);
+    write_requests(metrics, out);
+    return ferror(out) ? CF_ERR_IO : CF_OK;
+}
