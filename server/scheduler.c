@@ -1171,10 +1171,15 @@ static void retire_firing(struct scheduler *sched, struct firing *firing)
     struct run *run = &firing->run;
 
     /* Successes are the common case: at info level only what needs a look. */
-    log_at(run->status == RUN_SUCCEEDED ? LOG_DEBUG : LOG_INFO, "run finished",
-           "job=%s run=%s status=%s token=%lld attempts=%d http_status=%d", sj->name, run->id,
-           run_status_name(run->status), (long long)run->fencing_token, run->attempts,
-           run->http_status);
+    if (log_enabled(run->status == RUN_SUCCEEDED ? LOG_DEBUG : LOG_INFO)) {
+        char error[512];
+
+        /* The error names the failure (status, timeout, refused address), never the body. */
+        log_write(run->status == RUN_SUCCEEDED ? LOG_DEBUG : LOG_INFO, "run finished",
+                  "job=%s run=%s status=%s token=%lld attempts=%d http_status=%d error=\"%s\"",
+                  sj->name, run->id, run_status_name(run->status), (long long)run->fencing_token,
+                  run->attempts, run->http_status, log_quote(run->error, error, sizeof(error)));
+    }
     if (firing->prev != NULL)
         firing->prev->next = firing->next;
     else
