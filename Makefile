@@ -10,19 +10,22 @@ DB         ?= ./cronfence.db
 FUZZ_SECONDS ?= 30
 PYTHON     ?= /usr/bin/python3
 
-PACKAGES = build-essential cmake pkg-config clang libclang-rt-14-dev clang-format \
-	libmicrohttpd-dev libjansson-dev libhiredis-dev libsqlite3-dev libcurl4-openssl-dev \
-	libssl-dev libcriterion-dev redis-server tzdata curl sqlite3 python3 python3-pytest \
-	nodejs chromium
+# What `make build` needs; docker/Dockerfile's build stage installs these with `make build-deps`.
+BUILD_PACKAGES = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev \
+	libhiredis-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcriterion-dev
+# What the tests, the sanitized and fuzzing builds and the dashboard's tests need on top.
+TEST_PACKAGES = clang libclang-rt-14-dev clang-format redis-server tzdata curl sqlite3 \
+	python3 python3-pytest python3-yaml nodejs chromium
+PACKAGES = $(BUILD_PACKAGES) $(TEST_PACKAGES)
 
-.PHONY: all build deps run cluster test unit integration e2e e2e-deps fuzz asan bench format \
-	check-format clean
+.PHONY: all build deps build-deps run cluster test unit integration e2e e2e-deps fuzz asan bench \
+	format check-format clean
 
 all: build
 
-# Installs the Debian packages that are missing (root only; others are told what to install).
-deps:
-	@missing=$$(for p in $(PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+# $(call install_missing,PACKAGES): installs those of the Debian packages that are missing
+# (root only; others are told what to install).
+install_missing = missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
@@ -33,7 +36,13 @@ deps:
 		fi; \
 	fi
 
-build: deps
+deps:
+	@$(call install_missing,$(PACKAGES))
+
+build-deps:
+	@$(call install_missing,$(BUILD_PACKAGES))
+
+build: build-deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_WERROR=ON >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
@@ -41,7 +50,7 @@ run: build
 	$(BUILD)/cronfence --listen $(LISTEN) --db $(DB)
 
 # Three Redis lock nodes and three instances on loopback, until Ctrl-C (data in cluster-data/).
-cluster: build
+cluster: deps build
 	$(PYTHON) tests/tools/local_cluster.py --bin-dir $(BUILD) --dir cluster-data
 
 asan: deps
@@ -85,7 +94,7 @@ e2e: build e2e-deps
 unit: build
 	ctest --test-dir $(BUILD) --output-on-failure
 
-integration: build
+integration: deps build
 	CRONFENCE_BIN_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 
 # libFuzzer targets, each run for FUZZ_SECONDS from its seed corpus (copied, so the
@@ -103,7 +112,7 @@ fuzz: deps
 		rm -rf $$work; \
 	done
 
-bench: build
+bench: deps build
 	$(PYTHON) tests/bench/standalone_lag.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/cluster_bench.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/events_bench.py --bin-dir $(abspath $(BUILD))
