@@ -15,7 +15,7 @@ BUILD_PACKAGES = build-essential cmake pkg-config libmicrohttpd-dev libjansson-d
 	libhiredis-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcriterion-dev
 # What the tests, the sanitized and fuzzing builds and the dashboard's tests need on top.
 TEST_PACKAGES = clang libclang-rt-14-dev clang-format redis-server tzdata curl sqlite3 \
-	python3 python3-pytest python3-yaml nodejs chromium
+	python3 python3-pytest python3-yaml nodejs chromium golang-go
 PACKAGES = $(BUILD_PACKAGES) $(TEST_PACKAGES)
 
 .PHONY: all build deps build-deps run cluster test unit integration e2e e2e-deps fuzz asan bench \

@@ -6,8 +6,9 @@ import json
 import os
 import re
 import signal
+import subprocess
 
-from conftest import ADMIN_TOKEN, SECRET, SLOW, Instance, job_body, wait_for
+from conftest import ADMIN_TOKEN, BIN_DIR, SECRET, SLOW, Instance, job_body, wait_for
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 TEXT_LINE = re.compile(r"(\S+) (debug|info|warn|error) ([a-z][^=]*?)((?: [a-z_]+=(?:\"(?:[^\"\\]|\\.)*\"|\S*))*)\Z")
@@ -133,10 +134,11 @@ def test_sighup_reopens_the_log_file_after_rotation(tmp_path, processes):
     assert new[0]["file"] == str(log)
 
 
-def test_an_unwritable_log_file_refuses_the_start(tmp_path, processes):
-    instance = Instance(tmp_path, args=["--log-file", str(tmp_path / "missing" / "x.log")])
-    processes.append(instance)
-    instance.start(expect_ready=False)
-    wait_for(lambda: not instance.alive(), timeout=10 * SLOW, what="exit")
-    assert instance.stop() == 1
-    assert "cannot open the log file" in instance.stderr()
+def test_an_unwritable_log_file_refuses_the_start(tmp_path):
+    result = subprocess.run(
+        [str(BIN_DIR / "cronfence"), "--listen", "127.0.0.1:0", "--db", str(tmp_path / "x.db"),
+         "--log-file", str(tmp_path / "missing" / "x.log")],
+        capture_output=True, text=True, timeout=30 * SLOW)
+    assert result.returncode == 1, result
+    assert "cannot open the log file" in result.stderr, result.stderr
+    assert not (tmp_path / "x.db").exists(), "nothing is started before the log is open"

@@ -1,0 +1,3 @@
+module cronfence-target
+
+go 1.19

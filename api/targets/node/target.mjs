@@ -1,0 +1,128 @@
+// An example cronfence webhook target: Node.js 20, node: built-ins only.
+//
+//   CRONFENCE_SECRET=... node target.mjs PORT EFFECTS_FILE
+//
+// (or PORT and EFFECTS_FILE in the environment; port 0 picks a free one,
+// printed as "listening on 127.0.0.1:PORT"). The contract is DESIGN §5:
+//
+// 1. Verify Cronfence-Signature, t=<unix seconds>,v1=<hex>, where
+//    v1 = hex(HMAC-SHA256(secret, t + "\n" + Fencing-Token + "\n" +
+//    Idempotency-Key + "\n" + raw body)), and refuse a t more than 5 minutes
+//    old (or ahead): 401.
+// 2. Together with the effect: a seen Idempotency-Key gets 200 and nothing is
+//    done again; a fencing token lower than the job's highest gets 409;
+//    otherwise do the work and remember the key and the token.
+//
+// The "work" here is appending a JSON line {job, token, key, run_id} to
+// EFFECTS_FILE.
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { appendFileSync } from "node:fs";
+import { createServer } from "node:http";
+
+const MAX_AGE_S = 300; // oldest (or most future) signature t accepted
+const MAX_BODY_BYTES = 1 << 20;
+const TOKEN_MAX = 2n ** 63n - 1n; // tokens exceed 2^53: BigInt, never Number
+
+const secret = process.env.CRONFENCE_SECRET;
+const port = Number(process.argv[2] ?? process.env.PORT ?? 8000);
+const effectsPath = process.argv[3] ?? process.env.EFFECTS_FILE ?? "effects.jsonl";
+
+// Per job: { highest: BigInt, keys: Set }. In memory for the example, so a
+// restart forgets it: a real target must store both in its database, in the
+// same transaction as its effect (else a crash between the effect and the
+// bookkeeping lets a retry run the effect twice).
+const jobs = new Map();
+
+// True when header carries one fresh t and a v1 that is our HMAC (any v1, so
+// a sender may add more values later); every v1 is compared in constant time.
+function signatureOk(header, token, key, body) {
+  const items = header.split(",").map((item) => {
+    const at = item.indexOf("=");
+    return at < 0 ? [item, ""] : [item.slice(0, at), item.slice(at + 1)];
+  });
+  const times = items.filter(([name]) => name === "t").map(([, value]) => value);
+  const candidates = items.filter(([name]) => name === "v1").map(([, value]) => value);
+  if (times.length !== 1 || !/^[0-9]{1,19}$/.test(times[0])) return false;
+  if (candidates.length === 0) return false;
+  if (!candidates.every((v1) => /^[0-9a-fA-F]{64}$/.test(v1))) return false;
+  if (Math.abs(Date.now() / 1000 - Number(times[0])) > MAX_AGE_S) return false;
+  const want = createHmac("sha256", secret)
+    .update(`${times[0]}\n${token}\n${key}\n`)
+    .update(body) // the raw bytes: the MAC is over them, not over parsed JSON
+    .digest();
+  const matches = candidates.map((v1) => timingSafeEqual(want, Buffer.from(v1, "hex")));
+  return matches.includes(true); // all compared: no early exit
+}
+
+// Checks, performs and records one delivery. It is synchronous (no await, a
+// sync file write), so no other request can run between the check and the
+// record: the event loop gives us the "one transaction" for free here.
+function deliver(job, token, key, runId) {
+  const state = jobs.get(job) ?? { highest: -1n, keys: new Set() };
+  if (state.keys.has(key)) return [200, { status: "duplicate" }];
+  // >= and not >: an equal token comes from the same claim as the highest (a
+  // retry of that firing, whose key you may have pruned). Fencing refuses
+  // only an older lock holder, one whose token is lower.
+  if (token < state.highest) return [409, `{"status":"stale","highest":${state.highest}}`];
+  // JSON.stringify cannot write a BigInt: the token goes in as its digits.
+  const line = `{"job":${JSON.stringify(job)},"token":${token},"key":${JSON.stringify(key)},` +
+    `"run_id":${JSON.stringify(runId ?? null)}}\n`;
+  appendFileSync(effectsPath, line); // the effect; throws (500) before we record anything
+  state.highest = token;
+  state.keys.add(key);
+  jobs.set(job, state);
+  return [200, { status: "accepted" }];
+}
+
+function answer(res, status, doc) {
+  const payload = typeof doc === "string" ? doc : JSON.stringify(doc);
+  res.writeHead(status, { "Content-Type": "application/json" }).end(payload);
+}
+
+// Any method and path: the job chooses them.
+function handle(req, body, res) {
+  const signature = req.headers["cronfence-signature"];
+  const tokenText = req.headers["fencing-token"] ?? "";
+  const key = req.headers["idempotency-key"];
+  const job = req.headers["cronfence-job"];
+  if (signature === undefined || !signatureOk(signature, tokenText, key ?? "", body)) {
+    return answer(res, 401, { status: "error", error: "bad signature" });
+  }
+  if (!/^[0-9]{1,19}$/.test(tokenText) || BigInt(tokenText) > TOKEN_MAX) {
+    return answer(res, 400, { status: "error", error: "bad fencing token" });
+  }
+  // Cronfence-Job is not signed; a scheduled key is "<job>@<instant>", so they
+  // must agree, or a replay could raise another job's highest token.
+  if (!key || !job || (key.includes("@") && key.split("@", 1)[0] !== job)) {
+    return answer(res, 400, { status: "error", error: "bad cronfence-job" });
+  }
+  const [status, doc] = deliver(job, BigInt(tokenText), key, req.headers["cronfence-run"]);
+  answer(res, status, doc);
+}
+
+if (!secret) {
+  console.error("target.mjs: set CRONFENCE_SECRET"); // an empty key would let anyone sign
+  process.exit(2);
+}
+const server = createServer((req, res) => {
+  const chunks = [];
+  let size = 0;
+  req.on("data", (chunk) => {
+    size += chunk.length;
+    if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+  });
+  req.on("end", () => {
+    if (size > MAX_BODY_BYTES) {
+      return answer(res, 413, { status: "error", error: "body too large" });
+    }
+    try {
+      handle(req, Buffer.concat(chunks), res);
+    } catch (error) {
+      console.error(`delivery failed: ${error.message}`);
+      answer(res, 500, { status: "error", error: "internal error" });
+    }
+  });
+});
+server.listen(port, "127.0.0.1", () => {
+  console.log(`listening on 127.0.0.1:${server.address().port}`);
+});
