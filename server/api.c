@@ -930,6 +930,17 @@ static void write_cluster_gauges(FILE *out, json_t *status)
         metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
         fprintf(out, "\"} %d\n", json_is_true(json_object_get(node, "trusted")));
     }
+    fputs("# HELP cronfence_redis_node_warnings Configuration warnings of the node (appendonly, "
+          "appendfsync, maxmemory-policy against DESIGN 4.5, clock offset, missing trust "
+          "marker); 0 when it is set up as lock nodes must be.\n"
+          "# TYPE cronfence_redis_node_warnings gauge\n",
+          out);
+    json_array_foreach(nodes, i, node)
+    {
+        fputs("cronfence_redis_node_warnings{node=\"", out);
+        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
+        fprintf(out, "\"} %zu\n", json_array_size(json_object_get(node, "warnings")));
+    }
     fputs("# HELP cronfence_redis_node_latency_seconds Last round-trip time to the node (only "
           "while it is up).\n# TYPE cronfence_redis_node_latency_seconds gauge\n",
           out);

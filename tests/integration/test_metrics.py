@@ -285,6 +285,19 @@ def test_node_and_quorum_gauges_follow_the_redis_nodes(tmp_path, processes, node
     assert dict(next(iter(metrics["cronfence_info"]["samples"]))[1])["mode"] == "cluster"
     assert len(metrics["cronfence_redis_node_latency_seconds"]["samples"]) == 3
 
+    def warnings():
+        return {dict(labels)["node"]: v for (_, labels), v in
+                scrape(instance)["cronfence_redis_node_warnings"]["samples"].items()}
+    assert warnings() == {node.address: 0 for node in nodes}
+    # A node no longer fsyncing every write is reported, and only that node.
+    assert nodes[2].cli("CONFIG", "SET", "appendfsync", "everysec") == "OK"
+    # The configuration is read when an instance connects: make it reconnect.
+    nodes[2].cli("CLIENT", "KILL", "TYPE", "normal")
+    nodes[2].cli("CLIENT", "KILL", "TYPE", "pubsub")
+    wait_for(lambda: warnings()[nodes[2].address] >= 1, timeout=20 * SLOW,
+             what="a configuration warning")
+    assert warnings()[nodes[0].address] == warnings()[nodes[1].address] == 0
+
     nodes[0].kill9()
     wait_for(lambda: gauges()[0][nodes[0].address] == 0 and gauges()[2] == 1,
              timeout=20 * SLOW, what="one node down, quorum kept")
