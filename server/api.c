@@ -896,13 +896,13 @@ static void write_cluster_gauges(FILE *out, json_t *status)
     const char *mode = json_string_value(json_object_get(status, "mode"));
     size_t i;
 
-    fputs("# HELP cronfence_info This instance: version, mode and instance id.\n"
+    fputs("# HELP cronfence_info This instance: version, mode (standalone or cluster) and id.\n"
           "# TYPE cronfence_info gauge\ncronfence_info{version=\"",
           out);
     metrics_write_label_value(out, CF_VERSION);
     fputs("\",mode=\"", out);
     metrics_write_label_value(out, mode);
-    fputs("\",instance=\"", out);
+    fputs("\",instance_id=\"", out);
     metrics_write_label_value(
         out, json_string_value(json_object_get(json_object_get(status, "instance"), "id")));
     fputs("\"} 1\n", out);
@@ -972,6 +972,7 @@ static void handle_metrics(void *ctx, const struct http_request *req, struct htt
     char *text = NULL;
     size_t len = 0;
     FILE *out;
+    int ret;
 
     if (!authorize(api, req, res, false))
         return;
@@ -990,12 +991,12 @@ static void handle_metrics(void *ctx, const struct http_request *req, struct htt
             "# TYPE cronfence_event_streams gauge\ncronfence_event_streams %zu\n",
             (long long)stats.in_flight, (long long)stats.jobs,
             events_stream_count(api->cfg.events));
-    metrics_write(api->cfg.metrics, out);
+    ret = metrics_write(api->cfg.metrics, out);
     status = api->cfg.coord->ops->status(api->cfg.coord);
     if (status != NULL)
         write_cluster_gauges(out, status);
     json_decref(status);
-    if (fclose(out) != 0 || status == NULL) {
+    if (fclose(out) != 0 || ret != CF_OK || status == NULL) {
         free(text);
         send_error_code(res, CF_ERR_NOMEM, "cannot render metrics");
         return;

@@ -417,7 +417,16 @@ static int job_from_row(sqlite3_stmt *stmt, int col, struct job **job)
     /* Stored jobs were validated when written; the allow list is not re-applied. */
     ret = job_from_json(doc, NULL, true, job, errors);
     if (ret != CF_OK) {
-        log_error("stored job unreadable", "doc=\"%.200s\"", text);
+        /* The document holds the webhook's URL, headers and secret: name what is wrong only. */
+        json_t *first = json_array_get(errors, 0);
+        char name[80], field[80], message[256];
+
+        log_error(
+            "stored job unreadable", "job=\"%s\" field=\"%s\" error=\"%s\"",
+            log_quote(json_string_value(json_object_get(doc, "name")), name, sizeof(name)),
+            log_quote(json_string_value(json_object_get(first, "field")), field, sizeof(field)),
+            log_quote(json_string_value(json_object_get(first, "message")), message,
+                      sizeof(message)));
         ret = CF_ERR_DB;
         goto out;
     }

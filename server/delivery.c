@@ -816,7 +816,6 @@ static size_t utf8_whole_prefix(const char *text, size_t len)
     return len - (start - 1) < need ? start - 1 : len;
 }
 
-/* Handles the end of f's current attempt: verdict, then done or a retry timer. */
 /*
  * Observes the attempt just ended: its duration, and for the first attempt
  * of a scheduled slot the lag from the slot's instant to the request sent
@@ -833,11 +832,15 @@ static void observe_attempt(struct firing *f)
     metrics_observe(metrics, METRICS_WEBHOOK_DURATION, (int64_t)total_us);
     if (f->attempt != 1 || f->req->trigger != RUN_TRIGGER_SCHEDULE)
         return;
-    curl_easy_getinfo(f->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+    /* No request went out when the connection failed: there is no lag to tell. */
+    if (curl_easy_getinfo(f->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us) != CURLE_OK ||
+        pretransfer_us <= 0)
+        return;
     metrics_observe(metrics, METRICS_SCHEDULE_LAG,
                     (f->started_at_ms - f->req->scheduled_at_ms) * 1000 + (int64_t)pretransfer_us);
 }
 
+/* Handles the end of f's current attempt: verdict, then done or a retry timer. */
 static void attempt_ended(struct firing *f, CURLcode code)
 {
     struct delivery_engine *engine = f->engine;
@@ -868,7 +871,7 @@ static void attempt_ended(struct firing *f, CURLcode code)
     if (log_enabled(LOG_DEBUG)) {
         char quoted[ERROR_MAX];
 
-        log_debug("webhook attempt ended", "job=%s run=%s attempt=%d status=%d error=\"%s\"",
+        log_debug("webhook attempt ended", "job=%s run=%s attempt=%d http_status=%d error=\"%s\"",
                   req->job->name, req->run_id, f->attempt, f->http_status,
                   log_quote(f->error, quoted, sizeof(quoted)));
     }
@@ -970,6 +973,7 @@ static void abort_transfers(struct delivery_engine *engine)
     while (engine->transfers != NULL) {
         struct firing *f = engine->transfers;
 
+        observe_attempt(f);
         attempt_release(f);
         firing_fail(f, "shutdown");
     }

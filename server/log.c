@@ -1,9 +1,11 @@
 /*
  * log.c - text and JSON log lines to standard error or a file.
  *
- * Each line goes out in one write() on log_fd, so lines from different
- * threads never interleave. log_reopen() swaps the file under that same
- * descriptor number with dup2(), which is atomic: writers need no lock.
+ * Each line goes out in one write() on log_fd (appending to a file, whole
+ * lines from different threads do not interleave; a pipe keeps that promise
+ * only for lines up to PIPE_BUF bytes). log_reopen() swaps the file under
+ * the same descriptor number with dup3(), which is atomic: writers need no
+ * lock.
  */
 #include "log.h"
 
@@ -33,18 +35,21 @@ void log_setup(enum log_level level, bool json)
 
 int log_open_file(const char *path, char *err, size_t errlen)
 {
+    char *copy;
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 
     if (fd < 0) {
         snprintf(err, errlen, "cannot open the log file %s: %s", path, strerror(errno));
         return CF_ERR_IO;
     }
-    free(log_path);
-    log_path = strdup(path);
-    if (log_path == NULL) {
+    copy = strdup(path);
+    if (copy == NULL) {
         close(fd);
+        snprintf(err, errlen, "cannot open the log file %s: out of memory", path);
         return CF_ERR_NOMEM;
     }
+    free(log_path);
+    log_path = copy;
     if (log_fd != STDERR_FILENO)
         close(log_fd);
     log_fd = fd;
@@ -60,7 +65,8 @@ int log_reopen(void)
     fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0)
         return CF_ERR_IO;
-    if (dup2(fd, log_fd) < 0) {
+    /* dup3, not dup2: the descriptor keeps its close-on-exec flag. */
+    if (dup3(fd, log_fd, O_CLOEXEC) < 0) {
         close(fd);
         return CF_ERR_IO;
     }
@@ -114,21 +120,42 @@ const char *log_quote(const char *s, char *buf, size_t len)
     return buf;
 }
 
-/* A JSON integer for an unquoted decimal that fits in 63 bits, else a string. */
-static json_t *field_value(const char *value, bool quoted)
+/*
+ * The keys whose values are integers wherever they are logged. A field's
+ * JSON type depends on its key only, never on one value, so that a log
+ * store that fixes a field's type from its first line never meets the
+ * other type (a job named "123" stays a string).
+ */
+static bool numeric_key(const char *key)
+{
+    static const char *const keys[] = {"acks",  "attempt", "attempts",    "count", "fences",
+                                       "held",  "highest", "http_status", "jobs",  "next",
+                                       "nodes", "ordinal", "runs",        "slot",  "t",
+                                       "taken", "token",   "version",     "writes"};
+    size_t len = strlen(key);
+
+    if (len > 3 && strcmp(key + len - 3, "_ms") == 0)
+        return true;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(key, keys[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A JSON integer for a numeric key holding a decimal that fits in 63 bits, else a string. */
+static json_t *field_value(const char *key, const char *value, bool quoted)
 {
     const char *digits = value + (value[0] == '-');
     size_t len = strlen(digits);
 
-    if (quoted || len == 0 || len > 18 || strspn(digits, "0123456789") != len ||
-        (digits[0] == '0' && len > 1))
+    if (quoted || !numeric_key(key) || len == 0 || len > 18 || strspn(digits, "0123456789") != len)
         return json_string(value);
     return json_integer(strtoll(value, NULL, 10));
 }
 
 /*
- * Splits "k=v k2=\"a b\"" into the JSON object: quoted values as strings,
- * unquoted integers as numbers. A malformed pair is kept whole under
+ * Splits "k=v k2=\"a b\"" into the JSON object: integers of numeric keys as
+ * numbers, everything else as strings. A malformed pair is kept whole under
  * "detail" rather than lost, and a field never replaces ts, level or msg.
  */
 static void add_pairs(json_t *obj, const char *pairs)
@@ -171,7 +198,7 @@ static void add_pairs(json_t *obj, const char *pairs)
         value[vn] = '\0';
         if (strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 || strcmp(key, "msg") == 0)
             continue;
-        json_object_set_new(obj, key, field_value(value, quoted));
+        json_object_set_new(obj, key, field_value(key, value, quoted));
     }
 }
 

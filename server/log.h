@@ -8,7 +8,9 @@
  * JSON format writes one object per line,
  *   {"ts":"2026-11-21T08:00:00.000Z","level":"info","msg":"lock lost","job":"nightly",
  *    "slot":1763712000000}
- * with unquoted integers as numbers and everything else as strings.
+ * with the integers of numeric keys (token, slot, count, *_ms, ...; the list
+ * is in log.c) as numbers and everything else as strings, so that a key has
+ * one JSON type in every line.
  * A value holding spaces must be written quoted, key="a b" (use %s inside the
  * quotes; log_quote() escapes it). The level is checked before anything is
  * formatted. Never log a secret or a webhook body above debug.

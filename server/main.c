@@ -306,9 +306,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
                  host, strchr(host, ':') ? "]" : "", http_port(inst->http));
         inst->coord->ops->set_url(inst->coord, advertise);
     }
-    log_info("cronfence started", "version=%s mode=%s instance=%s listen=%s:%u db=%s", CF_VERSION,
-             inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id, host,
-             http_port(inst->http), inst->cfg.db_path);
+    log_info("cronfence started", "cronfence_version=%s mode=%s instance=%s listen=%s:%u db=%s",
+             CF_VERSION, inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id,
+             host, http_port(inst->http), inst->cfg.db_path);
     if (inst->generated_token != NULL)
         printf("dashboard: http://%s%s%s:%u/#token=%s\n", strchr(host, ':') ? "[" : "", host,
                strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
@@ -348,6 +348,24 @@ static void instance_release(struct instance *inst)
     free(inst->signing_secret);
     free(inst->generated_token);
     config_release(&inst->cfg);
+}
+
+/* SIGHUP: reopens --log-file after rotation moved it; nothing else is reloaded. */
+static void reopen_log(const char *path)
+{
+    char quoted[512];
+    int ret;
+
+    if (path == NULL) {
+        log_info("sighup ignored", "reason=\"no log file to reopen\"");
+        return;
+    }
+    ret = log_reopen();
+    log_quote(path, quoted, sizeof(quoted));
+    if (ret == CF_OK)
+        log_info("log reopened", "file=\"%s\"", quoted);
+    else
+        log_error("log not reopened", "file=\"%s\" error=\"%s\"", quoted, cf_err_str(ret));
 }
 
 int main(int argc, char **argv)
@@ -399,15 +417,10 @@ int main(int argc, char **argv)
     while (sig != SIGINT && sig != SIGTERM) {
         if (sigwait(&signals, &sig) != 0)
             break;
-        if (sig == SIGHUP) {
-            if (log_reopen() == CF_OK)
-                log_info("log reopened", "file=%s", inst.cfg.log_file ? inst.cfg.log_file : "-");
-            else
-                log_error("log not reopened", "file=%s error=\"%s\"", inst.cfg.log_file,
-                          strerror(errno));
-        }
+        if (sig == SIGHUP)
+            reopen_log(inst.cfg.log_file);
     }
-    log_info("stopping", "signal=%d", sig);
+    log_info("stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     status = EXIT_SUCCESS;
 out:
     instance_release(&inst);

@@ -24,6 +24,11 @@ static const int64_t webhook_bounds_us[] = {5000,     10000,    25000,    50000,
 static const int64_t claim_bounds_us[] = {250,   500,   1000,   2500,   5000,    10000,
                                           25000, 50000, 100000, 250000, 1000000, 0};
 
+/* Each bounds list, its 0 end marker and the +Inf bucket fit in BUCKETS_MAX. */
+_Static_assert(sizeof(lag_bounds_us) / sizeof(int64_t) <= BUCKETS_MAX, "lag buckets");
+_Static_assert(sizeof(webhook_bounds_us) / sizeof(int64_t) <= BUCKETS_MAX, "webhook buckets");
+_Static_assert(sizeof(claim_bounds_us) / sizeof(int64_t) <= BUCKETS_MAX, "claim buckets");
+
 static const struct histogram_spec {
     const char *name;
     const char *help;
@@ -110,11 +115,6 @@ void metrics_free(struct metrics *metrics)
         return;
     pthread_mutex_destroy(&metrics->requests_lock);
     free(metrics);
-}
-
-const char *metrics_reason_name(enum metrics_slot_reason reason)
-{
-    return reason >= 0 && reason < METRICS_REASON_COUNT ? reason_names[reason] : "unknown";
 }
 
 void metrics_observe(struct metrics *metrics, enum metrics_histogram histogram, int64_t duration_us)
@@ -286,17 +286,14 @@ static void write_requests(struct metrics *metrics, FILE *out)
     free(copy);
 }
 
-static void write_slots(const struct metrics *metrics, FILE *out, const char *name,
-                        const char *help, const atomic_ullong *counts)
+/* Writes a slot counter family with the series of the reasons allowed[0..n). */
+static void write_slots(FILE *out, const char *name, const char *help, const atomic_ullong *counts,
+                        const enum metrics_slot_reason *allowed, size_t n)
 {
     fprintf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
-    for (size_t i = 0; i < METRICS_REASON_COUNT; i++) {
-        /* Overlap is the one reason to skip a slot, and never a reason to miss one. */
-        if ((counts == metrics->skipped) != (i == METRICS_REASON_OVERLAP))
-            continue;
-        fprintf(out, "%s{reason=\"%s\"} %llu\n", name, reason_names[i],
-                (unsigned long long)atomic_load(&counts[i]));
-    }
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%s{reason=\"%s\"} %llu\n", name, reason_names[allowed[i]],
+                (unsigned long long)atomic_load(&counts[allowed[i]]));
 }
 
 int metrics_write(struct metrics *metrics, FILE *out)
@@ -308,10 +305,18 @@ int metrics_write(struct metrics *metrics, FILE *out)
     for (size_t i = 0; i < OUTCOME_COUNT; i++)
         fprintf(out, "cronfence_firings_total{outcome=\"%s\"} %llu\n", run_status_name(outcomes[i]),
                 (unsigned long long)atomic_load(&metrics->firings[i]));
-    write_slots(metrics, out, "cronfence_slots_skipped_total",
-                "Slots this instance recorded skipped, by reason.", metrics->skipped);
-    write_slots(metrics, out, "cronfence_slots_missed_total",
-                "Slots this instance recorded missed, by reason.", metrics->missed);
+    /* Overlap is the one reason to skip a slot, and never a reason to miss one. */
+    static const enum metrics_slot_reason skip_reasons[] = {METRICS_REASON_OVERLAP};
+    static const enum metrics_slot_reason miss_reasons[] = {
+        METRICS_REASON_LATE,      METRICS_REASON_QUEUE,        METRICS_REASON_NO_QUORUM,
+        METRICS_REASON_CONTENDED, METRICS_REASON_CLAIM_FAILED, METRICS_REASON_UNCOMMITTED};
+
+    write_slots(out, "cronfence_slots_skipped_total",
+                "Slots this instance recorded skipped, by reason.", metrics->skipped, skip_reasons,
+                sizeof(skip_reasons) / sizeof(skip_reasons[0]));
+    write_slots(out, "cronfence_slots_missed_total",
+                "Slots this instance recorded missed, by reason.", metrics->missed, miss_reasons,
+                sizeof(miss_reasons) / sizeof(miss_reasons[0]));
     for (int h = 0; h < METRICS_HISTOGRAM_COUNT; h++)
         write_histogram(metrics, (enum metrics_histogram)h, out);
     write_requests(metrics, out);

@@ -75,7 +75,4 @@ int metrics_write(struct metrics *metrics, FILE *out);
 /* Writes s as a label value: backslash, double quote and newline escaped. */
 void metrics_write_label_value(FILE *out, const char *s);
 
-/* The label of a slot reason ("overlap", "no_quorum", ...). */
-const char *metrics_reason_name(enum metrics_slot_reason reason);
-
 #endif

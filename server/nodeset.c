@@ -88,9 +88,20 @@ struct nodeset {
 /* URLs                                                                     */
 /* ---------------------------------------------------------------------- */
 
+/* Writes the error with the URL's credentials, if any, masked: the message is logged. */
 static int url_fail(char *err, size_t errlen, const char *text, const char *why)
 {
-    snprintf(err, errlen, "invalid redis URL %s: %s", text, why);
+    const char *authority = strstr(text, "://");
+    const char *end, *at;
+
+    authority = authority != NULL ? authority + 3 : text;
+    end = authority + strcspn(authority, "/?#");
+    at = memrchr(authority, '@', (size_t)(end - authority));
+    if (at != NULL)
+        snprintf(err, errlen, "invalid redis URL %.*s***%s: %s", (int)(authority - text), text, at,
+                 why);
+    else
+        snprintf(err, errlen, "invalid redis URL %s: %s", text, why);
     return CF_ERR_INVALID;
 }
 
@@ -607,10 +618,16 @@ int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *er
             goto out;
         snprintf(node->address, sizeof(node->address),
                  strchr(node->url.host, ':') ? "[%s]:%d" : "%s:%d", node->url.host, node->url.port);
+        /*
+         * Two databases of one server are one node: Redlock's quorum needs
+         * servers that fail independently, so the same host:port twice is
+         * refused whatever the database number.
+         */
         for (size_t j = 0; j < ns->count; j++) {
-            if (strcmp(ns->nodes[j].address, node->address) == 0 &&
-                ns->nodes[j].url.db == node->url.db) {
-                snprintf(err, errlen, "redis node %s is listed twice", node->address);
+            if (strcmp(ns->nodes[j].address, node->address) == 0) {
+                snprintf(err, errlen,
+                         "redis node %s is listed twice (lock nodes must be separate servers)",
+                         node->address);
                 ret = CF_ERR_INVALID;
                 goto out;
             }

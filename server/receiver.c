@@ -283,7 +283,7 @@ static enum MHD_Result refuse(struct MHD_Connection *conn, unsigned int status, 
 {
     char json[256];
 
-    log_warn("delivery refused", "status=%u reason=\"%s\"", status, reason);
+    log_warn("delivery refused", "http_status=%u reason=\"%s\"", status, reason);
     snprintf(json, sizeof(json), "{\"status\":\"error\",\"error\":\"%s\"}", reason);
     return respond(conn, status, json, -1);
 }
@@ -400,7 +400,7 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
         const char *which = forced_status != 0 ? "status" : "fail";
 
         log_info("delivery answered by test knob",
-                 "job=%s token=%lld attempt=%lld status=%u knob=%s", d.job, (long long)d.token,
+                 "job=%s token=%lld attempt=%lld http_status=%u knob=%s", d.job, (long long)d.token,
                  (long long)d.attempt, status, which);
         snprintf(json, sizeof(json), "{\"status\":\"injected\",\"knob\":\"%s\"}", which);
         return respond(conn, status, json, status == 503 ? retry_after_s : -1);
@@ -633,7 +633,8 @@ int main(int argc, char **argv)
         goto out;
     printf("listening on %s\n", bound);
     fflush(stdout);
-    log_info("receiver started", "listen=%s db=%s version=%s", bound, db_path, CF_VERSION);
+    log_info("receiver started", "listen=%s db=%s cronfence_version=%s", bound, db_path,
+             CF_VERSION);
 
     sigwait(&signals, &sig);
     atomic_store(&stopping, true);

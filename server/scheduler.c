@@ -72,18 +72,6 @@ struct sched_job {
 #define NOT_IN_HEAP ((size_t)-1)
 
 /* One claimed firing, from claim to recorded outcome; the delivery's owner. */
-struct firing {
-    struct firing *next;
-    struct firing *prev;
-    struct sched_job *sj;
-    struct coord_claim claim;
-    struct run run;
-    struct delivery_request *request; /* from prepare_firing() until launch_firing() */
-    int64_t next_extend_boot_ms;
-    atomic_bool lease_lost;
-    atomic_llong valid_until_boot_ms; /* copy of claim's, read by the engine thread */
-};
-
 /* A finished delivery, copied off the engine thread. */
 struct completion {
     struct completion *next;
@@ -94,6 +82,20 @@ struct completion {
     char *error;
     char *response_excerpt;
     int64_t finished_at_ms;
+};
+
+struct firing {
+    struct firing *next;
+    struct firing *prev;
+    struct sched_job *sj;
+    struct coord_claim claim;
+    struct run run;
+    struct delivery_request *request; /* from prepare_firing() until launch_firing() */
+    int64_t next_extend_boot_ms;
+    atomic_bool lease_lost;
+    atomic_llong valid_until_boot_ms; /* copy of claim's, read by the engine thread */
+    /* Filled once, when the firing ends: reporting an end never needs memory. */
+    struct completion done;
 };
 
 /* A manual trigger waiting for the scheduler thread. */
@@ -571,13 +573,10 @@ static void firing_done(void *ctx, struct delivery_request *req,
                         const struct delivery_result *result)
 {
     struct scheduler *sched = ctx;
-    struct completion *done = calloc(1, sizeof(*done));
+    struct firing *firing = req->owner;
+    struct completion *done = &firing->done;
 
-    if (done == NULL) {
-        log_error("completion lost", "run=%s", req->run_id);
-        return;
-    }
-    done->firing = req->owner;
+    done->firing = firing;
     done->status = result->status;
     done->attempts = result->attempts;
     done->http_status = result->http_status;
@@ -695,21 +694,19 @@ static void launch_firing(struct scheduler *sched, struct firing *firing)
     submitted = req != NULL ? delivery_submit(sched->engine, req) : CF_ERR_LOST;
     if (submitted != CF_OK) {
         /* The engine freed the request: finish the run here as not delivered. */
-        struct completion *done = calloc(1, sizeof(*done));
+        struct completion *done = &firing->done;
 
-        if (done != NULL) {
-            done->firing = firing;
-            done->status = RUN_FAILED;
-            done->error = strdup(submitted == CF_ERR_SHUTDOWN ? "instance stopping"
-                                 : submitted == CF_ERR_LOST
-                                     ? "lease expired before the first attempt: not sent"
-                                     : cf_err_str(submitted));
-            done->finished_at_ms = cf_wall_ms();
-            pthread_mutex_lock(&sched->inbox_lock);
-            done->next = sched->completions;
-            sched->completions = done;
-            pthread_mutex_unlock(&sched->inbox_lock);
-        }
+        done->firing = firing;
+        done->status = RUN_FAILED;
+        done->error =
+            strdup(submitted == CF_ERR_SHUTDOWN ? "instance stopping"
+                   : submitted == CF_ERR_LOST   ? "lease expired before the first attempt: not sent"
+                                                : cf_err_str(submitted));
+        done->finished_at_ms = cf_wall_ms();
+        pthread_mutex_lock(&sched->inbox_lock);
+        done->next = sched->completions;
+        sched->completions = done;
+        pthread_mutex_unlock(&sched->inbox_lock);
     }
 }
 
@@ -893,6 +890,8 @@ static const char *pending_reason(const struct pending_slot *slot, bool supersed
 {
     if (slot->kind == PENDING_QUEUED)
         return "starting deadline passed while waiting for the previous run";
+    if (slot->kind == PENDING_STAGGER)
+        return "starting deadline passed while waiting for this instance's turn to claim";
     if (slot->last_error == CF_ERR_BUSY)
         return superseded ? "another claim held the slot and none delivered it before the next slot"
                           : "another claim held the slot and none delivered it in time";
@@ -906,6 +905,8 @@ static const char *pending_reason(const struct pending_slot *slot, bool supersed
 /* The metrics label of pending_reason(). */
 static enum metrics_slot_reason pending_label(const struct pending_slot *slot)
 {
+    if (slot->kind == PENDING_STAGGER)
+        return METRICS_REASON_LATE;
     if (slot->kind == PENDING_QUEUED)
         return METRICS_REASON_QUEUE;
     if (slot->last_error == CF_ERR_BUSY)
@@ -1237,10 +1238,8 @@ static void finish_firings(struct scheduler *sched, struct completion *list)
     while (list != NULL) {
         struct completion *next = list->next;
 
+        /* complete_run() took error and response_excerpt into the run. */
         retire_firing(sched, list->firing);
-        free(list->error);
-        free(list->response_excerpt);
-        free(list);
         list = next;
     }
 }

@@ -65,7 +65,11 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms);
 /* Whether scheduler_stop() has begun. */
 bool scheduler_stopping(struct scheduler *sched);
 
-/* Stops the scheduler (at once, if not yet stopped) and frees it. Accepts NULL. */
+/*
+ * Frees the scheduler; accepts NULL. Call it after scheduler_stop(): on a
+ * scheduler still running it stops it first, at once, which needs the
+ * coordinator and the databases still open.
+ */
 void scheduler_free(struct scheduler *sched);
 
 /* Tells the scheduler that job name was created, changed or deleted in the catalog. */

@@ -59,21 +59,23 @@ Test(log, json_fields_are_typed)
     cr_assert_eq(log_open_file(path, quoted, sizeof(quoted)), CF_OK);
     log_setup(LOG_INFO, true);
     log_info("run finished",
-             "job=a.b token=8589934593 code=-12 zero=0 padded=007 big=%s "
+             "job=123 token=8589934593 count=-12 slot=0 attempts=007 grace_ms=5 run=%s "
              "error=\"%s\" empty= msg=spoofed stray",
-             "12345678901234567890", log_quote("say \"hi\"\n", quoted, sizeof(quoted)));
+             "42", log_quote("say \"hi\"\n", quoted, sizeof(quoted)));
     text = slurp(path);
     cr_assert_eq(strchr(text, '\n'), text + strlen(text) - 1, "one line: %s", text);
     event = json_loads(text, 0, &error);
     cr_assert_not_null(event, "not JSON: %s (%s)", text, error.text);
     cr_expect_str_eq(json_string_value(json_object_get(event, "level")), "info");
     cr_expect_str_eq(json_string_value(json_object_get(event, "msg")), "run finished");
-    cr_expect_str_eq(json_string_value(json_object_get(event, "job")), "a.b");
+    /* The type follows the key: a job or run named by digits stays a string. */
+    cr_expect_str_eq(json_string_value(json_object_get(event, "job")), "123");
+    cr_expect_str_eq(json_string_value(json_object_get(event, "run")), "42");
     cr_expect_eq(json_integer_value(json_object_get(event, "token")), 8589934593);
-    cr_expect_eq(json_integer_value(json_object_get(event, "code")), -12);
-    cr_expect_eq(json_integer_value(json_object_get(event, "zero")), 0);
-    cr_expect_str_eq(json_string_value(json_object_get(event, "padded")), "007");
-    cr_expect_str_eq(json_string_value(json_object_get(event, "big")), "12345678901234567890");
+    cr_expect_eq(json_integer_value(json_object_get(event, "count")), -12);
+    cr_expect(json_is_integer(json_object_get(event, "slot")));
+    cr_expect_eq(json_integer_value(json_object_get(event, "attempts")), 7);
+    cr_expect_eq(json_integer_value(json_object_get(event, "grace_ms")), 5);
     cr_expect_str_eq(json_string_value(json_object_get(event, "error")), "say \"hi\" ");
     cr_expect_str_eq(json_string_value(json_object_get(event, "empty")), "");
     cr_expect_str_eq(json_string_value(json_object_get(event, "detail")), "stray");
