@@ -18,8 +18,8 @@ TEST_PACKAGES = clang libclang-rt-14-dev clang-format redis-server tzdata curl s
 	python3 python3-pytest python3-yaml nodejs chromium golang-go
 PACKAGES = $(BUILD_PACKAGES) $(TEST_PACKAGES)
 
-.PHONY: all build deps build-deps run cluster test unit integration e2e e2e-deps fuzz asan bench \
-	format check-format clean
+.PHONY: all build deps build-deps run cluster test unit integration contract-deps contract-lint \
+	e2e e2e-deps fuzz asan bench format check-format clean
 
 all: build
 
@@ -69,8 +69,9 @@ test: build asan
 	@if grep -nE "ERROR: (Address|Leak)Sanitizer|runtime error:" $(ASAN_BUILD)/unit.log; then \
 		echo "sanitizer reports in unit tests, see $(ASAN_BUILD)/unit.log"; exit 1; fi
 	@grep -E "Synthesis|tests passed" $(ASAN_BUILD)/unit.log
-	CRONFENCE_BIN_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
-	CRONFENCE_BIN_DIR=$(abspath $(ASAN_BUILD)) CRONFENCE_SANITIZED=1 $(PYTHON) -m pytest -q tests/integration
+	$(MAKE) --no-print-directory contract-lint
+	$(call integration_run,$(BUILD))
+	$(call integration_run,$(ASAN_BUILD),CRONFENCE_SANITIZED=1)
 	$(MAKE) --no-print-directory e2e-deps
 	$(call e2e_run,$(BUILD))
 	$(call e2e_run,$(ASAN_BUILD),CRONFENCE_SANITIZED=1)
@@ -94,8 +95,26 @@ e2e: build e2e-deps
 unit: build
 	ctest --test-dir $(BUILD) --output-on-failure
 
-integration: deps build
-	CRONFENCE_BIN_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
+integration: deps build contract-lint
+	$(call integration_run,$(BUILD))
+
+# The integration suites record every HTTP exchange with an instance in
+# <build folder>/contract.jsonl; each is then validated against
+# api/openapi.yaml (tests/contract/validate.mjs), so the spec cannot drift.
+# $(call integration_run,BUILD_FOLDER[,MORE_ENVIRONMENT])
+integration_run = : >$(1)/contract.jsonl && \
+	CRONFENCE_BIN_DIR=$(abspath $(1)) CRONFENCE_CONTRACT_LOG=$(abspath $(1))/contract.jsonl $(2) \
+		$(PYTHON) -m pytest -q tests/integration && \
+	node tests/contract/validate.mjs --routes server/api.c $(1)/contract.jsonl
+
+# Redocly CLI and ajv, pinned in tests/contract/package-lock.json.
+contract-deps: deps
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq npm; }
+	npm --prefix tests/contract ci --no-audit --no-fund --loglevel=error
+
+contract-lint: contract-deps
+	cd tests/contract && REDOCLY_SUPPRESS_UPDATE_NOTICE=true node_modules/.bin/redocly lint \
+		--config redocly.yaml ../../api/openapi.yaml
 
 # libFuzzer targets, each run for FUZZ_SECONDS from its seed corpus (copied, so the
 # corpus in the repository stays as committed).

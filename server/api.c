@@ -61,6 +61,8 @@ int api_status_for(int err)
         {CF_ERR_SHUTDOWN, 503},
         {CF_ERR_TIMEOUT, 504},
         {CF_ERR_BUSY, 409},
+        {CF_ERR_FIRED, 409}, /* the slot was delivered already */
+        {CF_ERR_LOST, 503},  /* a claim that could not be committed: try again */
     };
 
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)

@@ -5,8 +5,14 @@ The binaries come from $CRONFENCE_BIN_DIR (default: build/ at the top of the
 repository). With $CRONFENCE_SANITIZED set they are the ASan/UBSan build: any
 sanitizer report on a process's stderr, or a non-zero exit after SIGTERM,
 fails the test that started it.
+
+With $CRONFENCE_CONTRACT_LOG set, every HTTP exchange with a cronfence
+instance (not with the webhook receiver or the tests' own targets) is
+appended to that file as one JSON line, for tests/contract/validate.mjs to
+check against api/openapi.yaml.
 """
 
+import base64
 import datetime
 import json
 import os
@@ -17,6 +23,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPConnection, HTTPException
 
@@ -135,6 +142,82 @@ class Process:
             assert marker not in text, f"{self.name}: sanitizer report:\n{text[-6000:]}"
 
 
+# ---------------------------------------------------------------------------
+# Recording exchanges for the contract test (tests/contract/)
+# ---------------------------------------------------------------------------
+
+CONTRACT_LOG = os.environ.get("CRONFENCE_CONTRACT_LOG")
+# Ports of the cronfence instances running now: only exchanges with them are recorded.
+INSTANCE_PORTS = set()
+# Request headers the spec says something about; others are not recorded.
+RECORDED_REQUEST_HEADERS = ("authorization", "content-type", "if-match", "last-event-id",
+                            "accept")
+# Larger request bodies are recorded by their size only (the server refuses them with 413).
+RECORDED_BODY_MAX_BYTES = 1024 * 1024
+# Events of one stream recorded at most (the rest are counted).
+RECORDED_EVENTS_MAX = 200
+_contract_lock = threading.Lock()
+
+
+def _redacted(name, value):
+    """Tokens are not written to the log, only their scheme."""
+    if name.lower() != "authorization":
+        return value
+    scheme, _, token = value.partition(" ")
+    return f"{scheme} <redacted>" if token else "<redacted>"
+
+
+def _body_fields(prefix, body):
+    """The log fields of a body (bytes or str): text, base64 when not UTF-8, or only its size."""
+    if body is None:
+        return {prefix: None}
+    if isinstance(body, str):
+        body = body.encode()
+    if len(body) > RECORDED_BODY_MAX_BYTES:
+        return {prefix: None, prefix + "_bytes": len(body), prefix + "_truncated": True}
+    try:
+        return {prefix: body.decode()}
+    except UnicodeDecodeError:
+        return {prefix: None, prefix + "_base64": base64.b64encode(body).decode()}
+
+
+def is_instance_url(url):
+    """Whether url addresses a cronfence instance started by the tests."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname in ("127.0.0.1", "localhost") and parts.port in INSTANCE_PORTS
+
+
+def record_exchange(method, target, request_headers, request_body, status, response_headers,
+                    response_body, **extra):
+    """Appends one exchange with a cronfence instance to $CRONFENCE_CONTRACT_LOG, if set.
+
+    target is the path with its query as sent; headers are (name, value)
+    pairs or a mapping; bodies are bytes, str or None. Thread-safe.
+    """
+    if not CONTRACT_LOG:
+        return
+    if hasattr(request_headers, "items"):
+        request_headers = request_headers.items()
+    if hasattr(response_headers, "items"):
+        response_headers = response_headers.items()
+    entry = {
+        "test": os.environ.get("PYTEST_CURRENT_TEST", ""),
+        "method": method,
+        "path": target,
+        "request_headers": {name: _redacted(name, value) for name, value in request_headers
+                            if name.lower() in RECORDED_REQUEST_HEADERS},
+    }
+    entry.update(_body_fields("request_body", request_body))
+    entry["status"] = status
+    entry["response_headers"] = [[name, value] for name, value in response_headers]
+    entry.update(_body_fields("response_body", response_body))
+    entry.update(extra)
+    line = json.dumps(entry) + "\n"
+    with _contract_lock:
+        with open(CONTRACT_LOG, "a", encoding="utf-8") as log:
+            log.write(line)
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -164,9 +247,16 @@ def http(method, url, body=None, headers=None, timeout=30):
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout * SLOW) as reply:
-            return Response(reply.status, reply.headers, reply.read().decode())
+            response = Response(reply.status, reply.headers, reply.read().decode())
     except urllib.error.HTTPError as error:
-        return Response(error.code, error.headers, error.read().decode())
+        response = Response(error.code, error.headers, error.read().decode())
+    if CONTRACT_LOG and is_instance_url(url):
+        parts = urllib.parse.urlsplit(url)
+        # header_items() includes what urllib added itself, such as its default Content-Type.
+        record_exchange(method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                        request.header_items(), data, response.status, response.headers.items(),
+                        response.body)
+    return response
 
 
 class Instance(Process):
@@ -186,12 +276,18 @@ class Instance(Process):
 
     def start(self, expect_ready=True):
         super().start(expect_ready)
+        if self.port is not None:
+            INSTANCE_PORTS.add(self.port)
         if expect_ready and self.token is None:
             wait_for(lambda: any("#token=" in line for line in self.stdout_lines),
                      what="dashboard line")
             line = next(line for line in self.stdout_lines if "#token=" in line)
             self.token = line.split("#token=", 1)[1]
         return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        INSTANCE_PORTS.discard(self.port)
+        return super().stop(sig, timeout)
 
     @property
     def url(self):
@@ -248,6 +344,14 @@ class EventStream:
         self.response = self.conn.getresponse()
         self.status = self.response.status
         self.headers = self.response.headers
+        self.body = None
+        self.request_headers = headers
+        self.recorded = False
+        if self.status != 200:
+            self.body = self.response.read().decode(errors="replace")
+            record_exchange("GET", "/api/v1/events", headers, None, self.status,
+                            self.headers.items(), self.body)
+            self.recorded = True
         if self.status == 200 and read:
             threading.Thread(target=self._pump, daemon=True).start()
         else:
@@ -306,6 +410,15 @@ class EventStream:
         self.closed.wait(5)
         self.response.close()
         self.conn.close()
+        if not self.recorded:
+            # A stream is recorded once it is over, with the events it carried.
+            self.recorded = True
+            with self.lock:
+                events = self.events[:RECORDED_EVENTS_MAX]
+                more = len(self.events) - len(events)
+            record_exchange("GET", "/api/v1/events", self.request_headers, None, self.status,
+                            self.headers.items(), None, stream=True, events=events,
+                            events_not_recorded=more, retry=self.retry)
 
 
 class Receiver(Process):

@@ -13,7 +13,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import SECRET, http, job_body, wait_for
+from conftest import SECRET, http, job_body, record_exchange, wait_for
 
 # A schedule that never fires during a test: runs come from manual triggers only.
 YEARLY = "0 0 1 1 *"
@@ -72,7 +72,9 @@ def raw_get(instance, path, method="GET", headers=None):
             conn.putheader(key, value)
         conn.endheaders()
         reply = conn.getresponse()
-        return reply.status, dict(reply.getheaders()), reply.read().decode(errors="replace")
+        body = reply.read().decode(errors="replace")
+        record_exchange(method, path, headers or {}, None, reply.status, reply.getheaders(), body)
+        return reply.status, dict(reply.getheaders()), body
     finally:
         conn.close()
 

@@ -140,7 +140,7 @@ def knob_lines(receiver, job):
     for line in receiver.stderr().splitlines():
         if "delivery answered by test knob" in line and f"job={job} " in line:
             fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
-            found.append((int(fields["token"]), int(fields["attempt"]), int(fields["status"])))
+            found.append((int(fields["token"]), int(fields["attempt"]), int(fields["http_status"])))
     return found
 
 
