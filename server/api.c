@@ -891,12 +891,60 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
                         database, "coordinator", coordinator, "scheduler", scheduler));
 }
 
+/* How a per-node gauge reads its field of a node object of GET /cluster. */
+enum node_value { NODE_FLAG, NODE_LIST_LENGTH, NODE_MS_AS_SECONDS };
+
+static const struct node_gauge {
+    const char *name;
+    const char *help;
+    const char *field;
+    enum node_value kind;
+} node_gauges[] = {
+    {"cronfence_redis_node_up", "Whether the Redis lock node answers (1) or not (0).", "up",
+     NODE_FLAG},
+    {"cronfence_redis_node_trusted",
+     "Whether the node's counters are trusted for a quorum (0 while a wiped node is "
+     "quarantined or repaired).",
+     "trusted", NODE_FLAG},
+    {"cronfence_redis_node_warnings",
+     "Configuration warnings of the node (appendonly, appendfsync, maxmemory-policy against "
+     "DESIGN 4.5, clock offset, missing trust marker); 0 when it is set up as lock nodes must be.",
+     "warnings", NODE_LIST_LENGTH},
+    {"cronfence_redis_node_latency_seconds",
+     "Last round-trip time to the node (only while it is up).", "latency_ms", NODE_MS_AS_SECONDS},
+};
+
+/* Writes one family per node gauge, a series per node labelled with its host:port. */
+static void write_node_gauges(FILE *out, json_t *nodes)
+{
+    for (size_t g = 0; g < sizeof(node_gauges) / sizeof(node_gauges[0]); g++) {
+        const struct node_gauge *gauge = &node_gauges[g];
+
+        fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n", gauge->name, gauge->help, gauge->name);
+        for (size_t i = 0; i < json_array_size(nodes); i++) {
+            json_t *node = json_array_get(nodes, i);
+            json_t *value = json_object_get(node, gauge->field);
+
+            /* A latency not measured yet is no series rather than a made-up 0. */
+            if (gauge->kind == NODE_MS_AS_SECONDS && !json_is_number(value))
+                continue;
+            fprintf(out, "%s{node=\"", gauge->name);
+            metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
+            if (gauge->kind == NODE_FLAG)
+                fprintf(out, "\"} %d\n", json_is_true(value));
+            else if (gauge->kind == NODE_LIST_LENGTH)
+                fprintf(out, "\"} %zu\n", json_array_size(value));
+            else
+                fprintf(out, "\"} %.6f\n", json_number_value(value) / 1000.0);
+        }
+    }
+}
+
 /* Writes the gauges read from the coordinator's status document (GET /cluster). */
 static void write_cluster_gauges(FILE *out, json_t *status)
 {
-    json_t *nodes = json_object_get(status, "nodes"), *node, *quorum;
+    json_t *nodes = json_object_get(status, "nodes"), *quorum;
     const char *mode = json_string_value(json_object_get(status, "mode"));
-    size_t i;
 
     fputs("# HELP cronfence_info This instance: version, mode (standalone or cluster) and id.\n"
           "# TYPE cronfence_info gauge\ncronfence_info{version=\"",
@@ -913,49 +961,7 @@ static void write_cluster_gauges(FILE *out, json_t *status)
             "included.\n# TYPE cronfence_cluster_members gauge\ncronfence_cluster_members %zu\n",
             json_array_size(json_object_get(status, "members")));
 
-    fputs("# HELP cronfence_redis_node_up Whether the Redis lock node answers (1) or not (0).\n"
-          "# TYPE cronfence_redis_node_up gauge\n",
-          out);
-    json_array_foreach(nodes, i, node)
-    {
-        fputs("cronfence_redis_node_up{node=\"", out);
-        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
-        fprintf(out, "\"} %d\n", json_is_true(json_object_get(node, "up")));
-    }
-    fputs("# HELP cronfence_redis_node_trusted Whether the node's counters are trusted for a "
-          "quorum (0 while a wiped node is quarantined or repaired).\n"
-          "# TYPE cronfence_redis_node_trusted gauge\n",
-          out);
-    json_array_foreach(nodes, i, node)
-    {
-        fputs("cronfence_redis_node_trusted{node=\"", out);
-        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
-        fprintf(out, "\"} %d\n", json_is_true(json_object_get(node, "trusted")));
-    }
-    fputs("# HELP cronfence_redis_node_warnings Configuration warnings of the node (appendonly, "
-          "appendfsync, maxmemory-policy against DESIGN 4.5, clock offset, missing trust "
-          "marker); 0 when it is set up as lock nodes must be.\n"
-          "# TYPE cronfence_redis_node_warnings gauge\n",
-          out);
-    json_array_foreach(nodes, i, node)
-    {
-        fputs("cronfence_redis_node_warnings{node=\"", out);
-        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
-        fprintf(out, "\"} %zu\n", json_array_size(json_object_get(node, "warnings")));
-    }
-    fputs("# HELP cronfence_redis_node_latency_seconds Last round-trip time to the node (only "
-          "while it is up).\n# TYPE cronfence_redis_node_latency_seconds gauge\n",
-          out);
-    json_array_foreach(nodes, i, node)
-    {
-        json_t *latency = json_object_get(node, "latency_ms");
-
-        if (!json_is_number(latency))
-            continue;
-        fputs("cronfence_redis_node_latency_seconds{node=\"", out);
-        metrics_write_label_value(out, json_string_value(json_object_get(node, "url")));
-        fprintf(out, "\"} %.6f\n", json_number_value(latency) / 1000.0);
-    }
+    write_node_gauges(out, nodes);
     /* Standalone has no quorum to lose: its SQLite file is the only lock. */
     quorum = json_object_get(status, "quorum");
     fprintf(out,

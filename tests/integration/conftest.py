@@ -478,6 +478,17 @@ def instance(start_instance):
 
 
 @pytest.fixture
+def nodes(tmp_path):
+    """Three started redis-server lock nodes (see redisnode.py), kill -9'd afterwards."""
+    from redisnode import start_nodes
+
+    started = start_nodes(tmp_path, 3)
+    yield started
+    for node in started:
+        node.kill9()
+
+
+@pytest.fixture
 def receiver(tmp_path, processes):
     target = Receiver(tmp_path)
     processes.append(target)

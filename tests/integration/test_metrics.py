@@ -13,10 +13,7 @@ import re
 import signal
 import time
 
-import pytest
-
 from conftest import SLOW, VIEWER_TOKEN, Instance, http, job_body, wait_for
-from redisnode import start_nodes
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
@@ -254,14 +251,6 @@ def test_metrics_need_a_token_and_accept_the_viewer(instance):
     assert instance.api("GET", "/metrics", token="wrong-token-0123456789012345").status == 401
     assert instance.api("GET", "/metrics", token=VIEWER_TOKEN).status == 200
     assert instance.api("GET", "/metrics", token="admin").status == 200
-
-
-@pytest.fixture
-def nodes(tmp_path):
-    started = start_nodes(tmp_path, 3)
-    yield started
-    for node in started:
-        node.kill9()
 
 
 def test_node_and_quorum_gauges_follow_the_redis_nodes(tmp_path, processes, nodes):

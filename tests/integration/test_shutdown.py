@@ -7,10 +7,7 @@ import sqlite3
 import threading
 import time
 
-import pytest
-
 from conftest import SLOW, Instance, http, job_body, wait_for
-from redisnode import start_nodes
 
 
 def db_rows(path, sql, *args):
@@ -37,14 +34,6 @@ def stop_in_background(instance):
     thread = threading.Thread(target=wait)
     thread.start()
     return thread, result
-
-
-@pytest.fixture
-def nodes(tmp_path):
-    started = start_nodes(tmp_path, 3)
-    yield started
-    for node in started:
-        node.kill9()
 
 
 def test_sigterm_drains_the_delivery_while_the_api_answers(tmp_path, processes, receiver):
