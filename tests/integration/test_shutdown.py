@@ -3,19 +3,11 @@
 database is checkpointed, and the process exits 0 with no run left running."""
 
 import signal
-import sqlite3
 import threading
 import time
 
 from conftest import SLOW, Instance, http, job_body, wait_for
-
-
-def db_rows(path, sql, *args):
-    connection = sqlite3.connect(str(path), timeout=10)
-    try:
-        return connection.execute(sql, args).fetchall()
-    finally:
-        connection.close()
+from test_restart import db_query
 
 
 def running_run(instance, job):
@@ -57,14 +49,14 @@ def test_sigterm_drains_the_delivery_while_the_api_answers(tmp_path, processes, 
     thread.join(60 * SLOW)
     assert result["code"] == 0, instance.stderr()[-3000:]
 
-    assert db_rows(instance.db, "SELECT status, attempts, http_status FROM runs WHERE id = ?",
+    assert db_query(instance.db, "SELECT status, attempts, http_status FROM runs WHERE id = ?",
                    run["id"]) == [("succeeded", 1, 200)]
-    assert db_rows(instance.db, "SELECT id FROM runs WHERE status = 'running'") == []
+    assert db_query(instance.db, "SELECT id FROM runs WHERE status = 'running'") == []
     assert [d["run_id"] for d in receiver.deliveries("drain")].count(run["id"]) == 1
     # Claiming stopped at the signal: the 3 s drain would have fired two more
     # every-second slots otherwise. (A slot due within the few milliseconds
     # the signal takes to reach the scheduler may still start.)
-    late = db_rows(instance.db, "SELECT id FROM runs WHERE scheduled_at > ?",
+    late = db_query(instance.db, "SELECT id FROM runs WHERE scheduled_at > ?",
                    signalled_ms + 1000)
     assert late == [], late
     # The last connection checkpointed the write-ahead log into the database file.
@@ -83,9 +75,9 @@ def test_the_grace_period_bounds_the_wait(tmp_path, processes, receiver):
 
     # The webhook would answer after 60 s; the stop does not wait for it.
     assert instance.stop(timeout=30) == 0, instance.stderr()[-3000:]
-    rows = db_rows(instance.db, "SELECT status, error FROM runs WHERE id = ?", run["id"])
+    rows = db_query(instance.db, "SELECT status, error FROM runs WHERE id = ?", run["id"])
     assert rows == [("failed", "shutdown")], rows
-    assert db_rows(instance.db, "SELECT id FROM runs WHERE status = 'running'") == []
+    assert db_query(instance.db, "SELECT id FROM runs WHERE status = 'running'") == []
 
     instance.start()
     after = instance.api("GET", f"/api/v1/runs/{run['id']}").json
@@ -106,10 +98,10 @@ def test_no_retry_starts_after_sigterm(tmp_path, processes, receiver):
              instance.api("GET", "/metrics").body, timeout=10 * SLOW, what="the first attempt")
 
     assert instance.stop() == 0, instance.stderr()[-3000:]
-    rows = db_rows(instance.db, "SELECT status, attempts, http_status FROM runs WHERE id = ?",
+    rows = db_query(instance.db, "SELECT status, attempts, http_status FROM runs WHERE id = ?",
                    run["id"])
     assert rows == [("failed", 1, 503)], rows
-    assert db_rows(instance.db, "SELECT id FROM runs WHERE status = 'running'") == []
+    assert db_query(instance.db, "SELECT id FROM runs WHERE status = 'running'") == []
 
 
 def test_sigterm_in_a_cluster_releases_the_lock(tmp_path, processes, receiver, nodes):
@@ -134,9 +126,9 @@ def test_sigterm_in_a_cluster_releases_the_lock(tmp_path, processes, receiver, n
              timeout=20 * SLOW, what="cf1 joined")
 
     assert first.stop() == 0, first.stderr()[-3000:]
-    assert db_rows(first.db, "SELECT status FROM runs WHERE id = ?", run["id"]) == \
+    assert db_query(first.db, "SELECT status FROM runs WHERE id = ?", run["id"]) == \
         [("succeeded",)]
-    assert db_rows(first.db, "SELECT id FROM runs WHERE status = 'running'") == []
+    assert db_query(first.db, "SELECT id FROM runs WHERE status = 'running'") == []
     for node in nodes:
         assert node.cli("EXISTS", "cf:lock:handover") == "0", node.name
 
