@@ -57,8 +57,9 @@ sys.path.insert(0, str(HERE.parent / "integration"))
 sys.path.insert(0, str(HERE))
 from redisnode import start_nodes  # noqa: E402
 from standalone_lag import (ADMIN_TOKEN, CLK_TCK, SECRET, LogTail, Process, analyse,  # noqa: E402
-                            cpu_ticks, create_jobs, drain, http, parse_ms, percentile,
-                            receiver_duplicates, wait_until_wall, window_runs)
+                            cpu_ticks, create_jobs, drain, http, keep_created, parse_ms,
+                            percentile, receiver_duplicates, wait_until_wall, warm_up,
+                            window_runs)
 
 CF_OK = 0
 
@@ -219,31 +220,14 @@ def part_cluster(args, bin_dir, workdir, out, processes):
     out["jobs"] = args.jobs
     out["jobs_created"] = len(names) - len(failures)
     out["job_creation_s"] = round(took, 2)
-    if failures:
-        out["job_creation_errors"] = failures[:5]
-        names = [n for n in names if not any(f.startswith(n + ":") for f in failures)]
-    if not names:
-        raise RuntimeError(f"no job could be created: {failures[:3]}")
+    names = keep_created(names, failures, out)
     progress(f"created {len(names)} jobs in {took:.2f} s")
 
     # Warm-up: until every job has been delivered at least once (and for at least 3 s).
     tail = LogTail(workdir / "receiver.jsonl")
-    warm_started = time.monotonic()
-    jobs_seen = set()
-    while True:
-        tail.poll()
-        jobs_seen.update(r[0] for r in tail.records[-(len(names) * 3):])
-        elapsed = time.monotonic() - warm_started
-        if (len(jobs_seen) >= len(names) and elapsed >= 3) or elapsed > args.warmup_max:
-            break
-        for instance in instances:
-            if instance.proc.poll() is not None:
-                raise RuntimeError(f"{instance.name} exited ({instance.proc.returncode}): "
-                                   f"{instance.stderr_tail()}")
-        time.sleep(0.2)
-    out["warmup_s"] = round(time.monotonic() - warm_started, 1)
-    out["warmup_jobs_seen"] = len(jobs_seen)
-    progress(f"warm-up {out['warmup_s']} s, {len(jobs_seen)} jobs delivered so far")
+    out["warmup_s"], out["warmup_jobs_seen"] = warm_up(tail, names, instances, 3,
+                                                       args.warmup_max)
+    progress(f"warm-up {out['warmup_s']} s, {out['warmup_jobs_seen']} jobs delivered so far")
 
     # The window: whole seconds, starting at the next full second + 1. The counters are read
     # at its ends only, so that this script takes little CPU from the processes measured.

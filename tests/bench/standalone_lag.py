@@ -538,30 +538,13 @@ def run(args, out):
         out["jobs_created"] = len(names) - len(failures)
         out["job_creation_s"] = round(took, 2)
         out["job_creation_per_s"] = round(len(names) / took, 1) if took > 0 else None
-        if failures:
-            out["job_creation_errors"] = failures[:5]
-            names = [n for n in names if not any(f.startswith(n + ":") for f in failures)]
-        if not names:
-            raise RuntimeError(f"no job could be created: {failures[:3]}")
+        names = keep_created(names, failures, out)
         progress(args, f"created {len(names)} jobs in {took:.2f} s")
 
-        # Warm-up: until every job has been delivered at least once (and for at least 2 s).
         tail = LogTail(workdir / "receiver.jsonl")
-        warm_started = time.monotonic()
-        jobs_seen = set()
-        while True:
-            tail.poll()
-            jobs_seen.update(r[0] for r in tail.records[-(len(names) * 3):])
-            elapsed = time.monotonic() - warm_started
-            if (len(jobs_seen) >= len(names) and elapsed >= 2) or elapsed > args.warmup_max:
-                break
-            if server.proc.poll() is not None:
-                raise RuntimeError(f"cronfence exited ({server.proc.returncode}): "
-                                   f"{server.stderr_tail()}")
-            time.sleep(0.2)
-        out["warmup_s"] = round(time.monotonic() - warm_started, 1)
-        out["warmup_jobs_seen"] = len(jobs_seen)
-        progress(args, f"warm-up {out['warmup_s']} s, {len(jobs_seen)} jobs delivered so far")
+        out["warmup_s"], out["warmup_jobs_seen"] = warm_up(tail, names, [server], 2,
+                                                           args.warmup_max)
+        progress(args, f"warm-up {out['warmup_s']} s, {out['warmup_jobs_seen']} jobs delivered so far")
 
         # The window: whole seconds, starting at the next full second + 1.
         lo_ms = (int(time.time()) + 2) * 1000
@@ -647,6 +630,36 @@ def run(args, out):
             out["kept"] = str(workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def keep_created(names, failures, out):
+    """The names of the jobs created, with the first failures noted in out; raises if none."""
+    if failures:
+        out["job_creation_errors"] = failures[:5]
+        names = [n for n in names if not any(f.startswith(n + ":") for f in failures)]
+    if not names:
+        raise RuntimeError(f"no job could be created: {failures[:3]}")
+    return names
+
+
+def warm_up(tail, names, processes, min_s, max_s):
+    """Reads the receiver's log until every job was delivered at least once and min_s
+    passed (at most max_s); raises when one of processes exited. Returns (seconds, jobs
+    seen)."""
+    started = time.monotonic()
+    jobs_seen = set()
+    while True:
+        tail.poll()
+        jobs_seen.update(r[0] for r in tail.records[-(len(names) * 3):])
+        elapsed = time.monotonic() - started
+        if (len(jobs_seen) >= len(names) and elapsed >= min_s) or elapsed > max_s:
+            break
+        for process in processes:
+            if process.proc.poll() is not None:
+                raise RuntimeError(f"{process.name} exited ({process.proc.returncode}): "
+                                   f"{process.stderr_tail()}")
+        time.sleep(0.2)
+    return round(time.monotonic() - started, 1), len(jobs_seen)
 
 
 def progress(args, text):
