@@ -135,6 +135,16 @@ class Process:
     def kill9(self):
         return self.stop(signal.SIGKILL)
 
+    def wait_exit(self, timeout=30):
+        """Waits for a process that must exit on its own (a refused start); returns its
+        exit code. Still running after timeout, it is killed by its pid."""
+        try:
+            return self.proc.wait(timeout * SLOW)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
     def check_clean(self):
         """Fails when a sanitizer reported anything on stderr."""
         text = self.stderr()

@@ -275,12 +275,7 @@ def test_database_newer_than_the_binary_is_refused(tmp_path, processes):
     refused = Instance(tmp_path, name="refused", db=first.db)
     refused.env = clean_env()
     refused.start(expect_ready=False)
-    try:
-        code = refused.proc.wait(30 * SLOW)
-    finally:
-        if refused.proc.poll() is None:
-            refused.proc.kill()
-            refused.proc.wait()
+    code = refused.wait_exit()
     assert code != 0
     assert not any(line.startswith("listening on") for line in refused.stdout_lines)
     assert "newer" in refused.stderr(), refused.stderr()

@@ -7,7 +7,7 @@ import signal
 import sqlite3
 import time
 
-from conftest import SLOW, Instance, http, iso, job_body, ms, wait_for
+from conftest import Instance, http, iso, job_body, ms, wait_for
 
 
 def create(instance, body):
@@ -281,12 +281,7 @@ def test_second_standalone_instance_on_the_same_database_is_refused(
     wait_for(lambda: receiver.deliveries("solo"), what="a delivery")
     second = Instance(tmp_path, name="second", db=instance.db)
     second.start(expect_ready=False)
-    try:
-        code = second.proc.wait(timeout=20 * SLOW)
-    finally:
-        if second.proc.poll() is None:
-            second.proc.kill()
-            second.proc.wait()
+    code = second.wait_exit(20)
     assert code != 0, "second instance started on a database in use"
     message = second.stderr()
     assert str(instance.proc.pid) in message, message

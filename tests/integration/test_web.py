@@ -4,7 +4,7 @@ from outside it."""
 import os
 import socket
 
-from conftest import SLOW, Instance, http
+from conftest import Instance, http
 
 
 def raw_get(instance, path):
@@ -56,11 +56,6 @@ def test_web_dir_must_be_a_folder(tmp_path):
     # Not in `processes`: its exit is the point, and a refused start exits non-zero.
     refused = Instance(tmp_path, name="refused", args=["--web-dir", str(tmp_path / "missing")])
     refused.start(expect_ready=False)
-    try:
-        code = refused.proc.wait(30 * SLOW)
-    finally:
-        if refused.proc.poll() is None:
-            refused.proc.kill()
-            refused.proc.wait()
+    code = refused.wait_exit()
     assert code != 0
     assert "--web-dir" in refused.stderr() and "is not a folder" in refused.stderr()
