@@ -41,11 +41,24 @@ struct coord_claim {
     int64_t lease_ms; /* lock lifetime */
     bool per_slot;    /* overlap=allow: the lock covers (job, T) rather than the job */
     bool advance;     /* commit fence.last = max(last, T); false for manual runs */
+    /*
+     * The run a committed claim starts ("" for none, as for the catalog
+     * lock) and its trigger: the commit round records it, "running", in the
+     * cluster's run feed, so a committed claim always leaves a record.
+     */
+    char run_id[RUN_ID_MAX];
+    enum run_trigger trigger;
 
     /* out */
-    int result;                  /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
-    int64_t busy_slot_ms;        /* with CF_ERR_BUSY: the holder's T */
-    int64_t token;               /* with CF_OK: the committed fencing token */
+    int result;           /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
+    int64_t busy_slot_ms; /* with CF_ERR_BUSY: the holder's T */
+    int64_t fired_ms;     /* with CF_ERR_FIRED: the newest slot committed (>= T) */
+    /*
+     * With CF_OK: the committed fencing token. With CF_ERR_LOST: the token
+     * minted but committed on fewer than Q nodes (some may hold it).
+     */
+    int64_t token;
+    int64_t started_at_ms;       /* with CF_OK: the run's start as recorded (wall ms) */
     char nonce[33];              /* lock value's random part, kept for extend and release */
     int64_t valid_until_boot_ms; /* CLOCK_BOOTTIME instant the lease is safe until */
 };
@@ -91,13 +104,17 @@ struct coord_ops {
     int (*catalog_delete)(struct coord *coord, const char *name, int64_t if_match);
 
     /*
-     * Makes n run states visible cluster-wide (standalone: nothing to do).
-     * Cluster: appended to every node's run feed and retried until a quorum
-     * of nodes has each; with now, a first try happens on the caller's
-     * thread before this returns (start states, before their webhook goes
-     * out), otherwise in the background without blocking.
+     * Whether run states this instance records must be queued in the
+     * database's outbox (db_run_record() with outbox) to reach the other
+     * instances: true in a cluster, false standalone.
      */
-    int (*history_publish)(struct coord *coord, const struct run *const *runs, size_t n, bool now);
+    bool (*shares_history)(struct coord *coord);
+    /*
+     * Run states were queued in the outbox: they are appended to every
+     * node's run feed in the background, soon and without blocking, and
+     * retried (also after a restart) until a quorum of nodes holds each.
+     */
+    void (*history_queued)(struct coord *coord);
 
     /*
      * The newest slot committed for each of n jobs (fence.last, wall ms; 0

@@ -13,9 +13,10 @@
  * Locking: the nodeset serialises rounds. state_lock guards the node trust
  * table, the membership view, the history positions and the listener; it may
  * be taken inside a round (the nodeset's mutex held), so nothing waits for a
- * round or calls into the nodeset while holding it. outbox_lock guards the
- * queue of run states waiting to be published, release_lock the releases to
- * retry; both may be taken inside a round but never together.
+ * round or calls into the nodeset while holding it. release_lock guards the
+ * releases to retry; it may be taken inside a round. Run states waiting to
+ * be published live in the database's outbox, read by the background thread
+ * alone.
  */
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -46,8 +47,9 @@
 #define HISTORY_PAGE "1000"
 #define HISTORY_MAXLEN "100000"
 #define PUBLISH_MS 50
-#define PUBLISH_BATCH 2000
-#define OUTBOX_MAX 100000
+/* Outbox states per publishing pass, appended in script calls of PUBLISH_CHUNK. */
+#define PUBLISH_BATCH 1000
+#define PUBLISH_CHUNK 100
 #define LOST_CHECK_MS 5000
 /* A run of a departed instance is called lost only when it started this long ago. */
 #define LOST_AFTER_MS 10000
@@ -76,13 +78,15 @@ enum script {
     S_CATALOG_SINCE,
     S_CATALOG_GC,
     S_HEARTBEAT,
+    S_PUBLISH,
     S_COUNT
 };
 
 /*
- * Claim: FIRED when fence.last >= T (scheduled slots only); else the lock
- * with NX PX; BUSY with the holder's value when taken. Every reply carries
- * the node's committed token and whether the node holds its trust marker.
+ * Claim: FIRED with fence.last when fence.last >= T (scheduled slots only);
+ * else the lock with NX PX; BUSY with the holder's value when taken. Every
+ * reply carries the node's committed token and whether the node holds its
+ * trust marker.
  * KEYS: lock, fence, marker. ARGV: value "<nonce>:<T>", T, lease_ms, advance.
  */
 static const char script_claim[] =
@@ -90,7 +94,9 @@ static const char script_claim[] =
     "local token = redis.call('HGET', KEYS[2], 'token') or '0'\n"
     "if ARGV[4] == '1' then\n"
     "  local last = redis.call('HGET', KEYS[2], 'last')\n"
-    "  if last and tonumber(last) >= tonumber(ARGV[2]) then return {'FIRED', token, trusted} end\n"
+    "  if last and tonumber(last) >= tonumber(ARGV[2]) then\n"
+    "    return {'FIRED', token, trusted, last}\n"
+    "  end\n"
     "end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then\n"
     "  return {'OK', token, trusted}\n"
@@ -99,8 +105,12 @@ static const char script_claim[] =
 
 /*
  * Commit: only while we still hold the lock, raise fence.token (and
- * fence.last) to ours, never lowering them; remember the job for repair.
- * KEYS: lock, fence, marker, fence set. ARGV: value, token, T, advance, job.
+ * fence.last) to ours, never lowering them; remember the job for repair;
+ * and append the run it starts, "running", to the run feed (DESIGN §4.7),
+ * so that a committed claim leaves a record even if its instance dies
+ * before it writes anything else.
+ * KEYS: lock, fence, marker, fence set, run feed.
+ * ARGV: value, token, T, advance, job, feed maxlen, run JSON ('' for none).
  */
 static const char script_commit[] =
     "local trusted = redis.call('EXISTS', KEYS[3])\n"
@@ -116,6 +126,9 @@ static const char script_commit[] =
     "  end\n"
     "end\n"
     "redis.call('SADD', KEYS[4], ARGV[5])\n"
+    "if ARGV[7] ~= '' then\n"
+    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'run', ARGV[7])\n"
+    "end\n"
     "return {1, trusted}\n";
 
 /* Extend: PEXPIRE only while the lock is ours; never re-creates it. KEYS: lock, marker. */
@@ -245,6 +258,26 @@ static const char script_heartbeat[] =
     "end\n"
     "return out\n";
 
+/*
+ * Publish (DESIGN §4.7): appends run states from one instance's outbox to
+ * the run feed, each once. A state is named by its outbox seq under the
+ * field of the instance's database; states are sent in seq order on one
+ * connection, so every seq up to the highest appended is on this node and a
+ * resend after a timeout appends nothing twice. Returns that highest seq.
+ * KEYS: run feed, published hash. ARGV: field, maxlen, then seq, JSON pairs.
+ */
+static const char script_publish[] =
+    "local high = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')\n"
+    "for i = 3, #ARGV - 1, 2 do\n"
+    "  local seq = tonumber(ARGV[i])\n"
+    "  if seq > high then\n"
+    "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'run', ARGV[i + 1])\n"
+    "    high = seq\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', high))\n"
+    "return high\n";
+
 static const char *const scripts[S_COUNT] = {
     [S_CLAIM] = script_claim,
     [S_COMMIT] = script_commit,
@@ -257,6 +290,7 @@ static const char *const scripts[S_COUNT] = {
     [S_CATALOG_SINCE] = script_catalog_since,
     [S_CATALOG_GC] = script_catalog_gc,
     [S_HEARTBEAT] = script_heartbeat,
+    [S_PUBLISH] = script_publish,
 };
 
 /* ---------------------------------------------------------------------- */
@@ -298,13 +332,6 @@ struct pending_release {
 };
 #define RELEASES_MAX 100000
 
-/* A run state waiting to reach a quorum of nodes' feeds. */
-struct outbox_entry {
-    struct outbox_entry *next;
-    char *json;
-    uint32_t acked; /* bit per node */
-};
-
 struct coord_cluster {
     struct coord base;
     struct nodeset *ns;
@@ -338,10 +365,10 @@ struct coord_cluster {
     struct pending_release *releases;
     size_t release_count;
 
-    pthread_mutex_t outbox_lock;
-    struct outbox_entry *outbox_head, *outbox_tail;
-    size_t outbox_count;
-    int64_t outbox_dropped;
+    /* The database's outbox (DESIGN §4.7): its name on the nodes, and whether it may hold states.
+     */
+    char outbox_field[192];
+    atomic_bool outbox_queued;
 
     pthread_t thread;
     bool thread_started;
@@ -605,6 +632,33 @@ static void retry_releases(struct coord_cluster *self)
     pthread_mutex_unlock(&self->release_lock);
 }
 
+/*
+ * The "running" record of the run a claim starts, as JSON for the commit
+ * round (new string, free()); NULL when the claim starts no run (or out of
+ * memory: the record then comes only from the scheduler's outbox).
+ */
+static char *start_record(const struct coord_cluster *self, const struct coord_claim *claim)
+{
+    struct run run = {0};
+    json_t *doc;
+    char *text;
+
+    if (claim->run_id[0] == '\0')
+        return NULL;
+    memcpy(run.id, claim->run_id, sizeof(run.id));
+    run.job = (char *)claim->job;
+    run.trigger = claim->trigger;
+    run.scheduled_at_ms = claim->slot_ms;
+    run.started_at_ms = claim->started_at_ms;
+    run.status = RUN_RUNNING;
+    run.fencing_token = claim->token;
+    run.instance = self->instance_id;
+    doc = run_to_json(&run);
+    text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    return text;
+}
+
 /* Reads the claim round's replies for one claim and decides; returns whether to commit. */
 static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                         struct coord_claim *claim, struct claim_work *work, int64_t t0,
@@ -625,6 +679,10 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
         answered[node] = true;
         trusted[node] = node_trusted_now;
         if (reply_is(status, "FIRED")) {
+            int64_t last = reply_int(element(reply, 3), claim->slot_ms);
+
+            if (!fired || last > claim->fired_ms)
+                claim->fired_ms = last;
             fired = true;
         } else if (reply_is(status, "OK")) {
             work->held[node] = true;
@@ -665,7 +723,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     struct claim_work *work;
     struct nodeset_round *round;
     bool answered[MAX_NODES] = {false}, trusted[MAX_NODES] = {false};
-    char marker[KEY_MAX], fences[KEY_MAX];
+    char marker[KEY_MAX], fences[KEY_MAX], stream[KEY_MAX];
     bool any_commit = false, any_release = false;
     uint64_t generations[MAX_NODES] = {0};
     unsigned ordinal;
@@ -674,7 +732,9 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     for (size_t i = 0; i < n; i++) {
         claims[i].result = CF_ERR_NO_QUORUM;
         claims[i].busy_slot_ms = 0;
+        claims[i].fired_ms = 0;
         claims[i].token = 0;
+        claims[i].started_at_ms = 0;
     }
     /* Ordinal first: the heartbeat clears ordinal_held before it moves to another ordinal. */
     ordinal = atomic_load(&self->ordinal);
@@ -688,6 +748,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     }
     make_key(self, marker, "node", "");
     make_key(self, fences, "fences", "");
+    make_key(self, stream, "runs", "");
     for (size_t i = 0; i < n; i++) {
         if (cf_random_hex(claims[i].nonce, 16) != CF_OK) {
             claims[i].result = CF_ERR_IO;
@@ -715,7 +776,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
 
     /* Judge each claim; queue the commit round (step 5) for those that won. */
     for (size_t i = 0; i < n; i++) {
-        char token[24];
+        char token[24], *record;
 
         if (claims[i].result == CF_ERR_IO)
             continue;
@@ -726,15 +787,19 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
         work[i].committing = true;
         any_commit = true;
         snprintf(token, sizeof(token), "%lld", (long long)claims[i].token);
+        claims[i].started_at_ms = cf_wall_ms();
+        record = start_record(self, &claims[i]);
         for (size_t node = 0; node < self->n; node++) {
             work[i].index[node] = -1;
             if (!work[i].held[node] || !nodeset_round_node_up(round, node))
                 continue;
             work[i].index[node] = nodeset_round_script(
-                round, node, S_COMMIT, 4, 9,
-                (const char *[]){work[i].lock, work[i].fence, marker, fences, work[i].value, token,
-                                 work[i].slot, claims[i].advance ? "1" : "0", claims[i].job});
+                round, node, S_COMMIT, 5, 12,
+                (const char *[]){work[i].lock, work[i].fence, marker, fences, stream, work[i].value,
+                                 token, work[i].slot, claims[i].advance ? "1" : "0", claims[i].job,
+                                 HISTORY_MAXLEN, record != NULL ? record : ""});
         }
+        free(record);
     }
     if (any_commit) {
         /*
@@ -766,9 +831,12 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
                 log_warn("claim not committed", "job=%s slot=%lld acks=%zu token=%lld",
                          claims[i].job, (long long)claims[i].slot_ms, acked,
                          (long long)claims[i].token);
-                /* Some nodes may hold fence.last = T now: the slot cannot be claimed again. */
+                /*
+                 * Some nodes may hold fence.last = T now: the slot cannot be
+                 * claimed again. They may also hold the start record, so the
+                 * token stays for the caller's record of the slot to beat it.
+                 */
                 claims[i].result = CF_ERR_LOST;
-                claims[i].token = 0;
                 work[i].release = true;
                 any_release = true;
             }
@@ -1465,181 +1533,118 @@ static void catalog_gc(struct coord_cluster *self)
 /* History (DESIGN §4.7)                                                    */
 /* ---------------------------------------------------------------------- */
 
-/* A new outbox entry holding run's JSON; NULL when out of memory. */
-static struct outbox_entry *outbox_entry_new(const struct run *run)
+static bool cluster_shares_history(struct coord *coord)
 {
-    json_t *doc = run_to_json(run);
-    struct outbox_entry *entry = calloc(1, sizeof(*entry));
+    return true;
+}
 
-    if (doc == NULL || entry == NULL || (entry->json = json_dumps(doc, JSON_COMPACT)) == NULL) {
-        json_decref(doc);
-        free(entry);
-        return NULL;
-    }
-    json_decref(doc);
-    return entry;
+static void cluster_history_queued(struct coord *coord)
+{
+    atomic_store(&from_base(coord)->outbox_queued, true);
 }
 
 /*
- * Puts a list of n entries (first .. last) back into the outbox, at its head
- * (older states first) or its tail, dropping the oldest beyond OUTBOX_MAX.
+ * Queues one publish script call for node with the outbox entries
+ * [first, first + n). Returns the command index, -1 when not queued.
  */
-static void outbox_put(struct coord_cluster *self, struct outbox_entry *first,
-                       struct outbox_entry *last, size_t n, bool at_head)
+static int queue_publish(struct coord_cluster *self, struct nodeset_round *round, size_t node,
+                         const char *stream, const char *published,
+                         const struct db_outbox_entry *entries, char (*seqs)[24], size_t n)
 {
-    if (first == NULL)
-        return;
-    pthread_mutex_lock(&self->outbox_lock);
-    if (at_head) {
-        last->next = self->outbox_head;
-        self->outbox_head = first;
-        if (self->outbox_tail == NULL)
-            self->outbox_tail = last;
-    } else {
-        last->next = NULL;
-        if (self->outbox_tail != NULL)
-            self->outbox_tail->next = first;
-        else
-            self->outbox_head = first;
-        self->outbox_tail = last;
-    }
-    self->outbox_count += n;
-    while (self->outbox_count > OUTBOX_MAX) {
-        /* Bounded: the oldest state goes; its run stays in this instance's history. */
-        struct outbox_entry *oldest = self->outbox_head;
+    const char *argv[4 + 2 * PUBLISH_CHUNK];
+    size_t argc = 0;
 
-        self->outbox_head = oldest->next;
-        if (self->outbox_head == NULL)
-            self->outbox_tail = NULL;
-        self->outbox_count--;
-        self->outbox_dropped++;
-        free(oldest->json);
-        free(oldest);
+    argv[argc++] = stream;
+    argv[argc++] = published;
+    argv[argc++] = self->outbox_field;
+    argv[argc++] = HISTORY_MAXLEN;
+    for (size_t i = 0; i < n; i++) {
+        argv[argc++] = seqs[i];
+        argv[argc++] = entries[i].doc;
     }
-    pthread_mutex_unlock(&self->outbox_lock);
+    return nodeset_round_script(round, node, S_PUBLISH, 2, (int)argc, argv);
 }
 
 /*
- * Appends the n states of list to every node's feed that lacks them, in one
- * round, then frees those a quorum of nodes holds and puts the others back
- * into the outbox. The list is the caller's until this returns.
+ * Background thread: appends the oldest queued run states to every node's
+ * feed that lacks them, in one round, and deletes from the outbox those a
+ * quorum of nodes holds. The others stay queued and go again on the next
+ * pass, or after a restart; the publish script makes a resend append
+ * nothing twice. One batch per pass, so a long backlog never holds the
+ * nodes (and the claims queued behind them) for long.
  */
-static void publish_entries(struct coord_cluster *self, struct outbox_entry *list, size_t n,
-                            bool at_head)
+static void history_flush(struct coord_cluster *self)
 {
-    struct outbox_entry *entry, *keep = NULL, **keep_tail = &keep, *last_kept = NULL;
+    struct db_outbox_entry *entries = NULL;
     struct nodeset_round *round;
-    char stream[KEY_MAX];
-    int(*index)[MAX_NODES] = calloc(n ? n : 1, sizeof(*index));
-    size_t kept = 0;
+    char stream[KEY_MAX], published[KEY_MAX], (*seqs)[24] = NULL;
+    int(*index)[MAX_NODES] = NULL;
+    int64_t high[MAX_NODES], *done = NULL;
+    size_t count = 0, chunks, n_done = 0;
 
+    if (!atomic_exchange(&self->outbox_queued, false))
+        return;
+    if (db_outbox_peek(self->db, PUBLISH_BATCH, &entries, &count) != CF_OK) {
+        atomic_store(&self->outbox_queued, true); /* unreadable now: the next pass tries again */
+        return;
+    }
+    if (count == 0) {
+        db_outbox_entries_free(entries, count);
+        return;
+    }
+    chunks = (count + PUBLISH_CHUNK - 1) / PUBLISH_CHUNK;
+    seqs = calloc(count, sizeof(*seqs));
+    index = calloc(chunks, sizeof(*index));
+    done = calloc(count, sizeof(*done));
+    if (seqs == NULL || index == NULL || done == NULL)
+        goto out;
+    for (size_t i = 0; i < count; i++)
+        snprintf(seqs[i], sizeof(seqs[i]), "%lld", (long long)entries[i].seq);
     make_key(self, stream, "runs", "");
+    make_key(self, published, "published", "");
+
     round = nodeset_round_begin(self->ns);
-    entry = list;
-    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
-        for (size_t node = 0; node < self->n; node++) {
-            index[i][node] = -1;
-            if ((entry->acked & (1u << node)) || !nodeset_round_node_up(round, node))
-                continue;
-            index[i][node] =
-                nodeset_round_command(round, node, 8,
-                                      (const char *[]){"XADD", stream, "MAXLEN", "~",
-                                                       HISTORY_MAXLEN, "*", "run", entry->json},
-                                      NULL);
-        }
+    for (size_t c = 0; c < chunks; c++) {
+        size_t first = c * PUBLISH_CHUNK,
+               n = count - first < PUBLISH_CHUNK ? count - first : PUBLISH_CHUNK;
+
+        for (size_t node = 0; node < self->n; node++)
+            index[c][node] = nodeset_round_node_up(round, node)
+                                 ? queue_publish(self, round, node, stream, published,
+                                                 &entries[first], &seqs[first], n)
+                                 : -1;
     }
     nodeset_round_exec(round);
-    entry = list;
-    for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
-        for (size_t node = 0; node < self->n; node++) {
-            const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
+    for (size_t node = 0; node < self->n; node++) {
+        high[node] = 0;
+        for (size_t c = 0; c < chunks; c++) {
+            const redisReply *reply = nodeset_round_reply(round, node, index[c][node]);
 
-            if (reply != NULL && reply->type == REDIS_REPLY_STRING)
-                entry->acked |= 1u << node;
+            if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer > high[node])
+                high[node] = reply->integer;
         }
     }
     nodeset_round_end(round);
+
+    for (size_t i = 0; i < count; i++) {
+        size_t holders = 0;
+
+        for (size_t node = 0; node < self->n; node++)
+            if (entries[i].seq <= high[node])
+                holders++;
+        if (holders >= self->quorum)
+            done[n_done++] = entries[i].seq;
+    }
+    if (db_outbox_delete(self->db, done, n_done) != CF_OK)
+        n_done = 0;
+out:
+    /* Anything left, or a full batch (more may follow), needs another pass. */
+    if (n_done < count || count == PUBLISH_BATCH)
+        atomic_store(&self->outbox_queued, true);
+    db_outbox_entries_free(entries, count);
+    free(seqs);
     free(index);
-
-    for (size_t i = 0; i < n && list != NULL; i++) {
-        entry = list;
-        list = list->next;
-        if ((size_t)__builtin_popcount(entry->acked) >= self->quorum) {
-            free(entry->json);
-            free(entry);
-            continue;
-        }
-        entry->next = NULL;
-        *keep_tail = entry;
-        keep_tail = &entry->next;
-        last_kept = entry;
-        kept++;
-    }
-    outbox_put(self, keep, last_kept, kept, at_head);
-}
-
-/*
- * Publishes run states. Start states (now = true) are appended to the nodes
- * on the caller's thread before the webhook goes out, so that a run is in
- * the cluster's history even when its instance dies during the delivery;
- * the others are queued for the background thread. States a quorum has not
- * taken are retried from the outbox.
- */
-static int cluster_history_publish(struct coord *coord, const struct run *const *runs, size_t n,
-                                   bool now)
-{
-    struct coord_cluster *self = from_base(coord);
-    struct outbox_entry *first = NULL, *last = NULL;
-    size_t count = 0;
-    int ret = CF_OK;
-
-    for (size_t i = 0; i < n; i++) {
-        struct outbox_entry *entry = outbox_entry_new(runs[i]);
-
-        if (entry == NULL) {
-            ret = CF_ERR_NOMEM;
-            continue;
-        }
-        if (last != NULL)
-            last->next = entry;
-        else
-            first = entry;
-        last = entry;
-        count++;
-    }
-    if (now)
-        publish_entries(self, first, count, false);
-    else
-        outbox_put(self, first, last, count, false);
-    return ret;
-}
-
-/* Background thread: publishes the oldest waiting run states. */
-static void history_flush(struct coord_cluster *self)
-{
-    struct outbox_entry *batch, *entry;
-    size_t n = 0;
-
-    pthread_mutex_lock(&self->outbox_lock);
-    batch = self->outbox_head;
-    for (entry = batch; entry != NULL && n < PUBLISH_BATCH - 1; entry = entry->next)
-        n++;
-    if (batch != NULL) {
-        /* entry is the last of the batch when the outbox holds more. */
-        if (entry != NULL) {
-            self->outbox_head = entry->next;
-            entry->next = NULL;
-            n++;
-        } else {
-            self->outbox_head = NULL;
-        }
-        if (self->outbox_head == NULL)
-            self->outbox_tail = NULL;
-        self->outbox_count -= n;
-    }
-    pthread_mutex_unlock(&self->outbox_lock);
-    if (n > 0)
-        publish_entries(self, batch, n, true);
+    free(done);
 }
 
 /* Reads new entries of every node's run feed into the local history. */
@@ -1696,13 +1701,13 @@ static void history_read(struct coord_cluster *self)
                     cap = grown;
                 }
                 doc = json_loadb(value->str, value->len, 0, NULL);
-                if (doc != NULL && run_from_json(doc, &runs[count]) == CF_OK) {
-                    /* This instance's own states are in its database already. */
-                    if (strcmp(runs[count].instance, self->instance_id) == 0)
-                        run_clear(&runs[count]);
-                    else
-                        count++;
-                }
+                /*
+                 * This instance's own states are taken too: the commit round
+                 * wrote some that its database may have lost with a crash;
+                 * the others merge as no change.
+                 */
+                if (doc != NULL && run_from_json(doc, &runs[count]) == CF_OK)
+                    count++;
                 json_decref(doc);
             }
         }
@@ -1739,12 +1744,13 @@ static void history_read(struct coord_cluster *self)
 /* Membership (DESIGN §4.8), trust and repair (§4.5)                       */
 /* ---------------------------------------------------------------------- */
 
-static bool member_live(struct coord_cluster *self, const char *id)
+/* The live member id, or NULL when it is not live; state_lock held. */
+static const struct member *find_member(struct coord_cluster *self, const char *id)
 {
     for (size_t i = 0; i < self->member_count; i++)
         if (strcmp(self->members[i].id, id) == 0)
-            return true;
-    return false;
+            return &self->members[i];
+    return NULL;
 }
 
 /* Merges one node's member list (from heartbeat element 3 on) into list, keeping the freshest. */
@@ -2093,7 +2099,31 @@ static void tend_trust(struct coord_cluster *self)
     }
 }
 
-/* Marks as lost the runs still "running" under instances that left the cluster. */
+/*
+ * Why a run still "running" cannot be in flight any more, or NULL while it
+ * may be (state_lock held): its instance left the cluster, or restarted
+ * since the run began (this instance included: the commit round may have
+ * recorded a run its previous life never wrote down). Start times of one
+ * instance come from one clock, so they compare.
+ */
+static const char *run_gone_reason(struct coord_cluster *self, const struct run *run, int64_t now)
+{
+    const struct member *member;
+
+    if (strcmp(run->instance, self->instance_id) == 0)
+        return run->started_at_ms < self->started_at_ms ? "instance restarted during the run"
+                                                        : NULL;
+    member = find_member(self, run->instance);
+    if (member == NULL)
+        return now - run->started_at_ms >= LOST_AFTER_MS
+                   ? "instance left the cluster during the run"
+                   : NULL;
+    if (member->started_at_ms > run->started_at_ms)
+        return "instance restarted during the run";
+    return NULL;
+}
+
+/* Marks as lost the runs still "running" under instances that left the cluster or restarted. */
 static void mark_departed_runs(struct coord_cluster *self)
 {
     struct run *runs = NULL;
@@ -2113,15 +2143,12 @@ static void mark_departed_runs(struct coord_cluster *self)
     pthread_mutex_lock(&self->state_lock);
     for (size_t i = 0; changed != NULL && i < count; i++) {
         struct run *run = &runs[i];
-        char reason[256];
+        const char *gone = run_gone_reason(self, run, now);
 
-        if (strcmp(run->instance, self->instance_id) == 0 || member_live(self, run->instance) ||
-            now - run->started_at_ms < LOST_AFTER_MS)
+        if (gone == NULL)
             continue;
-        snprintf(reason, sizeof(reason), "instance %s left the cluster during the run",
-                 run->instance);
         free(run->reason);
-        run->reason = strdup(reason);
+        run->reason = strdup(gone);
         run->status = RUN_LOST;
         run->finished_at_ms = now;
         changed[n++] = run;
@@ -2345,14 +2372,12 @@ static void cluster_destroy(struct coord *coord)
     atomic_store(&self->stopping, true);
     if (self->thread_started)
         pthread_join(self->thread, NULL);
-    if (self->outbox_count > 0)
-        log_warn("run states not published", "count=%zu", self->outbox_count);
-    while (self->outbox_head != NULL) {
-        struct outbox_entry *next = self->outbox_head->next;
+    if (self->thread_started) {
+        int64_t waiting = 0;
 
-        free(self->outbox_head->json);
-        free(self->outbox_head);
-        self->outbox_head = next;
+        if (db_outbox_count(self->db, &waiting) == CF_OK && waiting > 0)
+            log_warn("run states not published yet, kept for the next start", "count=%lld",
+                     (long long)waiting);
     }
     while (self->releases != NULL) {
         struct pending_release *next = self->releases->next;
@@ -2363,7 +2388,6 @@ static void cluster_destroy(struct coord *coord)
     nodeset_free(self->ns);
     pthread_mutex_destroy(&self->release_lock);
     pthread_mutex_destroy(&self->state_lock);
-    pthread_mutex_destroy(&self->outbox_lock);
     pthread_cond_destroy(&self->first_view_cond);
     free(self->members);
     free(self->instance_id);
@@ -2378,7 +2402,8 @@ static const struct coord_ops cluster_ops = {
     .release = cluster_release,
     .catalog_put = cluster_catalog_put,
     .catalog_delete = cluster_catalog_delete,
-    .history_publish = cluster_history_publish,
+    .shares_history = cluster_shares_history,
+    .history_queued = cluster_history_queued,
     .fired_until = cluster_fired_until,
     .claim_delay_ms = cluster_claim_delay_ms,
     .set_listener = cluster_set_listener,
@@ -2412,7 +2437,6 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     self->advertise_url = strdup(cfg->advertise_url);
     self->prefix = strdup(cfg->prefix);
     pthread_mutex_init(&self->state_lock, NULL);
-    pthread_mutex_init(&self->outbox_lock, NULL);
     pthread_mutex_init(&self->release_lock, NULL);
     pthread_cond_init(&self->first_view_cond, NULL);
     if (self->instance_id == NULL || self->advertise_url == NULL || self->prefix == NULL) {
@@ -2445,6 +2469,20 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
         hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
     atomic_store(&self->ordinal, (unsigned)(hash % (1u << COORD_ORDINAL_BITS)));
 
+    {
+        char *epoch = NULL;
+
+        /* A database of its own names the outbox: seqs restart with a new database. */
+        if (db_meta_get_or_create(self->db, "outbox_epoch", 8, &epoch) != CF_OK) {
+            snprintf(err, errlen, "cannot read the outbox epoch from the database");
+            cluster_destroy(&self->base);
+            return CF_ERR_DB;
+        }
+        snprintf(self->outbox_field, sizeof(self->outbox_field), "%s/%s", self->instance_id, epoch);
+        free(epoch);
+        /* States a previous run of this database left queued go first. */
+        atomic_store(&self->outbox_queued, true);
+    }
     for (size_t node = 0; node < self->n; node++) {
         char key[KEY_MAX], *pos = NULL;
 

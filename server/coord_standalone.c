@@ -289,11 +289,14 @@ out:
     return ret;
 }
 
-static int standalone_history_publish(struct coord *coord, const struct run *const *runs, size_t n,
-                                      bool now)
+/* The local database is the whole history. */
+static bool standalone_shares_history(struct coord *coord)
 {
-    /* The local database is the whole history. */
-    return CF_OK;
+    return false;
+}
+
+static void standalone_history_queued(struct coord *coord)
+{
 }
 
 static int standalone_fired_until(struct coord *coord, const char *const *jobs, size_t n,
@@ -396,7 +399,8 @@ static const struct coord_ops standalone_ops = {
     .release = standalone_release,
     .catalog_put = standalone_catalog_put,
     .catalog_delete = standalone_catalog_delete,
-    .history_publish = standalone_history_publish,
+    .shares_history = standalone_shares_history,
+    .history_queued = standalone_history_queued,
     .fired_until = standalone_fired_until,
     .claim_delay_ms = standalone_claim_delay_ms,
     .set_listener = standalone_set_listener,

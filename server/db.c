@@ -26,6 +26,7 @@ struct db {
     pthread_mutex_t lock;     /* held for every call, and from db_begin to its end */
     int lock_fd;              /* db_claim_owner's advisory lock, -1 when none */
     sqlite3_stmt *run_upsert; /* prepared once: the scheduler runs it thousands of times a second */
+    sqlite3_stmt *outbox_add; /* prepared once, beside run_upsert */
     struct db_observer observer;
 };
 
@@ -109,6 +110,7 @@ void db_close(struct db *db)
     if (db == NULL)
         return;
     sqlite3_finalize(db->run_upsert);
+    sqlite3_finalize(db->outbox_add);
     sqlite3_close_v2(db->conn);
     if (db->lock_fd >= 0)
         close(db->lock_fd);
@@ -792,26 +794,22 @@ int64_t db_run_sort_at(const struct run *run)
 }
 
 /*
- * The merge rank of a status (DESIGN §4.7): a record of one run replaces
- * another of lower or equal rank only. Running < skipped/missed/lost < a
- * delivery outcome.
+ * The merge key of a stored or incoming run (DESIGN §4.7), the order of
+ * run_merge_compare() as an SQL row value: a record replaces the stored one
+ * of the same id only when its key is greater, so every instance keeps the
+ * same record whatever order they arrive in, and writing the stored state
+ * again changes nothing. NULL texts sort first, as in run_merge_compare().
  */
-#define RUN_RANK_SQL(col)                                                                          \
-    "(CASE " col " WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'missed' THEN 1"               \
-    " WHEN 'lost' THEN 1 ELSE 2 END)"
-
-/*
- * True when the incoming row differs from the stored one in any column of
- * a run's state, so that writing the same state again changes nothing.
- */
-#define RUN_CHANGED_SQL                                                                            \
-    "(runs.trigger, runs.scheduled_at, runs.started_at, runs.finished_at, runs.status,"            \
-    " runs.reason, runs.fencing_token, runs.instance, runs.attempts, runs.http_status,"            \
-    " runs.duration_ms, runs.error, runs.response_excerpt, runs.lease_lost) IS NOT"                \
-    " (excluded.trigger, excluded.scheduled_at, excluded.started_at, excluded.finished_at,"        \
-    " excluded.status, excluded.reason, excluded.fencing_token, excluded.instance,"                \
-    " excluded.attempts, excluded.http_status, excluded.duration_ms, excluded.error,"              \
-    " excluded.response_excerpt, excluded.lease_lost)"
+#define RUN_MERGE_TEXT_SQL(col) "(" col " IS NOT NULL), coalesce(" col ", '')"
+#define RUN_MERGE_KEY_SQL(t)                                                                       \
+    "(coalesce(" t ".fencing_token, 0) > 0, coalesce(" t ".fencing_token, 0),"                     \
+    " " t ".status <> 'running',"                                                                  \
+    " (CASE " t ".status WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'missed' THEN 2"         \
+    " WHEN 'lost' THEN 3 WHEN 'fenced' THEN 4 WHEN 'failed' THEN 5 WHEN 'succeeded' THEN 6"        \
+    " ELSE -1 END),"                                                                               \
+    " " t ".attempts, coalesce(" t ".finished_at, 0), coalesce(" t                                 \
+    ".started_at, 0), " RUN_MERGE_TEXT_SQL(t ".instance") ", " RUN_MERGE_TEXT_SQL(                 \
+        t ".reason") ", " RUN_MERGE_TEXT_SQL(t ".error") ")"
 
 /*
  * Upserts one run with the cached statement; the lock is held. *changed
@@ -837,8 +835,7 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
             " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
             " error = excluded.error, response_excerpt = excluded.response_excerpt,"
             " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
-            " WHERE " RUN_RANK_SQL("excluded.status") " >= " RUN_RANK_SQL(
-                "runs.status") " AND " RUN_CHANGED_SQL,
+            " WHERE " RUN_MERGE_KEY_SQL("excluded") " > " RUN_MERGE_KEY_SQL("runs"),
             -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
         if (rc != SQLITE_OK)
             return db_fail(db, "prepare run upsert");
@@ -871,12 +868,44 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
     return rc == SQLITE_DONE ? CF_OK : db_fail(db, "run upsert");
 }
 
+/*
+ * Queues run's state in the outbox (the lock is held, within a
+ * transaction). Returns CF_OK, CF_ERR_NOMEM or CF_ERR_DB.
+ */
+static int outbox_add_locked(struct db *db, const struct run *run)
+{
+    json_t *doc = run_to_json(run);
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    int rc;
+
+    json_decref(doc);
+    if (text == NULL)
+        return CF_ERR_NOMEM;
+    if (db->outbox_add == NULL &&
+        sqlite3_prepare_v3(db->conn, "INSERT INTO outbox (run_id, doc) VALUES (?1, ?2)", -1,
+                           SQLITE_PREPARE_PERSISTENT, &db->outbox_add, NULL) != SQLITE_OK) {
+        free(text);
+        return db_fail(db, "prepare outbox insert");
+    }
+    bind_text(db->outbox_add, 1, run->id);
+    sqlite3_bind_text(db->outbox_add, 2, text, -1, free);
+    rc = sqlite3_step(db->outbox_add);
+    sqlite3_reset(db->outbox_add);
+    sqlite3_clear_bindings(db->outbox_add);
+    return rc == SQLITE_DONE ? CF_OK : db_fail(db, "outbox insert");
+}
+
 int db_run_upsert(struct db *db, const struct run *run)
 {
-    return db_run_upsert_many(db, &run, 1);
+    return db_run_record(db, &run, 1, false);
 }
 
 int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t count)
+{
+    return db_run_record(db, runs, count, false);
+}
+
+int db_run_record(struct db *db, const struct run *const *runs, size_t count, bool outbox)
 {
     bool one = false;
     bool *changed;
@@ -888,7 +917,7 @@ int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t coun
     changed = count == 1 ? &one : calloc(count, sizeof(*changed));
     if (changed == NULL)
         return CF_ERR_NOMEM;
-    if (count == 1) {
+    if (count == 1 && !outbox) {
         pthread_mutex_lock(&db->lock);
         ret = run_upsert_locked(db, runs[0], &changed[0]);
         pthread_mutex_unlock(&db->lock);
@@ -896,6 +925,9 @@ int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t coun
         ret = db_begin(db);
         for (size_t i = 0; i < count && ret == CF_OK; i++) {
             ret = run_upsert_locked(db, runs[i], &changed[i]);
+            /* A state the history did not take is older than one already queued. */
+            if (ret == CF_OK && outbox && changed[i])
+                ret = outbox_add_locked(db, runs[i]);
             if (ret != CF_OK)
                 db_rollback(db);
         }
@@ -907,6 +939,101 @@ int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t coun
             db->observer.run_changed(db->observer.ctx, runs[i]);
     if (changed != &one)
         free(changed);
+    return ret;
+}
+
+/* ---- outbox ---- */
+
+void db_outbox_entries_free(struct db_outbox_entry *entries, size_t count)
+{
+    for (size_t i = 0; entries != NULL && i < count; i++)
+        free(entries[i].doc);
+    free(entries);
+}
+
+int db_outbox_peek(struct db *db, size_t limit, struct db_outbox_entry **entries, size_t *count)
+{
+    struct db_outbox_entry *list = calloc(limit ? limit : 1, sizeof(*list));
+    sqlite3_stmt *stmt;
+    size_t n = 0;
+    int rc = SQLITE_DONE, ret = CF_OK;
+
+    *entries = NULL;
+    *count = 0;
+    if (list == NULL)
+        return CF_ERR_NOMEM;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT seq, doc FROM outbox ORDER BY seq LIMIT ?");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    sqlite3_bind_int64(stmt, 1, (int64_t)limit);
+    while (n < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        list[n].seq = sqlite3_column_int64(stmt, 0);
+        list[n].doc = column_strdup(stmt, 1);
+        if (list[n].doc == NULL) {
+            ret = CF_ERR_NOMEM;
+            break;
+        }
+        n++;
+    }
+    if (ret == CF_OK && n < limit && rc != SQLITE_DONE)
+        ret = db_fail(db, "outbox read");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        db_outbox_entries_free(list, n);
+        return ret;
+    }
+    *entries = list;
+    *count = n;
+    return CF_OK;
+}
+
+int db_outbox_delete(struct db *db, const int64_t *seqs, size_t count)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    if (count == 0)
+        return CF_OK;
+    ret = db_begin(db);
+    if (ret != CF_OK)
+        return ret;
+    stmt = prepare(db, "DELETE FROM outbox WHERE seq = ?");
+    for (size_t i = 0; stmt != NULL && i < count; i++) {
+        sqlite3_bind_int64(stmt, 1, seqs[i]);
+        if (sqlite3_step(stmt) != SQLITE_DONE) {
+            sqlite3_finalize(stmt);
+            stmt = NULL;
+            db_fail(db, "outbox delete");
+        }
+        if (stmt != NULL)
+            sqlite3_reset(stmt);
+    }
+    if (stmt == NULL) {
+        db_rollback(db);
+        return CF_ERR_DB;
+    }
+    sqlite3_finalize(stmt);
+    return db_commit(db);
+}
+
+int db_outbox_count(struct db *db, int64_t *count)
+{
+    sqlite3_stmt *stmt;
+    int ret = CF_ERR_DB;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT count(*) FROM outbox");
+    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW) {
+        *count = sqlite3_column_int64(stmt, 0);
+        ret = CF_OK;
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
     return ret;
 }
 

@@ -161,15 +161,46 @@ struct db_observer {
 void db_set_observer(struct db *db, const struct db_observer *observer);
 
 /*
- * Upserts a run by id. A later state replaces an earlier one, but a final
- * state is never replaced by "running", and a delivered outcome is never
- * replaced by a skip or a miss of the same slot. Writing the state already
- * stored changes nothing and is not reported to the observer.
+ * Merges a run into the history by id: the stored record is replaced only
+ * by one that wins run_merge_compare() (DESIGN §4.7), so records of one
+ * run arriving in any order leave every instance with the same one.
+ * Writing a record that does not win changes nothing and is not reported
+ * to the observer.
  */
 int db_run_upsert(struct db *db, const struct run *run);
 
-/* Upserts count runs as db_run_upsert() does, in one transaction (all or none). */
+/* Merges count runs as db_run_upsert() does, in one transaction (all or none). */
 int db_run_upsert_many(struct db *db, const struct run *const *runs, size_t count);
+
+/*
+ * db_run_upsert_many(), and with outbox also queues each state the history
+ * took in the outbox, in the same transaction: a state on record is then
+ * never lost before the cluster's feed has it, whatever kills the process.
+ */
+int db_run_record(struct db *db, const struct run *const *runs, size_t count, bool outbox);
+
+/* ---- outbox of run states for the cluster's feed (DESIGN §4.7) ---- */
+
+struct db_outbox_entry {
+    int64_t seq; /* increasing, never reused in one database */
+    char *doc;   /* the run's JSON (run_to_json()) */
+};
+
+/*
+ * Reads the oldest limit queued states, oldest first, into a new array
+ * *entries of *count (db_outbox_entries_free()). On error nothing is
+ * returned.
+ */
+int db_outbox_peek(struct db *db, size_t limit, struct db_outbox_entry **entries, size_t *count);
+
+/* Frees what db_outbox_peek() returned; accepts NULL. */
+void db_outbox_entries_free(struct db_outbox_entry *entries, size_t count);
+
+/* Deletes the queued states of the count seqs, in one transaction. */
+int db_outbox_delete(struct db *db, const int64_t *seqs, size_t count);
+
+/* Number of queued states into *count. */
+int db_outbox_count(struct db *db, int64_t *count);
 
 /* Reads run id into *run (run_clear() it). CF_ERR_NOT_FOUND when absent. */
 int db_run_get(struct db *db, const char *id, struct run *run);

@@ -89,6 +89,54 @@ bool run_status_final(enum run_status status)
     return status != RUN_RUNNING;
 }
 
+/* Position of a status in the merge order of run_merge_compare(). */
+static int run_status_order(enum run_status status)
+{
+    static const int order[] = {
+        [RUN_RUNNING] = 0, [RUN_SKIPPED] = 1, [RUN_MISSED] = 2,    [RUN_LOST] = 3,
+        [RUN_FENCED] = 4,  [RUN_FAILED] = 5,  [RUN_SUCCEEDED] = 6,
+    };
+
+    return (size_t)status < RUN_COUNT(order) ? order[status] : -1;
+}
+
+static int run_compare_int(int64_t a, int64_t b)
+{
+    return (a > b) - (a < b);
+}
+
+/* NULL sorts before every string; strings compare as bytes, like SQLite's BINARY collation. */
+static int run_compare_text(const char *a, const char *b)
+{
+    int c;
+
+    if (a == NULL || b == NULL)
+        return (a != NULL) - (b != NULL);
+    c = strcmp(a, b);
+    return (c > 0) - (c < 0);
+}
+
+int run_merge_compare(const struct run *a, const struct run *b)
+{
+    const int steps[] = {
+        run_compare_int(a->fencing_token > 0, b->fencing_token > 0),
+        run_compare_int(a->fencing_token, b->fencing_token),
+        run_compare_int(run_status_final(a->status), run_status_final(b->status)),
+        run_compare_int(run_status_order(a->status), run_status_order(b->status)),
+        run_compare_int(a->attempts, b->attempts),
+        run_compare_int(a->finished_at_ms, b->finished_at_ms),
+        run_compare_int(a->started_at_ms, b->started_at_ms),
+        run_compare_text(a->instance, b->instance),
+        run_compare_text(a->reason, b->reason),
+        run_compare_text(a->error, b->error),
+    };
+
+    for (size_t i = 0; i < RUN_COUNT(steps); i++)
+        if (steps[i] != 0)
+            return steps[i];
+    return 0;
+}
+
 /*
  * Length of the valid UTF-8 sequence at s (at most avail bytes), or 0 when
  * the bytes there are not one: a stray continuation byte, a truncated

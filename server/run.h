@@ -63,6 +63,27 @@ int run_trigger_parse(const char *name);
 /* Whether a status is final (anything but running). */
 bool run_status_final(enum run_status status);
 
+/*
+ * The merge order of two records of one run (DESIGN §4.7): > 0 when a wins
+ * over b, < 0 when b wins, 0 when they are the same record. Every instance
+ * keeps, for each run id, the greatest record it has seen, so histories
+ * converge whatever order records arrive in. Records are compared by, in
+ * turn:
+ *
+ *   1. a record carrying a fencing token (a claim was committed) beats one
+ *      without: a delivery is never hidden by a skip or a miss;
+ *   2. the higher token (a later claim of the slot);
+ *   3. a final status beats "running";
+ *   4. status order: running < skipped < missed < lost < fenced < failed <
+ *      succeeded (a delivery's outcome beats a peer's guess that it was lost);
+ *   5. more attempts; 6. the later finish; 7. the later start;
+ *   8. then instance, reason and error, as bytes, for a deterministic tie.
+ *
+ * db.c's RUN_MERGE_KEY_SQL is the same order in SQL; the unit tests hold
+ * the two together.
+ */
+int run_merge_compare(const struct run *a, const struct run *b);
+
 /* New JSON object with every field of DESIGN §6, times as RFC 3339; NULL on allocation failure. */
 json_t *run_to_json(const struct run *run);
 

@@ -67,6 +67,13 @@ struct sched_job {
     /* Links in the scheduler's list of jobs with pending slots. */
     struct sched_job *pending_prev, *pending_next;
     bool pending_listed;
+    /*
+     * Slots given up for want of a quorum since the last claim that reached
+     * one: recorded as one summary when a quorum answers again, not as one
+     * row per slot (DESIGN §1 G5: "recorded as missed once the quorum
+     * returns"). outage_count 0: none.
+     */
+    int64_t outage_first_ms, outage_last_ms, outage_count;
 };
 
 #define NOT_IN_HEAP ((size_t)-1)
@@ -275,16 +282,23 @@ static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_
 /*
  * Stores n run states in one transaction (a tick often starts or finishes
  * many runs at once, and one commit each would dominate the scheduler's
- * time), then publishes each.
+ * time). In a cluster, with share, the same transaction queues them in the
+ * outbox for the other instances (DESIGN §4.7), so that no state on record
+ * can be lost before they have it; start states need not be, since the
+ * claim's commit round recorded them on the nodes already.
  */
-static void record_runs_now(struct scheduler *sched, const struct run *const *runs, size_t n,
-                            bool publish_now)
+static void record_runs_shared(struct scheduler *sched, const struct run *const *runs, size_t n,
+                               bool share)
 {
+    struct coord *coord = sched->cfg.coord;
+
     if (n == 0)
         return;
-    if (db_run_upsert_many(sched->cfg.db, runs, n) != CF_OK)
+    share = share && coord->ops->shares_history(coord);
+    if (db_run_record(sched->cfg.db, runs, n, share) != CF_OK)
         log_error("runs not recorded", "count=%zu first=%s", n, runs[0]->id);
-    sched->cfg.coord->ops->history_publish(sched->cfg.coord, runs, n, publish_now);
+    else if (share)
+        coord->ops->history_queued(coord);
     for (size_t i = 0; i < n; i++)
         if (sched->cfg.run_changed != NULL)
             sched->cfg.run_changed(sched->cfg.ctx, runs[i]);
@@ -292,7 +306,7 @@ static void record_runs_now(struct scheduler *sched, const struct run *const *ru
 
 static void record_runs(struct scheduler *sched, const struct run *const *runs, size_t n)
 {
-    record_runs_now(sched, runs, n, false);
+    record_runs_shared(sched, runs, n, true);
 }
 
 static void record_run(struct scheduler *sched, const struct run *run)
@@ -300,10 +314,16 @@ static void record_run(struct scheduler *sched, const struct run *run)
     record_runs(sched, &run, 1);
 }
 
-/* Records a slot that never started: skipped or missed, for reason (counted by label). */
-static void record_unstarted(struct scheduler *sched, const char *job, int64_t slot_ms,
-                             enum run_trigger trigger, enum run_status status,
-                             enum metrics_slot_reason label, const char *reason)
+/*
+ * Records a slot that never started: skipped or missed, for reason (counted
+ * by label). token is a fencing token minted for it but not committed on a
+ * quorum (0 for none): the record then carries it, so that it outranks a
+ * start record the commit round may have left on some nodes (DESIGN §4.7).
+ */
+static void record_unstarted_token(struct scheduler *sched, const char *job, int64_t slot_ms,
+                                   enum run_trigger trigger, enum run_status status,
+                                   enum metrics_slot_reason label, const char *reason,
+                                   int64_t token)
 {
     struct run run = {0};
 
@@ -313,12 +333,48 @@ static void record_unstarted(struct scheduler *sched, const char *job, int64_t s
     run.scheduled_at_ms = slot_ms;
     run.status = status;
     run.reason = (char *)reason;
+    run.fencing_token = token;
     run.instance = (char *)sched->cfg.instance_id;
     /* Counted first: once the run can be read, the count includes it. */
     metrics_count_slots(sched->cfg.metrics, status, label, 1);
     record_run(sched, &run);
     log_info(status == RUN_SKIPPED ? "slot skipped" : "slot missed",
              "job=%s slot=%lld reason=\"%s\"", job, (long long)slot_ms, reason);
+}
+
+static void record_unstarted(struct scheduler *sched, const char *job, int64_t slot_ms,
+                             enum run_trigger trigger, enum run_status status,
+                             enum metrics_slot_reason label, const char *reason)
+{
+    record_unstarted_token(sched, job, slot_ms, trigger, status, label, reason, 0);
+}
+
+/*
+ * Records summarised slots of job as one missed row, id
+ * "<job>@<first ms>-<last ms>", dated at its last slot (so that the next
+ * start resumes after every slot it counts); count slots, or at least count
+ * when not exact.
+ */
+static void record_missed_summary(struct scheduler *sched, const char *job, int64_t first_ms,
+                                  int64_t last_ms, int64_t count, bool exact,
+                                  enum metrics_slot_reason label, const char *reason)
+{
+    struct run run = {0};
+    char from[CF_TIME_LEN], to[CF_TIME_LEN], text[256];
+
+    snprintf(run.id, sizeof(run.id), "%s@%lld-%lld", job, (long long)first_ms, (long long)last_ms);
+    snprintf(text, sizeof(text), "%s%lld slots missed from %s to %s (%s)", exact ? "" : "at least ",
+             (long long)count, cf_format_time(first_ms, from), cf_format_time(last_ms, to), reason);
+    run.job = (char *)job;
+    run.trigger = RUN_TRIGGER_SCHEDULE;
+    run.scheduled_at_ms = last_ms;
+    run.status = RUN_MISSED;
+    run.reason = text;
+    run.instance = (char *)sched->cfg.instance_id;
+    metrics_count_slots(sched->cfg.metrics, RUN_MISSED, label, count);
+    record_run(sched, &run);
+    log_warn("slots missed", "job=%s count=%lld from=%s to=%s reason=\"%s\"", job, (long long)count,
+             from, to, reason);
 }
 
 /*
@@ -362,29 +418,42 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
             break;
         slot = next;
     }
-    if (summary_first != 0) {
-        struct run run = {0};
-        char from[CF_TIME_LEN], to[CF_TIME_LEN], text[256];
-        int64_t summarised = count - SCHED_MISSED_ROWS;
-
-        snprintf(run.id, sizeof(run.id), "%s@%lld-%lld", sj->name, (long long)summary_first,
-                 (long long)summary_last);
-        snprintf(text, sizeof(text), "%s%lld more slots missed from %s to %s (%s)",
-                 exact ? "" : "at least ", (long long)summarised,
-                 cf_format_time(summary_first, from), cf_format_time(summary_last, to), reason);
-        run.job = sj->name;
-        run.trigger = RUN_TRIGGER_SCHEDULE;
-        /* Dated at its last slot: the next start resumes after every slot it counts. */
-        run.scheduled_at_ms = summary_last;
-        run.status = RUN_MISSED;
-        run.reason = text;
-        run.instance = (char *)sched->cfg.instance_id;
-        metrics_count_slots(sched->cfg.metrics, RUN_MISSED, label, summarised);
-        record_run(sched, &run);
-        log_warn("slots missed", "job=%s count=%lld from=%s to=%s", sj->name, (long long)summarised,
-                 from, to);
-    }
+    if (summary_first != 0)
+        record_missed_summary(sched, sj->name, summary_first, summary_last,
+                              count - SCHED_MISSED_ROWS, exact, label, reason);
     return count;
+}
+
+/* Counts a slot of sj given up for want of a quorum into its outage (see struct sched_job). */
+static void note_outage(struct sched_job *sj, int64_t slot_ms)
+{
+    if (sj->outage_count == 0 || slot_ms < sj->outage_first_ms)
+        sj->outage_first_ms = slot_ms;
+    if (sj->outage_count == 0 || slot_ms > sj->outage_last_ms)
+        sj->outage_last_ms = slot_ms;
+    sj->outage_count++;
+}
+
+/* Records the outage of sj, if any: one missed row for a single slot, else one summary. */
+static void record_outage(struct scheduler *sched, struct sched_job *sj)
+{
+    static const char reason[] = "no quorum of trusted redis nodes";
+
+    if (sj->outage_count == 1)
+        record_unstarted(sched, sj->name, sj->outage_first_ms, RUN_TRIGGER_SCHEDULE, RUN_MISSED,
+                         METRICS_REASON_NO_QUORUM, reason);
+    else if (sj->outage_count > 1)
+        record_missed_summary(sched, sj->name, sj->outage_first_ms, sj->outage_last_ms,
+                              sj->outage_count, true, METRICS_REASON_NO_QUORUM, reason);
+    sj->outage_count = 0;
+}
+
+/* Records the outages of every job (at stop). */
+static void record_all_outages(struct scheduler *sched)
+{
+    for (size_t b = 0; b < JOB_BUCKETS; b++)
+        for (struct sched_job *sj = sched->buckets[b]; sj != NULL; sj = sj->next_in_bucket)
+            record_outage(sched, sj);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -432,6 +501,7 @@ static void free_pending(struct scheduler *sched, struct sched_job *sj)
 /* Drops the job's definition; the entry itself stays while firings are in flight. */
 static void unload_job(struct scheduler *sched, struct sched_job *sj)
 {
+    record_outage(sched, sj);
     heap_set(sched, sj, 0);
     free_pending(sched, sj);
     job_free(sj->job);
@@ -590,8 +660,13 @@ static void firing_done(void *ctx, struct delivery_request *req,
     pthread_mutex_unlock(&sched->inbox_lock);
 }
 
-static void claim_init(struct coord_claim *claim, const struct sched_job *sj, int64_t slot_ms,
-                       enum run_trigger trigger)
+/*
+ * Sets up the claim of a slot and names the run it starts: "<job>@<T>" for
+ * a slot, a random id for a manual run. Returns CF_OK, or CF_ERR_IO when no
+ * random id could be had.
+ */
+static int claim_init(struct coord_claim *claim, const struct sched_job *sj, int64_t slot_ms,
+                      enum run_trigger trigger)
 {
     memset(claim, 0, sizeof(*claim));
     claim->job = sj->name;
@@ -599,6 +674,11 @@ static void claim_init(struct coord_claim *claim, const struct sched_job *sj, in
     claim->lease_ms = sj->job->lease_ms;
     claim->per_slot = sj->job->overlap == JOB_OVERLAP_ALLOW;
     claim->advance = trigger != RUN_TRIGGER_MANUAL;
+    claim->trigger = trigger;
+    if (trigger == RUN_TRIGGER_MANUAL)
+        return cf_random_hex(claim->run_id, 16);
+    run_slot_id(sj->name, slot_ms, claim->run_id);
+    return CF_OK;
 }
 
 /* One claim round with the coordinator for n slots, timed for the metrics. */
@@ -631,18 +711,16 @@ static struct firing *prepare_firing(struct scheduler *sched, struct sched_job *
     firing->run.instance = strdup(sched->cfg.instance_id);
     if (firing->run.job == NULL || firing->run.instance == NULL)
         goto out_fail;
-    if (trigger == RUN_TRIGGER_MANUAL) {
-        if (cf_random_hex(firing->run.id, 16) != CF_OK)
-            goto out_fail;
+    memcpy(firing->run.id, claim->run_id, sizeof(firing->run.id));
+    if (trigger == RUN_TRIGGER_MANUAL)
         snprintf(req->idempotency_key, sizeof(req->idempotency_key), "%s", firing->run.id);
-    } else {
-        run_slot_id(sj->name, claim->slot_ms, firing->run.id);
+    else
         snprintf(req->idempotency_key, sizeof(req->idempotency_key), "%s@%s", sj->name,
                  cf_format_time(claim->slot_ms, when));
-    }
     firing->run.trigger = trigger;
     firing->run.scheduled_at_ms = claim->slot_ms;
-    firing->run.started_at_ms = cf_wall_ms();
+    /* The start the commit round recorded, so that both records of it are one. */
+    firing->run.started_at_ms = claim->started_at_ms != 0 ? claim->started_at_ms : cf_wall_ms();
     firing->run.status = RUN_RUNNING;
     firing->run.fencing_token = claim->token;
     firing->next_extend_boot_ms = cf_boot_ms() + claim->lease_ms / 3;
@@ -722,8 +800,8 @@ static void start_firings(struct scheduler *sched, struct firing **firings, size
     if (runs != NULL) {
         for (size_t i = 0; i < n; i++)
             runs[i] = &firings[i]->run;
-        /* On the nodes before the webhooks go out: the run survives this instance's death. */
-        record_runs_now(sched, runs, n, true);
+        /* The claims' commit round put these on the nodes already. */
+        record_runs_shared(sched, runs, n, false);
         free(runs);
     } else {
         for (size_t i = 0; i < n; i++)
@@ -778,7 +856,8 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        claim_init(&claims[i], due[i].sj, due[i].slot_ms, due[i].trigger);
+        if (claim_init(&claims[i], due[i].sj, due[i].slot_ms, due[i].trigger) != CF_OK)
+            claims[i].run_id[0] = '\0'; /* scheduled slots always have their id */
     claim_round(sched, claims, n);
 
     started = calloc(n, sizeof(*started));
@@ -786,6 +865,9 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
         struct sched_job *sj = due[i].sj;
         int64_t slot = due[i].slot_ms;
 
+        /* A claim that reached a quorum ends the job's outage. */
+        if (claims[i].result != CF_ERR_NO_QUORUM)
+            record_outage(sched, sj);
         switch (claims[i].result) {
         case CF_OK: {
             struct firing *firing =
@@ -798,13 +880,24 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
             break;
         }
         case CF_ERR_FIRED:
-            log_debug("slot already fired", "job=%s slot=%lld", sj->name, (long long)slot);
+            log_debug("slot already fired", "job=%s slot=%lld fired=%lld", sj->name,
+                      (long long)slot, (long long)claims[i].fired_ms);
+            /*
+             * A later slot was committed first (a queued slot overtaken, or a
+             * slot this instance reached too late): this one may never have
+             * been delivered. Say so; if a peer did deliver it, its record
+             * carries a token and wins the merge (DESIGN §4.7).
+             */
+            if (claims[i].fired_ms > slot)
+                record_unstarted(sched, sj->name, slot, due[i].trigger, RUN_MISSED,
+                                 METRICS_REASON_LATE,
+                                 "a later slot was delivered before this one could start");
             break;
         case CF_ERR_LOST:
             /* Claimed but not committed in time: fence.last may say it fired; it did not. */
-            record_unstarted(sched, sj->name, slot, due[i].trigger, RUN_MISSED,
-                             METRICS_REASON_UNCOMMITTED,
-                             "the claim could not be committed on a quorum in time");
+            record_unstarted_token(
+                sched, sj->name, slot, due[i].trigger, RUN_MISSED, METRICS_REASON_UNCOMMITTED,
+                "the claim could not be committed on a quorum in time", claims[i].token);
             break;
         case CF_ERR_BUSY:
             if (claims[i].busy_slot_ms == slot) {
@@ -933,7 +1026,9 @@ static void supersede_pending(struct scheduler *sched, struct sched_job *sj)
             continue;
         }
         *link = slot->next;
-        if (slot->kind == PENDING_RETRY)
+        if (slot->kind == PENDING_RETRY && slot->last_error == CF_ERR_NO_QUORUM)
+            note_outage(sj, slot->slot_ms);
+        else if (slot->kind == PENDING_RETRY)
             record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
                              pending_label(slot), pending_reason(slot, true));
         free(slot);
@@ -1099,8 +1194,11 @@ static void start_pending(struct scheduler *sched, int64_t now, int64_t now_boot
         if (slot != NULL && sj->job != NULL) {
             if (now - slot->slot_ms > sj->job->starting_deadline_ms) {
                 sj->pending = slot->next;
-                record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
-                                 pending_label(slot), pending_reason(slot, false));
+                if (slot->kind == PENDING_RETRY && slot->last_error == CF_ERR_NO_QUORUM)
+                    note_outage(sj, slot->slot_ms);
+                else
+                    record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
+                                     pending_label(slot), pending_reason(slot, false));
                 free(slot);
             } else if (pending_ready(sj, slot, now_boot)) {
                 sj->pending = slot->next;
@@ -1329,7 +1427,10 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
         request->result = CF_ERR_CONFLICT;
         return;
     }
-    claim_init(&claim, sj, cf_wall_ms(), RUN_TRIGGER_MANUAL);
+    if (claim_init(&claim, sj, cf_wall_ms(), RUN_TRIGGER_MANUAL) != CF_OK) {
+        request->result = CF_ERR_IO;
+        return;
+    }
     claim_round(sched, &claim, 1);
     if (claim.result == CF_ERR_BUSY) {
         snprintf(request->reason, request->reason_len, "another run holds the job's lock");
@@ -1561,6 +1662,7 @@ static void *scheduler_main(void *arg)
         if (stopping) {
             refuse_triggers(sched, triggers);
             drain_firings(sched);
+            record_all_outages(sched);
             return NULL;
         }
         if (triggers != NULL) {
