@@ -881,14 +881,25 @@ static void handle_healthz(void *ctx, const struct http_request *req, struct htt
 static void handle_readyz(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
+    char reason[300] = "";
     bool database = db_check(api->cfg.db) == CF_OK;
+    bool writable = database && db_storage_ok(reason, sizeof(reason));
     bool coordinator = api->cfg.coord->ops->ready(api->cfg.coord);
     bool scheduler = !scheduler_stopping(api->cfg.scheduler);
-    bool ready = database && coordinator && scheduler;
+    bool ready = writable && coordinator && scheduler;
+    json_t *doc;
 
-    send_json(res, ready ? 200 : 503,
-              json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
-                        database, "coordinator", coordinator, "scheduler", scheduler));
+    if (!database)
+        snprintf(reason, sizeof(reason), "database not readable");
+    else if (writable && !coordinator)
+        snprintf(reason, sizeof(reason), "no quorum of trusted redis nodes");
+    else if (writable && !scheduler)
+        snprintf(reason, sizeof(reason), "stopping");
+    doc = json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
+                    writable, "coordinator", coordinator, "scheduler", scheduler);
+    if (doc != NULL && !ready)
+        json_object_set_new(doc, "reason", json_string(reason));
+    send_json(res, ready ? 200 : 503, doc);
 }
 
 /* How a per-node gauge reads its field of a node object of GET /cluster. */

@@ -6,8 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,11 +57,88 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
     va_end(ap);
 }
 
+/*
+ * Storage health, shared by every handle of the process (they share one
+ * file on one disk): the wall ms since which writes fail for want of
+ * storage (a full disk, an I/O error, a read-only file), 0 while they
+ * succeed. The first failure is logged at once, the rest at most once a
+ * minute with a count, so a full disk does not also flood the log.
+ */
+#define DB_STORAGE_LOG_EVERY_MS 60000
+static atomic_llong storage_failed_since_ms;
+static pthread_mutex_t storage_lock = PTHREAD_MUTEX_INITIALIZER;
+static char storage_error[256];        /* under storage_lock */
+static int64_t storage_logged_boot_ms; /* under storage_lock */
+static int64_t storage_suppressed;     /* under storage_lock */
+
+/* Whether a SQLite result code says the storage, not the statement, failed. */
+static bool storage_failure(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void note_storage_failure(const char *what, const char *message)
+{
+    char quoted[512];
+    int64_t now_boot = cf_boot_ms(), expected = 0;
+
+    pthread_mutex_lock(&storage_lock);
+    if (atomic_compare_exchange_strong(&storage_failed_since_ms, &expected, cf_wall_ms())) {
+        snprintf(storage_error, sizeof(storage_error), "%s", message);
+        storage_logged_boot_ms = now_boot;
+        storage_suppressed = 0;
+        log_error("database not writable: claims stop until it is", "op=%s error=\"%s\"", what,
+                  log_quote(message, quoted, sizeof(quoted)));
+    } else if (now_boot - storage_logged_boot_ms >= DB_STORAGE_LOG_EVERY_MS) {
+        log_error("database still not writable", "op=%s error=\"%s\" failures=%lld", what,
+                  log_quote(message, quoted, sizeof(quoted)), (long long)storage_suppressed + 1);
+        storage_logged_boot_ms = now_boot;
+        storage_suppressed = 0;
+    } else {
+        storage_suppressed++;
+    }
+    pthread_mutex_unlock(&storage_lock);
+}
+
+/* A write succeeded: the storage works (again). */
+static void note_storage_ok(void)
+{
+    int64_t since = atomic_load(&storage_failed_since_ms);
+
+    if (since == 0 || !atomic_compare_exchange_strong(&storage_failed_since_ms, &since, 0))
+        return;
+    log_info("database writable again", "after_ms=%lld", (long long)(cf_wall_ms() - since));
+}
+
+bool db_storage_ok(char *why, size_t why_len)
+{
+    if (atomic_load(&storage_failed_since_ms) == 0)
+        return true;
+    if (why != NULL && why_len > 0) {
+        pthread_mutex_lock(&storage_lock);
+        snprintf(why, why_len, "database not writable: %s", storage_error);
+        pthread_mutex_unlock(&storage_lock);
+    }
+    return false;
+}
+
 /* Logs and maps a SQLite failure; returns CF_ERR_DB. */
 static int db_fail(struct db *db, const char *what)
 {
     char quoted[512];
 
+    if (storage_failure(sqlite3_extended_errcode(db->conn))) {
+        note_storage_failure(what, sqlite3_errmsg(db->conn));
+        return CF_ERR_DB;
+    }
     log_error("database error", "op=%s error=\"%s\"", what,
               log_quote(sqlite3_errmsg(db->conn), quoted, sizeof(quoted)));
     return CF_ERR_DB;
@@ -371,6 +449,28 @@ int db_meta_set(struct db *db, const char *key, const char *value)
 
     pthread_mutex_lock(&db->lock);
     ret = meta_set_locked(db, key, value);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_probe_write(struct db *db)
+{
+    int ret = CF_OK;
+
+    /*
+     * A tiny write can succeed on a full disk (the WAL reuses its pages), so
+     * the probe commits a quarter megabyte, then takes it back.
+     */
+    pthread_mutex_lock(&db->lock);
+    if (sqlite3_exec(db->conn,
+                     "INSERT OR REPLACE INTO meta (key, value)"
+                     " VALUES ('storage_probe', printf('%.*c', 262144, 'x'))",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(db->conn, "DELETE FROM meta WHERE key = 'storage_probe'", NULL, NULL, NULL) !=
+            SQLITE_OK)
+        ret = db_fail(db, "storage probe");
+    else
+        note_storage_ok();
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -701,6 +801,8 @@ int db_commit(struct db *db)
     if (sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         ret = db_fail(db, "commit");
         sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    } else {
+        note_storage_ok();
     }
     pthread_mutex_unlock(&db->lock);
     return ret;
@@ -865,7 +967,12 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
     *changed = rc == SQLITE_DONE && sqlite3_changes(db->conn) > 0;
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
-    return rc == SQLITE_DONE ? CF_OK : db_fail(db, "run upsert");
+    if (rc != SQLITE_DONE)
+        return db_fail(db, "run upsert");
+    /* Outside a transaction the statement's own commit wrote it. */
+    if (sqlite3_get_autocommit(db->conn))
+        note_storage_ok();
+    return CF_OK;
 }
 
 /*

@@ -247,6 +247,17 @@ int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted);
 /* Deletes at most batch runs of job beyond its newest keep; *deleted receives how many. */
 int db_run_prune_job(struct db *db, const char *job, int keep, int batch, int *deleted);
 
+/*
+ * Whether the database's storage takes writes: false from a write that
+ * failed for want of storage (a full disk, an I/O error, a read-only file)
+ * until one succeeds, for every handle of the process. When false and why
+ * is not NULL, why receives the reason (why_len bytes).
+ */
+bool db_storage_ok(char *why, size_t why_len);
+
+/* Writes a small row (meta storage_probe) to learn whether the storage takes writes again. */
+int db_probe_write(struct db *db);
+
 /* Runs PRAGMA quick_check; CF_OK when "ok". */
 int db_check(struct db *db);
 

@@ -37,6 +37,36 @@ void run_clear(struct run *run)
     memset(run, 0, sizeof(*run));
 }
 
+/* A copy of text (NULL stays NULL); *failed is set when the copy could not be made. */
+static char *run_strdup(const char *text, bool *failed)
+{
+    char *copy;
+
+    if (text == NULL)
+        return NULL;
+    copy = strdup(text);
+    if (copy == NULL)
+        *failed = true;
+    return copy;
+}
+
+int run_copy(struct run *dst, const struct run *src)
+{
+    bool failed = false;
+
+    *dst = *src;
+    dst->job = run_strdup(src->job, &failed);
+    dst->reason = run_strdup(src->reason, &failed);
+    dst->instance = run_strdup(src->instance, &failed);
+    dst->error = run_strdup(src->error, &failed);
+    dst->response_excerpt = run_strdup(src->response_excerpt, &failed);
+    if (failed) {
+        run_clear(dst);
+        return CF_ERR_NOMEM;
+    }
+    return CF_OK;
+}
+
 void run_free(struct run *run)
 {
     run_clear(run);

@@ -48,6 +48,12 @@ struct run {
 /* Frees what a run owns (not the struct itself, which may live on the stack); accepts NULL. */
 void run_clear(struct run *run);
 
+/*
+ * Copies src into dst (overwritten, not freed first), strings duplicated.
+ * Returns CF_OK, or CF_ERR_NOMEM with dst left empty.
+ */
+int run_copy(struct run *dst, const struct run *src);
+
 /* Frees a heap run; accepts NULL. */
 void run_free(struct run *run);
 

@@ -35,6 +35,15 @@
 /* How long scheduler_trigger waits for the scheduler thread. */
 #define SCHED_TRIGGER_WAIT_MS 15000
 #define JOB_BUCKETS 4096
+/* While the database takes no writes: how often a write is tried, and how many states wait. */
+#define SCHED_STORAGE_PROBE_MS 1000
+#define SCHED_UNRECORDED_MAX 100000
+
+/* Why slots of a job were given up without a record each (see struct sched_job). */
+enum outage_kind {
+    OUTAGE_NO_QUORUM, /* no quorum of trusted redis nodes */
+    OUTAGE_STORAGE,   /* the database took no writes, so nothing was claimed */
+};
 
 /* Why a slot waits before its claim. */
 enum pending_kind {
@@ -68,12 +77,13 @@ struct sched_job {
     struct sched_job *pending_prev, *pending_next;
     bool pending_listed;
     /*
-     * Slots given up for want of a quorum since the last claim that reached
-     * one: recorded as one summary when a quorum answers again, not as one
-     * row per slot (DESIGN §1 G5: "recorded as missed once the quorum
-     * returns"). outage_count 0: none.
+     * Slots given up for want of a quorum, or of a writable database, since
+     * the last claim that had both: recorded as one summary when they are
+     * back, not as one row per slot (DESIGN §1 G5: "recorded as missed once
+     * the quorum returns"). outage_count 0: none.
      */
     int64_t outage_first_ms, outage_last_ms, outage_count;
+    enum outage_kind outage_kind;
 };
 
 #define NOT_IN_HEAP ((size_t)-1)
@@ -137,6 +147,14 @@ struct scheduler {
     struct completion *completions;
 
     /* Scheduler-thread state. */
+    /*
+     * Run states the database refused (storage failing), oldest first,
+     * written when it takes writes again; at most SCHED_UNRECORDED_MAX.
+     */
+    struct run *unrecorded;
+    size_t unrecorded_count, unrecorded_cap;
+    int64_t unrecorded_dropped;
+    int64_t next_probe_boot_ms;
     struct sched_job *buckets[JOB_BUCKETS];
     struct sched_job **heap;
     size_t heap_len, heap_cap;
@@ -287,21 +305,108 @@ static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_
  * can be lost before they have it; start states need not be, since the
  * claim's commit round recorded them on the nodes already.
  */
-static void record_runs_shared(struct scheduler *sched, const struct run *const *runs, size_t n,
-                               bool share)
+/*
+ * Keeps copies of n run states the database refused, to write once it
+ * takes writes again (bounded: beyond SCHED_UNRECORDED_MAX the newest are
+ * dropped and counted; their runs end "lost" after the next restart).
+ */
+static void keep_unrecorded(struct scheduler *sched, const struct run *const *runs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (sched->unrecorded_count == sched->unrecorded_cap) {
+            size_t grown = sched->unrecorded_cap ? sched->unrecorded_cap * 2 : 64;
+            struct run *bigger;
+
+            if (grown > SCHED_UNRECORDED_MAX)
+                grown = SCHED_UNRECORDED_MAX;
+            bigger = grown > sched->unrecorded_cap
+                         ? realloc(sched->unrecorded, grown * sizeof(*bigger))
+                         : NULL;
+            if (bigger == NULL) {
+                sched->unrecorded_dropped++;
+                continue;
+            }
+            sched->unrecorded = bigger;
+            sched->unrecorded_cap = grown;
+        }
+        if (run_copy(&sched->unrecorded[sched->unrecorded_count], runs[i]) == CF_OK)
+            sched->unrecorded_count++;
+        else
+            sched->unrecorded_dropped++;
+    }
+}
+
+/*
+ * Stores n run states as record_runs() does; returns CF_OK, or the error
+ * when the database refused them (kept then for later when its storage is
+ * failing, see keep_unrecorded()).
+ */
+static int record_runs_shared(struct scheduler *sched, const struct run *const *runs, size_t n,
+                              bool share)
 {
     struct coord *coord = sched->cfg.coord;
+    int ret;
 
     if (n == 0)
-        return;
+        return CF_OK;
     share = share && coord->ops->shares_history(coord);
-    if (db_run_record(sched->cfg.db, runs, n, share) != CF_OK)
+    ret = db_run_record(sched->cfg.db, runs, n, share);
+    if (ret != CF_OK) {
+        if (!db_storage_ok(NULL, 0)) {
+            keep_unrecorded(sched, runs, n); /* the database logged the condition */
+            return ret;
+        }
         log_error("runs not recorded", "count=%zu first=%s", n, runs[0]->id);
-    else if (share)
+        return ret;
+    }
+    if (share)
         coord->ops->history_queued(coord);
     for (size_t i = 0; i < n; i++)
         if (sched->cfg.run_changed != NULL)
             sched->cfg.run_changed(sched->cfg.ctx, runs[i]);
+    return CF_OK;
+}
+
+/*
+ * While the database takes no writes: tries one every
+ * SCHED_STORAGE_PROBE_MS; once it does, writes the states kept meanwhile.
+ */
+static void tend_storage(struct scheduler *sched, int64_t now_boot)
+{
+    const struct run **pointers;
+
+    if (!db_storage_ok(NULL, 0)) {
+        if (now_boot < sched->next_probe_boot_ms)
+            return;
+        sched->next_probe_boot_ms = now_boot + SCHED_STORAGE_PROBE_MS;
+        if (db_probe_write(sched->cfg.db) != CF_OK)
+            return;
+    }
+    if (sched->unrecorded_dropped > 0) {
+        log_warn("run states dropped while the database took no writes", "count=%lld",
+                 (long long)sched->unrecorded_dropped);
+        sched->unrecorded_dropped = 0;
+    }
+    if (sched->unrecorded_count == 0)
+        return;
+    pointers = calloc(sched->unrecorded_count, sizeof(*pointers));
+    if (pointers == NULL)
+        return;
+    for (size_t i = 0; i < sched->unrecorded_count; i++)
+        pointers[i] = &sched->unrecorded[i];
+    if (db_run_record(sched->cfg.db, pointers, sched->unrecorded_count,
+                      sched->cfg.coord->ops->shares_history(sched->cfg.coord)) == CF_OK) {
+        log_info("run states kept while the database took no writes recorded", "count=%zu",
+                 sched->unrecorded_count);
+        sched->cfg.coord->ops->history_queued(sched->cfg.coord);
+        for (size_t i = 0; i < sched->unrecorded_count; i++) {
+            if (sched->cfg.run_changed != NULL)
+                sched->cfg.run_changed(sched->cfg.ctx, &sched->unrecorded[i]);
+            run_clear(&sched->unrecorded[i]);
+        }
+        sched->unrecorded_count = 0;
+    }
+    free(pointers);
 }
 
 static void record_runs(struct scheduler *sched, const struct run *const *runs, size_t n)
@@ -424,9 +529,15 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
     return count;
 }
 
-/* Counts a slot of sj given up for want of a quorum into its outage (see struct sched_job). */
-static void note_outage(struct sched_job *sj, int64_t slot_ms)
+static void record_outage(struct scheduler *sched, struct sched_job *sj);
+
+/* Counts a slot of sj given up for kind into its outage (see struct sched_job). */
+static void note_outage(struct scheduler *sched, struct sched_job *sj, int64_t slot_ms,
+                        enum outage_kind kind)
 {
+    if (sj->outage_count > 0 && sj->outage_kind != kind)
+        record_outage(sched, sj);
+    sj->outage_kind = kind;
     if (sj->outage_count == 0 || slot_ms < sj->outage_first_ms)
         sj->outage_first_ms = slot_ms;
     if (sj->outage_count == 0 || slot_ms > sj->outage_last_ms)
@@ -437,14 +548,18 @@ static void note_outage(struct sched_job *sj, int64_t slot_ms)
 /* Records the outage of sj, if any: one missed row for a single slot, else one summary. */
 static void record_outage(struct scheduler *sched, struct sched_job *sj)
 {
-    static const char reason[] = "no quorum of trusted redis nodes";
+    bool storage = sj->outage_kind == OUTAGE_STORAGE;
+    const char *reason =
+        storage ? "not claimed: the database took no writes" : "no quorum of trusted redis nodes";
+    enum metrics_slot_reason label =
+        storage ? METRICS_REASON_CLAIM_FAILED : METRICS_REASON_NO_QUORUM;
 
     if (sj->outage_count == 1)
         record_unstarted(sched, sj->name, sj->outage_first_ms, RUN_TRIGGER_SCHEDULE, RUN_MISSED,
-                         METRICS_REASON_NO_QUORUM, reason);
+                         label, reason);
     else if (sj->outage_count > 1)
         record_missed_summary(sched, sj->name, sj->outage_first_ms, sj->outage_last_ms,
-                              sj->outage_count, true, METRICS_REASON_NO_QUORUM, reason);
+                              sj->outage_count, true, label, reason);
     sj->outage_count = 0;
 }
 
@@ -789,26 +904,59 @@ static void launch_firing(struct scheduler *sched, struct firing *firing)
 }
 
 /*
- * Starts n prepared firings: records them all as running in one transaction
- * and only then sends them, so that no webhook goes out without its run on
- * record (a crash after the commit leaves them "running", later "lost").
+ * Gives up a claimed firing whose start could not be recorded (consumed):
+ * nothing is sent, the lease is released, and the run is kept for the
+ * database as missed, with its token, which outranks the start record the
+ * commit round left on the nodes (DESIGN §4.7).
  */
-static void start_firings(struct scheduler *sched, struct firing **firings, size_t n)
+static void abandon_firing(struct scheduler *sched, struct firing *firing)
+{
+    const struct run *run = &firing->run;
+
+    sched->cfg.coord->ops->release(sched->cfg.coord, &firing->claim, 1);
+    firing->run.status = RUN_MISSED;
+    firing->run.reason = strdup("not sent: the database could not record its start");
+    firing->run.finished_at_ms = cf_wall_ms();
+    metrics_count_slots(sched->cfg.metrics, RUN_MISSED, METRICS_REASON_CLAIM_FAILED, 1);
+    keep_unrecorded(sched, &run, 1);
+    log_warn("firing not sent", "job=%s run=%s reason=\"database not writable\"", firing->sj->name,
+             firing->run.id);
+    delivery_request_free(firing->request);
+    run_clear(&firing->run);
+    free(firing);
+}
+
+/*
+ * Starts n prepared firings (consumed): records them all as running in one
+ * transaction and only then sends them, so that no webhook goes out without
+ * its run on record (a crash after the commit leaves them "running", later
+ * "lost"). When the database refuses the records, none is sent
+ * (abandon_firing()) and CF_ERR_DB is returned.
+ */
+static int start_firings(struct scheduler *sched, struct firing **firings, size_t n)
 {
     const struct run **runs = calloc(n ? n : 1, sizeof(*runs));
+    int ret = CF_OK;
 
-    if (runs != NULL) {
-        for (size_t i = 0; i < n; i++)
-            runs[i] = &firings[i]->run;
-        /* The claims' commit round put these on the nodes already. */
-        record_runs_shared(sched, runs, n, false);
-        free(runs);
-    } else {
-        for (size_t i = 0; i < n; i++)
-            record_run(sched, &firings[i]->run);
+    if (runs == NULL)
+        ret = CF_ERR_NOMEM;
+    for (size_t i = 0; runs != NULL && i < n; i++)
+        runs[i] = &firings[i]->run;
+    /* The claims' commit round put these on the nodes already. */
+    if (ret == CF_OK)
+        ret = record_runs_shared(sched, runs, n, false);
+    free(runs);
+    for (size_t i = 0; i < n; i++) {
+        const struct run *run = &firings[i]->run;
+        bool recorded = ret == CF_OK ||
+                        (ret == CF_ERR_NOMEM && record_runs_shared(sched, &run, 1, false) == CF_OK);
+
+        if (recorded)
+            launch_firing(sched, firings[i]);
+        else
+            abandon_firing(sched, firings[i]);
     }
-    for (size_t i = 0; i < n; i++)
-        launch_firing(sched, firings[i]);
+    return ret == CF_ERR_NOMEM ? CF_OK : ret;
 }
 
 /* Queues a slot of sj to claim later, oldest first. */
@@ -850,6 +998,12 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
 
     if (n == 0)
         return;
+    if (!db_storage_ok(NULL, 0)) {
+        /* What cannot be recorded is not fired: these wait for one summary per job. */
+        for (size_t i = 0; i < n; i++)
+            note_outage(sched, due[i].sj, due[i].slot_ms, OUTAGE_STORAGE);
+        return;
+    }
     claims = calloc(n, sizeof(*claims));
     if (claims == NULL) {
         log_error("claims not made", "count=%zu error=\"out of memory\"", n);
@@ -1027,7 +1181,7 @@ static void supersede_pending(struct scheduler *sched, struct sched_job *sj)
         }
         *link = slot->next;
         if (slot->kind == PENDING_RETRY && slot->last_error == CF_ERR_NO_QUORUM)
-            note_outage(sj, slot->slot_ms);
+            note_outage(sched, sj, slot->slot_ms, OUTAGE_NO_QUORUM);
         else if (slot->kind == PENDING_RETRY)
             record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
                              pending_label(slot), pending_reason(slot, true));
@@ -1195,7 +1349,7 @@ static void start_pending(struct scheduler *sched, int64_t now, int64_t now_boot
             if (now - slot->slot_ms > sj->job->starting_deadline_ms) {
                 sj->pending = slot->next;
                 if (slot->kind == PENDING_RETRY && slot->last_error == CF_ERR_NO_QUORUM)
-                    note_outage(sj, slot->slot_ms);
+                    note_outage(sched, sj, slot->slot_ms, OUTAGE_NO_QUORUM);
                 else
                     record_unstarted(sched, sj->name, slot->slot_ms, slot->trigger, RUN_MISSED,
                                      pending_label(slot), pending_reason(slot, false));
@@ -1420,6 +1574,10 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
         request->result = CF_ERR_CONFLICT;
         return;
     }
+    if (!db_storage_ok(request->reason, request->reason_len)) {
+        request->result = CF_ERR_DB;
+        return;
+    }
     if (sj->in_flight > 0 && sj->job->overlap != JOB_OVERLAP_ALLOW) {
         snprintf(request->reason, request->reason_len,
                  "a run of this job is in flight and its overlap policy is %s",
@@ -1445,7 +1603,11 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
         request->result = CF_ERR_NOMEM;
         return;
     }
-    start_firings(sched, &firing, 1);
+    if (start_firings(sched, &firing, 1) != CF_OK) {
+        snprintf(request->reason, request->reason_len, "the database could not record the run");
+        request->result = CF_ERR_DB;
+        return;
+    }
     /* Copy the run as started for the caller. */
     *request->run = firing->run;
     request->run->job = strdup(firing->run.job);
@@ -1663,6 +1825,10 @@ static void *scheduler_main(void *arg)
             refuse_triggers(sched, triggers);
             drain_firings(sched);
             record_all_outages(sched);
+            tend_storage(sched, cf_boot_ms());
+            if (sched->unrecorded_count > 0)
+                log_warn("run states not recorded at stop: the database takes no writes",
+                         "count=%zu", sched->unrecorded_count);
             return NULL;
         }
         if (triggers != NULL) {
@@ -1676,6 +1842,7 @@ static void *scheduler_main(void *arg)
             pthread_cond_broadcast(&sched->replied);
             pthread_mutex_unlock(&sched->inbox_lock);
         }
+        tend_storage(sched, now_boot);
         fire_due(sched, now, now_boot);
         start_pending(sched, now, now_boot);
         extend_leases(sched, now_boot);
@@ -1811,6 +1978,9 @@ out_free:
     for (size_t b = 0; b < JOB_BUCKETS; b++)
         while (sched->buckets[b] != NULL)
             free_job_entry(sched, sched->buckets[b]);
+    for (size_t i = 0; i < sched->unrecorded_count; i++)
+        run_clear(&sched->unrecorded[i]);
+    free(sched->unrecorded);
     free(sched->heap);
     pthread_mutex_destroy(&sched->inbox_lock);
     pthread_mutex_destroy(&sched->prune_lock);
@@ -1875,6 +2045,9 @@ void scheduler_free(struct scheduler *sched)
     for (size_t b = 0; b < JOB_BUCKETS; b++)
         while (sched->buckets[b] != NULL)
             free_job_entry(sched, sched->buckets[b]);
+    for (size_t i = 0; i < sched->unrecorded_count; i++)
+        run_clear(&sched->unrecorded[i]);
+    free(sched->unrecorded);
     free(sched->heap);
     pthread_mutex_destroy(&sched->inbox_lock);
     pthread_mutex_destroy(&sched->prune_lock);
