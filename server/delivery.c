@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "fence_scope.h"
 #include "log.h"
 #include "signature.h"
 
@@ -622,7 +623,8 @@ static bool header_append(struct curl_slist **list, const char *fmt, ...)
 /*
  * Builds the header list of DESIGN §5 for attempt number `attempt`, signed
  * over body (body_len bytes; empty for GET), then the job's own headers.
- * CF_OK or CF_ERR_NOMEM.
+ * Cronfence-Fence-Scope follows the job's overlap (fence_scope.h); like
+ * Cronfence-Job it is outside the signature. CF_OK or CF_ERR_NOMEM.
  */
 static int build_headers(struct firing *f, int attempt, bool has_body, const char *body,
                          size_t body_len)
@@ -651,7 +653,9 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
         !header_append(list, "Cronfence-Job: %s", job->name) ||
         !header_append(list, "Cronfence-Run: %s", req->run_id) ||
         !header_append(list, "Cronfence-Scheduled-At: %s", scheduled_at) ||
-        !header_append(list, "Cronfence-Attempt: %d", attempt))
+        !header_append(list, "Cronfence-Attempt: %d", attempt) ||
+        !header_append(list, FENCE_SCOPE_HEADER ": %s",
+                       fence_scope_name(fence_scope_of_overlap(job->overlap))))
         return CF_ERR_NOMEM;
     if (secret != NULL) {
         int64_t now_s = cf_wall_ms() / 1000;

@@ -8,10 +8,17 @@
  *      Idempotency-Key and the body) and refuse a t older than 5 minutes.
  *   2. In ONE transaction together with its effect: answer a repeated
  *      Idempotency-Key with 200 and do nothing; refuse a fencing token lower
- *      than the highest already accepted for the job with 409; otherwise do
- *      the work and remember the token. Equal tokens are retries of the same
- *      firing and are accepted.
+ *      than the highest already accepted in its fence scope with 409;
+ *      otherwise do the work and remember the token. Equal tokens are
+ *      retries of the same firing and are accepted.
  *   3. Answer 2xx only once the effect is committed.
+ *
+ * The fence scope is Cronfence-Fence-Scope (fence_scope.h): "job" (overlap
+ * forbid or queue, and a delivery without the header) compares with the
+ * highest token of the job; "slot" (overlap allow, whose slots may overlap
+ * and arrive out of token order) with the highest token of the idempotency
+ * key. The header is not signed, so a job once seen with scope "job" keeps
+ * it: a delivery naming "slot" for it is fenced per job all the same.
  *
  * Here "the work" is a row in SQLite (record_delivery) and a JSON line in
  * --log. Everything after "test knobs" exists so the scheduler's retry,
@@ -31,6 +38,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "fence_scope.h"
 #include "log.h"
 #include "signature.h"
 
@@ -68,6 +76,7 @@ struct delivery {
     const char *key; /* Idempotency-Key */
     const char *run_id;
     const char *scheduled_at;
+    enum fence_scope scope; /* as Cronfence-Fence-Scope names it */
     int64_t token;
     int64_t attempt;
     int64_t received_at_ms; /* wall time when the whole request had arrived */
@@ -81,38 +90,40 @@ static atomic_bool stopping; /* set on SIGINT/SIGTERM; cuts delay_ms short */
 
 static void usage(FILE *out)
 {
-    fputs(
-        "usage: cronfence-receiver --secret S [--listen HOST:PORT] [--db PATH] [--log PATH]\n"
-        "\n"
-        "The reference webhook target of cronfence: verifies Cronfence-Signature,\n"
-        "refuses fencing tokens lower than the highest accepted for the job (409),\n"
-        "answers a repeated Idempotency-Key with 200 \"duplicate\", and records each\n"
-        "accepted delivery in SQLite.\n"
-        "\n"
-        "  --listen HOST:PORT  address to serve (default 127.0.0.1:9090; port 0 picks a\n"
-        "                      free one); \"listening on HOST:PORT\" is printed on stdout\n"
-        "  --db PATH           SQLite database (default ./receiver.db)\n"
-        "  --secret S          signing secret, required (prefer the environment variable)\n"
-        "  --log PATH          append one JSON line per accepted delivery\n"
-        "  --help, --version\n"
-        "Each flag can also be set as CRONFENCE_RECEIVER_LISTEN, _DB, _SECRET, _LOG.\n"
-        "\n"
-        "Test knobs, query parameters of the webhook URL (e.g. /hook?fail=2&retry_after=1),\n"
-        "applied in this order after the signature check and before the fencing step;\n"
-        "when a knob answers, nothing is recorded:\n"
-        "  delay_ms=N     sleep N ms (at most 300000) before answering\n"
-        "  delay_first_ms=N  sleep N ms before the fencing step, only for the first\n"
-        "                 delivery of each job this process sees (a late, stale one)\n"
-        "  status=CODE    always answer CODE (100-599)\n"
-        "  fail=N         answer 503 while Cronfence-Attempt <= N\n"
-        "  retry_after=S  add \"Retry-After: S\" to those 503s\n"
-        "\n"
-        "Answers (application/json): 200 {\"status\":\"accepted\"}, 200 "
-        "{\"status\":\"duplicate\"},\n"
-        "409 {\"status\":\"stale\",\"highest\":N}, a knob's {\"status\":\"injected\",\"knob\":K},\n"
-        "errors {\"status\":\"error\",\"error\":MSG}: 400 missing or bad header or knob,\n"
-        "401 bad signature, 413 body over 1 MiB, 500 database, 503 stopping.\n",
-        out);
+    fputs("usage: cronfence-receiver --secret S [--listen HOST:PORT] [--db PATH] [--log PATH]\n"
+          "\n"
+          "The reference webhook target of cronfence: verifies Cronfence-Signature,\n"
+          "refuses fencing tokens lower than the highest accepted in their fence scope\n"
+          "(409): per job for Cronfence-Fence-Scope: job (or no such header), per\n"
+          "Idempotency-Key for slot, unless the job was seen with scope job; answers a\n"
+          "repeated Idempotency-Key with 200 \"duplicate\", and records each accepted\n"
+          "delivery in SQLite.\n"
+          "\n"
+          "  --listen HOST:PORT  address to serve (default 127.0.0.1:9090; port 0 picks a\n"
+          "                      free one); \"listening on HOST:PORT\" is printed on stdout\n"
+          "  --db PATH           SQLite database (default ./receiver.db)\n"
+          "  --secret S          signing secret, required (prefer the environment variable)\n"
+          "  --log PATH          append one JSON line per accepted delivery\n"
+          "  --help, --version\n"
+          "Each flag can also be set as CRONFENCE_RECEIVER_LISTEN, _DB, _SECRET, _LOG.\n"
+          "\n"
+          "Test knobs, query parameters of the webhook URL (e.g. /hook?fail=2&retry_after=1),\n"
+          "applied in this order after the signature check and before the fencing step;\n"
+          "when a knob answers, nothing is recorded:\n"
+          "  delay_ms=N     sleep N ms (at most 300000) before answering\n"
+          "  delay_first_ms=N  sleep N ms before the fencing step, only for the first\n"
+          "                 delivery of each job this process sees (a late, stale one)\n"
+          "  status=CODE    always answer CODE (100-599)\n"
+          "  fail=N         answer 503 while Cronfence-Attempt <= N\n"
+          "  retry_after=S  add \"Retry-After: S\" to those 503s\n"
+          "\n"
+          "Answers (application/json): 200 {\"status\":\"accepted\"}, 200 "
+          "{\"status\":\"duplicate\"},\n"
+          "409 {\"status\":\"stale\",\"highest\":N,\"scope\":\"job\"},\n"
+          "a knob's {\"status\":\"injected\",\"knob\":K},\n"
+          "errors {\"status\":\"error\",\"error\":MSG}: 400 missing or bad header or knob,\n"
+          "401 bad signature, 413 body over 1 MiB, 500 database, 503 stopping.\n",
+          out);
 }
 
 /* Parses a decimal number 0..max, digits only; false otherwise. */
@@ -133,20 +144,45 @@ static bool parse_uint(const char *text, int64_t max, int64_t *out)
 
 /* ---- storage ---------------------------------------------------------- */
 
+/*
+ * jobs.highest_token is the highest token accepted for the job in any scope
+ * (tokens increase per job across slots). jobs.fence_scope is 'job' once a
+ * delivery with scope job was accepted for it, and then stays 'job'; 'slot'
+ * while every accepted delivery named slot. A slot's highest token is the one
+ * in its deliveries row: a key is accepted once.
+ */
 static const char schema[] =
     "PRAGMA journal_mode = WAL;"
     "PRAGMA synchronous = NORMAL;"
-    "CREATE TABLE IF NOT EXISTS jobs (job TEXT PRIMARY KEY, highest_token INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS jobs (job TEXT PRIMARY KEY, highest_token INTEGER NOT NULL,"
+    " fence_scope TEXT NOT NULL DEFAULT 'job');"
     "CREATE TABLE IF NOT EXISTS deliveries (idempotency_key TEXT PRIMARY KEY, job TEXT NOT NULL,"
     " token INTEGER NOT NULL, run_id TEXT, attempt INTEGER NOT NULL, scheduled_at TEXT,"
     " received_at_ms INTEGER NOT NULL, body TEXT NOT NULL);";
+
+/*
+ * Adds jobs.fence_scope to a database made before it existed. Its jobs saw
+ * only deliveries without the header, that is with scope job, so they get
+ * 'job' and keep it. Returns true when the column is there.
+ */
+static bool db_add_fence_scope(sqlite3 *db)
+{
+    sqlite3_stmt *probe = NULL;
+
+    if (sqlite3_prepare_v2(db, "SELECT fence_scope FROM jobs", -1, &probe, NULL) == SQLITE_OK) {
+        sqlite3_finalize(probe);
+        return true;
+    }
+    return sqlite3_exec(db, "ALTER TABLE jobs ADD COLUMN fence_scope TEXT NOT NULL DEFAULT 'job'",
+                        NULL, NULL, NULL) == SQLITE_OK;
+}
 
 /* Opens (creating if needed) the database into *db. Returns CF_OK or CF_ERR_DB, logged. */
 static int db_open(const char *path, sqlite3 **db)
 {
     if (sqlite3_open(path, db) != SQLITE_OK ||
         sqlite3_busy_timeout(*db, BUSY_TIMEOUT_MS) != SQLITE_OK ||
-        sqlite3_exec(*db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(*db, schema, NULL, NULL, NULL) != SQLITE_OK || !db_add_fence_scope(*db)) {
         log_error("cannot open database", "path=%s error=\"%s\"", path, sqlite3_errmsg(*db));
         return CF_ERR_DB;
     }
@@ -156,13 +192,15 @@ static int db_open(const char *path, sqlite3 **db)
 /*
  * The fencing rule, in one transaction with the effect. BEGIN IMMEDIATE takes
  * the write lock before the reads, so no other writer (thread or process) can
- * slip a higher token in between the check and the insert. Returns an
- * outcome, setting *highest for OUTCOME_STALE, or CF_ERR_DB (logged; nothing
- * is changed).
+ * slip a higher token in between the check and the insert. Sets *enforced to
+ * the scope applied. Returns an outcome, setting *highest for OUTCOME_STALE,
+ * or CF_ERR_DB (logged; nothing is changed).
  */
-static int record_delivery(sqlite3 *db, const struct delivery *d, int64_t *highest)
+static int record_delivery(sqlite3 *db, const struct delivery *d, enum fence_scope *enforced,
+                           int64_t *highest)
 {
     sqlite3_stmt *lookup = NULL, *insert = NULL, *set_highest = NULL;
+    const unsigned char *seen_scope;
     bool in_transaction = false;
     int rc = CF_ERR_DB;
 
@@ -170,21 +208,30 @@ static int record_delivery(sqlite3 *db, const struct delivery *d, int64_t *highe
         goto out;
     in_transaction = true;
 
-    /* One row: was the key seen, and the job's highest token (NULL for a new job). */
+    /* One row: was the key seen, the job's highest token and scope (NULLs for a new job). */
     if (sqlite3_prepare_v2(db,
                            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE idempotency_key = ?1),"
-                           " (SELECT highest_token FROM jobs WHERE job = ?2)",
+                           " (SELECT highest_token FROM jobs WHERE job = ?2),"
+                           " (SELECT fence_scope FROM jobs WHERE job = ?2)",
                            -1, &lookup, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_text(lookup, 1, d->key, -1, SQLITE_STATIC);
     sqlite3_bind_text(lookup, 2, d->job, -1, SQLITE_STATIC);
     if (sqlite3_step(lookup) != SQLITE_ROW)
         goto out;
+    seen_scope = sqlite3_column_text(lookup, 2);
+    *enforced = fence_scope_enforced(d->scope, seen_scope != NULL &&
+                                                   strcmp((const char *)seen_scope, "job") == 0);
+    /*
+     * A seen key is a repeat, whatever the scope. That is also the whole of
+     * the per-slot fence here: a key is accepted once, so an unseen key has
+     * no highest token yet, whatever other slots of the job have accepted.
+     */
     if (sqlite3_column_int(lookup, 0) != 0) {
         rc = OUTCOME_DUPLICATE;
         goto out;
     }
-    if (sqlite3_column_type(lookup, 1) != SQLITE_NULL &&
+    if (*enforced == FENCE_SCOPE_JOB && sqlite3_column_type(lookup, 1) != SQLITE_NULL &&
         d->token < sqlite3_column_int64(lookup, 1)) {
         *highest = sqlite3_column_int64(lookup, 1);
         rc = OUTCOME_STALE;
@@ -208,14 +255,17 @@ static int record_delivery(sqlite3 *db, const struct delivery *d, int64_t *highe
     if (sqlite3_step(insert) != SQLITE_DONE)
         goto out;
 
-    if (sqlite3_prepare_v2(
-            db,
-            "INSERT INTO jobs (job, highest_token) VALUES (?1, ?2)"
-            " ON CONFLICT (job) DO UPDATE SET highest_token = excluded.highest_token",
-            -1, &set_highest, NULL) != SQLITE_OK)
+    /* max(): a slot-scoped token may be below the job's highest. The scope only tightens. */
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO jobs (job, highest_token, fence_scope) VALUES (?1, ?2, ?3)"
+                           " ON CONFLICT (job) DO UPDATE SET"
+                           " highest_token = max(highest_token, excluded.highest_token),"
+                           " fence_scope = excluded.fence_scope",
+                           -1, &set_highest, NULL) != SQLITE_OK)
         goto out;
     sqlite3_bind_text(set_highest, 1, d->job, -1, SQLITE_STATIC);
     sqlite3_bind_int64(set_highest, 2, d->token);
+    sqlite3_bind_text(set_highest, 3, fence_scope_name(*enforced), -1, SQLITE_STATIC);
     if (sqlite3_step(set_highest) != SQLITE_DONE)
         goto out;
 
@@ -234,7 +284,10 @@ out:
     return rc;
 }
 
-/* Appends the --log line of an accepted delivery; instance and trigger come from the body. */
+/*
+ * Appends the --log line of an accepted delivery; instance and trigger come
+ * from the body, fence_scope is the one the delivery named.
+ */
 static void append_log(FILE *log, const struct delivery *d)
 {
     char received_at[CF_TIME_LEN];
@@ -243,11 +296,12 @@ static void append_log(FILE *log, const struct delivery *d)
 
     cf_format_time(d->received_at_ms, received_at);
     /* "s?" and "O?" write null for a missing header or field. */
-    line = json_pack("{s:s, s:s, s:s?, s:I, s:s, s:I, s:s?, s:O?, s:O?}", "received_at",
-                     received_at, "job", d->job, "run_id", d->run_id, "token", (json_int_t)d->token,
-                     "idempotency_key", d->key, "attempt", (json_int_t)d->attempt, "scheduled_at",
-                     d->scheduled_at, "instance", json_object_get(body, "instance"), "trigger",
-                     json_object_get(body, "trigger"));
+    line =
+        json_pack("{s:s, s:s, s:s?, s:I, s:s, s:s, s:I, s:s?, s:O?, s:O?}", "received_at",
+                  received_at, "job", d->job, "run_id", d->run_id, "token", (json_int_t)d->token,
+                  "idempotency_key", d->key, "fence_scope", fence_scope_name(d->scope), "attempt",
+                  (json_int_t)d->attempt, "scheduled_at", d->scheduled_at, "instance",
+                  json_object_get(body, "instance"), "trigger", json_object_get(body, "trigger"));
     if (line == NULL || json_dumpf(line, log, JSON_COMPACT) != 0 || fputc('\n', log) == EOF ||
         fflush(log) != 0)
         log_error("cannot write log line", "job=%s key=%s", d->job, d->key);
@@ -350,6 +404,8 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
     const char *signature = header(conn, "Cronfence-Signature");
     const char *token_text = header(conn, "Fencing-Token");
     const char *attempt_text = header(conn, "Cronfence-Attempt");
+    const char *scope_text = header(conn, FENCE_SCOPE_HEADER);
+    enum fence_scope enforced = FENCE_SCOPE_JOB;
     const char *at;
     char json[128];
     int outcome;
@@ -374,6 +430,8 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
     if (!parse_uint(token_text, INT64_MAX, &d.token) ||
         (attempt_text != NULL && !parse_uint(attempt_text, INT32_MAX, &d.attempt)))
         return refuse(conn, MHD_HTTP_BAD_REQUEST, "bad fencing token or attempt");
+    if (!fence_scope_parse(scope_text, &d.scope))
+        return refuse(conn, MHD_HTTP_BAD_REQUEST, "bad cronfence-fence-scope");
 
     if (!signature_verify(rc->secret, signature, cf_wall_ms() / 1000, MAX_AGE_S, token_text, d.key,
                           d.body, d.body_len))
@@ -408,25 +466,26 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
 
     /* The fencing step; the log line is written under the same lock, so its order is the db's. */
     pthread_mutex_lock(&rc->lock);
-    outcome = record_delivery(rc->db, &d, &highest);
+    outcome = record_delivery(rc->db, &d, &enforced, &highest);
     if (outcome == OUTCOME_ACCEPTED && rc->log != NULL)
         append_log(rc->log, &d);
     pthread_mutex_unlock(&rc->lock);
 
     switch (outcome) {
     case OUTCOME_ACCEPTED:
-        log_info("delivery accepted", "job=%s token=%lld run=%s attempt=%lld key=%s", d.job,
-                 (long long)d.token, d.run_id != NULL ? d.run_id : "-", (long long)d.attempt,
-                 d.key);
+        log_info("delivery accepted", "job=%s token=%lld run=%s attempt=%lld key=%s scope=%s",
+                 d.job, (long long)d.token, d.run_id != NULL ? d.run_id : "-", (long long)d.attempt,
+                 d.key, fence_scope_name(enforced));
         return respond(conn, MHD_HTTP_OK, "{\"status\":\"accepted\"}", -1);
     case OUTCOME_DUPLICATE:
         log_info("delivery duplicate", "job=%s token=%lld key=%s", d.job, (long long)d.token,
                  d.key);
         return respond(conn, MHD_HTTP_OK, "{\"status\":\"duplicate\"}", -1);
     case OUTCOME_STALE:
-        log_warn("delivery stale", "job=%s token=%lld highest=%lld key=%s", d.job,
-                 (long long)d.token, (long long)highest, d.key);
-        snprintf(json, sizeof(json), "{\"status\":\"stale\",\"highest\":%lld}", (long long)highest);
+        log_warn("delivery stale", "job=%s token=%lld highest=%lld key=%s named_scope=%s", d.job,
+                 (long long)d.token, (long long)highest, d.key, fence_scope_name(d.scope));
+        snprintf(json, sizeof(json), "{\"status\":\"stale\",\"highest\":%lld,\"scope\":\"%s\"}",
+                 (long long)highest, fence_scope_name(enforced));
         return respond(conn, MHD_HTTP_CONFLICT, json, -1);
     default:
         return refuse(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "database error");

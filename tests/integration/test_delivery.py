@@ -206,6 +206,7 @@ def test_webhook_request_headers_body_and_signature(instance, target):
         assert h["X-Request-Source"] == "cronfence test"
         assert h["Cronfence-Job"] == "contract"
         assert h["Cronfence-Attempt"] == "1"
+        assert h["Cronfence-Fence-Scope"] == "job"  # overlap forbid, the default
         scheduled = h["Cronfence-Scheduled-At"]
         slot = parse_time_ms(scheduled)
         assert h["Cronfence-Run"] == f"contract@{slot}"
@@ -215,7 +216,7 @@ def test_webhook_request_headers_body_and_signature(instance, target):
         names = [name.lower() for name, _ in request["header_list"]]
         for name in ("fencing-token", "idempotency-key", "cronfence-job", "cronfence-run",
                      "cronfence-scheduled-at", "cronfence-attempt", "cronfence-signature",
-                     "content-type", "user-agent"):
+                     "cronfence-fence-scope", "content-type", "user-agent"):
             assert names.count(name) == 1, (name, request["header_list"])
         check_signature(secret, request)
 
@@ -302,6 +303,47 @@ def test_wrong_secret_is_refused_by_receiver_and_recorded_failed(start_instance,
     assert run["http_status"] == 401, run
     assert run["attempts"] == 1, run  # 4xx other than 408/409/412/425/429: no retry
     assert receiver.deliveries("badsig") == []
+
+
+# --------------------------------------------------------------------------
+# Fence scope: per job, or per slot for overlap allow
+# --------------------------------------------------------------------------
+
+def test_allow_job_slots_out_of_token_order_are_accepted(instance, receiver):
+    """Issue 11: an allow job's slots overlap, so a slot can reach the target
+    after the next one, whose token is higher. Its deliveries say
+    Cronfence-Fence-Scope: slot, the receiver fences them per slot, and the
+    late slot succeeds instead of being fenced. A forbid job's say job."""
+    # The receiver holds the allow job's first delivery 1.5 s: the next slot,
+    # claimed a second after it, is accepted first.
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "overlap", receiver.hook(delay_first_ms=1500), overlap="allow"))
+    assert reply.status == 201, reply
+    reply = instance.api("POST", "/api/v1/jobs", job_body("serial", receiver.hook()))
+    assert reply.status == 201, reply
+    lines = wait_for(lambda: len(receiver.deliveries("overlap")) >= 4 and
+                     receiver.deliveries("overlap"), timeout=15, what="four deliveries")
+
+    assert [r for r in instance.runs(job="overlap") if r["status"] == "fenced"] == []
+    held = min(lines, key=lambda d: d["scheduled_at"])
+    overtaken_by = lines[:lines.index(held)]  # the log is in order of acceptance
+    assert overtaken_by, f"the held slot was accepted first: {lines}"
+    assert all(d["token"] > held["token"] for d in overtaken_by), (held, overtaken_by)
+    run = finished_run(instance, "overlap", held["run_id"])
+    assert run["status"] == "succeeded" and run["fencing_token"] == held["token"], run
+    assert {d["fence_scope"] for d in lines} == {"slot"}, lines
+
+    # A manual run of the allow job is a slot of its own.
+    reply = instance.api("POST", "/api/v1/jobs/overlap/trigger")
+    assert reply.status == 202, reply
+    manual = wait_for(lambda: next((d for d in receiver.deliveries("overlap")
+                                    if d["run_id"] == reply.json["id"]), None),
+                      what="the manual delivery")
+    assert manual["fence_scope"] == "slot" and manual["trigger"] == "manual", manual
+
+    serial = wait_for(lambda: len(receiver.deliveries("serial")) >= 2 and
+                      receiver.deliveries("serial"), what="two deliveries of the forbid job")
+    assert {d["fence_scope"] for d in serial} == {"job"}, serial
 
 
 # --------------------------------------------------------------------------

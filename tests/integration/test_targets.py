@@ -141,14 +141,17 @@ def signature(secret, t, token, key, body):
     return f"t={t},v1=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def delivery(job, token, key, body=None, secret=SECRET, age_s=0, sign=True):
-    """(headers, body) of a hand-made delivery, signed age_s seconds ago."""
+def delivery(job, token, key, body=None, secret=SECRET, age_s=0, sign=True, scope=None):
+    """(headers, body) of a hand-made delivery, signed age_s seconds ago, with
+    Cronfence-Fence-Scope: scope unless scope is None."""
     if body is None:
         body = json.dumps({"job": job, "run_id": key, "fencing_token": token, "attempt": 1,
                            "trigger": "manual", "payload": None}).encode()
     headers = {"Content-Type": "application/json", "Fencing-Token": str(token),
                "Idempotency-Key": key, "Cronfence-Job": job, "Cronfence-Run": key,
                "Cronfence-Attempt": "1"}
+    if scope is not None:
+        headers["Cronfence-Fence-Scope"] = scope
     if sign:
         t = int(time.time()) - age_s
         headers["Cronfence-Signature"] = signature(secret, t, token, key, body)
@@ -167,6 +170,18 @@ def post(target, request, status, effect=False, what=""):
     assert len(after) - len(before) == (1 if effect else 0), \
         f"{target.name}, {what}: effects {after[len(before):]}"
     return reply
+
+
+class ReceiverTarget:
+    """cronfence-receiver seen as a Target: its --log lines are its effects."""
+
+    def __init__(self, receiver):
+        self.receiver = receiver
+        self.name = "cronfence-receiver"
+        self.url = receiver.hook()
+
+    def effects(self, job=None):
+        return self.receiver.deliveries(job)
 
 
 def settled_runs(instance, job):
@@ -300,3 +315,67 @@ def test_targets_and_reference_receiver_agree_on_one_signed_request(builder, tmp
             assert reply.status == status, f"{name} answered {what} request: {reply}"
         assert reply.json["status"] == "accepted", (name, reply)
     assert [d["idempotency_key"] for d in receiver.deliveries(job)] == [key]
+
+
+@pytest.mark.parametrize("name", ["cronfence-receiver"] + LANGUAGES)
+def test_fence_scope_slot_accepts_overlapping_slots_out_of_token_order(name, builder, tmp_path,
+                                                                        processes, targets):
+    """DESIGN §3 Overlap, §5, issue 11: an allow job's slots :37 and :38 overlap,
+    and :37 (claimed first, lower token) reaches the target 43 ms after :38.
+    With Cronfence-Fence-Scope: slot both are accepted; the same pair with
+    scope job (or no header) is a stale delivery. The header is not signed, so
+    a job seen with scope job is never downgraded to slot."""
+    if name == "cronfence-receiver":
+        receiver = Receiver(tmp_path, secret=SECRET)
+        processes.append(receiver)
+        target = ReceiverTarget(receiver.start())
+    else:
+        target = start_target(builder, name, tmp_path, targets)
+    low = 8589934593  # slot :37's token; :38 was claimed after it, so minted above
+    high = low + 65536
+
+    def key(job, minute):
+        return f"{job}@2026-11-21T08:{minute:02d}:00.000Z"
+
+    # overlap allow: :38 first, then :37 with its lower token. Both do their work.
+    post(target, delivery("overlap", high, key("overlap", 38), scope="slot"), 200, effect=True,
+         what="slot :38")
+    reply = post(target, delivery("overlap", low, key("overlap", 37), scope="slot"), 200,
+                 effect=True, what="slot :37 after :38, scope slot")
+    assert reply.json["status"] == "accepted", reply
+    # Per slot, a key is still done once, whatever its token.
+    for token in (low, low - 1, high + 1):
+        reply = post(target, delivery("overlap", token, key("overlap", 37), scope="slot"), 200,
+                     what=f"slot :37 again, token {token}")
+        assert reply.json["status"] == "duplicate", reply
+
+    # overlap forbid or queue, and a delivery without the header: per job.
+    for job, scope in (("serial", "job"), ("legacy", None)):
+        post(target, delivery(job, high, key(job, 38), scope=scope), 200, effect=True,
+             what=f"{job} :38")
+        reply = post(target, delivery(job, low, key(job, 37), scope=scope), 409,
+                     what=f"{job} :37 after :38, scope {scope}")
+        assert reply.json["status"] == "stale" and reply.json["highest"] == high, reply
+        # A job seen with scope job stays job: "slot" does not let the stale one in.
+        reply = post(target, delivery(job, low, key(job, 36), scope="slot"), 409,
+                     what=f"{job} :36 downgraded to slot")
+        assert reply.json["highest"] == high, reply
+
+    # An allow job turned forbid: scope job compares with the highest of every slot...
+    post(target, delivery("overlap", high - 1, key("overlap", 39), scope="job"), 409,
+         what="overlap :39 below :38's token, scope job")
+    newest = high + 65536
+    post(target, delivery("overlap", newest, key("overlap", 40), scope="job"), 200, effect=True,
+         what="overlap :40, scope job")
+    # ...and from then on the job is fenced per job, whatever a delivery says.
+    post(target, delivery("overlap", newest - 1, key("overlap", 41), scope="slot"), 409,
+         what="overlap :41 below :40's token, scope slot")
+
+    # Only "job" and "slot" are scopes.
+    for bad in ("Slot", "per-slot", ""):
+        post(target, delivery("overlap", newest * 2, key("overlap", 42), scope=bad), 400,
+             what=f"scope {bad!r}")
+
+    # Every accepted effect, in order: the two slots out of token order, then :40.
+    keys = [e.get("key", e.get("idempotency_key")) for e in target.effects("overlap")]
+    assert keys == [key("overlap", 38), key("overlap", 37), key("overlap", 40)], keys

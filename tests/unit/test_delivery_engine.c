@@ -628,6 +628,7 @@ Test(engine, sends_the_headers_of_the_contract)
     expect_header(rec, "Cronfence-Run", RUN);
     expect_header(rec, "Cronfence-Scheduled-At", SLOT_TEXT);
     expect_header(rec, "Cronfence-Attempt", "1");
+    expect_header(rec, "Cronfence-Fence-Scope", "job");
     cr_expect_not_null(header_of(rec, "Cronfence-Signature"));
     cr_expect_null(header_of(rec, "Expect"), "no Expect: 100-continue");
     cr_expect(signed_with(rec, JOB_SECRET), "signature must verify with the job's secret");
@@ -668,6 +669,37 @@ Test(engine, sends_the_json_body_of_the_contract)
     cr_expect_str_eq(json_string_value(json_object_get(json_object_get(doc, "payload"), "report")),
                      "daily");
     json_decref(doc);
+}
+
+Test(engine, fence_scope_follows_the_overlap_of_the_job)
+{
+    static const struct {
+        enum job_overlap overlap;
+        enum run_trigger trigger;
+        const char *want;
+    } cases[] = {
+        {JOB_OVERLAP_FORBID, RUN_TRIGGER_SCHEDULE, "job"},
+        {JOB_OVERLAP_QUEUE, RUN_TRIGGER_SCHEDULE, "job"},
+        {JOB_OVERLAP_ALLOW, RUN_TRIGGER_SCHEDULE, "slot"},
+        {JOB_OVERLAP_ALLOW, RUN_TRIGGER_MANUAL, "slot"}, /* a manual run is a slot of its own */
+        {JOB_OVERLAP_FORBID, RUN_TRIGGER_MANUAL, "job"},
+    };
+    int n = (int)(sizeof(cases) / sizeof(cases[0]));
+
+    start_engine(false, NULL);
+    for (int i = 0; i < n; i++) {
+        struct job *job = new_job(server.url);
+        struct delivery_request *req = new_request(job, RUN);
+        int before = outcome_count();
+
+        job->overlap = cases[i].overlap;
+        req->trigger = cases[i].trigger;
+        cr_assert_eq(delivery_submit(engine, req), CF_OK);
+        cr_assert(wait_outcomes(before + 1), "done was not called");
+    }
+    cr_assert_eq(request_count(), n);
+    for (int i = 0; i < n; i++) /* header_of() also fails on a repeated header */
+        expect_header(&server.requests[i], "Cronfence-Fence-Scope", cases[i].want);
 }
 
 Test(engine, signs_with_the_default_secret_when_the_job_has_none)

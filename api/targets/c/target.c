@@ -13,8 +13,16 @@
  *      Idempotency-Key + "\n" + raw body)), and refuse a t more than 5
  *      minutes old (or ahead): 401.
  *   2. Together with the effect: a seen Idempotency-Key gets 200 and nothing
- *      is done again; a fencing token lower than the job's highest gets 409;
- *      otherwise do the work and remember the key and the token.
+ *      is done again; a fencing token lower than the highest in its fence
+ *      scope gets 409; otherwise do the work and remember the key and the
+ *      token.
+ *
+ * The fence scope is the Cronfence-Fence-Scope header. "job" (overlap forbid
+ * or queue; also what a delivery without the header means): keep the highest
+ * token per job. "slot" (overlap allow, whose slots may overlap and arrive out
+ * of token order): keep it per Idempotency-Key, so a new key is accepted even
+ * below the job's highest. The header is not signed: a job once accepted with
+ * scope "job" stays "job", whatever a later delivery says.
  *
  * The "work" here is appending a JSON line {job, token, key, run_id} to
  * EFFECTS_FILE. server/receiver.c is the complete version, kept in SQLite.
@@ -38,15 +46,17 @@
 
 /*
  * The accepted deliveries, newest first: a job's highest token is the largest
- * token among its entries, its seen keys are their keys. In memory for the
- * example, so a restart forgets them: a real target must store them in its
- * database in the same transaction as its effect (else a crash between the
- * effect and the bookkeeping lets a retry run the effect twice). The daemon
+ * token among its entries (whatever their scope), its seen keys are their
+ * keys, and its scope is "job" once one entry was accepted so. In memory for
+ * the example, so a restart forgets them: a real target must store them in
+ * its database in the same transaction as its effect (else a crash between
+ * the effect and the bookkeeping lets a retry run the effect twice). The daemon
  * serves one request at a time, so a check and its record cannot interleave.
  */
 struct accepted {
     char *job, *key;
     int64_t token;
+    bool job_scope; /* accepted with fence scope "job" */
     struct accepted *next;
 };
 
@@ -165,9 +175,11 @@ static enum MHD_Result handle_delivery(struct MHD_Connection *conn, const struct
     const char *token_text = header(conn, "Fencing-Token");
     const char *key = header(conn, "Idempotency-Key");
     const char *job = header(conn, "Cronfence-Job");
+    const char *scope = header(conn, "Cronfence-Fence-Scope");
     const char *at;
     struct accepted *entry;
     int64_t token, highest = -1;
+    bool job_scope;
     char json[80];
 
     if (req->too_large)
@@ -183,17 +195,26 @@ static enum MHD_Result handle_delivery(struct MHD_Connection *conn, const struct
     if (job == NULL || (at != NULL && (strlen(job) != (size_t)(at - key) ||
                                        strncmp(job, key, (size_t)(at - key)) != 0)))
         return answer(conn, 400, "{\"status\":\"error\",\"error\":\"bad cronfence-job\"}");
+    /* No header: a delivery from before it, fenced per job. */
+    if (scope != NULL && strcmp(scope, "job") != 0 && strcmp(scope, "slot") != 0)
+        return answer(conn, 400, "{\"status\":\"error\",\"error\":\"bad cronfence-fence-scope\"}");
+    job_scope = scope == NULL || strcmp(scope, "job") == 0;
 
     for (entry = accepted; entry != NULL; entry = entry->next) {
-        if (strcmp(entry->job, job) == 0 && strcmp(entry->key, key) == 0)
+        if (strcmp(entry->job, job) != 0)
+            continue;
+        if (strcmp(entry->key, key) == 0)
             return answer(conn, 200, "{\"status\":\"duplicate\"}");
-        if (strcmp(entry->job, job) == 0 && entry->token > highest)
+        if (entry->token > highest)
             highest = entry->token;
+        job_scope = job_scope || entry->job_scope; /* never downgraded by the unsigned header */
     }
     /* >= and not >: an equal token comes from the same claim as the highest (a
      * retry of that firing, whose key you may have pruned). Fencing refuses
-     * only an older lock holder, one whose token is lower. */
-    if (token < highest) {
+     * only an older lock holder, one whose token is lower. For scope "slot"
+     * the highest is the key's, and a seen key is a repeat (above): a new key
+     * is accepted whatever other slots accepted. */
+    if (job_scope && token < highest) {
         snprintf(json, sizeof(json), "{\"status\":\"stale\",\"highest\":%" PRId64 "}", highest);
         return answer(conn, 409, json);
     }
@@ -203,6 +224,7 @@ static enum MHD_Result handle_delivery(struct MHD_Connection *conn, const struct
         entry->job = strdup(job);
         entry->key = strdup(key);
         entry->token = token;
+        entry->job_scope = job_scope;
     }
     if (entry == NULL || entry->job == NULL || entry->key == NULL ||
         !append_effect(job, token, key, header(conn, "Cronfence-Run"))) {

@@ -10,8 +10,15 @@
 //     Idempotency-Key + "\n" + raw body)), and refuse a t more than 5 minutes
 //     old (or ahead): 401.
 //  2. Together with the effect: a seen Idempotency-Key gets 200 and nothing is
-//     done again; a fencing token lower than the job's highest gets 409;
-//     otherwise do the work and remember the key and the token.
+//     done again; a fencing token lower than the highest in its fence scope
+//     gets 409; otherwise do the work and remember the key and the token.
+//
+// The fence scope is the Cronfence-Fence-Scope header. "job" (overlap forbid
+// or queue; also what a delivery without the header means): keep the highest
+// token per job. "slot" (overlap allow, whose slots may overlap and arrive out
+// of token order): keep it per Idempotency-Key, so a new key is accepted even
+// below the job's highest. The header is not signed: a job once accepted with
+// scope "job" stays "job", whatever a later delivery says.
 //
 // The "work" here is appending a JSON line {job, token, key, run_id} to
 // EFFECTS_FILE.
@@ -39,15 +46,17 @@ const maxBodyBytes = 1 << 20
 
 var digits = regexp.MustCompile(`^[0-9]{1,19}$`)
 
-// target holds, per job, the highest accepted token and the keys seen. In
-// memory for the example, so a restart forgets it: a real target must store
-// both in its database, in the same transaction as its effect (else a crash
-// between the effect and the bookkeeping lets a retry run the effect twice).
+// target holds, per job, the highest accepted token (over every scope), its
+// scope and the keys seen. In memory for the example, so a restart forgets
+// it: a real target must store it in its database, in the same transaction
+// as its effect (else a crash between the effect and the bookkeeping lets a
+// retry run the effect twice).
 type target struct {
 	secret  []byte
 	effects *os.File
 	mu      sync.Mutex // held from the check to the record: they must not interleave
 	highest map[string]int64
+	scope   map[string]string // "job" or "slot"
 	keys    map[string]map[string]bool
 }
 
@@ -88,23 +97,31 @@ func (tg *target) signatureOK(header, token, key string, body []byte) bool {
 }
 
 // deliver checks, performs and records one delivery; returns status and answer.
-func (tg *target) deliver(job string, token int64, key, runID string) (int, any) {
+func (tg *target) deliver(job string, token int64, key, runID, scope string) (int, any) {
 	tg.mu.Lock()
 	defer tg.mu.Unlock()
+	if tg.scope[job] == "job" {
+		scope = "job" // never downgraded by the unsigned header
+	}
 	if tg.keys[job][key] {
 		return http.StatusOK, map[string]string{"status": "duplicate"}
 	}
 	// >= and not >: an equal token comes from the same claim as the highest (a
 	// retry of that firing, whose key you may have pruned). Fencing refuses
-	// only an older lock holder, one whose token is lower.
-	if highest, ok := tg.highest[job]; ok && token < highest {
+	// only an older lock holder, one whose token is lower. For scope "slot" the
+	// highest is the key's, and a seen key is a repeat (above): a new key is
+	// accepted whatever other slots accepted.
+	if highest, ok := tg.highest[job]; ok && scope == "job" && token < highest {
 		return http.StatusConflict, map[string]any{"status": "stale", "highest": highest}
 	}
 	line, _ := json.Marshal(map[string]any{"job": job, "token": token, "key": key, "run_id": runID})
 	if _, err := tg.effects.Write(append(line, '\n')); err != nil { // the effect
 		return refuse(http.StatusInternalServerError, err.Error())
 	}
-	tg.highest[job] = token
+	if highest, ok := tg.highest[job]; !ok || token > highest {
+		tg.highest[job] = token
+	}
+	tg.scope[job] = scope
 	if tg.keys[job] == nil {
 		tg.keys[job] = map[string]bool{}
 	}
@@ -145,7 +162,13 @@ func (tg *target) handle(w http.ResponseWriter, r *http.Request) (int, any) {
 	if key == "" || job == "" || (scheduled && prefix != job) {
 		return refuse(http.StatusBadRequest, "bad cronfence-job")
 	}
-	return tg.deliver(job, token, key, r.Header.Get("Cronfence-Run"))
+	scope := r.Header.Get("Cronfence-Fence-Scope")
+	if len(r.Header.Values("Cronfence-Fence-Scope")) == 0 {
+		scope = "job" // sent before the header existed
+	} else if scope != "job" && scope != "slot" {
+		return refuse(http.StatusBadRequest, "bad cronfence-fence-scope")
+	}
+	return tg.deliver(job, token, key, r.Header.Get("Cronfence-Run"), scope)
 }
 
 func main() {
@@ -170,7 +193,7 @@ func main() {
 	}
 	fmt.Println("listening on", listener.Addr())
 	tg := &target{secret: []byte(secret), effects: effects,
-		highest: map[string]int64{}, keys: map[string]map[string]bool{}}
+		highest: map[string]int64{}, scope: map[string]string{}, keys: map[string]map[string]bool{}}
 	fmt.Fprintln(os.Stderr, http.Serve(listener, tg))
 	os.Exit(1)
 }

@@ -10,8 +10,15 @@
 //    Idempotency-Key + "\n" + raw body)), and refuse a t more than 5 minutes
 //    old (or ahead): 401.
 // 2. Together with the effect: a seen Idempotency-Key gets 200 and nothing is
-//    done again; a fencing token lower than the job's highest gets 409;
-//    otherwise do the work and remember the key and the token.
+//    done again; a fencing token lower than the highest in its fence scope
+//    gets 409; otherwise do the work and remember the key and the token.
+//
+// The fence scope is the Cronfence-Fence-Scope header. "job" (overlap forbid
+// or queue; also what a delivery without the header means): keep the highest
+// token per job. "slot" (overlap allow, whose slots may overlap and arrive out
+// of token order): keep it per Idempotency-Key, so a new key is accepted even
+// below the job's highest. The header is not signed: a job once accepted with
+// scope "job" stays "job", whatever a later delivery says.
 //
 // The "work" here is appending a JSON line {job, token, key, run_id} to
 // EFFECTS_FILE.
@@ -27,10 +34,11 @@ const secret = process.env.CRONFENCE_SECRET;
 const port = Number(process.argv[2] ?? process.env.PORT ?? 8000);
 const effectsPath = process.argv[3] ?? process.env.EFFECTS_FILE ?? "effects.jsonl";
 
-// Per job: { highest: BigInt, keys: Set }. In memory for the example, so a
-// restart forgets it: a real target must store both in its database, in the
-// same transaction as its effect (else a crash between the effect and the
-// bookkeeping lets a retry run the effect twice).
+// Per job: { highest: BigInt over every scope, scope: "job" or "slot", keys:
+// Set }. In memory for the example, so a restart forgets it: a real target
+// must store it in its database, in the same transaction as its effect (else
+// a crash between the effect and the bookkeeping lets a retry run the effect
+// twice).
 const jobs = new Map();
 
 // True when header carries one fresh t and a v1 that is our HMAC (any v1, so
@@ -57,18 +65,24 @@ function signatureOk(header, token, key, body) {
 // Checks, performs and records one delivery. It is synchronous (no await, a
 // sync file write), so no other request can run between the check and the
 // record: the event loop gives us the "one transaction" for free here.
-function deliver(job, token, key, runId) {
-  const state = jobs.get(job) ?? { highest: -1n, keys: new Set() };
+function deliver(job, token, key, runId, named) {
+  const state = jobs.get(job) ?? { highest: -1n, scope: named, keys: new Set() };
+  const scope = state.scope === "job" ? "job" : named; // never downgraded by the unsigned header
   if (state.keys.has(key)) return [200, { status: "duplicate" }];
   // >= and not >: an equal token comes from the same claim as the highest (a
   // retry of that firing, whose key you may have pruned). Fencing refuses
-  // only an older lock holder, one whose token is lower.
-  if (token < state.highest) return [409, `{"status":"stale","highest":${state.highest}}`];
+  // only an older lock holder, one whose token is lower. For scope "slot" the
+  // highest is the key's, and a seen key is a repeat (above): a new key is
+  // accepted whatever other slots accepted.
+  if (scope === "job" && token < state.highest) {
+    return [409, `{"status":"stale","highest":${state.highest}}`];
+  }
   // JSON.stringify cannot write a BigInt: the token goes in as its digits.
   const line = `{"job":${JSON.stringify(job)},"token":${token},"key":${JSON.stringify(key)},` +
     `"run_id":${JSON.stringify(runId ?? null)}}\n`;
   appendFileSync(effectsPath, line); // the effect; throws (500) before we record anything
-  state.highest = token;
+  if (token > state.highest) state.highest = token;
+  state.scope = scope;
   state.keys.add(key);
   jobs.set(job, state);
   return [200, { status: "accepted" }];
@@ -96,7 +110,11 @@ function handle(req, body, res) {
   if (!key || !job || (key.includes("@") && key.split("@", 1)[0] !== job)) {
     return answer(res, 400, { status: "error", error: "bad cronfence-job" });
   }
-  const [status, doc] = deliver(job, BigInt(tokenText), key, req.headers["cronfence-run"]);
+  const scope = req.headers["cronfence-fence-scope"] ?? "job";
+  if (scope !== "job" && scope !== "slot") {
+    return answer(res, 400, { status: "error", error: "bad cronfence-fence-scope" });
+  }
+  const [status, doc] = deliver(job, BigInt(tokenText), key, req.headers["cronfence-run"], scope);
   answer(res, status, doc);
 }
 

@@ -11,8 +11,16 @@ one, printed as "listening on 127.0.0.1:PORT"). The contract is DESIGN §5:
    Idempotency-Key + "\\n" + raw body)), and refuse a t more than 5 minutes
    old (or ahead): 401.
 2. In ONE SQLite transaction with the effect: a seen Idempotency-Key gets 200
-   and nothing is done again; a fencing token lower than the job's highest
-   gets 409; otherwise do the work and remember the key and the token.
+   and nothing is done again; a fencing token lower than the highest in its
+   fence scope gets 409; otherwise do the work and remember the key and the
+   token.
+
+The fence scope is the Cronfence-Fence-Scope header. "job" (overlap forbid or
+queue; also what a delivery without the header means): keep the highest token
+per job. "slot" (overlap allow, whose slots may overlap and arrive out of token
+order): keep it per Idempotency-Key, so a new key is accepted even below the
+job's highest. The header is not signed: a job once accepted with scope "job"
+stays "job", whatever a later delivery says.
 
 The "work" here is a row in the effects table, also appended, once committed,
 as a JSON line {job, token, key, run_id} to EFFECTS_FILE.
@@ -33,7 +41,8 @@ MAX_AGE_S = 300  # oldest (or most future) signature t accepted
 MAX_BODY_BYTES = 1 << 20
 TOKEN_MAX = 2**63 - 1  # tokens are unsigned decimal 64-bit integers
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (job TEXT PRIMARY KEY, highest_token INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (job TEXT PRIMARY KEY, highest_token INTEGER NOT NULL,
+                                 scope TEXT NOT NULL DEFAULT 'job');
 CREATE TABLE IF NOT EXISTS seen_keys (job TEXT, key TEXT, PRIMARY KEY (job, key));
 CREATE TABLE IF NOT EXISTS effects (job TEXT, token INTEGER, key TEXT, run_id TEXT);
 """
@@ -57,7 +66,7 @@ def signature_ok(secret, header, token, key, body):
     return any(matches)
 
 
-def deliver(db_path, job, token, key, run_id):
+def deliver(db_path, job, token, key, run_id, scope):
     """The fencing step and the effect in one transaction. Returns (status, answer).
 
     Why one transaction: the check and the effect must not be separable.
@@ -71,16 +80,23 @@ def deliver(db_path, job, token, key, run_id):
         db.execute("BEGIN IMMEDIATE")
         if db.execute("SELECT 1 FROM seen_keys WHERE job = ? AND key = ?", (job, key)).fetchone():
             return 200, {"status": "duplicate"}  # closing without COMMIT rolls back
-        row = db.execute("SELECT highest_token FROM jobs WHERE job = ?", (job,)).fetchone()
+        row = db.execute("SELECT highest_token, scope FROM jobs WHERE job = ?",
+                         (job,)).fetchone()
+        if row is not None and row[1] == "job":
+            scope = "job"  # never downgraded by the unsigned header
         # >= and not >: an equal token comes from the same claim as the highest
         # (a retry of that firing, whose key you may have pruned). Fencing
-        # refuses only an older lock holder, one whose token is lower.
-        if row is not None and token < row[0]:
+        # refuses only an older lock holder, one whose token is lower. For
+        # scope "slot" the highest is the key's, and a seen key is a repeat
+        # (above): a new key is accepted whatever other slots accepted.
+        if scope == "job" and row is not None and token < row[0]:
             return 409, {"status": "stale", "highest": row[0]}
         db.execute("INSERT INTO effects VALUES (?, ?, ?, ?)", (job, token, key, run_id))
         db.execute("INSERT INTO seen_keys VALUES (?, ?)", (job, key))
-        db.execute("INSERT INTO jobs VALUES (?, ?) ON CONFLICT (job) DO UPDATE"
-                   " SET highest_token = excluded.highest_token", (job, token))
+        # The job's highest over every scope: it fences the job if it ever sends "job".
+        db.execute("INSERT INTO jobs VALUES (?, ?, ?) ON CONFLICT (job) DO UPDATE"
+                   " SET highest_token = max(highest_token, excluded.highest_token),"
+                   " scope = excluded.scope", (job, token, scope))
         db.execute("COMMIT")
     return 200, {"status": "accepted"}
 
@@ -114,8 +130,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         # they must agree, or a replay could raise another job's highest token.
         if not key or not job or ("@" in key and key.split("@", 1)[0] != job):
             return self.answer(400, {"status": "error", "error": "bad cronfence-job"})
+        scope = self.headers.get("Cronfence-Fence-Scope", "job")
+        if scope not in ("job", "slot"):
+            return self.answer(400, {"status": "error", "error": "bad cronfence-fence-scope"})
         run_id = self.headers.get("Cronfence-Run")
-        status, doc = deliver(self.server.db_path, job, int(token_text), key, run_id)
+        status, doc = deliver(self.server.db_path, job, int(token_text), key, run_id, scope)
         if doc["status"] == "accepted":
             line = {"job": job, "token": int(token_text), "key": key, "run_id": run_id}
             with open(self.server.effects_path, "a") as effects:
@@ -140,6 +159,9 @@ def main():
     server.db_path = args[2] or os.environ.get("STATE_DB", "target.db")
     with contextlib.closing(sqlite3.connect(server.db_path)) as db:
         db.executescript("PRAGMA journal_mode = WAL;" + SCHEMA)
+        if "scope" not in [column[1] for column in db.execute("PRAGMA table_info(jobs)")]:
+            # A state file from before the header: its jobs were all fenced per job.
+            db.execute("ALTER TABLE jobs ADD COLUMN scope TEXT NOT NULL DEFAULT 'job'")
     print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
