@@ -45,7 +45,14 @@
 #define MEMBER_TTL_MS 5000
 #define HISTORY_POLL_MS 250
 #define HISTORY_PAGE "1000"
-#define HISTORY_MAXLEN "100000"
+/*
+ * The run feed is trimmed to what every live member has read (see
+ * script_feed_trim), so a reader that falls behind, pauses or restarts
+ * loses nothing; this hard cap only bounds a node's memory when a reader
+ * stays behind for long.
+ */
+#define HISTORY_MAXLEN "1000000"
+#define FEED_TRIM_MS 5000
 #define PUBLISH_MS 50
 /* Outbox states per publishing pass, appended in script calls of PUBLISH_CHUNK. */
 #define PUBLISH_BATCH 1000
@@ -79,6 +86,7 @@ enum script {
     S_CATALOG_GC,
     S_HEARTBEAT,
     S_PUBLISH,
+    S_FEED_TRIM,
     S_COUNT
 };
 
@@ -278,6 +286,39 @@ static const char script_publish[] =
     "redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', high))\n"
     "return high\n";
 
+/*
+ * Feed trim (DESIGN §4.7): records how far this reader has read the node's
+ * run feed, forgets readers that are no longer members, and trims the feed
+ * below the lowest position of those left (never the unread part of a live
+ * reader). Returns the feed's highest deleted entry id, for the reader to
+ * tell whether entries it had not read were trimmed (by the hard cap).
+ * KEYS: run feed, readers hash, members zset. ARGV: reader id, its position.
+ */
+static const char script_feed_trim[] =
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "local low_ms, low_seq\n"
+    "local readers = redis.call('HGETALL', KEYS[2])\n"
+    "for i = 1, #readers, 2 do\n"
+    "  if redis.call('ZSCORE', KEYS[3], readers[i]) or readers[i] == ARGV[1] then\n"
+    "    local ms, seq = string.match(readers[i + 1], '^(%d+)-(%d+)$')\n"
+    "    ms, seq = tonumber(ms or '0'), tonumber(seq or '0')\n"
+    "    if not low_ms or ms < low_ms or (ms == low_ms and seq < low_seq) then\n"
+    "      low_ms, low_seq = ms, seq\n"
+    "    end\n"
+    "  else\n"
+    "    redis.call('HDEL', KEYS[2], readers[i])\n"
+    "  end\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end\n"
+    "if low_ms and low_ms > 0 then\n"
+    "  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', low_ms, low_seq))\n"
+    "end\n"
+    "local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
+    "for i = 1, #info, 2 do\n"
+    "  if info[i] == 'max-deleted-entry-id' then return info[i + 1] end\n"
+    "end\n"
+    "return '0-0'\n";
+
 static const char *const scripts[S_COUNT] = {
     [S_CLAIM] = script_claim,
     [S_COMMIT] = script_commit,
@@ -291,6 +332,7 @@ static const char *const scripts[S_COUNT] = {
     [S_CATALOG_GC] = script_catalog_gc,
     [S_HEARTBEAT] = script_heartbeat,
     [S_PUBLISH] = script_publish,
+    [S_FEED_TRIM] = script_feed_trim,
 };
 
 /* ---------------------------------------------------------------------- */
@@ -1740,6 +1782,61 @@ static void history_read(struct coord_cluster *self)
     free(pointers);
 }
 
+/* Whether stream entry id a is after b ("<ms>-<seq>" each). */
+static bool stream_id_after(const char *a, const char *b)
+{
+    unsigned long long a_ms = 0, a_seq = 0, b_ms = 0, b_seq = 0;
+
+    sscanf(a, "%llu-%llu", &a_ms, &a_seq);
+    sscanf(b, "%llu-%llu", &b_ms, &b_seq);
+    return a_ms > b_ms || (a_ms == b_ms && a_seq > b_seq);
+}
+
+/*
+ * Background thread: tells every node how far this instance has read its
+ * run feed, so that the feed is trimmed only below what every live member
+ * has read, and warns when entries this instance had not read were trimmed
+ * anyway (the hard cap): their runs reach this history only through later
+ * states of the same runs.
+ */
+static void feed_trim(struct coord_cluster *self)
+{
+    struct nodeset_round *round;
+    char stream[KEY_MAX], readers[KEY_MAX], members[KEY_MAX], positions[MAX_NODES][48];
+    int index[MAX_NODES];
+
+    make_key(self, stream, "runs", "");
+    make_key(self, readers, "readers", "");
+    make_key(self, members, "members", "");
+    pthread_mutex_lock(&self->state_lock);
+    memcpy(positions, self->history_pos, sizeof(positions));
+    pthread_mutex_unlock(&self->state_lock);
+    round = nodeset_round_begin(self->ns);
+    for (size_t node = 0; node < self->n; node++)
+        index[node] =
+            nodeset_round_node_up(round, node)
+                ? nodeset_round_script(round, node, S_FEED_TRIM, 3, 5,
+                                       (const char *[]){stream, readers, members, self->instance_id,
+                                                        positions[node]})
+                : -1;
+    nodeset_round_exec(round);
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *deleted = nodeset_round_reply(round, node, index[node]);
+
+        if (deleted == NULL || deleted->type != REDIS_REPLY_STRING ||
+            !stream_id_after(deleted->str, positions[node]) || strcmp(positions[node], "0-0") == 0)
+            continue;
+        log_warn("run feed trimmed past this instance's position: some run states were not read",
+                 "node=%s position=%s deleted_up_to=%s", nodeset_address(self->ns, node),
+                 positions[node], deleted->str);
+        /* Said once: read on from what is left. */
+        pthread_mutex_lock(&self->state_lock);
+        snprintf(self->history_pos[node], sizeof(self->history_pos[node]), "%s", deleted->str);
+        pthread_mutex_unlock(&self->state_lock);
+    }
+    nodeset_round_end(round);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Membership (DESIGN §4.8), trust and repair (§4.5)                       */
 /* ---------------------------------------------------------------------- */
@@ -2170,7 +2267,7 @@ static void *cluster_main(void *arg)
 {
     struct coord_cluster *self = arg;
     int64_t next_heartbeat = 0, next_catalog = 0, next_history = 0, next_lost = 0,
-            next_gc = cf_boot_ms() + CATALOG_GC_MS;
+            next_trim = cf_boot_ms() + FEED_TRIM_MS, next_gc = cf_boot_ms() + CATALOG_GC_MS;
 
     while (!atomic_load(&self->stopping)) {
         int64_t now = cf_boot_ms();
@@ -2194,6 +2291,10 @@ static void *cluster_main(void *arg)
         if (now >= next_lost) {
             mark_departed_runs(self);
             next_lost = now + LOST_CHECK_MS;
+        }
+        if (now >= next_trim) {
+            feed_trim(self);
+            next_trim = now + FEED_TRIM_MS;
         }
         if (now >= next_gc) {
             catalog_gc(self);

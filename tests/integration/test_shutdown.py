@@ -42,7 +42,7 @@ def test_sigterm_drains_the_delivery_while_the_api_answers(tmp_path, processes, 
     ready = wait_for(lambda: (lambda r: r if r.status == 503 else None)(
         http("GET", instance.url + "/readyz")), timeout=5 * SLOW, what="readyz 503")
     assert ready.json == {"status": "not ready", "database": True, "coordinator": True,
-                          "scheduler": False}
+                          "scheduler": False, "reason": "stopping"}
     assert instance.api("GET", f"/api/v1/runs/{run['id']}").status == 200
     trigger = instance.api("POST", "/api/v1/jobs/drain/trigger")
     assert trigger.status == 503, trigger
