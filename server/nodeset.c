@@ -782,14 +782,22 @@ int nodeset_round_script(struct nodeset_round *round, size_t node, size_t script
     char *resp = NULL;
     int len;
 
-    if (script >= ns->script_count || argc + 3 > 32)
+    if (script >= ns->script_count || argc < 0)
         return -1;
+    /* Most calls fit on the stack; a long one (a batch of run states) gets the heap. */
+    if ((size_t)argc + 3 > sizeof(stack) / sizeof(stack[0])) {
+        full = malloc(((size_t)argc + 3) * sizeof(*full));
+        if (full == NULL)
+            return -1;
+    }
     snprintf(keys, sizeof(keys), "%d", numkeys);
     full[0] = "EVALSHA";
     full[1] = ns->shas[script];
     full[2] = keys;
     memcpy(full + 3, argv, (size_t)argc * sizeof(*argv));
     len = redisFormatCommandArgv(&resp, argc + 3, full, NULL);
+    if (full != stack)
+        free(full);
     return pipe_add(&ns->nodes[node].pipe, resp, len, (int)script);
 }
 
