@@ -53,6 +53,8 @@
  */
 #define HISTORY_MAXLEN "1000000"
 #define FEED_TRIM_MS 5000
+/* A reader of the run feed silent for longer is forgotten, and the feed trimmed past it. */
+#define READER_TTL "120000"
 #define PUBLISH_MS 50
 /* Outbox states per publishing pass, appended in script calls of PUBLISH_CHUNK. */
 #define PUBLISH_BATCH 1000
@@ -288,18 +290,24 @@ static const char script_publish[] =
 
 /*
  * Feed trim (DESIGN §4.7): records how far this reader has read the node's
- * run feed, forgets readers that are no longer members, and trims the feed
- * below the lowest position of those left (never the unread part of a live
- * reader). Returns the feed's highest deleted entry id, for the reader to
- * tell whether entries it had not read were trimmed (by the hard cap).
- * KEYS: run feed, readers hash, members zset. ARGV: reader id, its position.
+ * run feed (and when, by the node's clock), forgets readers silent for
+ * longer than ARGV[3] ms, and trims the feed below the lowest position of
+ * those left: never the unread part of a reader that is alive, restarting
+ * or paused for less than that. Returns the feed's first entry id ('' when
+ * empty), for the reader to tell whether entries it had not read are gone.
+ * KEYS: run feed, readers hash, readers' last-seen hash.
+ * ARGV: reader id, its position, reader ttl_ms.
  */
 static const char script_feed_trim[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('HSET', KEYS[3], ARGV[1], string.format('%d', now))\n"
     "local low_ms, low_seq\n"
     "local readers = redis.call('HGETALL', KEYS[2])\n"
     "for i = 1, #readers, 2 do\n"
-    "  if redis.call('ZSCORE', KEYS[3], readers[i]) or readers[i] == ARGV[1] then\n"
+    "  local seen = tonumber(redis.call('HGET', KEYS[3], readers[i]) or '0')\n"
+    "  if now - seen <= tonumber(ARGV[3]) then\n"
     "    local ms, seq = string.match(readers[i + 1], '^(%d+)-(%d+)$')\n"
     "    ms, seq = tonumber(ms or '0'), tonumber(seq or '0')\n"
     "    if not low_ms or ms < low_ms or (ms == low_ms and seq < low_seq) then\n"
@@ -307,17 +315,15 @@ static const char script_feed_trim[] =
     "    end\n"
     "  else\n"
     "    redis.call('HDEL', KEYS[2], readers[i])\n"
+    "    redis.call('HDEL', KEYS[3], readers[i])\n"
     "  end\n"
     "end\n"
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return '0-0' end\n"
     "if low_ms and low_ms > 0 then\n"
     "  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', low_ms, low_seq))\n"
     "end\n"
-    "local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
-    "for i = 1, #info, 2 do\n"
-    "  if info[i] == 'max-deleted-entry-id' then return info[i + 1] end\n"
-    "end\n"
-    "return '0-0'\n";
+    "local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+    "if first[1] then return first[1][1] end\n"
+    "return ''\n";
 
 static const char *const scripts[S_COUNT] = {
     [S_CLAIM] = script_claim,
@@ -1794,20 +1800,21 @@ static bool stream_id_after(const char *a, const char *b)
 
 /*
  * Background thread: tells every node how far this instance has read its
- * run feed, so that the feed is trimmed only below what every live member
- * has read, and warns when entries this instance had not read were trimmed
- * anyway (the hard cap): their runs reach this history only through later
- * states of the same runs.
+ * run feed, so that the feed is trimmed only below what every reader heard
+ * from within READER_TTL_MS has read, and warns when entries after this
+ * instance's position are gone anyway (it was silent for longer, or the
+ * hard cap trimmed them): the runs they carried reach this history only
+ * through their later states.
  */
 static void feed_trim(struct coord_cluster *self)
 {
     struct nodeset_round *round;
-    char stream[KEY_MAX], readers[KEY_MAX], members[KEY_MAX], positions[MAX_NODES][48];
+    char stream[KEY_MAX], readers[KEY_MAX], seen[KEY_MAX], positions[MAX_NODES][48];
     int index[MAX_NODES];
 
     make_key(self, stream, "runs", "");
     make_key(self, readers, "readers", "");
-    make_key(self, members, "members", "");
+    make_key(self, seen, "readers_seen", "");
     pthread_mutex_lock(&self->state_lock);
     memcpy(positions, self->history_pos, sizeof(positions));
     pthread_mutex_unlock(&self->state_lock);
@@ -1815,24 +1822,21 @@ static void feed_trim(struct coord_cluster *self)
     for (size_t node = 0; node < self->n; node++)
         index[node] =
             nodeset_round_node_up(round, node)
-                ? nodeset_round_script(round, node, S_FEED_TRIM, 3, 5,
-                                       (const char *[]){stream, readers, members, self->instance_id,
-                                                        positions[node]})
+                ? nodeset_round_script(round, node, S_FEED_TRIM, 3, 6,
+                                       (const char *[]){stream, readers, seen, self->instance_id,
+                                                        positions[node], READER_TTL})
                 : -1;
     nodeset_round_exec(round);
     for (size_t node = 0; node < self->n; node++) {
-        const redisReply *deleted = nodeset_round_reply(round, node, index[node]);
+        const redisReply *first = nodeset_round_reply(round, node, index[node]);
 
-        if (deleted == NULL || deleted->type != REDIS_REPLY_STRING ||
-            !stream_id_after(deleted->str, positions[node]) || strcmp(positions[node], "0-0") == 0)
+        /* The entry at our position stays while we are a reader: past it, some are gone. */
+        if (first == NULL || first->type != REDIS_REPLY_STRING || first->len == 0 ||
+            strcmp(positions[node], "0-0") == 0 || !stream_id_after(first->str, positions[node]))
             continue;
         log_warn("run feed trimmed past this instance's position: some run states were not read",
-                 "node=%s position=%s deleted_up_to=%s", nodeset_address(self->ns, node),
-                 positions[node], deleted->str);
-        /* Said once: read on from what is left. */
-        pthread_mutex_lock(&self->state_lock);
-        snprintf(self->history_pos[node], sizeof(self->history_pos[node]), "%s", deleted->str);
-        pthread_mutex_unlock(&self->state_lock);
+                 "node=%s position=%s first=%s", nodeset_address(self->ns, node), positions[node],
+                 first->str);
     }
     nodeset_round_end(round);
 }
@@ -2266,8 +2270,8 @@ static void mark_departed_runs(struct coord_cluster *self)
 static void *cluster_main(void *arg)
 {
     struct coord_cluster *self = arg;
-    int64_t next_heartbeat = 0, next_catalog = 0, next_history = 0, next_lost = 0,
-            next_trim = cf_boot_ms() + FEED_TRIM_MS, next_gc = cf_boot_ms() + CATALOG_GC_MS;
+    int64_t next_heartbeat = 0, next_catalog = 0, next_history = 0, next_lost = 0, next_trim = 0,
+            next_gc = cf_boot_ms() + CATALOG_GC_MS;
 
     while (!atomic_load(&self->stopping)) {
         int64_t now = cf_boot_ms();
