@@ -9,8 +9,14 @@
  *
  * A firing lives in exactly one place at a time: the inbound queue (waiting
  * for the engine thread to take it), the transfer list (an attempt is in the
- * multi handle), or the timer heap (waiting for its next attempt). It leaves
- * the engine through firing_finish(), which calls done once and frees it.
+ * multi handle, holding a slot of the bulkhead), or the timer heap, either
+ * waiting out a backoff or waiting in its target's queue of the bulkhead for
+ * a slot (its heap time is then the end of that wait). It leaves the engine
+ * through firing_finish(), which calls done once and frees it.
+ *
+ * Only the bulkhead decides how many attempts curl gets: curl is given no
+ * connection limit of its own, because a handle curl keeps pending for a
+ * connection is not bounded by its timeout.
  */
 #include "delivery.h"
 
@@ -23,6 +29,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,11 +50,24 @@
 /* Per-attempt timeout used when a job carries none (DESIGN §3 default). */
 #define DEFAULT_TIMEOUT_MS 30000
 /*
- * Connections open at once across all targets. Generous, so that a burst of
- * firings to one slow target does not queue the others behind it; the same
- * number bounds the idle keep-alive cache.
+ * Attempts in flight to one target (scheme, host, port) at once. A handful,
+ * like a browser's six connections per host: enough to keep a healthy target
+ * busy, since its answers free them again at once, and all that a target
+ * that hangs can hold; its other firings wait in its own queue, and jobs of
+ * other targets never wait behind them.
  */
-#define MAX_TOTAL_CONNECTIONS 256L
+#define TARGET_MAX_ATTEMPTS 16
+/*
+ * Attempts in flight across all targets. Each holds a socket and a curl
+ * handle with its buffers (tens of KiB), so this bounds both; it takes
+ * sixteen targets hanging at once to use it all, and targets then take
+ * turns for the slots that free up.
+ */
+#define MAX_ATTEMPTS 256
+/* Idle keep-alive connections kept for reuse. */
+#define MAX_IDLE_CONNECTIONS 256L
+/* Position of a firing that is not in the timer heap. */
+#define NOT_IN_HEAP ((size_t)-1)
 /* Longest wait in curl_multi_poll() when no timer is due; wake-ups end it sooner. */
 #define IDLE_POLL_MS 60000
 /* Pause after a failed curl_multi_poll(), so that a persistent error does not spin. */
@@ -60,16 +80,32 @@
  * One submitted firing and the state of its current attempt. Owned by the
  * engine thread once it has left the inbound queue.
  */
+enum firing_state {
+    FIRING_INBOUND, /* in the inbound queue */
+    FIRING_BACKOFF, /* in the timer heap until its next attempt is due */
+    FIRING_WAITING, /* in its target's queue and in the timer heap until the wait ends */
+    FIRING_SENDING, /* an attempt in the multi handle, holding a slot */
+};
+
 struct firing {
     struct delivery_engine *engine;
     struct delivery_request *req;
     struct firing *inbound_next;                  /* inbound queue link, under engine->lock */
     struct firing *transfer_prev, *transfer_next; /* transfer list links, while easy is set */
-    char *host;               /* URL host without brackets, for netallow_names_host() */
-    int attempt;              /* attempts sent so far; the current one while easy is set */
+    char *host;   /* URL host without brackets, for netallow_names_host() */
+    char *target; /* bulkhead key, "<scheme>://<host>:<port>" */
+    struct delivery_slot slot;
+    enum firing_state state;
+    size_t heap_index;        /* in engine->timers, or NOT_IN_HEAP */
+    int64_t wake_boot_ms;     /* BACKOFF: next attempt due; WAITING: the wait ends */
+    bool wait_misses;         /* WAITING: the end of the wait is the starting deadline */
+    int64_t due_boot_ms;      /* when the current attempt became due */
+    int64_t start_by_boot_ms; /* starting deadline of a scheduled slot; INT64_MAX for none */
+    int attempt;              /* attempts made so far; the current one while easy is set */
+    bool sent;                /* an attempt went to curl: the firing can no longer be missed */
+    bool missed;              /* ended without sending: not started by the deadline */
     int64_t started_at_ms;    /* wall ms when the first attempt was sent */
     int64_t finished_at_ms;   /* wall ms when the last attempt ended */
-    int64_t retry_at_boot_ms; /* boot ms at which the next attempt is due */
     bool stopped_early;
 
     /* The current attempt, released by attempt_release(). */
@@ -82,8 +118,12 @@ struct firing {
     char refused_address[INET6_ADDRSTRLEN];
     int64_t retry_after_ms; /* from the response's Retry-After, -1 when absent */
 
-    /* Outcome of the last attempt, kept until the next one starts. */
-    char excerpt[RUN_EXCERPT_MAX + 1];
+    /*
+     * Outcome of the last attempt, kept until the next one starts. The
+     * excerpt buffer (RUN_EXCERPT_MAX + 1 bytes) comes with the first attempt
+     * sent, so that a firing waiting in a queue stays small.
+     */
+    char *excerpt;
     size_t excerpt_len;
     bool excerpt_truncated;
     enum delivery_verdict verdict;
@@ -95,6 +135,7 @@ struct delivery_engine {
     struct delivery_config cfg; /* cfg.allow points at own_allow when the caller gave none */
     struct netallow *own_allow; /* the empty list, owned, when cfg->allow was NULL */
     CURLM *multi;               /* engine thread only, except curl_multi_wakeup() */
+    struct delivery_bulkhead *bulkhead; /* engine thread only */
     pthread_t thread;
 
     pthread_mutex_t lock; /* guards the fields below up to the next comment */
@@ -105,7 +146,7 @@ struct delivery_engine {
 
     /* Engine thread only. */
     struct firing *transfers; /* firings with an attempt in the multi handle */
-    struct firing **timers;   /* min-heap on retry_at_boot_ms */
+    struct firing **timers;   /* min-heap on wake_boot_ms, positions in heap_index */
     size_t timer_count, timer_cap;
     bool draining; /* stop seen: no new attempts after the ones in flight */
     int64_t drain_deadline_boot_ms;
@@ -342,6 +383,283 @@ void delivery_request_free(struct delivery_request *req)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Bulkheads (pure)                                                         */
+/* ------------------------------------------------------------------------ */
+
+int delivery_target_key(const char *url, char *out, size_t len)
+{
+    CURLU *parsed = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    int err = CF_ERR_NOMEM;
+    int n;
+
+    assert(url != NULL && out != NULL);
+    if (parsed == NULL)
+        return CF_ERR_NOMEM;
+    err = CF_ERR_INVALID;
+    if (curl_url_set(parsed, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        curl_url_get(parsed, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(parsed, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(parsed, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+        goto out;
+    /* Host names are case-insensitive: EXAMPLE.com and example.com are one target. */
+    for (char *c = host; *c != '\0'; c++)
+        *c = (char)tolower((unsigned char)*c);
+    for (char *c = scheme; *c != '\0'; c++)
+        *c = (char)tolower((unsigned char)*c);
+    n = snprintf(out, len, "%s://%s:%s", scheme, host, port);
+    err = n >= 0 && (size_t)n < len ? CF_OK : CF_ERR_NOMEM;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(parsed);
+    return err;
+}
+
+int64_t delivery_wait_deadline(int64_t due_ms, int64_t timeout_ms, int64_t start_by_ms, bool sent,
+                               bool *missed)
+{
+    int64_t deadline_ms = timeout_ms > INT64_MAX - due_ms ? INT64_MAX : due_ms + timeout_ms;
+
+    *missed = false;
+    if (!sent && start_by_ms <= deadline_ms) {
+        *missed = true;
+        deadline_ms = start_by_ms;
+    }
+    return deadline_ms;
+}
+
+/* Buckets of the target table; targets without holder or waiter are freed, so few live. */
+#define TARGET_BUCKETS 256
+
+/*
+ * One target (key) with a holder or a waiter. queue_head..queue_tail are its
+ * waiting slots, oldest first. It is on the bulkhead's ready list exactly
+ * when it has a waiter and a free share of its own, i.e. when only the total
+ * keeps its head waiting.
+ */
+struct delivery_target {
+    struct delivery_target *bucket_next;
+    struct delivery_target *ready_prev, *ready_next;
+    bool ready;
+    int holding;
+    int waiting;
+    struct delivery_slot *queue_head, *queue_tail;
+    char key[]; /* NUL-terminated */
+};
+
+/* The table of targets and the ready list, in FIFO order of becoming ready. */
+struct delivery_bulkhead {
+    int target_max, total_max;
+    int holding, waiting, targets;
+    struct delivery_target *ready_head, *ready_tail;
+    struct delivery_target *buckets[TARGET_BUCKETS];
+};
+
+static unsigned target_bucket(const char *key)
+{
+    uint32_t hash = 2166136261u; /* FNV-1a */
+
+    for (const unsigned char *c = (const unsigned char *)key; *c != '\0'; c++)
+        hash = (hash ^ *c) * 16777619u;
+    return hash % TARGET_BUCKETS;
+}
+
+struct delivery_bulkhead *delivery_bulkhead_new(int target_max, int total_max)
+{
+    struct delivery_bulkhead *bulkhead = calloc(1, sizeof(*bulkhead));
+
+    assert(target_max >= 1 && total_max >= 1);
+    if (bulkhead == NULL)
+        return NULL;
+    bulkhead->target_max = target_max;
+    bulkhead->total_max = total_max;
+    return bulkhead;
+}
+
+void delivery_bulkhead_free(struct delivery_bulkhead *bulkhead)
+{
+    if (bulkhead == NULL)
+        return;
+    for (size_t i = 0; i < TARGET_BUCKETS; i++) {
+        while (bulkhead->buckets[i] != NULL) {
+            struct delivery_target *target = bulkhead->buckets[i];
+
+            bulkhead->buckets[i] = target->bucket_next;
+            free(target);
+        }
+    }
+    free(bulkhead);
+}
+
+/* Puts target on the ready list, or takes it off, as its state now says. */
+static void target_update_ready(struct delivery_bulkhead *bulkhead, struct delivery_target *target)
+{
+    bool ready = target->waiting > 0 && target->holding < bulkhead->target_max;
+
+    if (ready == target->ready)
+        return;
+    target->ready = ready;
+    if (ready) {
+        target->ready_prev = bulkhead->ready_tail;
+        target->ready_next = NULL;
+        if (bulkhead->ready_tail != NULL)
+            bulkhead->ready_tail->ready_next = target;
+        else
+            bulkhead->ready_head = target;
+        bulkhead->ready_tail = target;
+        return;
+    }
+    if (target->ready_prev != NULL)
+        target->ready_prev->ready_next = target->ready_next;
+    else
+        bulkhead->ready_head = target->ready_next;
+    if (target->ready_next != NULL)
+        target->ready_next->ready_prev = target->ready_prev;
+    else
+        bulkhead->ready_tail = target->ready_prev;
+    target->ready_prev = NULL;
+    target->ready_next = NULL;
+}
+
+/* Frees target once nothing holds or waits on it. */
+static void target_forget_if_idle(struct delivery_bulkhead *bulkhead,
+                                  struct delivery_target *target)
+{
+    struct delivery_target **link = &bulkhead->buckets[target_bucket(target->key)];
+
+    if (target->holding > 0 || target->waiting > 0)
+        return;
+    assert(!target->ready);
+    while (*link != target)
+        link = &(*link)->bucket_next;
+    *link = target->bucket_next;
+    bulkhead->targets--;
+    free(target);
+}
+
+int delivery_bulkhead_enter(struct delivery_bulkhead *bulkhead, const char *key,
+                            struct delivery_slot *slot)
+{
+    unsigned bucket = target_bucket(key);
+    struct delivery_target *target = bulkhead->buckets[bucket];
+
+    assert(slot->target == NULL);
+    while (target != NULL && strcmp(target->key, key) != 0)
+        target = target->bucket_next;
+    if (target == NULL) {
+        size_t key_len = strlen(key);
+
+        target = calloc(1, sizeof(*target) + key_len + 1);
+        if (target == NULL)
+            return CF_ERR_NOMEM;
+        memcpy(target->key, key, key_len + 1);
+        target->bucket_next = bulkhead->buckets[bucket];
+        bulkhead->buckets[bucket] = target;
+        bulkhead->targets++;
+    }
+    slot->target = target;
+    slot->prev = NULL;
+    slot->next = NULL;
+    /* First come, first served: nobody overtakes a waiter of the same target. */
+    if (target->waiting == 0 && target->holding < bulkhead->target_max &&
+        bulkhead->holding < bulkhead->total_max) {
+        slot->holding = true;
+        target->holding++;
+        bulkhead->holding++;
+        return CF_OK;
+    }
+    slot->holding = false;
+    slot->prev = target->queue_tail;
+    if (target->queue_tail != NULL)
+        target->queue_tail->next = slot;
+    else
+        target->queue_head = slot;
+    target->queue_tail = slot;
+    target->waiting++;
+    bulkhead->waiting++;
+    target_update_ready(bulkhead, target);
+    return CF_OK;
+}
+
+void delivery_bulkhead_leave(struct delivery_bulkhead *bulkhead, struct delivery_slot *slot)
+{
+    struct delivery_target *target = slot->target;
+
+    if (target == NULL)
+        return;
+    if (slot->holding) {
+        target->holding--;
+        bulkhead->holding--;
+    } else {
+        if (slot->prev != NULL)
+            slot->prev->next = slot->next;
+        else
+            target->queue_head = slot->next;
+        if (slot->next != NULL)
+            slot->next->prev = slot->prev;
+        else
+            target->queue_tail = slot->prev;
+        target->waiting--;
+        bulkhead->waiting--;
+    }
+    slot->target = NULL;
+    slot->prev = NULL;
+    slot->next = NULL;
+    slot->holding = false;
+    target_update_ready(bulkhead, target);
+    target_forget_if_idle(bulkhead, target);
+}
+
+struct delivery_slot *delivery_bulkhead_next(struct delivery_bulkhead *bulkhead)
+{
+    struct delivery_target *target = bulkhead->ready_head;
+    struct delivery_slot *slot;
+
+    if (target == NULL || bulkhead->holding >= bulkhead->total_max)
+        return NULL;
+    slot = target->queue_head;
+    target->queue_head = slot->next;
+    if (slot->next != NULL)
+        slot->next->prev = NULL;
+    else
+        target->queue_tail = NULL;
+    slot->next = NULL;
+    slot->holding = true;
+    target->waiting--;
+    bulkhead->waiting--;
+    target->holding++;
+    bulkhead->holding++;
+    /* Round robin: the target goes to the back of the line for its next turn. */
+    target_update_ready(bulkhead, target);
+    if (target->ready && bulkhead->ready_tail != target) {
+        bulkhead->ready_head = target->ready_next;
+        bulkhead->ready_head->ready_prev = NULL;
+        target->ready_next = NULL;
+        target->ready_prev = bulkhead->ready_tail;
+        bulkhead->ready_tail->ready_next = target;
+        bulkhead->ready_tail = target;
+    }
+    return slot;
+}
+
+int delivery_bulkhead_holding(const struct delivery_bulkhead *bulkhead)
+{
+    return bulkhead->holding;
+}
+
+int delivery_bulkhead_waiting(const struct delivery_bulkhead *bulkhead)
+{
+    return bulkhead->waiting;
+}
+
+int delivery_bulkhead_targets(const struct delivery_bulkhead *bulkhead)
+{
+    return bulkhead->targets;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Engine internals: randomness, timers, transfer list                      */
 /* ------------------------------------------------------------------------ */
 
@@ -367,19 +685,50 @@ static double rng_next01(struct delivery_engine *engine)
     return (double)((x * 0x2545f4914f6cdd1dULL) >> 11) * 0x1.0p-53;
 }
 
-static void timer_swap(struct delivery_engine *engine, size_t a, size_t b)
+static void timer_place(struct delivery_engine *engine, size_t i, struct firing *f)
 {
-    struct firing *tmp = engine->timers[a];
-
-    engine->timers[a] = engine->timers[b];
-    engine->timers[b] = tmp;
+    engine->timers[i] = f;
+    f->heap_index = i;
 }
 
-/* Queues f for its next attempt at f->retry_at_boot_ms. CF_OK or CF_ERR_NOMEM. */
+static void timer_sift_up(struct delivery_engine *engine, size_t i)
+{
+    struct firing *f = engine->timers[i];
+
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+
+        if (engine->timers[parent]->wake_boot_ms <= f->wake_boot_ms)
+            break;
+        timer_place(engine, i, engine->timers[parent]);
+        i = parent;
+    }
+    timer_place(engine, i, f);
+}
+
+static void timer_sift_down(struct delivery_engine *engine, size_t i)
+{
+    struct firing *f = engine->timers[i];
+
+    for (;;) {
+        size_t left = 2 * i + 1, right = left + 1, least = left;
+
+        if (left >= engine->timer_count)
+            break;
+        if (right < engine->timer_count &&
+            engine->timers[right]->wake_boot_ms < engine->timers[left]->wake_boot_ms)
+            least = right;
+        if (f->wake_boot_ms <= engine->timers[least]->wake_boot_ms)
+            break;
+        timer_place(engine, i, engine->timers[least]);
+        i = least;
+    }
+    timer_place(engine, i, f);
+}
+
+/* Queues f until f->wake_boot_ms. CF_OK or CF_ERR_NOMEM (f not queued). */
 static int timer_push(struct delivery_engine *engine, struct firing *f)
 {
-    size_t i;
-
     if (engine->timer_count == engine->timer_cap) {
         size_t cap = engine->timer_cap ? engine->timer_cap * 2 : 64;
         struct firing **grown = realloc(engine->timers, cap * sizeof(*grown));
@@ -389,43 +738,35 @@ static int timer_push(struct delivery_engine *engine, struct firing *f)
         engine->timers = grown;
         engine->timer_cap = cap;
     }
-    i = engine->timer_count++;
-    engine->timers[i] = f;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-
-        if (engine->timers[parent]->retry_at_boot_ms <= engine->timers[i]->retry_at_boot_ms)
-            break;
-        timer_swap(engine, parent, i);
-        i = parent;
-    }
+    timer_place(engine, engine->timer_count++, f);
+    timer_sift_up(engine, f->heap_index);
     return CF_OK;
+}
+
+/* Takes f out of the timer heap; a firing not in it is left alone. */
+static void timer_remove(struct delivery_engine *engine, struct firing *f)
+{
+    size_t i = f->heap_index;
+    struct firing *last;
+
+    if (i == NOT_IN_HEAP)
+        return;
+    assert(i < engine->timer_count && engine->timers[i] == f);
+    f->heap_index = NOT_IN_HEAP;
+    last = engine->timers[--engine->timer_count];
+    if (last == f)
+        return;
+    timer_place(engine, i, last);
+    timer_sift_down(engine, i);
+    timer_sift_up(engine, last->heap_index);
 }
 
 /* Removes and returns the firing due first; the heap must not be empty. */
 static struct firing *timer_pop(struct delivery_engine *engine)
 {
     struct firing *top = engine->timers[0];
-    size_t i = 0;
 
-    engine->timer_count--;
-    if (engine->timer_count > 0) {
-        engine->timers[0] = engine->timers[engine->timer_count];
-    }
-    for (;;) {
-        size_t left = 2 * i + 1, right = left + 1, least = i;
-
-        if (left < engine->timer_count &&
-            engine->timers[left]->retry_at_boot_ms < engine->timers[least]->retry_at_boot_ms)
-            least = left;
-        if (right < engine->timer_count &&
-            engine->timers[right]->retry_at_boot_ms < engine->timers[least]->retry_at_boot_ms)
-            least = right;
-        if (least == i)
-            break;
-        timer_swap(engine, i, least);
-        i = least;
-    }
+    timer_remove(engine, top);
     return top;
 }
 
@@ -476,25 +817,52 @@ static void firing_finish(struct firing *f)
 {
     struct delivery_engine *engine = f->engine;
     struct delivery_result result = {
-        .status = status_of(f->verdict),
+        .status = f->missed ? RUN_MISSED : status_of(f->verdict),
         .attempts = f->attempt,
         .http_status = f->http_status,
-        .error = f->verdict != DELIVERY_SUCCESS && f->error[0] != '\0' ? f->error : NULL,
-        .response_excerpt = f->excerpt_len > 0 ? f->excerpt : NULL,
+        .error =
+            !f->missed && f->verdict != DELIVERY_SUCCESS && f->error[0] != '\0' ? f->error : NULL,
+        .reason = f->missed ? f->error : NULL,
+        .response_excerpt = f->excerpt != NULL && f->excerpt_len > 0 ? f->excerpt : NULL,
         .started_at_ms = f->started_at_ms,
         .finished_at_ms = f->finished_at_ms != 0 ? f->finished_at_ms : cf_wall_ms(),
         .stopped_early = f->stopped_early,
     };
 
+    assert(f->heap_index == NOT_IN_HEAP && f->easy == NULL);
+    delivery_bulkhead_leave(engine->bulkhead, &f->slot);
     if (engine->cfg.done != NULL)
         engine->cfg.done(engine->cfg.ctx, f->req, &result);
     delivery_request_free(f->req);
     free(f->host);
+    free(f->target);
+    free(f->excerpt);
     free(f);
 
     pthread_mutex_lock(&engine->lock);
     engine->in_flight--;
     pthread_mutex_unlock(&engine->lock);
+}
+
+/* The target's name in messages: the key without its scheme. */
+static const char *target_name(const struct firing *f)
+{
+    const char *sep = f->target != NULL ? strstr(f->target, "://") : NULL;
+
+    return sep != NULL ? sep + 3 : f->req->job->webhook.url;
+}
+
+/* Ends f unsent: its starting deadline came before a free slot did. */
+static void firing_miss(struct firing *f)
+{
+    f->missed = true;
+    f->finished_at_ms = cf_wall_ms();
+    snprintf(f->error, sizeof(f->error),
+             "not sent: target %s had no free connection before the starting deadline",
+             target_name(f));
+    log_debug("webhook firing missed", "job=%s run=%s target=%s", f->req->job->name, f->req->run_id,
+              target_name(f));
+    firing_finish(f);
 }
 
 /* Ends f without a response: a local failure before or instead of an attempt. */
@@ -512,9 +880,10 @@ static void firing_fail(struct firing *f, const char *error)
 /* One attempt                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Releases the current attempt's handle, headers and body; leaves its outcome. */
+/* Releases the current attempt's handle, headers, body and slot; leaves its outcome. */
 static void attempt_release(struct firing *f)
 {
+    delivery_bulkhead_leave(f->engine->bulkhead, &f->slot);
     if (f->easy != NULL) {
         curl_multi_remove_handle(f->engine->multi, f->easy);
         curl_easy_cleanup(f->easy);
@@ -680,10 +1049,19 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
     return CF_OK;
 }
 
+/* The job's per-attempt timeout in ms. */
+static int64_t timeout_of(const struct firing *f)
+{
+    const struct job *job = f->req->job;
+
+    return job->webhook.timeout_ms > 0 ? job->webhook.timeout_ms : DEFAULT_TIMEOUT_MS;
+}
+
 /*
- * Sends the next attempt of f: builds its body, headers and easy handle and
- * adds it to the multi handle. On failure the firing is finished as failed,
- * and f is gone.
+ * Sends the next attempt of f, which holds a slot: builds its body, headers
+ * and easy handle and adds it to the multi handle, with the part of the
+ * attempt's timeout that waiting for the slot left. On failure the firing
+ * is finished as failed, and f is gone.
  */
 static void attempt_start(struct firing *f)
 {
@@ -692,9 +1070,20 @@ static void attempt_start(struct firing *f)
     const char *method = job->webhook.method != NULL ? job->webhook.method : "POST";
     bool has_body = strcmp(method, "GET") != 0;
     int attempt = f->attempt + 1;
-    int64_t timeout_ms = job->webhook.timeout_ms > 0 ? job->webhook.timeout_ms : DEFAULT_TIMEOUT_MS;
+    int64_t timeout_ms = timeout_of(f) - (cf_boot_ms() - f->due_boot_ms);
     const char *error = "out of memory";
     CURL *easy = NULL;
+
+    assert(f->slot.holding);
+    f->state = FIRING_SENDING;
+    /* A wait that used the whole timeout ends as a timeout before this is called. */
+    if (timeout_ms < 1)
+        timeout_ms = 1;
+    if (f->excerpt == NULL) {
+        f->excerpt = malloc(RUN_EXCERPT_MAX + 1);
+        if (f->excerpt == NULL)
+            goto undo_attempt;
+    }
 
     f->address_refused = false;
     f->address_opened = false;
@@ -702,11 +1091,10 @@ static void attempt_start(struct firing *f)
     f->curl_error[0] = '\0';
     f->retry_after_ms = -1;
     f->excerpt_len = 0;
-    f->excerpt[0] = '\0';
     f->excerpt_truncated = false;
+    f->excerpt[0] = '\0';
     if (f->started_at_ms == 0)
         f->started_at_ms = cf_wall_ms();
-
     if (has_body) {
         f->body = delivery_build_body(f->req, engine->cfg.instance_id, attempt);
         if (f->body == NULL)
@@ -751,6 +1139,7 @@ static void attempt_start(struct firing *f)
 
     f->easy = easy;
     f->attempt = attempt;
+    f->sent = true;
     transfer_link(engine, f);
     return;
 
@@ -844,13 +1233,30 @@ static void observe_attempt(struct firing *f)
                     (f->started_at_ms - f->req->scheduled_at_ms) * 1000 + (int64_t)pretransfer_us);
 }
 
-/* Handles the end of f's current attempt: verdict, then done or a retry timer. */
-static void attempt_ended(struct firing *f, CURLcode code)
+/* After an attempt's verdict: done, or the backoff before the next attempt. */
+static void attempt_over(struct firing *f)
 {
     struct delivery_engine *engine = f->engine;
     const struct delivery_request *req = f->req;
-    long status = 0, os_errno = 0;
     int attempts = req->job->retry.attempts > 0 ? req->job->retry.attempts : 1;
+
+    /* During a stop, no new attempt starts: the firing ends with what it has. */
+    if (f->verdict != DELIVERY_RETRY || f->attempt >= attempts || engine->draining) {
+        firing_finish(f);
+        return;
+    }
+    f->state = FIRING_BACKOFF;
+    f->wake_boot_ms = cf_boot_ms() + delivery_backoff_ms(&req->job->retry, f->attempt,
+                                                         f->retry_after_ms, rng_next01(engine));
+    if (timer_push(engine, f) != CF_OK)
+        firing_finish(f);
+}
+
+/* Handles the end of f's current attempt: verdict, then done or a retry timer. */
+static void attempt_ended(struct firing *f, CURLcode code)
+{
+    const struct delivery_request *req = f->req;
+    long status = 0, os_errno = 0;
 
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &os_errno);
@@ -879,27 +1285,76 @@ static void attempt_ended(struct firing *f, CURLcode code)
                   req->job->name, req->run_id, f->attempt, f->http_status,
                   log_quote(f->error, quoted, sizeof(quoted)));
     }
+    attempt_over(f);
+}
 
-    /* During a stop, no new attempt starts: the firing ends with what it has. */
-    if (f->verdict != DELIVERY_RETRY || f->attempt >= attempts || engine->draining) {
-        firing_finish(f);
+/*
+ * Ends the attempt f waited for when the wait is over without a slot: at
+ * the starting deadline the firing is missed; at the attempt's timeout the
+ * attempt failed as a timeout, and may be retried like any other.
+ */
+static void wait_expired(struct firing *f)
+{
+    delivery_bulkhead_leave(f->engine->bulkhead, &f->slot);
+    if (f->wait_misses) {
+        firing_miss(f);
         return;
     }
-    f->retry_at_boot_ms = cf_boot_ms() + delivery_backoff_ms(&req->job->retry, f->attempt,
-                                                             f->retry_after_ms, rng_next01(engine));
-    if (timer_push(engine, f) != CF_OK)
-        firing_finish(f);
+    f->attempt++;
+    f->verdict = DELIVERY_RETRY;
+    f->http_status = 0;
+    f->excerpt_len = 0;
+    f->retry_after_ms = -1;
+    f->finished_at_ms = cf_wall_ms();
+    snprintf(f->error, sizeof(f->error),
+             "timeout after %" PRId64 " ms waiting for a free connection to %s", timeout_of(f),
+             target_name(f));
+    log_debug("webhook attempt ended", "job=%s run=%s attempt=%d error=\"waited for a slot\"",
+              f->req->job->name, f->req->run_id, f->attempt);
+    attempt_over(f);
+}
+
+/*
+ * The next attempt of f is due (since f->due_boot_ms): sends it when its
+ * target has a free slot, else queues it there until a slot frees up or the
+ * wait ends (wait_expired()). A scheduled firing that has sent nothing by
+ * its starting deadline is missed instead.
+ */
+static void attempt_due(struct firing *f)
+{
+    struct delivery_engine *engine = f->engine;
+
+    if (!f->sent && cf_boot_ms() >= f->start_by_boot_ms) {
+        firing_miss(f);
+        return;
+    }
+    if (delivery_bulkhead_enter(engine->bulkhead, f->target, &f->slot) != CF_OK) {
+        firing_fail(f, "out of memory");
+        return;
+    }
+    if (f->slot.holding) {
+        attempt_start(f);
+        return;
+    }
+    f->state = FIRING_WAITING;
+    f->wake_boot_ms = delivery_wait_deadline(f->due_boot_ms, timeout_of(f), f->start_by_boot_ms,
+                                             f->sent, &f->wait_misses);
+    if (timer_push(engine, f) != CF_OK) {
+        delivery_bulkhead_leave(engine->bulkhead, &f->slot);
+        firing_fail(f, "out of memory");
+    }
 }
 
 /* ------------------------------------------------------------------------ */
 /* The engine thread                                                        */
 /* ------------------------------------------------------------------------ */
 
-/* Takes a firing just out of the inbound queue and sends its first attempt. */
+/* Takes a firing just out of the inbound queue; its first attempt is due. */
 static void firing_begin(struct firing *f)
 {
     CURLU *url = curl_url();
     char *host = NULL;
+    size_t target_len;
 
     if (url == NULL) {
         firing_fail(f, "out of memory");
@@ -926,7 +1381,18 @@ static void firing_begin(struct firing *f)
         firing_fail(f, "out of memory");
         return;
     }
-    attempt_start(f);
+    /* The key is the URL's scheme, host and port: never longer than the URL and a port. */
+    target_len = strlen(f->req->job->webhook.url) + 16;
+    f->target = malloc(target_len);
+    if (f->target == NULL) {
+        firing_fail(f, "out of memory");
+        return;
+    }
+    if (delivery_target_key(f->req->job->webhook.url, f->target, target_len) != CF_OK) {
+        firing_fail(f, "invalid url");
+        return;
+    }
+    attempt_due(f);
 }
 
 /* Collects the attempts curl has finished. */
@@ -946,17 +1412,61 @@ static void collect_finished(struct delivery_engine *engine)
     }
 }
 
-/* Starts the attempts whose backoff has passed, asking may_retry first. */
+/*
+ * Handles the timers that are due: attempts whose backoff has passed
+ * (asking may_retry first), and waits for a slot that are over.
+ */
 static void fire_due_timers(struct delivery_engine *engine)
 {
     int64_t now_ms = cf_boot_ms();
 
-    while (engine->timer_count > 0 && engine->timers[0]->retry_at_boot_ms <= now_ms) {
+    while (engine->timer_count > 0 && engine->timers[0]->wake_boot_ms <= now_ms) {
         struct firing *f = timer_pop(engine);
 
+        if (f->state == FIRING_WAITING) {
+            wait_expired(f);
+            continue;
+        }
         if (engine->cfg.may_retry != NULL &&
             !engine->cfg.may_retry(engine->cfg.ctx, f->req->owner)) {
             f->stopped_early = true;
+            firing_finish(f);
+            continue;
+        }
+        f->due_boot_ms = f->wake_boot_ms;
+        attempt_due(f);
+    }
+}
+
+/*
+ * Gives the slots that are free to waiting attempts, targets taking turns.
+ * A wait may have outlived the lease: may_retry is asked first.
+ */
+static void start_waiting(struct delivery_engine *engine)
+{
+    for (;;) {
+        struct delivery_slot *slot = delivery_bulkhead_next(engine->bulkhead);
+        struct firing *f;
+
+        if (slot == NULL)
+            break;
+        f = (struct firing *)(void *)((char *)slot - offsetof(struct firing, slot));
+        timer_remove(engine, f);
+        if (cf_boot_ms() >= f->wake_boot_ms) {
+            wait_expired(f);
+            continue;
+        }
+        if (engine->cfg.may_retry != NULL &&
+            !engine->cfg.may_retry(engine->cfg.ctx, f->req->owner)) {
+            delivery_bulkhead_leave(engine->bulkhead, &f->slot);
+            f->stopped_early = true;
+            if (f->attempt == 0) {
+                f->verdict = DELIVERY_FAIL;
+                f->finished_at_ms = cf_wall_ms();
+                snprintf(f->error, sizeof(f->error),
+                         "not sent: the lease ended while waiting for a free connection to %s",
+                         target_name(f));
+            }
             firing_finish(f);
             continue;
         }
@@ -964,11 +1474,41 @@ static void fire_due_timers(struct delivery_engine *engine)
     }
 }
 
-/* Ends every firing waiting for a retry with the outcome of its last attempt. */
+/*
+ * At the stop: ends every firing waiting for a retry, or queued for an
+ * attempt after the first, with the outcome of its last attempt. Firings
+ * queued for their first attempt keep their place within the grace.
+ */
 static void drop_timers(struct delivery_engine *engine)
 {
-    while (engine->timer_count > 0)
-        firing_finish(timer_pop(engine));
+    struct firing *dropped = NULL;
+
+    for (size_t i = 0; i < engine->timer_count; i++) {
+        struct firing *f = engine->timers[i];
+
+        if (f->state == FIRING_BACKOFF || f->attempt > 0) {
+            f->inbound_next = dropped;
+            dropped = f;
+        }
+    }
+    while (dropped != NULL) {
+        struct firing *next = dropped->inbound_next;
+
+        timer_remove(engine, dropped);
+        firing_finish(dropped);
+        dropped = next;
+    }
+}
+
+/* Ends the firings still queued for their first attempt once the grace is over. */
+static void abort_waiting(struct delivery_engine *engine)
+{
+    while (engine->timer_count > 0) {
+        struct firing *f = timer_pop(engine);
+
+        delivery_bulkhead_leave(engine->bulkhead, &f->slot);
+        firing_fail(f, "shutdown");
+    }
 }
 
 /* Aborts every attempt still in flight once the grace period is over. */
@@ -989,8 +1529,8 @@ static int poll_timeout_ms(const struct delivery_engine *engine)
     int64_t now_ms = cf_boot_ms();
     int64_t wait_ms = IDLE_POLL_MS;
 
-    if (engine->timer_count > 0 && engine->timers[0]->retry_at_boot_ms - now_ms < wait_ms)
-        wait_ms = engine->timers[0]->retry_at_boot_ms - now_ms;
+    if (engine->timer_count > 0 && engine->timers[0]->wake_boot_ms - now_ms < wait_ms)
+        wait_ms = engine->timers[0]->wake_boot_ms - now_ms;
     if (engine->draining && engine->drain_deadline_boot_ms - now_ms < wait_ms)
         wait_ms = engine->drain_deadline_boot_ms - now_ms;
     return wait_ms > 0 ? (int)wait_ms : 0;
@@ -1030,14 +1570,16 @@ static void *engine_main(void *arg)
         if (mc != CURLM_OK)
             log_error("webhook engine perform failed", "error=\"%s\"", curl_multi_strerror(mc));
         collect_finished(engine);
-        if (!engine->draining)
-            fire_due_timers(engine);
+        /* While draining the heap holds only waits for a first attempt. */
+        fire_due_timers(engine);
+        start_waiting(engine);
 
         if (engine->draining) {
-            if (engine->transfers == NULL)
+            if (engine->transfers == NULL && engine->timer_count == 0)
                 break;
             if (cf_boot_ms() >= engine->drain_deadline_boot_ms) {
                 abort_transfers(engine);
+                abort_waiting(engine);
                 break;
             }
         }
@@ -1059,6 +1601,7 @@ static void *engine_main(void *arg)
 static void engine_free(struct delivery_engine *engine)
 {
     curl_multi_cleanup(engine->multi);
+    delivery_bulkhead_free(engine->bulkhead);
     free(engine->timers);
     netallow_free(engine->own_allow);
     pthread_mutex_destroy(&engine->lock);
@@ -1099,8 +1642,13 @@ int delivery_engine_start(const struct delivery_config *cfg, struct delivery_eng
     engine->multi = curl_multi_init();
     if (engine->multi == NULL)
         goto out;
-    curl_multi_setopt(engine->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, MAX_TOTAL_CONNECTIONS);
-    curl_multi_setopt(engine->multi, CURLMOPT_MAXCONNECTS, MAX_TOTAL_CONNECTIONS);
+    /* No connection limit in curl: the bulkhead hands it only what it can start at once. */
+    curl_multi_setopt(engine->multi, CURLMOPT_MAXCONNECTS, MAX_IDLE_CONNECTIONS);
+    engine->bulkhead = delivery_bulkhead_new(
+        cfg->target_max_attempts > 0 ? cfg->target_max_attempts : TARGET_MAX_ATTEMPTS,
+        cfg->max_attempts > 0 ? cfg->max_attempts : MAX_ATTEMPTS);
+    if (engine->bulkhead == NULL)
+        goto out;
     if (pthread_create(&engine->thread, NULL, engine_main, engine) != 0) {
         err = CF_ERR_IO;
         goto out;
@@ -1129,6 +1677,15 @@ int delivery_submit(struct delivery_engine *engine, struct delivery_request *req
     f->engine = engine;
     f->req = req;
     f->retry_after_ms = -1;
+    f->state = FIRING_INBOUND;
+    f->heap_index = NOT_IN_HEAP;
+    /* The first attempt is due now; a scheduled slot must start by its deadline (DESIGN §3). */
+    f->due_boot_ms = cf_boot_ms();
+    f->start_by_boot_ms = INT64_MAX;
+    if (req->trigger == RUN_TRIGGER_SCHEDULE && req->job != NULL &&
+        req->job->starting_deadline_ms > 0)
+        f->start_by_boot_ms =
+            f->due_boot_ms + (req->scheduled_at_ms + req->job->starting_deadline_ms - cf_wall_ms());
 
     pthread_mutex_lock(&engine->lock);
     if (engine->stopping) {

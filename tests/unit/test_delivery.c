@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "delivery.h"
 
 /* 2026-11-21T08:00:00.000Z */
@@ -434,4 +435,274 @@ Test(delivery_body, raw_body_null_is_empty)
 Test(delivery_request, free_accepts_null)
 {
     delivery_request_free(NULL);
+}
+
+/* ---- delivery_target_key ---- */
+
+struct target_key_case {
+    const char *url;
+    int want_result;
+    const char *want_key;
+};
+
+Test(delivery_target_key, scheme_host_and_port)
+{
+    static const struct target_key_case cases[] = {
+        {"http://example.com/hook", CF_OK, "http://example.com:80"},
+        {"https://example.com/hook?x=1", CF_OK, "https://example.com:443"},
+        {"http://example.com:8080/a/b", CF_OK, "http://example.com:8080"},
+        /* host names are case-insensitive, paths and users are not part of the target */
+        {"HTTP://Example.COM/Hook", CF_OK, "http://example.com:80"},
+        {"http://user:pass@example.com/x", CF_OK, "http://example.com:80"},
+        /* one host on two ports, or two schemes, is two targets */
+        {"http://127.0.0.1:9000/", CF_OK, "http://127.0.0.1:9000"},
+        {"https://127.0.0.1:9000/", CF_OK, "https://127.0.0.1:9000"},
+        {"http://[::1]:8080/hook", CF_OK, "http://[::1]:8080"},
+        {"not a url", CF_ERR_INVALID, NULL},
+        {"", CF_ERR_INVALID, NULL},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char key[128] = "";
+        int result = delivery_target_key(cases[i].url, key, sizeof(key));
+
+        cr_expect_eq(result, cases[i].want_result, "%s: %d", cases[i].url, result);
+        if (cases[i].want_key != NULL)
+            cr_expect_str_eq(key, cases[i].want_key, "%s", cases[i].url);
+    }
+}
+
+Test(delivery_target_key, too_small_a_buffer_is_an_error)
+{
+    char key[8];
+
+    cr_expect_eq(delivery_target_key("http://example.com/", key, sizeof(key)), CF_ERR_NOMEM);
+}
+
+/* ---- delivery_wait_deadline ---- */
+
+struct wait_case {
+    int64_t due_ms, timeout_ms, start_by_ms;
+    bool sent;
+    int64_t want_ms;
+    bool want_missed;
+};
+
+Test(delivery_wait_deadline, timeout_or_starting_deadline)
+{
+    static const struct wait_case cases[] = {
+        /* nothing sent yet: whichever comes first */
+        {1000, 3000, 60000, false, 4000, false},
+        {1000, 3000, 2500, false, 2500, true},
+        {1000, 3000, 4000, false, 4000, true}, /* a tie: the slot is missed, not failed */
+        {1000, 3000, 500, false, 500, true},   /* already past: ends at once */
+        /* an attempt was sent: only the timeout counts */
+        {1000, 3000, 2500, true, 4000, false},
+        /* no starting deadline (manual, catch-up) */
+        {1000, 3000, INT64_MAX, false, 4000, false},
+        /* no overflow */
+        {INT64_MAX - 10, 3000, INT64_MAX, true, INT64_MAX, false},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct wait_case *c = &cases[i];
+        bool missed = !c->want_missed;
+        int64_t got =
+            delivery_wait_deadline(c->due_ms, c->timeout_ms, c->start_by_ms, c->sent, &missed);
+
+        cr_expect_eq(got, c->want_ms, "case %zu: %lld", i, (long long)got);
+        cr_expect_eq(missed, c->want_missed, "case %zu", i);
+    }
+}
+
+/* ---- delivery_bulkhead ---- */
+
+/*
+ * A bulkhead scenario: steps on slots named by index, each entering for a
+ * target ("a", "b", ...), leaving, or asking for the next slot to hold.
+ */
+enum bulkhead_op { ENTER, LEAVE, NEXT, END };
+
+struct bulkhead_step {
+    enum bulkhead_op op;
+    int slot;          /* ENTER, LEAVE: which slot; NEXT: the slot expected, -1 for none */
+    const char *key;   /* ENTER: its target */
+    bool want_holding; /* ENTER: holds at once */
+};
+
+struct bulkhead_case {
+    const char *name;
+    int target_max, total_max;
+    struct bulkhead_step steps[24];
+    int want_holding, want_waiting, want_targets; /* after the last step */
+};
+
+#define SLOTS 16
+
+static const struct bulkhead_case bulkhead_cases[] = {
+    {"a target's share is its limit; the next waiter of that target takes a freed slot",
+     2,
+     10,
+     {{ENTER, 0, "a", true},
+      {ENTER, 1, "a", true},
+      {ENTER, 2, "a", false},
+      {NEXT, -1, NULL, false},
+      {LEAVE, 0, NULL, false},
+      {NEXT, 2, NULL, false},
+      {NEXT, -1, NULL, false},
+      {END, 0, NULL, false}},
+     2,
+     0,
+     1},
+    {"a full target does not hold up another",
+     2,
+     10,
+     {{ENTER, 0, "a", true},
+      {ENTER, 1, "a", true},
+      {ENTER, 2, "a", false},
+      {ENTER, 3, "a", false},
+      {ENTER, 4, "b", true},
+      {ENTER, 5, "b", true},
+      {ENTER, 6, "c", true},
+      {END, 0, NULL, false}},
+     5,
+     2,
+     3},
+    {"first come first served within a target, a waiter may leave its queue",
+     1,
+     10,
+     {{ENTER, 0, "a", true},
+      {ENTER, 1, "a", false},
+      {ENTER, 2, "a", false},
+      {ENTER, 3, "a", false},
+      {LEAVE, 2, NULL, false},
+      {LEAVE, 0, NULL, false},
+      {NEXT, 1, NULL, false},
+      {LEAVE, 1, NULL, false},
+      {NEXT, 3, NULL, false},
+      {END, 0, NULL, false}},
+     1,
+     0,
+     1},
+    {"a newcomer does not overtake a waiter of its target",
+     2,
+     10,
+     {{ENTER, 0, "a", true},
+      {ENTER, 1, "a", true},
+      {ENTER, 2, "a", false},
+      {LEAVE, 0, NULL, false},
+      /* a slot of "a" is free, but 2 was first */
+      {ENTER, 3, "a", false},
+      {NEXT, 2, NULL, false},
+      {END, 0, NULL, false}},
+     2,
+     1,
+     1},
+    {"at the total limit, targets take turns for freed slots",
+     2,
+     3,
+     {{ENTER, 0, "a", true},
+      {ENTER, 1, "a", true},
+      {ENTER, 2, "b", true},
+      /* total full: b and c wait for the total, a for its own share */
+      {ENTER, 3, "b", false},
+      {ENTER, 4, "c", false},
+      {ENTER, 5, "a", false},
+      {ENTER, 6, "c", false},
+      {LEAVE, 0, NULL, false},
+      {NEXT, 3, NULL, false},
+      {NEXT, -1, NULL, false},
+      {LEAVE, 2, NULL, false},
+      {NEXT, 4, NULL, false},
+      {LEAVE, 1, NULL, false},
+      {NEXT, 5, NULL, false},
+      {LEAVE, 3, NULL, false},
+      {NEXT, 6, NULL, false},
+      {NEXT, -1, NULL, false},
+      {END, 0, NULL, false}},
+     3,
+     0,
+     2},
+    {"a target without holder or waiter is forgotten",
+     1,
+     10,
+     {{ENTER, 0, "a", true},
+      {ENTER, 1, "a", false},
+      {ENTER, 2, "b", true},
+      {LEAVE, 1, NULL, false},
+      {LEAVE, 0, NULL, false},
+      {LEAVE, 2, NULL, false},
+      /* leaving twice is harmless */
+      {LEAVE, 2, NULL, false},
+      {NEXT, -1, NULL, false},
+      {END, 0, NULL, false}},
+     0,
+     0,
+     0},
+    {"a waiter leaving before its turn gives the turn to the next target",
+     1,
+     2,
+     {{ENTER, 0, "a", true},
+      {ENTER, 1, "b", true},
+      {ENTER, 2, "c", false},
+      {ENTER, 3, "d", false},
+      {LEAVE, 2, NULL, false},
+      {LEAVE, 0, NULL, false},
+      {NEXT, 3, NULL, false},
+      {END, 0, NULL, false}},
+     2,
+     0,
+     2},
+};
+
+Test(delivery_bulkhead, scenarios)
+{
+    for (size_t c = 0; c < sizeof(bulkhead_cases) / sizeof(bulkhead_cases[0]); c++) {
+        const struct bulkhead_case *bc = &bulkhead_cases[c];
+        struct delivery_bulkhead *bulkhead = delivery_bulkhead_new(bc->target_max, bc->total_max);
+        struct delivery_slot slots[SLOTS];
+
+        cr_assert_not_null(bulkhead);
+        memset(slots, 0, sizeof(slots));
+        for (const struct bulkhead_step *step = bc->steps; step->op != END; step++) {
+            size_t at = (size_t)(step - bc->steps);
+
+            switch (step->op) {
+            case ENTER:
+                cr_assert_eq(delivery_bulkhead_enter(bulkhead, step->key, &slots[step->slot]),
+                             CF_OK);
+                cr_expect_eq(slots[step->slot].holding, step->want_holding,
+                             "%s: step %zu: slot %d holding", bc->name, at, step->slot);
+                break;
+            case LEAVE:
+                delivery_bulkhead_leave(bulkhead, &slots[step->slot]);
+                cr_expect_null(slots[step->slot].target);
+                break;
+            case NEXT: {
+                struct delivery_slot *got = delivery_bulkhead_next(bulkhead);
+                int index = got != NULL ? (int)(got - slots) : -1;
+
+                cr_expect_eq(index, step->slot, "%s: step %zu: next is %d, want %d", bc->name, at,
+                             index, step->slot);
+                if (got != NULL)
+                    cr_expect(got->holding);
+                break;
+            }
+            case END:
+                break;
+            }
+        }
+        cr_expect_eq(delivery_bulkhead_holding(bulkhead), bc->want_holding, "%s: holding %d",
+                     bc->name, delivery_bulkhead_holding(bulkhead));
+        cr_expect_eq(delivery_bulkhead_waiting(bulkhead), bc->want_waiting, "%s: waiting %d",
+                     bc->name, delivery_bulkhead_waiting(bulkhead));
+        cr_expect_eq(delivery_bulkhead_targets(bulkhead), bc->want_targets, "%s: targets %d",
+                     bc->name, delivery_bulkhead_targets(bulkhead));
+        delivery_bulkhead_free(bulkhead);
+    }
+}
+
+Test(delivery_bulkhead, free_accepts_null)
+{
+    delivery_bulkhead_free(NULL);
 }

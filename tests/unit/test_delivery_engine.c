@@ -374,6 +374,7 @@ struct outcome {
     int attempts;
     int http_status;
     char *error;
+    char *reason;
     char *excerpt;
     bool stopped_early;
     int64_t started_at_ms, finished_at_ms;
@@ -418,6 +419,7 @@ static void on_done(void *ctx, struct delivery_request *req, const struct delive
     out->attempts = result->attempts;
     out->http_status = result->http_status;
     out->error = result->error != NULL ? strdup(result->error) : NULL;
+    out->reason = result->reason != NULL ? strdup(result->reason) : NULL;
     out->excerpt = result->response_excerpt != NULL ? strdup(result->response_excerpt) : NULL;
     out->stopped_early = result->stopped_early;
     out->started_at_ms = result->started_at_ms;
@@ -472,7 +474,8 @@ static int outcome_count(void)
     return n;
 }
 
-static void start_engine(bool with_may_retry, const struct netallow *allow)
+/* Starts the engine with at most target_max attempts per target (0: the default). */
+static void start_engine_limited(bool with_may_retry, const struct netallow *allow, int target_max)
 {
     struct delivery_config cfg = {
         .instance_id = INSTANCE,
@@ -481,10 +484,16 @@ static void start_engine(bool with_may_retry, const struct netallow *allow)
         .may_retry = with_may_retry ? on_may_retry : NULL,
         .done = on_done,
         .ctx = &sink,
+        .target_max_attempts = target_max,
     };
 
     cr_assert_eq(delivery_engine_start(&cfg, &engine), CF_OK);
     cr_assert_not_null(engine);
+}
+
+static void start_engine(bool with_may_retry, const struct netallow *allow)
+{
+    start_engine_limited(with_may_retry, allow, 0);
 }
 
 static char *xstrdup(const char *s)
@@ -510,7 +519,8 @@ static struct job *new_job(const char *url)
     cr_assert_not_null(job->webhook.body);
     job->webhook.timeout_ms = 5000;
     job->retry = (struct job_retry){.attempts = 3, .backoff_ms = 10, .max_backoff_ms = 50};
-    job->starting_deadline_ms = 60000;
+    /* The fixed slot is in the past: a deadline of a century keeps it startable. */
+    job->starting_deadline_ms = INT64_C(100) * 366 * 24 * 3600 * 1000;
     job->lease_ms = 30000;
     return job;
 }
@@ -564,6 +574,28 @@ static const struct outcome *deliver(struct job *job)
     return &sink.outcomes[before];
 }
 
+/* The listening socket of black_hole_url(), closed at teardown; -1 when none. */
+static int black_hole_fd = -1;
+
+/*
+ * Writes the URL of a black hole into url: a port on 127.0.0.1 that listens
+ * and never accepts, so that connections complete (up to the backlog) and
+ * requests go unanswered.
+ */
+static void black_hole_url(char *url, size_t len)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+    socklen_t addr_len = sizeof(addr);
+
+    black_hole_fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(black_hole_fd, 0);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(black_hole_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    cr_assert_eq(listen(black_hole_fd, 64), 0);
+    cr_assert_eq(getsockname(black_hole_fd, (struct sockaddr *)&addr, &addr_len), 0);
+    snprintf(url, len, "http://127.0.0.1:%u/hook", ntohs(addr.sin_port));
+}
+
 /* A port on 127.0.0.1 that nothing listens on: bound, read, closed. */
 static uint16_t closed_port(void)
 {
@@ -591,10 +623,14 @@ static void teardown(void)
     delivery_engine_stop(engine, 0);
     engine = NULL;
     server_stop();
+    if (black_hole_fd >= 0)
+        close(black_hole_fd);
+    black_hole_fd = -1;
     cr_expect_eq(sink.bad_calls, 0, "done was called with a wrong ctx or too often");
     delivery_request_free(sink.submit_in_done);
     for (int i = 0; i < sink.count; i++) {
         free(sink.outcomes[i].error);
+        free(sink.outcomes[i].reason);
         free(sink.outcomes[i].excerpt);
     }
 }
@@ -1054,7 +1090,8 @@ Test(engine, delivers_a_hundred_firings_in_flight_at_once)
     enum { FIRINGS = 100 };
     bool seen[FIRINGS] = {false};
 
-    start_engine(false, NULL);
+    /* One target: its share must be all hundred for this to complete. */
+    start_engine_limited(false, NULL, FIRINGS);
     cr_expect_eq(delivery_in_flight(engine), 0);
     pthread_mutex_lock(&server.lock);
     server.hold_count = FIRINGS;
@@ -1087,6 +1124,193 @@ Test(engine, delivers_a_hundred_firings_in_flight_at_once)
     for (int i = 0; i < WAIT_MS / 10 && delivery_in_flight(engine) > 0; i++)
         cf_sleep_ms(10);
     cr_expect_eq(delivery_in_flight(engine), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bulkheads                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* The outcome of run_id, or NULL. */
+static const struct outcome *outcome_of(const char *run_id)
+{
+    const struct outcome *found = NULL;
+
+    pthread_mutex_lock(&sink.lock);
+    for (int i = 0; i < sink.count && found == NULL; i++)
+        if (strcmp(sink.outcomes[i].run_id, run_id) == 0)
+            found = &sink.outcomes[i];
+    pthread_mutex_unlock(&sink.lock);
+    return found;
+}
+
+/* Submits a firing of job (stolen) as run_id. */
+static void submit_as(struct job *job, const char *run_id)
+{
+    cr_assert_eq(delivery_submit(engine, new_request(job, run_id)), CF_OK);
+}
+
+Test(engine, one_target_gets_at_most_its_share_at_once)
+{
+    enum { FIRINGS = 20, SHARE = 4 };
+
+    start_engine_limited(false, NULL, SHARE);
+    script(1, &(struct reply){.status = 200, .delay_ms = 50});
+    for (int i = 0; i < FIRINGS; i++) {
+        char run_id[RUN_ID_MAX];
+
+        snprintf(run_id, sizeof(run_id), "run-%02d", i);
+        submit_as(new_job(server.url), run_id);
+    }
+    cr_assert(wait_outcomes(FIRINGS), "only %d of %d firings done", outcome_count(), FIRINGS);
+    cr_expect_eq(server.max_active, SHARE, "attempts in flight to the target: %d",
+                 server.max_active);
+    for (int i = 0; i < FIRINGS; i++) {
+        cr_expect_eq(sink.outcomes[i].status, RUN_SUCCEEDED, "%s", sink.outcomes[i].run_id);
+        cr_expect_eq(sink.outcomes[i].attempts, 1);
+    }
+}
+
+Test(engine, a_hung_target_does_not_delay_another_target)
+{
+    char hole[64];
+    const struct outcome *out;
+
+    black_hole_url(hole, sizeof(hole));
+    start_engine_limited(false, NULL, 2);
+    for (int i = 0; i < 10; i++) {
+        char run_id[RUN_ID_MAX];
+
+        snprintf(run_id, sizeof(run_id), "hung-%d", i);
+        submit_as(new_job(hole), run_id);
+    }
+    submit_as(new_job(server.url), "healthy");
+    /* The hung attempts run for their 5 s timeout; the healthy one is answered at once. */
+    cr_assert(wait_outcomes(1));
+    out = outcome_of("healthy");
+    cr_assert_not_null(out, "the first firing done was %s", sink.outcomes[0].run_id);
+    cr_expect_eq(out->status, RUN_SUCCEEDED);
+}
+
+Test(engine, waiting_for_a_slot_counts_against_the_timeout)
+{
+    enum { FIRINGS = 3 };
+    char hole[64], want[128];
+    int64_t submitted_ms = cf_wall_ms();
+
+    black_hole_url(hole, sizeof(hole));
+    snprintf(want, sizeof(want), "timeout after 300 ms waiting for a free connection to %s",
+             hole + strlen("http://"));
+    *strrchr(want, '/') = '\0';
+    start_engine_limited(false, NULL, 1);
+    for (int i = 0; i < FIRINGS; i++) {
+        char run_id[RUN_ID_MAX];
+        struct job *job = new_job(hole);
+
+        job->webhook.timeout_ms = 300;
+        job->retry.attempts = 1;
+        snprintf(run_id, sizeof(run_id), "run-%d", i);
+        submit_as(job, run_id);
+    }
+    cr_assert(wait_outcomes(FIRINGS));
+
+    cr_expect_str_eq(outcome_of("run-0")->error, "timeout after 300 ms");
+    for (int i = 0; i < FIRINGS; i++) {
+        const struct outcome *out = &sink.outcomes[i];
+
+        cr_expect_eq(out->status, RUN_FAILED, "%s", out->run_id);
+        cr_expect_eq(out->attempts, 1, "%s", out->run_id);
+        /* Bounded generously, against a wait of several timeouts in a row. */
+        cr_expect_lt(out->finished_at_ms - submitted_ms, 300 + 500, "%s ended after %lld ms",
+                     out->run_id, (long long)(out->finished_at_ms - submitted_ms));
+        if (strcmp(out->run_id, "run-0") != 0)
+            cr_expect_str_eq(out->error, want, "%s", out->run_id);
+    }
+}
+
+Test(engine, a_slot_not_started_by_its_deadline_is_missed)
+{
+    char hole[64], host_port[64], want[160];
+    struct job *first = NULL, *second = NULL;
+    struct delivery_request *req;
+    const struct outcome *out;
+
+    black_hole_url(hole, sizeof(hole));
+    snprintf(host_port, sizeof(host_port), "%s", hole + strlen("http://"));
+    *strchr(host_port, '/') = '\0';
+    snprintf(want, sizeof(want),
+             "not sent: target %s had no free connection before the starting deadline", host_port);
+    start_engine_limited(false, NULL, 1);
+    first = new_job(hole);
+    first->webhook.timeout_ms = 2000;
+    first->retry.attempts = 1;
+    submit_as(first, "first");
+    second = new_job(hole);
+    second->starting_deadline_ms = 300;
+    req = new_request(second, "second");
+    req->scheduled_at_ms = cf_wall_ms();
+    cr_assert_eq(delivery_submit(engine, req), CF_OK);
+
+    cr_assert(wait_outcomes(1));
+    out = outcome_of("second");
+    cr_assert_not_null(out, "the deadline did not end the wait first");
+    cr_expect_eq(out->status, RUN_MISSED);
+    cr_expect_null(out->error);
+    cr_expect_str_eq(out->reason, want);
+    cr_expect_eq(out->attempts, 0);
+    cr_expect_eq(out->started_at_ms, 0, "nothing was sent");
+    cr_assert(wait_outcomes(2));
+    cr_expect_eq(outcome_of("first")->status, RUN_FAILED);
+}
+
+Test(engine, a_slot_past_its_deadline_is_missed_without_a_request)
+{
+    struct job *job = new_job(server.url);
+    struct delivery_request *req;
+
+    job->starting_deadline_ms = 1000;
+    req = new_request(job, "late");
+    req->scheduled_at_ms = cf_wall_ms() - 5000;
+    start_engine(false, NULL);
+    cr_assert_eq(delivery_submit(engine, req), CF_OK);
+    cr_assert(wait_outcomes(1));
+    cr_expect_eq(sink.outcomes[0].status, RUN_MISSED);
+    cr_expect_eq(request_count(), 0);
+}
+
+Test(engine, a_manual_firing_has_no_starting_deadline)
+{
+    struct job *job = new_job(server.url);
+    struct delivery_request *req;
+
+    job->starting_deadline_ms = 1000;
+    req = new_request(job, "manual");
+    req->scheduled_at_ms = cf_wall_ms() - 5000;
+    req->trigger = RUN_TRIGGER_MANUAL;
+    start_engine(false, NULL);
+    cr_assert_eq(delivery_submit(engine, req), CF_OK);
+    cr_assert(wait_outcomes(1));
+    cr_expect_eq(sink.outcomes[0].status, RUN_SUCCEEDED);
+}
+
+Test(engine, stop_ends_firings_waiting_for_a_slot)
+{
+    char hole[64];
+
+    black_hole_url(hole, sizeof(hole));
+    start_engine_limited(false, NULL, 1);
+    for (int i = 0; i < 3; i++) {
+        char run_id[RUN_ID_MAX];
+
+        snprintf(run_id, sizeof(run_id), "run-%d", i);
+        submit_as(new_job(hole), run_id);
+    }
+    delivery_engine_stop(engine, 200);
+    engine = NULL;
+    cr_assert_eq(outcome_count(), 3);
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(sink.outcomes[i].status, RUN_FAILED);
+        cr_expect_str_eq(sink.outcomes[i].error, "shutdown");
+    }
 }
 
 /* ------------------------------------------------------------------------ */
