@@ -160,7 +160,9 @@ struct db;
 
 /*
  * Creates the standalone coordinator over db (borrowed; it must outlive the
- * coordinator and be claimed with db_claim_owner()). instance_id and
+ * coordinator, be a handle of its own, so that claims do not queue behind
+ * other users, and open a database this process claimed with
+ * db_claim_owner()). instance_id and
  * advertise_url are copied. Returns CF_OK or CF_ERR_NOMEM.
  */
 int coord_standalone_new(struct db *db, const char *instance_id, const char *advertise_url,

@@ -303,22 +303,8 @@ static int standalone_fired_until(struct coord *coord, const char *const *jobs, 
                                   int64_t *last_ms)
 {
     struct coord_standalone *self = from_base(coord);
-    int ret;
 
-    for (size_t i = 0; i < n; i++)
-        last_ms[i] = 0;
-    ret = db_begin(self->db);
-    if (ret != CF_OK)
-        return ret;
-    for (size_t i = 0; i < n && ret == CF_OK; i++) {
-        int64_t token;
-
-        ret = db_fence_read(self->db, jobs[i], &token, &last_ms[i]);
-    }
-    if (ret == CF_OK)
-        return db_commit(self->db);
-    db_rollback(self->db);
-    return ret;
+    return db_fence_last_many(self->db, jobs, n, last_ms);
 }
 
 static int64_t standalone_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)

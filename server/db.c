@@ -285,6 +285,9 @@ int db_migrate(struct db *db, char *err, size_t errlen)
         goto out;
     }
     applied = sqlite3_column_int(stmt, 0);
+    /* A statement left running would keep a migration from dropping a table. */
+    sqlite3_finalize(stmt);
+    stmt = NULL;
     if (applied > db_schema_version()) {
         char detail[128];
 
@@ -626,19 +629,118 @@ static int collect_jobs(struct db *db, sqlite3_stmt *stmt, int limit, struct job
     return ret;
 }
 
+/*
+ * Job search (GET /jobs?q=): a case-insensitive substring of the name or
+ * the description, with ASCII case folding as SQLite's lower() does it.
+ *
+ * A query of SEARCH_TRIGRAM_MIN_CHARS characters or more is looked up in
+ * the trigram index job_search (migration 0003), which folds case over all
+ * of Unicode and so returns a superset of the jobs that match; the exact
+ * test is applied to those. When the index holds SEARCH_INDEX_MAX_MATCHES
+ * matches or more, the query is common enough that walking the live jobs
+ * in name order finds a page of matches sooner than sorting all of them,
+ * so it takes the scan, as do shorter queries (which the index cannot
+ * serve). The scan reads the index jobs_live_by_name, not the documents,
+ * and stops after a page.
+ */
+#define SEARCH_TRIGRAM_MIN_CHARS 3
+#define SEARCH_INDEX_MAX_MATCHES 4000
+
+/* The exact test and the filters every listing applies (?1 after, ?2 q, ?3 paused). */
+#define JOB_LIST_FILTER                                                                            \
+    "j.deleted_at IS NULL AND j.name > ?1"                                                         \
+    " AND (?2 IS NULL OR instr(j.name, lower(?2)) > 0"                                             \
+    "      OR instr(lower(j.description), lower(?2)) > 0)"                                         \
+    " AND (?3 < 0 OR j.paused = ?3)"
+
+/* Number of characters (not bytes) of UTF-8 text. */
+static size_t utf8_chars(const char *text)
+{
+    size_t chars = 0;
+
+    for (; *text != '\0'; text++)
+        if (((unsigned char)*text & 0xc0) != 0x80)
+            chars++;
+    return chars;
+}
+
+/*
+ * q as an FTS5 phrase, a new string (free()): in double quotes, with its
+ * own double quotes doubled, so that no character of q is query syntax.
+ * NULL when out of memory.
+ */
+static char *search_phrase(const char *q)
+{
+    size_t len = 2, at = 0;
+    char *phrase;
+
+    for (const char *c = q; *c != '\0'; c++)
+        len += *c == '"' ? 2 : 1;
+    phrase = malloc(len + 1);
+    if (phrase == NULL)
+        return NULL;
+    phrase[at++] = '"';
+    for (const char *c = q; *c != '\0'; c++) {
+        phrase[at++] = *c;
+        if (*c == '"')
+            phrase[at++] = '"';
+    }
+    phrase[at++] = '"';
+    phrase[at] = '\0';
+    return phrase;
+}
+
+/* Whether the search index holds fewer than SEARCH_INDEX_MAX_MATCHES jobs matching phrase. */
+static int search_is_selective(struct db *db, const char *phrase, bool *selective)
+{
+    sqlite3_stmt *stmt = prepare(db, "SELECT count(*) FROM (SELECT 1 FROM job_search"
+                                     " WHERE job_search MATCH ?1 LIMIT ?2)");
+    int ret = CF_OK;
+
+    *selective = false;
+    if (stmt == NULL)
+        return CF_ERR_DB;
+    bind_text(stmt, 1, phrase);
+    sqlite3_bind_int(stmt, 2, SEARCH_INDEX_MAX_MATCHES);
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        *selective = sqlite3_column_int(stmt, 0) < SEARCH_INDEX_MAX_MATCHES;
+    else
+        ret = db_fail(db, "job search count");
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
 int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs, size_t *count,
                 bool *more)
 {
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
+    char *phrase = NULL;
+    bool indexed = false;
     int ret;
 
+    *jobs = NULL;
+    *count = 0;
+    if (more != NULL)
+        *more = false;
+    if (query->q != NULL && utf8_chars(query->q) >= SEARCH_TRIGRAM_MIN_CHARS) {
+        phrase = search_phrase(query->q);
+        if (phrase == NULL)
+            return CF_ERR_NOMEM;
+    }
     pthread_mutex_lock(&db->lock);
-    stmt = prepare(db, "SELECT doc, version, created_at, updated_at FROM jobs "
-                       "WHERE deleted_at IS NULL AND name > ?1 "
-                       "AND (?2 IS NULL OR instr(name, lower(?2)) > 0 "
-                       "     OR instr(lower(coalesce(json_extract(doc, '$.description'), '')),"
-                       "              lower(?2)) > 0) "
-                       "AND (?3 < 0 OR paused = ?3) ORDER BY name LIMIT ?4");
+    if (phrase != NULL) {
+        ret = search_is_selective(db, phrase, &indexed);
+        if (ret != CF_OK)
+            goto out;
+    }
+    /* The cross join makes the index the outer loop: only its matches are read and sorted. */
+    stmt =
+        prepare(db, indexed ? "SELECT j.doc, j.version, j.created_at, j.updated_at"
+                              " FROM job_search AS s CROSS JOIN jobs AS j ON j.id = s.rowid"
+                              " WHERE s.job_search MATCH ?5 AND " JOB_LIST_FILTER
+                              " ORDER BY j.name LIMIT ?4"
+                            : "SELECT j.doc, j.version, j.created_at, j.updated_at"
+                              " FROM jobs AS j WHERE " JOB_LIST_FILTER " ORDER BY j.name LIMIT ?4");
     if (stmt == NULL) {
         ret = CF_ERR_DB;
         goto out;
@@ -647,10 +749,13 @@ int db_job_list(struct db *db, const struct db_job_query *query, struct job ***j
     bind_text(stmt, 2, query->q);
     sqlite3_bind_int(stmt, 3, query->paused);
     sqlite3_bind_int(stmt, 4, query->limit + 1);
+    if (indexed)
+        bind_text(stmt, 5, phrase);
     ret = collect_jobs(db, stmt, query->limit, jobs, count, more);
 out:
     sqlite3_finalize(stmt);
     pthread_mutex_unlock(&db->lock);
+    free(phrase);
     return ret;
 }
 
@@ -664,6 +769,47 @@ int db_job_all(struct db *db, struct job ***jobs, size_t *count)
                        "WHERE deleted_at IS NULL ORDER BY name");
     ret = stmt ? collect_jobs(db, stmt, 0, jobs, count, NULL) : CF_ERR_DB;
     sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_last_slots(struct db *db, const char *const *jobs, size_t n, int64_t *slot_ms)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc, ret = CF_OK;
+
+    for (size_t i = 0; i < n; i++)
+        slot_ms[i] = 0;
+    pthread_mutex_lock(&db->lock);
+    /*
+     * One read transaction for a consistent view, one statement for all the
+     * jobs. A scheduled or catch-up run's sort_at is its slot (see
+     * db_run_sort_at()), so the newest such run by runs_by_job holds the
+     * latest slot: a job's long history is not read to find it.
+     */
+    if (sqlite3_exec(db->conn, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        ret = db_fail(db, "run last slots");
+        goto out_unlock;
+    }
+    stmt = prepare(db, "SELECT scheduled_at FROM runs WHERE job = ?1 AND trigger != 'manual'"
+                       " AND scheduled_at IS NOT NULL ORDER BY sort_at DESC, id DESC LIMIT 1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out_end;
+    }
+    for (size_t i = 0; i < n && ret == CF_OK; i++) {
+        bind_text(stmt, 1, jobs[i]);
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+            slot_ms[i] = sqlite3_column_int64(stmt, 0);
+        else if (rc != SQLITE_DONE)
+            ret = db_fail(db, "run last slots");
+        sqlite3_reset(stmt);
+    }
+out_end:
+    sqlite3_finalize(stmt);
+    sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL);
+out_unlock:
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -884,6 +1030,40 @@ int db_fence_commit(struct db *db, const char *job, int64_t token, int64_t slot_
         sqlite3_bind_int64(stmt, 3, advance ? slot_ms : 0);
     }
     return step_done(db, stmt, "fence commit");
+}
+
+int db_fence_last_many(struct db *db, const char *const *jobs, size_t n, int64_t *last_ms)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc, ret = CF_OK;
+
+    for (size_t i = 0; i < n; i++)
+        last_ms[i] = 0;
+    pthread_mutex_lock(&db->lock);
+    if (sqlite3_exec(db->conn, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        ret = db_fail(db, "fence last");
+        goto out_unlock;
+    }
+    stmt = prepare(db, "SELECT last FROM fences WHERE job = ?");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out_end;
+    }
+    for (size_t i = 0; i < n && ret == CF_OK; i++) {
+        bind_text(stmt, 1, jobs[i]);
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW)
+            last_ms[i] = sqlite3_column_int64(stmt, 0);
+        else if (rc != SQLITE_DONE)
+            ret = db_fail(db, "fence last");
+        sqlite3_reset(stmt);
+    }
+out_end:
+    sqlite3_finalize(stmt);
+    sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL);
+out_unlock:
+    pthread_mutex_unlock(&db->lock);
+    return ret;
 }
 
 /* ---- runs ---- */

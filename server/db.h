@@ -136,6 +136,13 @@ int db_fence_read(struct db *db, const char *job, int64_t *token, int64_t *last_
 /* Within db_begin: token = max(token, new), last = max(last, slot) when advance. */
 int db_fence_commit(struct db *db, const char *job, int64_t token, int64_t slot_ms, bool advance);
 
+/*
+ * The last committed slot of each of n jobs into last_ms[i] (0 for a job
+ * without a counter), read in one transaction. On error the slots not read
+ * are 0.
+ */
+int db_fence_last_many(struct db *db, const char *const *jobs, size_t n, int64_t *last_ms);
+
 /* ---- runs ---- */
 
 /*
@@ -232,6 +239,12 @@ int db_run_latest(struct db *db, const char *job, struct run *run);
 
 /* Latest slot (wall ms) recorded for job by a scheduled or catch-up run; 0 when none. */
 int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms);
+
+/*
+ * db_run_last_slot() of each of n jobs into slot_ms[i], read in one
+ * transaction (for the scheduler's load). On error the slots not read are 0.
+ */
+int db_run_last_slots(struct db *db, const char *const *jobs, size_t n, int64_t *slot_ms);
 
 /*
  * Reads at most limit runs still "running" (of instance, or of every

@@ -45,7 +45,7 @@ struct instance {
     struct db *api_db;
     struct db *sched_db;
     struct db *prune_db;
-    struct db *coord_db; /* cluster mode: the coordinator's own handle */
+    struct db *coord_db; /* the coordinator's own handle: claims, fences, catalog writes */
     struct events *events;
     struct feed *feed;
     struct netallow *allow;
@@ -145,7 +145,12 @@ static void watch_database(struct instance *inst, struct db *db)
     db_set_observer(db, &observer);
 }
 
-/* The standalone coordinator, or with --redis the cluster one on its own database handle. */
+/*
+ * The standalone coordinator, or with --redis the cluster one, on a database
+ * handle of its own: claims never queue behind API reads (WAL lets those run
+ * beside its writes), and the standalone catalog writes and claims, which
+ * must not interleave, share it.
+ */
 static int start_coordinator(struct instance *inst, char *err, size_t errlen)
 {
     struct coord_cluster_config ccfg = {0};
@@ -168,12 +173,12 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
                  strchr(host, ':') ? "]" : "", port);
     }
 
-    if (inst->cfg.redis == NULL)
-        return coord_standalone_new(inst->api_db, inst->instance_id, url, &inst->coord);
     ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
     if (ret != CF_OK)
         return ret;
     watch_database(inst, inst->coord_db);
+    if (inst->cfg.redis == NULL)
+        return coord_standalone_new(inst->coord_db, inst->instance_id, url, &inst->coord);
     ccfg.redis_urls = inst->cfg.redis;
     ccfg.prefix = inst->cfg.redis_prefix;
     ccfg.instance_id = inst->instance_id;

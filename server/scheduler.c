@@ -98,6 +98,7 @@ struct completion {
     int http_status;
     char *error;
     char *response_excerpt;
+    char *reason; /* missed: why nothing was sent (no free connection to the target) */
     int64_t finished_at_ms;
 };
 
@@ -676,13 +677,50 @@ static int install_job(struct scheduler *sched, struct sched_job *sj, struct job
     return heap_set(sched, sj, next_slot(sj, resume_after_ms));
 }
 
+/* The entry of name, added unscheduled when absent; NULL when out of memory. */
+static struct sched_job *job_entry(struct scheduler *sched, const char *name)
+{
+    struct sched_job *sj = find_job(sched, name);
+    unsigned bucket;
+
+    if (sj != NULL)
+        return sj;
+    sj = calloc(1, sizeof(*sj));
+    if (sj == NULL)
+        return NULL;
+    bucket = name_bucket(name);
+    snprintf(sj->name, sizeof(sj->name), "%s", name);
+    sj->heap_index = NOT_IN_HEAP;
+    sj->next_in_bucket = sched->buckets[bucket];
+    sched->buckets[bucket] = sj;
+    return sj;
+}
+
 /*
- * Reads job name from the database and (re)schedules or removes it. At
- * start, fired_until_ms is the newest slot the coordinator has committed for
- * it (0 when unknown).
+ * Schedules job (stolen), read at start. After downtime, slots count from
+ * the last one recorded for the job (by any instance, last_slot_ms), the
+ * last one committed through the coordinator (fired_until_ms, 0 when
+ * unknown), or its last change, whichever is latest.
  */
-static void reload_job(struct scheduler *sched, const char *name, bool at_start,
-                       int64_t fired_until_ms)
+static void start_job(struct scheduler *sched, struct job *job, int64_t last_slot_ms,
+                      int64_t fired_until_ms, int64_t now)
+{
+    struct sched_job *sj = job_entry(sched, job->name);
+    int64_t resume_after = last_slot_ms > job->updated_at_ms ? last_slot_ms : job->updated_at_ms;
+
+    if (sj == NULL) {
+        job_free(job);
+        return;
+    }
+    if (fired_until_ms > resume_after)
+        resume_after = fired_until_ms;
+    if (resume_after > now)
+        resume_after = now;
+    install_job(sched, sj, job, resume_after);
+}
+
+/* Reads job name from the database after a change and (re)schedules or removes it. */
+static void reload_job(struct scheduler *sched, const char *name)
 {
     struct sched_job *sj = find_job(sched, name);
     struct job *job = NULL;
@@ -702,32 +740,11 @@ static void reload_job(struct scheduler *sched, const char *name, bool at_start,
     if (ret != CF_OK)
         return;
     if (sj == NULL) {
-        unsigned bucket = name_bucket(name);
-
-        sj = calloc(1, sizeof(*sj));
+        sj = job_entry(sched, name);
         if (sj == NULL) {
             job_free(job);
             return;
         }
-        snprintf(sj->name, sizeof(sj->name), "%s", name);
-        sj->heap_index = NOT_IN_HEAP;
-        sj->next_in_bucket = sched->buckets[bucket];
-        sched->buckets[bucket] = sj;
-    }
-    if (at_start) {
-        /*
-         * After downtime, slots count from the last one recorded for the job
-         * (by any instance), the last one committed through the coordinator,
-         * or its last change, whichever is latest.
-         */
-        int64_t last_slot = 0;
-
-        db_run_last_slot(sched->cfg.db, name, &last_slot);
-        resume_after = last_slot > job->updated_at_ms ? last_slot : job->updated_at_ms;
-        if (fired_until_ms > resume_after)
-            resume_after = fired_until_ms;
-        if (resume_after > now)
-            resume_after = now;
     } else if (sj->job != NULL && !sj->job->paused && !job->paused && sj->next_ms != 0 &&
                sj->next_ms - 1 < now) {
         /*
@@ -767,6 +784,7 @@ static void firing_done(void *ctx, struct delivery_request *req,
     done->http_status = result->http_status;
     done->error = cf_strdup(result->error);
     done->response_excerpt = cf_strdup(result->response_excerpt);
+    done->reason = cf_strdup(result->reason); /* set for a missed firing */
     done->finished_at_ms = result->finished_at_ms ? result->finished_at_ms : cf_wall_ms();
     pthread_mutex_lock(&sched->inbox_lock);
     done->next = sched->completions;
@@ -1412,6 +1430,12 @@ static void complete_run(struct completion *done)
     run->response_excerpt = done->response_excerpt;
     done->error = NULL;
     done->response_excerpt = NULL;
+    /* A firing the engine could not start by its deadline is missed: say why. */
+    if (done->reason != NULL) {
+        free(run->reason);
+        run->reason = done->reason;
+        done->reason = NULL;
+    }
     run->finished_at_ms = done->finished_at_ms;
     run->duration_ms = run->finished_at_ms - run->started_at_ms;
     run->lease_lost = atomic_load(&firing->lease_lost);
@@ -1478,7 +1502,11 @@ static void finish_firings(struct scheduler *sched, struct completion *list)
     n = 0;
     for (struct completion *done = list; done != NULL; done = done->next) {
         complete_run(done);
-        metrics_count_firing(sched->cfg.metrics, done->firing->run.status);
+        /* A missed firing counts as a missed slot, not as a firing. */
+        if (done->firing->run.status == RUN_MISSED)
+            metrics_count_slots(sched->cfg.metrics, RUN_MISSED, METRICS_REASON_LATE, 1);
+        else
+            metrics_count_firing(sched->cfg.metrics, done->firing->run.status);
         if (runs != NULL)
             runs[n++] = &done->firing->run;
         else
@@ -1817,7 +1845,7 @@ static void *scheduler_main(void *arg)
         while (changed != NULL) {
             struct changed_name *next = changed->next;
 
-            reload_job(sched, changed->name, false, 0);
+            reload_job(sched, changed->name);
             free(changed);
             changed = next;
         }
@@ -1894,11 +1922,17 @@ static int mark_own_runs_lost(struct scheduler *sched)
     return ret;
 }
 
+/*
+ * Schedules every live job. The catalog, the last recorded slots and the
+ * committed slots are each read in one batch (three passes over the
+ * database however many jobs there are), so a large catalog starts in
+ * about a second.
+ */
 static int load_all(struct scheduler *sched)
 {
     struct job **jobs = NULL;
     const char **names = NULL;
-    int64_t *marks = NULL;
+    int64_t *fired = NULL, *recorded = NULL, now;
     size_t count = 0;
     int ret;
 
@@ -1909,24 +1943,35 @@ static int load_all(struct scheduler *sched)
     if (ret != CF_OK)
         return ret;
     names = calloc(count ? count : 1, sizeof(*names));
-    marks = calloc(count ? count : 1, sizeof(*marks));
-    if (names != NULL && marks != NULL) {
-        for (size_t i = 0; i < count; i++)
-            names[i] = jobs[i]->name;
-        if (count > 0 &&
-            sched->cfg.coord->ops->fired_until(sched->cfg.coord, names, count, marks) != CF_OK)
-            log_warn("committed slots not readable at start, resuming from local history",
-                     "jobs=%zu", count);
+    fired = calloc(count ? count : 1, sizeof(*fired));
+    recorded = calloc(count ? count : 1, sizeof(*recorded));
+    if (names == NULL || fired == NULL || recorded == NULL) {
+        ret = CF_ERR_NOMEM;
+        goto out;
     }
+    for (size_t i = 0; i < count; i++)
+        names[i] = jobs[i]->name;
+    if (count > 0 &&
+        sched->cfg.coord->ops->fired_until(sched->cfg.coord, names, count, fired) != CF_OK)
+        log_warn("committed slots not readable at start, resuming from local history", "jobs=%zu",
+                 count);
+    if (count > 0 && db_run_last_slots(sched->cfg.db, names, count, recorded) != CF_OK)
+        log_warn("recorded slots not readable at start, resuming from committed slots", "jobs=%zu",
+                 count);
+    now = cf_wall_ms();
     for (size_t i = 0; i < count; i++) {
-        reload_job(sched, jobs[i]->name, true, marks != NULL ? marks[i] : 0);
-        job_free(jobs[i]);
+        start_job(sched, jobs[i], recorded[i], fired[i], now);
+        jobs[i] = NULL;
     }
+    log_info("jobs loaded", "count=%zu", count);
+out:
+    for (size_t i = 0; i < count; i++)
+        job_free(jobs[i]);
     free(jobs);
     free(names);
-    free(marks);
-    log_info("jobs loaded", "count=%zu", count);
-    return CF_OK;
+    free(fired);
+    free(recorded);
+    return ret;
 }
 
 int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
