@@ -773,26 +773,26 @@ int db_job_all(struct db *db, struct job ***jobs, size_t *count)
     return ret;
 }
 
-int db_run_last_slots(struct db *db, const char *const *jobs, size_t n, int64_t *slot_ms)
+/*
+ * Runs sql, a query of one integer column with the job name as its one
+ * parameter, for each of n jobs in one read transaction (a consistent view,
+ * one statement), into out[i]; 0 where it finds no row. what names the
+ * read in errors.
+ */
+static int read_int_per_job(struct db *db, const char *sql, const char *what,
+                            const char *const *jobs, size_t n, int64_t *out)
 {
     sqlite3_stmt *stmt = NULL;
     int rc, ret = CF_OK;
 
     for (size_t i = 0; i < n; i++)
-        slot_ms[i] = 0;
+        out[i] = 0;
     pthread_mutex_lock(&db->lock);
-    /*
-     * One read transaction for a consistent view, one statement for all the
-     * jobs. A scheduled or catch-up run's sort_at is its slot (see
-     * db_run_sort_at()), so the newest such run by runs_by_job holds the
-     * latest slot: a job's long history is not read to find it.
-     */
     if (sqlite3_exec(db->conn, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        ret = db_fail(db, "run last slots");
+        ret = db_fail(db, what);
         goto out_unlock;
     }
-    stmt = prepare(db, "SELECT scheduled_at FROM runs WHERE job = ?1 AND trigger != 'manual'"
-                       " AND scheduled_at IS NOT NULL ORDER BY sort_at DESC, id DESC LIMIT 1");
+    stmt = prepare(db, sql);
     if (stmt == NULL) {
         ret = CF_ERR_DB;
         goto out_end;
@@ -801,9 +801,9 @@ int db_run_last_slots(struct db *db, const char *const *jobs, size_t n, int64_t 
         bind_text(stmt, 1, jobs[i]);
         rc = sqlite3_step(stmt);
         if (rc == SQLITE_ROW)
-            slot_ms[i] = sqlite3_column_int64(stmt, 0);
+            out[i] = sqlite3_column_int64(stmt, 0);
         else if (rc != SQLITE_DONE)
-            ret = db_fail(db, "run last slots");
+            ret = db_fail(db, what);
         sqlite3_reset(stmt);
     }
 out_end:
@@ -812,6 +812,19 @@ out_end:
 out_unlock:
     pthread_mutex_unlock(&db->lock);
     return ret;
+}
+
+int db_run_last_slots(struct db *db, const char *const *jobs, size_t n, int64_t *slot_ms)
+{
+    /*
+     * A scheduled or catch-up run's sort_at is its slot (see
+     * db_run_sort_at()), so the newest such run by runs_by_job holds the
+     * latest slot: a job's long history is not read to find it.
+     */
+    return read_int_per_job(db,
+                            "SELECT scheduled_at FROM runs WHERE job = ?1 AND trigger != 'manual'"
+                            " AND scheduled_at IS NOT NULL ORDER BY sort_at DESC, id DESC LIMIT 1",
+                            "run last slots", jobs, n, slot_ms);
 }
 
 int db_job_count(struct db *db, int64_t *count)
@@ -1034,36 +1047,8 @@ int db_fence_commit(struct db *db, const char *job, int64_t token, int64_t slot_
 
 int db_fence_last_many(struct db *db, const char *const *jobs, size_t n, int64_t *last_ms)
 {
-    sqlite3_stmt *stmt = NULL;
-    int rc, ret = CF_OK;
-
-    for (size_t i = 0; i < n; i++)
-        last_ms[i] = 0;
-    pthread_mutex_lock(&db->lock);
-    if (sqlite3_exec(db->conn, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-        ret = db_fail(db, "fence last");
-        goto out_unlock;
-    }
-    stmt = prepare(db, "SELECT last FROM fences WHERE job = ?");
-    if (stmt == NULL) {
-        ret = CF_ERR_DB;
-        goto out_end;
-    }
-    for (size_t i = 0; i < n && ret == CF_OK; i++) {
-        bind_text(stmt, 1, jobs[i]);
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW)
-            last_ms[i] = sqlite3_column_int64(stmt, 0);
-        else if (rc != SQLITE_DONE)
-            ret = db_fail(db, "fence last");
-        sqlite3_reset(stmt);
-    }
-out_end:
-    sqlite3_finalize(stmt);
-    sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL);
-out_unlock:
-    pthread_mutex_unlock(&db->lock);
-    return ret;
+    return read_int_per_job(db, "SELECT last FROM fences WHERE job = ?", "fence last", jobs, n,
+                            last_ms);
 }
 
 /* ---- runs ---- */
