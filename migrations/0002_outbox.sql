@@ -5,8 +5,8 @@
 -- between the two: the background publisher appends the queued states to
 -- every lock node's cf:runs stream, in seq order, and deletes a row once a
 -- quorum of nodes holds it (DESIGN §4.7). seq orders the states and, with
--- the database's outbox epoch (meta), names each one on the nodes so that a
--- resend after a timeout appends nothing twice.
+-- an epoch drawn at each start of the instance, names each one on the
+-- nodes, so that a resend after a timeout appends nothing twice.
 CREATE TABLE outbox (
     seq    INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,

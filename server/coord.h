@@ -55,7 +55,8 @@ struct coord_claim {
     int64_t fired_ms;     /* with CF_ERR_FIRED: the newest slot committed (>= T) */
     /*
      * With CF_OK: the committed fencing token. With CF_ERR_LOST: the token
-     * minted but committed on fewer than Q nodes (some may hold it).
+     * minted but committed on fewer than Q nodes when some node may hold
+     * it (with its start record), else 0.
      */
     int64_t token;
     int64_t started_at_ms;       /* with CF_OK: the run's start as recorded (wall ms) */

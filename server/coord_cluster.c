@@ -273,12 +273,18 @@ static const char script_heartbeat[] =
  * the run feed, each once. A state is named by its outbox seq under the
  * field of the instance's database; states are sent in seq order on one
  * connection, so every seq up to the highest appended is on this node and a
- * resend after a timeout appends nothing twice. Returns that highest seq.
- * KEYS: run feed, published hash. ARGV: field, maxlen, then seq, JSON pairs.
+ * resend after a timeout appends nothing twice. A call that follows another
+ * of the same batch names the last seq of that one (ARGV[3], 0 for none):
+ * unless the node took it, this one appends nothing, so a chunk the node
+ * refused (out of memory, say) is never jumped over. Returns the highest
+ * seq the node holds.
+ * KEYS: run feed, published hash. ARGV: field, maxlen, previous seq, then
+ * seq, JSON pairs.
  */
 static const char script_publish[] =
     "local high = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')\n"
-    "for i = 3, #ARGV - 1, 2 do\n"
+    "if tonumber(ARGV[3]) > high then return high end\n"
+    "for i = 4, #ARGV - 1, 2 do\n"
     "  local seq = tonumber(ARGV[i])\n"
     "  if seq > high then\n"
     "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'run', ARGV[i + 1])\n"
@@ -859,6 +865,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
             round, self->node_timeout_ms > COMMIT_WAIT_MS ? self->node_timeout_ms : COMMIT_WAIT_MS);
         for (size_t i = 0; i < n; i++) {
             size_t acked = 0;
+            bool maybe_committed = false;
             int64_t valid_until = t0 + lease_validity(claims[i].lease_ms);
 
             if (!work[i].committing)
@@ -866,8 +873,14 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
             for (size_t node = 0; node < self->n; node++) {
                 const redisReply *reply = nodeset_round_reply(round, node, work[i].index[node]);
 
-                if (element(reply, 1) == NULL)
+                if (element(reply, 1) == NULL) {
+                    /* Sent but unanswered: it may have committed there. */
+                    if (work[i].index[node] >= 0)
+                        maybe_committed = true;
                     continue;
+                }
+                if (reply_int(element(reply, 0), 0) == 1)
+                    maybe_committed = true;
                 if (reply_int(element(reply, 0), 0) == 1 && reply_int(element(reply, 1), 0) == 1)
                     acked++;
             }
@@ -881,10 +894,13 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
                          (long long)claims[i].token);
                 /*
                  * Some nodes may hold fence.last = T now: the slot cannot be
-                 * claimed again. They may also hold the start record, so the
-                 * token stays for the caller's record of the slot to beat it.
+                 * claimed again. Those may also hold the start record, so the
+                 * token stays for the caller's record of the slot to beat it;
+                 * when no node can have committed it, it goes (DESIGN §4.7).
                  */
                 claims[i].result = CF_ERR_LOST;
+                if (!maybe_committed)
+                    claims[i].token = 0;
                 work[i].release = true;
                 any_release = true;
             }
@@ -1592,20 +1608,22 @@ static void cluster_history_queued(struct coord *coord)
 }
 
 /*
- * Queues one publish script call for node with the outbox entries
- * [first, first + n). Returns the command index, -1 when not queued.
+ * Queues one publish script call for node with the n outbox entries given,
+ * previous being the seq sent just before them in the batch ("0" for
+ * none). Returns the command index, -1 when not queued.
  */
 static int queue_publish(struct coord_cluster *self, struct nodeset_round *round, size_t node,
-                         const char *stream, const char *published,
+                         const char *stream, const char *published, const char *previous,
                          const struct db_outbox_entry *entries, char (*seqs)[24], size_t n)
 {
-    const char *argv[4 + 2 * PUBLISH_CHUNK];
+    const char *argv[5 + 2 * PUBLISH_CHUNK];
     size_t argc = 0;
 
     argv[argc++] = stream;
     argv[argc++] = published;
     argv[argc++] = self->outbox_field;
     argv[argc++] = HISTORY_MAXLEN;
+    argv[argc++] = previous;
     for (size_t i = 0; i < n; i++) {
         argv[argc++] = seqs[i];
         argv[argc++] = entries[i].doc;
@@ -1659,7 +1677,8 @@ static void history_flush(struct coord_cluster *self)
         for (size_t node = 0; node < self->n; node++)
             index[c][node] = nodeset_round_node_up(round, node)
                                  ? queue_publish(self, round, node, stream, published,
-                                                 &entries[first], &seqs[first], n)
+                                                 first > 0 ? seqs[first - 1] : "0", &entries[first],
+                                                 &seqs[first], n)
                                  : -1;
     }
     nodeset_round_exec(round);
@@ -2575,16 +2594,20 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     atomic_store(&self->ordinal, (unsigned)(hash % (1u << COORD_ORDINAL_BITS)));
 
     {
-        char *epoch = NULL;
+        char epoch[17];
 
-        /* A database of its own names the outbox: seqs restart with a new database. */
-        if (db_meta_get_or_create(self->db, "outbox_epoch", 8, &epoch) != CF_OK) {
-            snprintf(err, errlen, "cannot read the outbox epoch from the database");
+        /*
+         * A new name per start: the outbox's seqs are only known to grow
+         * within one life of one database file (a restored backup or a copy
+         * under the same instance id would reuse them), and the cost is
+         * that states left queued by a crash are appended once more.
+         */
+        if (cf_random_hex(epoch, 8) != CF_OK) {
+            snprintf(err, errlen, "cannot draw the outbox epoch");
             cluster_destroy(&self->base);
-            return CF_ERR_DB;
+            return CF_ERR_IO;
         }
         snprintf(self->outbox_field, sizeof(self->outbox_field), "%s/%s", self->instance_id, epoch);
-        free(epoch);
         /* States a previous run of this database left queued go first. */
         atomic_store(&self->outbox_queued, true);
     }

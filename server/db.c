@@ -61,8 +61,10 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
  * Storage health, shared by every handle of the process (they share one
  * file on one disk): the wall ms since which writes fail for want of
  * storage (a full disk, an I/O error, a read-only file), 0 while they
- * succeed. The first failure is logged at once, the rest at most once a
- * minute with a count, so a full disk does not also flood the log.
+ * succeed. Only db_probe_write() declares the storage healthy again: small
+ * writes can succeed on a full disk (the WAL reuses its pages), so any
+ * write that happens to go through must not restart the claims. The first failure is logged at
+ * once, the rest at most once a minute with a count, so a full disk does not also flood the log.
  */
 #define DB_STORAGE_LOG_EVERY_MS 60000
 static atomic_llong storage_failed_since_ms;
@@ -89,14 +91,19 @@ static void note_storage_failure(const char *what, const char *message)
 {
     char quoted[512];
     int64_t now_boot = cf_boot_ms(), expected = 0;
+    bool began;
 
     pthread_mutex_lock(&storage_lock);
-    if (atomic_compare_exchange_strong(&storage_failed_since_ms, &expected, cf_wall_ms())) {
+    began = atomic_compare_exchange_strong(&storage_failed_since_ms, &expected, cf_wall_ms());
+    if (began)
         snprintf(storage_error, sizeof(storage_error), "%s", message);
-        storage_logged_boot_ms = now_boot;
-        storage_suppressed = 0;
+    /* A failure soon after a recovery is counted, not logged: no flood when the disk flaps. */
+    if (began && (storage_logged_boot_ms == 0 ||
+                  now_boot - storage_logged_boot_ms >= DB_STORAGE_LOG_EVERY_MS)) {
         log_error("database not writable: claims stop until it is", "op=%s error=\"%s\"", what,
                   log_quote(message, quoted, sizeof(quoted)));
+        storage_logged_boot_ms = now_boot;
+        storage_suppressed = 0;
     } else if (now_boot - storage_logged_boot_ms >= DB_STORAGE_LOG_EVERY_MS) {
         log_error("database still not writable", "op=%s error=\"%s\" failures=%lld", what,
                   log_quote(message, quoted, sizeof(quoted)), (long long)storage_suppressed + 1);
@@ -960,8 +967,6 @@ int db_commit(struct db *db)
     if (sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         ret = db_fail(db, "commit");
         sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
-    } else {
-        note_storage_ok();
     }
     pthread_mutex_unlock(&db->lock);
     return ret;
@@ -1069,7 +1074,8 @@ int64_t db_run_sort_at(const struct run *run)
  */
 #define RUN_MERGE_TEXT_SQL(col) "(" col " IS NOT NULL), coalesce(" col ", '')"
 #define RUN_MERGE_KEY_SQL(t)                                                                       \
-    "(coalesce(" t ".fencing_token, 0) > 0, coalesce(" t ".fencing_token, 0),"                     \
+    "(coalesce(" t ".fencing_token, 0) > 0,"                                                       \
+    " " t ".status IN ('succeeded', 'failed', 'fenced'), coalesce(" t ".fencing_token, 0),"        \
     " " t ".status <> 'running',"                                                                  \
     " (CASE " t ".status WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'missed' THEN 2"         \
     " WHEN 'lost' THEN 3 WHEN 'fenced' THEN 4 WHEN 'failed' THEN 5 WHEN 'succeeded' THEN 6"        \
@@ -1134,9 +1140,6 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
     sqlite3_clear_bindings(stmt);
     if (rc != SQLITE_DONE)
         return db_fail(db, "run upsert");
-    /* Outside a transaction the statement's own commit wrote it. */
-    if (sqlite3_get_autocommit(db->conn))
-        note_storage_ok();
     return CF_OK;
 }
 

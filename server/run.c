@@ -130,6 +130,12 @@ static int run_status_order(enum run_status status)
     return (size_t)status < RUN_COUNT(order) ? order[status] : -1;
 }
 
+/* Whether a status is the outcome of a delivery (the target was called). */
+static bool run_status_delivered(enum run_status status)
+{
+    return status == RUN_SUCCEEDED || status == RUN_FAILED || status == RUN_FENCED;
+}
+
 static int run_compare_int(int64_t a, int64_t b)
 {
     return (a > b) - (a < b);
@@ -150,6 +156,7 @@ int run_merge_compare(const struct run *a, const struct run *b)
 {
     const int steps[] = {
         run_compare_int(a->fencing_token > 0, b->fencing_token > 0),
+        run_compare_int(run_status_delivered(a->status), run_status_delivered(b->status)),
         run_compare_int(a->fencing_token, b->fencing_token),
         run_compare_int(run_status_final(a->status), run_status_final(b->status)),
         run_compare_int(run_status_order(a->status), run_status_order(b->status)),

@@ -78,12 +78,16 @@ bool run_status_final(enum run_status status);
  *
  *   1. a record carrying a fencing token (a claim was committed) beats one
  *      without: a delivery is never hidden by a skip or a miss;
- *   2. the higher token (a later claim of the slot);
- *   3. a final status beats "running";
- *   4. status order: running < skipped < missed < lost < fenced < failed <
- *      succeeded (a delivery's outcome beats a peer's guess that it was lost);
- *   5. more attempts; 6. the later finish; 7. the later start;
- *   8. then instance, reason and error, as bytes, for a deterministic tie.
+ *   2. a delivery's outcome (succeeded, failed, fenced) beats every other
+ *      status: a claim that lost its lease and was recorded missed or lost
+ *      never hides the delivery of another claim of the slot, whatever
+ *      their tokens (two claims of one high part differ only by ordinal);
+ *   3. the higher token (a later claim of the slot);
+ *   4. a final status beats "running";
+ *   5. status order: running < skipped < missed < lost < fenced < failed <
+ *      succeeded;
+ *   6. more attempts; 7. the later finish; 8. the later start;
+ *   9. then instance, reason and error, as bytes, for a deterministic tie.
  *
  * db.c's RUN_MERGE_KEY_SQL is the same order in SQL; the unit tests hold
  * the two together.

@@ -420,16 +420,10 @@ static void record_run(struct scheduler *sched, const struct run *run)
     record_runs(sched, &run, 1);
 }
 
-/*
- * Records a slot that never started: skipped or missed, for reason (counted
- * by label). token is a fencing token minted for it but not committed on a
- * quorum (0 for none): the record then carries it, so that it outranks a
- * start record the commit round may have left on some nodes (DESIGN §4.7).
- */
-static void record_unstarted_token(struct scheduler *sched, const char *job, int64_t slot_ms,
-                                   enum run_trigger trigger, enum run_status status,
-                                   enum metrics_slot_reason label, const char *reason,
-                                   int64_t token)
+/* Records a slot that never started: skipped or missed, for reason (counted by label). */
+static void record_unstarted(struct scheduler *sched, const char *job, int64_t slot_ms,
+                             enum run_trigger trigger, enum run_status status,
+                             enum metrics_slot_reason label, const char *reason)
 {
     struct run run = {0};
 
@@ -439,7 +433,6 @@ static void record_unstarted_token(struct scheduler *sched, const char *job, int
     run.scheduled_at_ms = slot_ms;
     run.status = status;
     run.reason = (char *)reason;
-    run.fencing_token = token;
     run.instance = (char *)sched->cfg.instance_id;
     /* Counted first: once the run can be read, the count includes it. */
     metrics_count_slots(sched->cfg.metrics, status, label, 1);
@@ -448,11 +441,34 @@ static void record_unstarted_token(struct scheduler *sched, const char *job, int
              "job=%s slot=%lld reason=\"%s\"", job, (long long)slot_ms, reason);
 }
 
-static void record_unstarted(struct scheduler *sched, const char *job, int64_t slot_ms,
-                             enum run_trigger trigger, enum run_status status,
-                             enum metrics_slot_reason label, const char *reason)
+/*
+ * Records as missed the run of a claim that minted a token but sent
+ * nothing (not committed on a quorum, or given up after its commit): the
+ * commit round may have left its start record on some nodes, and this
+ * record, with the token, ends it everywhere (DESIGN §4.7). Without a
+ * token it is an ordinary missed slot.
+ */
+static void record_unsent_claim(struct scheduler *sched, const struct coord_claim *claim,
+                                enum metrics_slot_reason label, const char *reason)
 {
-    record_unstarted_token(sched, job, slot_ms, trigger, status, label, reason, 0);
+    struct run run = {0};
+
+    memcpy(run.id, claim->run_id, sizeof(run.id));
+    if (run.id[0] == '\0')
+        run_slot_id(claim->job, claim->slot_ms, run.id);
+    run.job = (char *)claim->job;
+    run.trigger = claim->trigger;
+    run.scheduled_at_ms = claim->slot_ms;
+    run.started_at_ms = claim->token != 0 ? claim->started_at_ms : 0;
+    run.finished_at_ms = claim->token != 0 ? cf_wall_ms() : 0;
+    run.status = RUN_MISSED;
+    run.reason = (char *)reason;
+    run.fencing_token = claim->token;
+    run.instance = (char *)sched->cfg.instance_id;
+    metrics_count_slots(sched->cfg.metrics, RUN_MISSED, label, 1);
+    record_run(sched, &run);
+    log_info("slot missed", "job=%s run=%s token=%lld reason=\"%s\"", claim->job, run.id,
+             (long long)claim->token, reason);
 }
 
 /*
@@ -873,6 +889,7 @@ static struct firing *prepare_firing(struct scheduler *sched, struct sched_job *
 out_fail:
     log_error("firing not started", "job=%s error=\"out of memory\"", sj->name);
     sched->cfg.coord->ops->release(sched->cfg.coord, claim, 1);
+    record_unsent_claim(sched, claim, METRICS_REASON_CLAIM_FAILED, "not sent: out of memory");
     delivery_request_free(req);
     if (firing != NULL)
         run_clear(&firing->run);
@@ -948,12 +965,13 @@ static void abandon_firing(struct scheduler *sched, struct firing *firing)
  * Starts n prepared firings (consumed): records them all as running in one
  * transaction and only then sends them, so that no webhook goes out without
  * its run on record (a crash after the commit leaves them "running", later
- * "lost"). When the database refuses the records, none is sent
- * (abandon_firing()) and CF_ERR_DB is returned.
+ * "lost"). A firing whose record the database refused is not sent
+ * (abandon_firing() frees it) and CF_ERR_DB is returned.
  */
 static int start_firings(struct scheduler *sched, struct firing **firings, size_t n)
 {
     const struct run **runs = calloc(n ? n : 1, sizeof(*runs));
+    bool abandoned = false;
     int ret = CF_OK;
 
     if (runs == NULL)
@@ -969,12 +987,14 @@ static int start_firings(struct scheduler *sched, struct firing **firings, size_
         bool recorded = ret == CF_OK ||
                         (ret == CF_ERR_NOMEM && record_runs_shared(sched, &run, 1, false) == CF_OK);
 
-        if (recorded)
+        if (recorded) {
             launch_firing(sched, firings[i]);
-        else
+        } else {
             abandon_firing(sched, firings[i]);
+            abandoned = true;
+        }
     }
-    return ret == CF_ERR_NOMEM ? CF_OK : ret;
+    return abandoned ? CF_ERR_DB : CF_OK;
 }
 
 /* Queues a slot of sj to claim later, oldest first. */
@@ -1045,10 +1065,13 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
             struct firing *firing =
                 started ? prepare_firing(sched, sj, &claims[i], due[i].trigger) : NULL;
 
-            if (firing != NULL)
+            if (firing != NULL) {
                 started[n_started++] = firing;
-            else if (started == NULL)
+            } else if (started == NULL) {
                 sched->cfg.coord->ops->release(sched->cfg.coord, &claims[i], 1);
+                record_unsent_claim(sched, &claims[i], METRICS_REASON_CLAIM_FAILED,
+                                    "not sent: out of memory");
+            }
             break;
         }
         case CF_ERR_FIRED:
@@ -1067,9 +1090,8 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
             break;
         case CF_ERR_LOST:
             /* Claimed but not committed in time: fence.last may say it fired; it did not. */
-            record_unstarted_token(
-                sched, sj->name, slot, due[i].trigger, RUN_MISSED, METRICS_REASON_UNCOMMITTED,
-                "the claim could not be committed on a quorum in time", claims[i].token);
+            record_unsent_claim(sched, &claims[i], METRICS_REASON_UNCOMMITTED,
+                                "the claim could not be committed on a quorum in time");
             break;
         case CF_ERR_BUSY:
             if (claims[i].busy_slot_ms == slot) {
@@ -1624,6 +1646,9 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
         return;
     }
     request->result = claim.result;
+    if (claim.result == CF_ERR_LOST && claim.token != 0)
+        record_unsent_claim(sched, &claim, METRICS_REASON_UNCOMMITTED,
+                            "the claim could not be committed on a quorum in time");
     if (claim.result != CF_OK)
         return;
     struct firing *firing = prepare_firing(sched, sj, &claim, RUN_TRIGGER_MANUAL);
