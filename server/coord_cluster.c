@@ -408,6 +408,7 @@ struct coord_cluster {
     bool first_view;      /* a heartbeat round has completed */
     pthread_cond_t first_view_cond;
     char history_pos[MAX_NODES][48];
+    char trim_warned[MAX_NODES][48]; /* background thread only: the first entry last warned of */
     int64_t catalog_cursor[MAX_NODES];
     coord_job_changed_fn listener;
     void *listener_ctx;
@@ -1853,6 +1854,9 @@ static void feed_trim(struct coord_cluster *self)
         if (first == NULL || first->type != REDIS_REPLY_STRING || first->len == 0 ||
             strcmp(positions[node], "0-0") == 0 || !stream_id_after(first->str, positions[node]))
             continue;
+        if (strcmp(self->trim_warned[node], first->str) == 0)
+            continue; /* said once for this trim */
+        snprintf(self->trim_warned[node], sizeof(self->trim_warned[node]), "%s", first->str);
         log_warn("run feed trimmed past this instance's position: some run states were not read",
                  "node=%s position=%s first=%s", nodeset_address(self->ns, node), positions[node],
                  first->str);

@@ -382,6 +382,11 @@ static void tend_storage(struct scheduler *sched, int64_t now_boot)
         sched->next_probe_boot_ms = now_boot + SCHED_STORAGE_PROBE_MS;
         if (db_probe_write(sched->cfg.db) != CF_OK)
             return;
+    } else if (sched->unrecorded_count > 0) {
+        /* States kept after a failure that was not the storage's: retried at the same pace. */
+        if (now_boot < sched->next_probe_boot_ms)
+            return;
+        sched->next_probe_boot_ms = now_boot + SCHED_STORAGE_PROBE_MS;
     }
     if (sched->unrecorded_dropped > 0) {
         log_warn("run states dropped while the database took no writes", "count=%lld",
