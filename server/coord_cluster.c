@@ -1715,6 +1715,14 @@ out:
     free(done);
 }
 
+/* Copies how far this instance has read each node's run feed into positions. */
+static void read_positions(struct coord_cluster *self, char positions[MAX_NODES][48])
+{
+    pthread_mutex_lock(&self->state_lock);
+    memcpy(positions, self->history_pos, sizeof(self->history_pos));
+    pthread_mutex_unlock(&self->state_lock);
+}
+
 /* Reads new entries of every node's run feed into the local history. */
 static void history_read(struct coord_cluster *self)
 {
@@ -1727,9 +1735,7 @@ static void history_read(struct coord_cluster *self)
     bool moved[MAX_NODES] = {false};
 
     make_key(self, stream, "runs", "");
-    pthread_mutex_lock(&self->state_lock);
-    memcpy(positions, self->history_pos, sizeof(positions));
-    pthread_mutex_unlock(&self->state_lock);
+    read_positions(self, positions);
 
     round = nodeset_round_begin(self->ns);
     for (size_t node = 0; node < self->n; node++)
@@ -1823,8 +1829,7 @@ static bool stream_id_after(const char *a, const char *b)
  * run feed, so that the feed is trimmed only below what every reader heard
  * from within READER_TTL_MS has read, and warns when entries after this
  * instance's position are gone anyway (it was silent for longer, or the
- * hard cap trimmed them): the runs they carried reach this history only
- * through their later states.
+ * hard cap trimmed them): those states are not read again.
  */
 static void feed_trim(struct coord_cluster *self)
 {
@@ -1835,9 +1840,7 @@ static void feed_trim(struct coord_cluster *self)
     make_key(self, stream, "runs", "");
     make_key(self, readers, "readers", "");
     make_key(self, seen, "readers_seen", "");
-    pthread_mutex_lock(&self->state_lock);
-    memcpy(positions, self->history_pos, sizeof(positions));
-    pthread_mutex_unlock(&self->state_lock);
+    read_positions(self, positions);
     round = nodeset_round_begin(self->ns);
     for (size_t node = 0; node < self->n; node++)
         index[node] =

@@ -299,14 +299,6 @@ static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_
 /* ---------------------------------------------------------------------- */
 
 /*
- * Stores n run states in one transaction (a tick often starts or finishes
- * many runs at once, and one commit each would dominate the scheduler's
- * time). In a cluster, with share, the same transaction queues them in the
- * outbox for the other instances (DESIGN §4.7), so that no state on record
- * can be lost before they have it; start states need not be, since the
- * claim's commit round recorded them on the nodes already.
- */
-/*
  * Keeps copies of n run states the database refused, to write once it
  * takes writes again (bounded: beyond SCHED_UNRECORDED_MAX the newest are
  * dropped and counted; their runs end "lost" after the next restart).
@@ -337,10 +329,26 @@ static void keep_unrecorded(struct scheduler *sched, const struct run *const *ru
     }
 }
 
+/* Tells the coordinator and the observer of n run states just stored (queued when share). */
+static void runs_recorded(struct scheduler *sched, const struct run *const *runs, size_t n,
+                          bool share)
+{
+    if (share)
+        sched->cfg.coord->ops->history_queued(sched->cfg.coord);
+    for (size_t i = 0; i < n; i++)
+        if (sched->cfg.run_changed != NULL)
+            sched->cfg.run_changed(sched->cfg.ctx, runs[i]);
+}
+
 /*
- * Stores n run states as record_runs() does; returns CF_OK, or the error
- * when the database refused them (kept then for later when its storage is
- * failing, see keep_unrecorded()).
+ * Stores n run states in one transaction (a tick often starts or finishes
+ * many runs at once, and one commit each would dominate the scheduler's
+ * time). In a cluster, with share, the same transaction queues them in the
+ * outbox for the other instances (DESIGN §4.7), so that no state on record
+ * can be lost before they have it; start states need not be, since the
+ * claim's commit round recorded them on the nodes already. Returns CF_OK,
+ * or the error when the database refused them (kept for later when its
+ * storage is failing, see keep_unrecorded()).
  */
 static int record_runs_shared(struct scheduler *sched, const struct run *const *runs, size_t n,
                               bool share)
@@ -360,11 +368,7 @@ static int record_runs_shared(struct scheduler *sched, const struct run *const *
         log_error("runs not recorded", "count=%zu first=%s", n, runs[0]->id);
         return ret;
     }
-    if (share)
-        coord->ops->history_queued(coord);
-    for (size_t i = 0; i < n; i++)
-        if (sched->cfg.run_changed != NULL)
-            sched->cfg.run_changed(sched->cfg.ctx, runs[i]);
+    runs_recorded(sched, runs, n, share);
     return CF_OK;
 }
 
@@ -375,6 +379,7 @@ static int record_runs_shared(struct scheduler *sched, const struct run *const *
 static void tend_storage(struct scheduler *sched, int64_t now_boot)
 {
     const struct run **pointers;
+    bool share = sched->cfg.coord->ops->shares_history(sched->cfg.coord);
 
     if (!db_storage_ok(NULL, 0)) {
         if (now_boot < sched->next_probe_boot_ms)
@@ -400,16 +405,12 @@ static void tend_storage(struct scheduler *sched, int64_t now_boot)
         return;
     for (size_t i = 0; i < sched->unrecorded_count; i++)
         pointers[i] = &sched->unrecorded[i];
-    if (db_run_record(sched->cfg.db, pointers, sched->unrecorded_count,
-                      sched->cfg.coord->ops->shares_history(sched->cfg.coord)) == CF_OK) {
+    if (db_run_record(sched->cfg.db, pointers, sched->unrecorded_count, share) == CF_OK) {
         log_info("run states kept while the database took no writes recorded", "count=%zu",
                  sched->unrecorded_count);
-        sched->cfg.coord->ops->history_queued(sched->cfg.coord);
-        for (size_t i = 0; i < sched->unrecorded_count; i++) {
-            if (sched->cfg.run_changed != NULL)
-                sched->cfg.run_changed(sched->cfg.ctx, &sched->unrecorded[i]);
+        runs_recorded(sched, pointers, sched->unrecorded_count, share);
+        for (size_t i = 0; i < sched->unrecorded_count; i++)
             run_clear(&sched->unrecorded[i]);
-        }
         sched->unrecorded_count = 0;
     }
     free(pointers);

@@ -181,6 +181,38 @@ def missing_slots(receiver, jobs, first_ms, last_ms, excused=None):
     return not missing, f"slots not delivered: {missing}"
 
 
+def forward(receiver, handler, body):
+    """Sends the request handler is serving, with body, on to receiver; returns the
+    receiver's (status, answer)."""
+    headers = {k: v for k, v in handler.headers.items()
+               if k.lower() not in ("host", "content-length", "connection")}
+    request = urllib.request.Request(f"http://127.0.0.1:{receiver.port}{handler.path}",
+                                     data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def send_answer(handler, status, answer):
+    """Answers the request handler is serving with the receiver's answer."""
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(answer)))
+        handler.end_headers()
+        handler.wfile.write(answer)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the sender died meanwhile (as it may in these tests)
+
+
+def hop_url(server, knobs):
+    """The hook URL of a relay's server, with the receiver's knobs as its query."""
+    query = "&".join(f"{key}={value}" for key, value in knobs.items())
+    return f"http://127.0.0.1:{server.server_address[1]}/hook" + (f"?{query}" if query else "")
+
+
 class Relay:
     """A webhook hop in front of the receiver that forwards every request as is
     and answers with the receiver's answer. Armed with (instance name, action),
@@ -213,24 +245,8 @@ class Relay:
                     action()
                     relay.done_at = time.time()
                     relay.done.set()
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "content-length", "connection")}
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{relay.receiver.port}{self.path}", data=body,
-                    headers=headers, method="POST")
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as reply:
-                        status, answer = reply.status, reply.read()
-                except urllib.error.HTTPError as error:
-                    status, answer = error.code, error.read()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the sender died meanwhile (as it may here)
+                status, answer = forward(relay.receiver, self, body)
+                send_answer(self, status, answer)
 
             def log_message(self, *args):
                 pass
@@ -240,9 +256,7 @@ class Relay:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def hook(self, **knobs):
-        query = "&".join(f"{key}={value}" for key, value in knobs.items())
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook" + (
-            f"?{query}" if query else "")
+        return hop_url(self.server, knobs)
 
     def arm(self, instance_name, action):
         with self.lock:

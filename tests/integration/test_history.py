@@ -22,15 +22,14 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from conftest import SLOW, Instance, http, iso, job_body, ms, wait_for
 from test_cluster import (check_fencing, cluster, cluster_view, create,  # noqa: F401 (fixture)
-                          eventually, now_ms, readyz, seconds_between)
+                          eventually, forward, hop_url, now_ms, readyz, seconds_between,
+                          send_answer)
 from test_restart import db_query
 
 # Run ids: a slot "<job>@<T ms>", a summary of missed slots "<job>@<first ms>-<last ms>".
@@ -216,28 +215,12 @@ class AfterRelay:
                         if relay.armed is armed:
                             relay.armed = None
                             action = armed[1]
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "content-length", "connection")}
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{relay.receiver.port}{self.path}", data=body,
-                    headers=headers, method="POST")
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as reply:
-                        status, answer = reply.status, reply.read()
-                except urllib.error.HTTPError as error:
-                    status, answer = error.code, error.read()
+                status, answer = forward(relay.receiver, self, body)
                 if action is not None:
                     relay.hits.append((run_id, token, sender, status))
                     action()
                     relay.hit.set()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                send_answer(self, status, answer)
 
             def log_message(self, *args):
                 pass
@@ -247,9 +230,7 @@ class AfterRelay:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def hook(self, **knobs):
-        query = "&".join(f"{key}={value}" for key, value in knobs.items())
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook" + (
-            f"?{query}" if query else "")
+        return hop_url(self.server, knobs)
 
     def arm(self, predicate, action):
         self.hit.clear()
