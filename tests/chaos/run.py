@@ -648,7 +648,7 @@ class Chaos:
         phase_start = time.monotonic()
         self.meta["faults_start_mono"], self.meta["faults_start_wall"] = phase_start, wall_ms()
         phase_end = phase_start + self.args.minutes * 60
-        tick = 1
+        tick, overrun = 1, 0
         while phase_start + tick * self.args.interval < phase_end:
             at = phase_start + tick * self.args.interval
             while time.monotonic() < at:
@@ -656,8 +656,13 @@ class Chaos:
             self.restart_crashed()
             self.inject(self.choose())
             tick += 1
-            # A fault that overran its interval delays the next one, never stacks on it.
-            tick = max(tick, int((time.monotonic() - phase_start) // self.args.interval) + 1)
+            # A fault that overran its interval delays the next one, never stacks on it;
+            # the ticks it took are counted, so the check expects no fault there.
+            late = max(tick, int((time.monotonic() - phase_start) // self.args.interval) + 1)
+            overrun += sum(1 for t in range(tick, late)
+                           if phase_start + t * self.args.interval < phase_end)
+            tick = late
+        self.meta["ticks_overrun"] = overrun
         while time.monotonic() < phase_end:
             time.sleep(0.2)
         self.meta["faults_end_mono"], self.meta["faults_end_wall"] = time.monotonic(), wall_ms()

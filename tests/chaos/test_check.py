@@ -133,6 +133,17 @@ def test_summary_row_explains_its_slots(fake):
     assert fake.failing() == set()
 
 
+def test_slow_faults_leave_fewer_ticks(fake, capsys):
+    # A fault that overran its interval took the next tick: one fault in two ticks is all
+    # the harness could do, and the report's tail names nothing.
+    fake.events = fake.events[:1]
+    fake.meta["ticks_overrun"] = 1
+    assert fake.failing() == set()
+    fake.meta["ticks_overrun"] = 0
+    assert fake.failing() == {"run harness"}
+    assert "FAILED run harness: only 1 faults injected" in capsys.readouterr().out
+
+
 def test_allow_job_slots_may_overlap(fake):
     # An overlap=allow job fenced per slot: slot 5's claim overlapped slot 6's and got the
     # higher token, and its delivery arrived (and was decided) last. Nothing is wrong.
