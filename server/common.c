@@ -305,6 +305,13 @@ int cf_hex_value(char c)
     return -1;
 }
 
+uint64_t cf_fnv1a(uint64_t hash, const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++)
+        hash = (hash ^ *p) * 1099511628211ULL;
+    return hash;
+}
+
 char *cf_strdup(const char *s)
 {
     return s != NULL ? strdup(s) : NULL;

@@ -101,6 +101,12 @@ void cf_hex(const unsigned char *bytes, size_t len, char *out);
 /* Value of one hex digit (either case), or -1 when c is not one. */
 int cf_hex_value(char c);
 
+/* The 64-bit FNV-1a offset basis: where a hash starts. */
+#define CF_FNV1A_START 14695981039346656037ULL
+
+/* FNV-1a of text's bytes, continuing from hash (CF_FNV1A_START for a new one). */
+uint64_t cf_fnv1a(uint64_t hash, const char *text);
+
 /*
  * Reads exactly n decimal digits at *p into *value and advances *p past
  * them. Returns false (leaving *p and *value alone) when fewer are there.

@@ -9,7 +9,7 @@
  * Calls are batched (n claims at once) because a scheduler tick often holds
  * many slots due at the same instant; the cluster implementation pipelines a
  * batch into one round per node. Every function may be called from any
- * thread; implementations serialise internally.
+ * thread, by any number of threads at once.
  */
 #ifndef CF_COORD_H
 #define CF_COORD_H

@@ -10,11 +10,13 @@
  * history feed in both directions, and marking the runs of instances that
  * left the cluster as lost.
  *
- * Locking: the nodeset serialises rounds. state_lock guards the node trust
- * table, the membership view, the history positions and the listener; it may
- * be taken inside a round (the nodeset's mutex held), so nothing waits for a
- * round or calls into the nodeset while holding it. release_lock guards the
- * releases to retry; it may be taken inside a round. Run states waiting to
+ * Locking: rounds from any threads run at once (the nodeset pipelines
+ * them), so a commit waiting for its quorum holds up no heartbeat, extend
+ * or other claim. state_lock guards the node trust table, the membership
+ * view, the history positions and the listener; it may be taken inside a
+ * round, and nothing waits for a round or calls into the nodeset while
+ * holding it. release_lock guards the releases to retry; it may be taken
+ * inside a round. Run states waiting to
  * be published live in the database's outbox, read by the background thread
  * alone.
  */
@@ -30,6 +32,7 @@
 #include "coord.h"
 #include "db.h"
 #include "log.h"
+#include "minting.h"
 #include "nodeset.h"
 
 /* The catalog lock is the claim path on this pseudo-job, which no job name can match. */
@@ -416,6 +419,8 @@ struct coord_cluster {
     atomic_uint ordinal;
     atomic_bool ordinal_held;
 
+    struct minting *minting; /* tokens minted by claims in flight, per job */
+
     pthread_mutex_t release_lock; /* guards releases */
     struct pending_release *releases;
     size_t release_count;
@@ -547,6 +552,7 @@ struct claim_work {
     int index[MAX_NODES]; /* command index per node, -1 when not sent */
     bool held[MAX_NODES]; /* the claim round set our lock there */
     bool sent[MAX_NODES]; /* the claim round reached or may have reached the node */
+    bool entered;         /* a nonce drawn and the claim registered for minting: it goes out */
     bool committing;
     bool release;
 };
@@ -758,7 +764,7 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
         claim->result = CF_ERR_FIRED;
     } else if (ok_trusted >= self->quorum &&
                t0 + lease_validity(claim->lease_ms) - cf_boot_ms() > 0) {
-        claim->token = coord_mint_token(highest, ordinal);
+        claim->token = minting_mint(self->minting, claim->job, highest, ordinal);
         if (claim->token > 0)
             return true;
         log_error("fencing token space exhausted", "job=%s", claim->job);
@@ -809,6 +815,11 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
             claims[i].result = CF_ERR_IO;
             continue;
         }
+        if (minting_enter(self->minting, claims[i].job) != CF_OK) {
+            claims[i].result = CF_ERR_NOMEM;
+            continue;
+        }
+        work[i].entered = true;
         claim_work_init(self, &claims[i], &work[i]);
     }
 
@@ -817,7 +828,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     for (size_t i = 0; i < n; i++) {
         for (size_t node = 0; node < self->n; node++) {
             work[i].index[node] = -1;
-            if (claims[i].result == CF_ERR_IO || !nodeset_round_node_up(round, node))
+            if (!work[i].entered || !nodeset_round_node_up(round, node))
                 continue;
             work[i].index[node] = nodeset_round_script(
                 round, node, S_CLAIM, 3, 7,
@@ -833,7 +844,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     for (size_t i = 0; i < n; i++) {
         char token[24], *record;
 
-        if (claims[i].result == CF_ERR_IO)
+        if (!work[i].entered)
             continue;
         if (!judge_claim(self, round, &claims[i], &work[i], t0, ordinal, answered, trusted)) {
             any_release = true;
@@ -919,6 +930,9 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     round_generations(self, round, generations);
     nodeset_round_end(round);
     note_trust(self, answered, trusted, generations);
+    for (size_t i = 0; i < n; i++)
+        if (work[i].entered)
+            minting_leave(self->minting, claims[i].job);
     free(work);
     return CF_OK;
 }
@@ -1045,16 +1059,13 @@ static int cluster_fired_until(struct coord *coord, const char *const *jobs, siz
 /* Rendezvous weight of (job, T, member): FNV-1a, then a 64-bit finaliser to spread it. */
 static uint64_t rendezvous(const char *job, int64_t slot_ms, const char *member)
 {
-    uint64_t hash = 14695981039346656037ull;
+    uint64_t hash = CF_FNV1A_START;
     char slot[24];
     const char *parts[3] = {job, slot, member};
 
     snprintf(slot, sizeof(slot), "%lld", (long long)slot_ms);
-    for (size_t p = 0; p < 3; p++) {
-        for (const char *c = parts[p]; *c != '\0'; c++)
-            hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
-        hash = (hash ^ 0xff) * 1099511628211ull; /* separator */
-    }
+    for (size_t p = 0; p < 3; p++)
+        hash = cf_fnv1a(cf_fnv1a(hash, parts[p]), "\xff"); /* separator */
     hash ^= hash >> 33;
     hash *= 0xff51afd7ed558ccdull;
     hash ^= hash >> 33;
@@ -2517,6 +2528,7 @@ static void cluster_destroy(struct coord *coord)
         self->releases = next;
     }
     nodeset_free(self->ns);
+    minting_free(self->minting);
     pthread_mutex_destroy(&self->release_lock);
     pthread_mutex_destroy(&self->state_lock);
     pthread_cond_destroy(&self->first_view_cond);
@@ -2551,7 +2563,6 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     struct coord_cluster *self = calloc(1, sizeof(*self));
     struct nodeset_config ncfg = {0};
     char channel[KEY_MAX];
-    uint64_t hash = 14695981039346656037ull;
     struct timespec until;
     int ret;
 
@@ -2567,10 +2578,12 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     self->instance_id = strdup(cfg->instance_id);
     self->advertise_url = strdup(cfg->advertise_url);
     self->prefix = strdup(cfg->prefix);
+    self->minting = minting_new();
     pthread_mutex_init(&self->state_lock, NULL);
     pthread_mutex_init(&self->release_lock, NULL);
     pthread_cond_init(&self->first_view_cond, NULL);
-    if (self->instance_id == NULL || self->advertise_url == NULL || self->prefix == NULL) {
+    if (self->instance_id == NULL || self->advertise_url == NULL || self->prefix == NULL ||
+        self->minting == NULL) {
         cluster_destroy(&self->base);
         return CF_ERR_NOMEM;
     }
@@ -2596,9 +2609,8 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
                  "nodes=%zu", self->n);
 
     /* The first ordinal to try is spread by the id, so instances rarely collide. */
-    for (const char *c = self->instance_id; *c != '\0'; c++)
-        hash = (hash ^ (unsigned char)*c) * 1099511628211ull;
-    atomic_store(&self->ordinal, (unsigned)(hash % (1u << COORD_ORDINAL_BITS)));
+    atomic_store(&self->ordinal, (unsigned)(cf_fnv1a(CF_FNV1A_START, self->instance_id) %
+                                            (1u << COORD_ORDINAL_BITS)));
 
     {
         char epoch[17];

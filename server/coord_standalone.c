@@ -65,14 +65,9 @@ static struct coord_standalone *from_base(struct coord *coord)
     return (struct coord_standalone *)coord;
 }
 
-/* FNV-1a, enough to spread job names over the buckets. */
 static unsigned bucket_of(const char *key)
 {
-    uint32_t hash = 2166136261u;
-
-    for (; *key != '\0'; key++)
-        hash = (hash ^ (unsigned char)*key) * 16777619u;
-    return hash % LOCK_BUCKETS;
+    return (unsigned)(cf_fnv1a(CF_FNV1A_START, key) % LOCK_BUCKETS);
 }
 
 static void lock_key(const struct coord_claim *claim, char *key, size_t len)

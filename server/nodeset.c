@@ -2,17 +2,28 @@
  * nodeset.c - connections to the Redis nodes and pipelined rounds over them.
  *
  * Representation: struct nodeset owns one struct node per configured URL.
- * A node's command connection (ctx) and everything a round touches are
- * guarded by ns->lock, which a round holds from begin to end; the round
- * itself is embedded in the set and reused, so a round allocates only when
- * it outgrows the previous ones. The subscriber connections (sub) belong to
- * the maintenance thread alone. Connections are hiredis contexts used in
- * non-blocking mode: commands are appended to the output buffer, then one
- * poll() loop writes and reads every node until the round's deadline.
+ * A node's command connection (ctx) is a hiredis context in non-blocking
+ * mode, shared by every round: a round appends its commands to the
+ * connection's output buffer and, for each, a waiter to the node's queue of
+ * replies owed, in the same order. One I/O thread per set reads every
+ * connection and hands each reply to the waiter at the head of its node's
+ * queue; a round that stops waiting (its deadline passed) bumps its epoch,
+ * so the replies still owed to it are read and dropped. Any number of
+ * rounds, from any threads, are thus in flight at once, and commands of
+ * rounds started together leave in one write per node.
+ *
+ * Rounds come from a pool of at most NODESET_MAX_ROUNDS, reused, so a round
+ * allocates only when it outgrows the earlier ones. ns->lock guards every
+ * node's ctx, queue and counters and every round's waiting state; only the
+ * I/O thread closes a command connection (after an error, or when the node
+ * owes replies and has answered nothing for NODESET_STUCK_MS), so the
+ * descriptors it polls outside the lock stay open. The subscriber
+ * connections (sub) belong to the maintenance thread alone.
  */
 #include "nodeset.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/sha.h>
 #include <poll.h>
 #include <pthread.h>
@@ -20,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "log.h"
@@ -33,6 +45,8 @@
 #define NODESET_PER_COMMAND_US 20
 /* Weight of a new latency sample in the smoothed figure. */
 #define NODESET_LATENCY_WEIGHT 0.2
+/* Longest poll of the I/O thread, so a node that stopped answering is noticed. */
+#define NODESET_IO_TICK_MS 100
 
 /* One queued command: its RESP text, and for a script call what EVAL needs. */
 struct command {
@@ -41,26 +55,37 @@ struct command {
     int script; /* script number, or -1 */
 };
 
-/* A node's share of the current round. */
+/* A round's share of one node. */
 struct pipe {
     struct command *commands;
     size_t count, cap;
     size_t sent;          /* commands written by earlier execs of this round */
     redisReply **replies; /* cap entries, NULL when none */
+    size_t awaited;       /* replies of the current exec still to come */
+    int64_t done_boot_ms; /* when the current exec's last reply arrived; 0 until then */
+};
+
+/* Who gets the next reply of a connection. */
+struct waiter {
+    struct nodeset_round *round;
+    uint64_t epoch; /* the round's exec it belongs to; another epoch: dropped */
+    size_t index;   /* the command's index in the round's pipe */
 };
 
 struct node {
     struct nodeset_url url;
     char address[300];
     redisContext *ctx;        /* command connection; NULL while down */
-    size_t stale;             /* replies owed to rounds that stopped waiting for them */
-    int64_t progress_boot_ms; /* when a reply (even a late one) last arrived */
+    bool doomed;              /* the stream is unusable: the I/O thread closes it */
+    bool unflushed;           /* output left in the buffer: the I/O thread writes it */
+    struct waiter *waiters;   /* ring of the replies owed, oldest at head */
+    size_t head, owed, cap;   /* ring start, entries, capacity */
+    int64_t progress_boot_ms; /* when a reply last arrived (or the node began to owe one) */
     uint64_t generation;      /* connections made so far; a reconnect is a new one */
     int64_t next_connect_boot_ms;
     int64_t backoff_ms;
     double latency_ms;
     char warnings[NODESET_WARNINGS_MAX];
-    struct pipe pipe;
 
     /* Maintenance thread only. */
     redisContext *sub;
@@ -70,10 +95,15 @@ struct node {
 
 struct nodeset_round {
     struct nodeset *ns;
+    struct pipe *pipes;  /* one per node */
+    uint64_t epoch;      /* bumped when an exec stops waiting */
+    size_t awaited;      /* replies of the current exec still to come, all nodes */
+    pthread_cond_t done; /* signalled when awaited reaches 0 */
+    struct nodeset_round *next_free;
 };
 
 struct nodeset {
-    pthread_mutex_t lock; /* guards every node's ctx, counters and pipe */
+    pthread_mutex_t lock; /* guards the nodes' ctx, queues and counters, the rounds' waits */
     struct node *nodes;
     size_t count;
     int64_t timeout_ms;
@@ -81,7 +111,15 @@ struct nodeset {
     size_t script_count;
     char (*shas)[41]; /* SHA1 of each script, hex */
     char *channel;
-    struct nodeset_round round;
+
+    struct nodeset_round *free_rounds;
+    size_t rounds; /* made so far, at most NODESET_MAX_ROUNDS */
+    pthread_cond_t round_freed;
+
+    pthread_t io;
+    bool io_running;
+    bool stopping;
+    int wake[2]; /* a byte written to wake[1] wakes the I/O thread */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -193,125 +231,111 @@ int nodeset_parse_url(const char *text, struct nodeset_url *url, char *err, size
 }
 
 /* ---------------------------------------------------------------------- */
-/* Exchanging with several connections at once                              */
+/* Handshakes                                                               */
 /* ---------------------------------------------------------------------- */
 
-/* One connection's part in an exchange. */
-struct link {
-    redisContext *c; /* NULL: not taking part */
-    size_t stale;    /* replies to read and drop before ours (in/out) */
-    size_t want;     /* replies to gather into out */
-    size_t got;
+/* A new connection's handshake: the replies to gather. */
+struct handshake {
+    redisContext *c;
+    size_t want, got;
     redisReply **out;
-    bool written;         /* output buffer flushed */
-    int64_t done_boot_ms; /* when the last wanted reply arrived; 0 until then */
-    bool failed;          /* I/O or protocol error: the connection is unusable */
+    bool failed; /* I/O or protocol error: the connection is unusable */
 };
 
-/* Moves parsed replies from the reader into the link. */
-static void drain_replies(struct link *link)
+/* Moves parsed replies from the reader into the handshake. */
+static void handshake_drain(struct handshake *h)
 {
-    while (!link->failed && (link->stale > 0 || link->got < link->want)) {
+    while (!h->failed && h->got < h->want) {
         void *reply = NULL;
 
-        if (redisGetReplyFromReader(link->c, &reply) != REDIS_OK) {
-            link->failed = true;
+        if (redisGetReplyFromReader(h->c, &reply) != REDIS_OK) {
+            h->failed = true;
             break;
         }
         if (reply == NULL)
             break;
-        if (link->stale > 0) {
-            link->stale--;
-            freeReplyObject(reply);
-        } else {
-            link->out[link->got++] = reply;
-        }
+        h->out[h->got++] = reply;
     }
-    if (link->got == link->want && link->done_boot_ms == 0)
-        link->done_boot_ms = cf_boot_ms();
 }
 
-static bool link_pending(const struct link *link)
+/* Writes the queued commands and reads their replies until all came, an error, or the deadline. */
+static void handshake_exchange(struct handshake *h, int64_t deadline_boot_ms)
 {
-    return link->c != NULL && !link->failed && (!link->written || link->got < link->want);
-}
+    int done = 0;
 
-/*
- * Writes every link's output and reads its replies until each has want
- * replies, fails, or deadline_boot_ms passes. Replies beyond the wanted ones
- * stay in the reader for the next exchange.
- */
-static void exchange(struct link *links, size_t n, int64_t deadline_boot_ms)
-{
-    struct pollfd *fds = calloc(n ? n : 1, sizeof(*fds));
-    size_t *which = calloc(n ? n : 1, sizeof(*which));
-
-    if (fds == NULL || which == NULL) {
-        for (size_t i = 0; i < n; i++)
-            links[i].failed = links[i].c != NULL;
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        int done = 0;
-
-        if (links[i].c == NULL)
-            continue;
-        if (redisBufferWrite(links[i].c, &done) != REDIS_OK)
-            links[i].failed = true;
-        links[i].written = done != 0;
-        drain_replies(&links[i]);
-    }
-    for (;;) {
-        nfds_t k = 0;
+    while (!h->failed && (!done || h->got < h->want)) {
+        struct pollfd pfd = {.fd = h->c->fd, .events = (short)(POLLIN | (done ? 0 : POLLOUT))};
         int64_t remaining = deadline_boot_ms - cf_boot_ms();
 
-        for (size_t i = 0; i < n; i++) {
-            if (!link_pending(&links[i]))
-                continue;
-            fds[k].fd = links[i].c->fd;
-            fds[k].events = (short)(POLLIN | (links[i].written ? 0 : POLLOUT));
-            fds[k].revents = 0;
-            which[k++] = i;
+        if (!done && redisBufferWrite(h->c, &done) != REDIS_OK) {
+            h->failed = true;
+            break;
         }
-        if (k == 0 || remaining <= 0)
+        handshake_drain(h);
+        if ((done && h->got == h->want) || remaining <= 0)
             break;
-        if (poll(fds, k, (int)remaining) < 0 && errno != EINTR)
+        pfd.events = (short)(POLLIN | (done ? 0 : POLLOUT));
+        if (poll(&pfd, 1, (int)remaining) < 0 && errno != EINTR)
             break;
-        for (nfds_t j = 0; j < k; j++) {
-            struct link *link = &links[which[j]];
-
-            if (fds[j].revents & POLLOUT) {
-                int done = 0;
-
-                if (redisBufferWrite(link->c, &done) != REDIS_OK)
-                    link->failed = true;
-                link->written = done != 0;
-            }
-            if (!link->failed && (fds[j].revents & (POLLIN | POLLHUP | POLLERR))) {
-                if (redisBufferRead(link->c) != REDIS_OK)
-                    link->failed = true;
-                drain_replies(link);
-            }
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (redisBufferRead(h->c) != REDIS_OK)
+                h->failed = true;
+            handshake_drain(h);
         }
     }
-out:
-    free(fds);
-    free(which);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Connections                                                              */
 /* ---------------------------------------------------------------------- */
 
-/* Drops node's command connection; the lock is held. */
+/* The slot of the i-th reply owed by node, oldest first. */
+static struct waiter *owed_at(struct node *node, size_t i)
+{
+    return &node->waiters[(node->head + i) % node->cap];
+}
+
+/* Counts one reply of round's current exec as come (with reply, or NULL: never). */
+static void settle(struct nodeset_round *round, size_t node, const struct waiter *w,
+                   redisReply *reply)
+{
+    struct pipe *pipe = &round->pipes[node];
+
+    if (reply != NULL) {
+        if (pipe->replies[w->index] != NULL)
+            freeReplyObject(pipe->replies[w->index]);
+        pipe->replies[w->index] = reply;
+    }
+    if (--pipe->awaited == 0)
+        pipe->done_boot_ms = reply != NULL ? cf_boot_ms() : 0;
+    if (--round->awaited == 0)
+        pthread_cond_broadcast(&round->done);
+}
+
+/*
+ * Drops node's command connection, logging why unless NULL; the lock is
+ * held, by the I/O thread (or by nodeset_free). Every reply it owed is
+ * settled as never coming.
+ */
 static void drop_connection(struct nodeset *ns, struct node *node, const char *why)
 {
+    size_t index = (size_t)(node - ns->nodes);
+
     if (node->ctx == NULL)
         return;
-    log_warn("redis node down", "node=%s error=\"%s\"", node->address, why);
+    if (why != NULL)
+        log_warn("redis node down", "node=%s error=\"%s\"", node->address, why);
+    for (size_t i = 0; i < node->owed; i++) {
+        struct waiter *w = owed_at(node, i);
+
+        if (w->round->epoch == w->epoch)
+            settle(w->round, index, w, NULL);
+    }
+    node->head = node->owed = 0;
     redisFree(node->ctx);
     node->ctx = NULL;
-    node->stale = 0;
+    node->doomed = false;
+    node->unflushed = false;
     node->next_connect_boot_ms = cf_boot_ms() + node->backoff_ms;
 }
 
@@ -357,6 +381,15 @@ static void check_setting(char *warnings, size_t size, const char *name, const r
              value != NULL ? value : "unreadable", expected);
 }
 
+/* Wakes the I/O thread so it polls again (new connection, output to flush, a stop). */
+static void wake_io(struct nodeset *ns)
+{
+    char byte = 1;
+
+    if (write(ns->wake[1], &byte, 1) < 0 && errno != EAGAIN)
+        log_warn("redis i/o thread not woken", "error=\"%s\"", strerror(errno));
+}
+
 /*
  * Opens and prepares a connection to node: AUTH, SELECT, then either the
  * scripts and the configuration (command connection) or SUBSCRIBE
@@ -369,7 +402,7 @@ static redisContext *open_connection(struct nodeset *ns, struct node *node, bool
     int64_t deadline = cf_boot_ms() + NODESET_HANDSHAKE_MS;
     redisContext *c = redisConnectNonBlock(node->url.host, node->url.port);
     redisReply *replies[32] = {0};
-    struct link link = {0};
+    struct handshake hs = {0};
     size_t first_script = 0, first_config = 0;
     char db[16];
     bool ok = false;
@@ -388,36 +421,36 @@ static redisContext *open_connection(struct nodeset *ns, struct node *node, bool
         if (node->url.user[0] != '\0' ? !append(c, 3, auth)
                                       : !append(c, 2, (const char *[]){"AUTH", auth[2]}))
             goto out_nomem;
-        link.want++;
+        hs.want++;
     }
     if (!subscriber && node->url.db != 0) {
         snprintf(db, sizeof(db), "%d", node->url.db);
         if (!append(c, 2, (const char *[]){"SELECT", db}))
             goto out_nomem;
-        link.want++;
+        hs.want++;
     }
     if (subscriber) {
         if (!append(c, 2, (const char *[]){"SUBSCRIBE", ns->channel}))
             goto out_nomem;
-        link.want++;
+        hs.want++;
     } else {
-        first_script = link.want;
+        first_script = hs.want;
         for (size_t i = 0; i < ns->script_count; i++)
             if (!append(c, 3, (const char *[]){"SCRIPT", "LOAD", ns->scripts[i]}))
                 goto out_nomem;
-        link.want += ns->script_count;
-        first_config = link.want;
+        hs.want += ns->script_count;
+        first_config = hs.want;
         if (!append(c, 3, (const char *[]){"CONFIG", "GET", "appendonly"}) ||
             !append(c, 3, (const char *[]){"CONFIG", "GET", "appendfsync"}) ||
             !append(c, 3, (const char *[]){"CONFIG", "GET", "maxmemory-policy"}))
             goto out_nomem;
-        link.want += 3;
+        hs.want += 3;
     }
-    link.c = c;
-    link.out = replies;
-    exchange(&link, 1, deadline);
-    if (link.failed || link.got < link.want) {
-        snprintf(why, why_len, "%s", link.failed ? c->errstr : "handshake timed out");
+    hs.c = c;
+    hs.out = replies;
+    handshake_exchange(&hs, deadline);
+    if (hs.failed || hs.got < hs.want) {
+        snprintf(why, why_len, "%s", hs.failed ? c->errstr : "handshake timed out");
         goto out;
     }
     for (size_t i = 0; i < first_script; i++) {
@@ -427,7 +460,7 @@ static redisContext *open_connection(struct nodeset *ns, struct node *node, bool
         }
     }
     if (subscriber) {
-        if (replies[link.want - 1]->type != REDIS_REPLY_ARRAY) {
+        if (replies[hs.want - 1]->type != REDIS_REPLY_ARRAY) {
             snprintf(why, why_len, "subscribe refused");
             goto out;
         }
@@ -453,7 +486,7 @@ static redisContext *open_connection(struct nodeset *ns, struct node *node, bool
 out_nomem:
     snprintf(why, why_len, "out of memory");
 out:
-    for (size_t i = 0; i < link.got; i++)
+    for (size_t i = 0; i < hs.got; i++)
         freeReplyObject(replies[i]);
     if (!ok && c != NULL) {
         redisFree(c);
@@ -485,10 +518,10 @@ void nodeset_maintain(struct nodeset *ns)
             if (c != NULL) {
                 node->ctx = c;
                 node->generation++;
-                node->stale = 0;
                 node->progress_boot_ms = cf_boot_ms();
                 node->backoff_ms = NODESET_BACKOFF_FIRST_MS;
                 snprintf(node->warnings, sizeof(node->warnings), "%s", warnings);
+                wake_io(ns); /* its descriptor joins the poll */
             } else {
                 node->next_connect_boot_ms = cf_boot_ms() + node->backoff_ms;
                 node->backoff_ms = next_backoff(node->backoff_ms);
@@ -574,12 +607,138 @@ int nodeset_wait_message(struct nodeset *ns, int64_t wait_ms)
 /* The set                                                                  */
 /* ---------------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------------- */
+/* The I/O thread                                                           */
+/* ---------------------------------------------------------------------- */
+
+/* Hands every parsed reply of node to its waiter; false on a protocol error. */
+static bool deliver_replies(struct nodeset *ns, struct node *node)
+{
+    size_t index = (size_t)(node - ns->nodes);
+
+    for (;;) {
+        void *reply = NULL;
+        struct waiter w;
+
+        if (redisGetReplyFromReader(node->ctx, &reply) != REDIS_OK)
+            return false;
+        if (reply == NULL)
+            return true;
+        node->progress_boot_ms = cf_boot_ms();
+        if (node->owed == 0) { /* a reply nobody asked for: the stream is out of step */
+            freeReplyObject(reply);
+            return false;
+        }
+        w = *owed_at(node, 0);
+        node->head = (node->head + 1) % node->cap;
+        node->owed--;
+        if (w.round->epoch == w.epoch)
+            settle(w.round, index, &w, reply);
+        else
+            freeReplyObject(reply);
+    }
+}
+
+/* Whether node owes replies and has answered nothing for NODESET_STUCK_MS. */
+static bool is_stuck(const struct node *node, int64_t now)
+{
+    return node->owed > 0 && now - node->progress_boot_ms >= NODESET_STUCK_MS;
+}
+
+/*
+ * Polls every command connection and the wake pipe; writes pending output,
+ * reads replies and hands them to their rounds; closes the connections
+ * that failed, were doomed by a round, or are stuck.
+ */
+static void *io_main(void *arg)
+{
+    struct nodeset *ns = arg;
+    struct pollfd fds[ns->count + 1];
+    redisContext *polled[ns->count];
+
+    pthread_mutex_lock(&ns->lock);
+    while (!ns->stopping) {
+        int64_t now = cf_boot_ms();
+
+        fds[0] = (struct pollfd){.fd = ns->wake[0], .events = POLLIN};
+        for (size_t i = 0; i < ns->count; i++) {
+            struct node *node = &ns->nodes[i];
+
+            polled[i] = node->ctx;
+            fds[i + 1] = (struct pollfd){.fd = -1};
+            if (node->ctx == NULL)
+                continue;
+            if (node->doomed || is_stuck(node, now)) {
+                drop_connection(ns, node, node->doomed ? "out of memory" : "no reply for a second");
+                polled[i] = NULL;
+                continue;
+            }
+            fds[i + 1].fd = node->ctx->fd;
+            fds[i + 1].events = (short)(POLLIN | (node->unflushed ? POLLOUT : 0));
+        }
+        pthread_mutex_unlock(&ns->lock);
+        if (poll(fds, ns->count + 1, NODESET_IO_TICK_MS) < 0 && errno != EINTR)
+            cf_sleep_ms(1);
+        if (fds[0].revents & POLLIN) {
+            char drain[64];
+
+            while (read(ns->wake[0], drain, sizeof(drain)) > 0)
+                ;
+        }
+        pthread_mutex_lock(&ns->lock);
+        for (size_t i = 0; i < ns->count; i++) {
+            struct node *node = &ns->nodes[i];
+            short revents = fds[i + 1].revents;
+
+            /* Only this thread closes connections: a polled one is still node->ctx. */
+            if (polled[i] == NULL || node->ctx != polled[i] || revents == 0)
+                continue;
+            if (revents & POLLOUT) {
+                int done = 0;
+
+                if (redisBufferWrite(node->ctx, &done) != REDIS_OK) {
+                    drop_connection(ns, node,
+                                    node->ctx->errstr[0] ? node->ctx->errstr : "i/o error");
+                    continue;
+                }
+                node->unflushed = done == 0;
+            }
+            if (revents & (POLLIN | POLLHUP | POLLERR)) {
+                if (redisBufferRead(node->ctx) != REDIS_OK || !deliver_replies(ns, node))
+                    drop_connection(ns, node,
+                                    node->ctx->errstr[0] ? node->ctx->errstr : "protocol error");
+            }
+        }
+    }
+    pthread_mutex_unlock(&ns->lock);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The set                                                                  */
+/* ---------------------------------------------------------------------- */
+
 static void sha1_hex(const char *text, char out[41])
 {
     unsigned char digest[SHA_DIGEST_LENGTH];
 
     SHA1((const unsigned char *)text, strlen(text), digest);
     cf_hex(digest, sizeof(digest), out);
+}
+
+/* Opens the wake pipe (both ends non-blocking) and starts the I/O thread. */
+static bool start_io(struct nodeset *ns)
+{
+    if (pipe(ns->wake) != 0) {
+        ns->wake[0] = ns->wake[1] = -1;
+        return false;
+    }
+    for (int i = 0; i < 2; i++)
+        if (fcntl(ns->wake[i], F_SETFL, fcntl(ns->wake[i], F_GETFL) | O_NONBLOCK) != 0 ||
+            fcntl(ns->wake[i], F_SETFD, FD_CLOEXEC) != 0)
+            return false;
+    ns->io_running = pthread_create(&ns->io, NULL, io_main, ns) == 0;
+    return ns->io_running;
 }
 
 int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *err, size_t errlen)
@@ -593,10 +752,11 @@ int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *er
     if (ns == NULL)
         return CF_ERR_NOMEM;
     pthread_mutex_init(&ns->lock, NULL);
+    cf_monotonic_cond_init(&ns->round_freed);
+    ns->wake[0] = ns->wake[1] = -1;
     ns->timeout_ms = cfg->timeout_ms;
     ns->scripts = cfg->scripts;
     ns->script_count = cfg->script_count;
-    ns->round.ns = ns;
     for (const char *p = cfg->urls; *p != '\0'; p++)
         count += *p == ',';
     ns->nodes = calloc(count, sizeof(*ns->nodes));
@@ -641,6 +801,11 @@ int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *er
         ret = CF_ERR_INVALID;
         goto out;
     }
+    if (!start_io(ns)) {
+        snprintf(err, errlen, "cannot start the redis i/o thread: %s", strerror(errno));
+        ret = CF_ERR_IO;
+        goto out;
+    }
     *out = ns;
     ret = CF_OK;
 out:
@@ -650,33 +815,64 @@ out:
     return ret;
 }
 
-static void pipe_reset(struct pipe *pipe)
+/* Frees a round's queued commands and replies, keeping its arrays for reuse. */
+static void pipes_reset(struct nodeset_round *round)
 {
-    for (size_t i = 0; i < pipe->count; i++) {
-        redisFreeCommand(pipe->commands[i].resp);
-        if (pipe->replies[i] != NULL)
-            freeReplyObject(pipe->replies[i]);
-        pipe->replies[i] = NULL;
+    for (size_t i = 0; i < round->ns->count; i++) {
+        struct pipe *pipe = &round->pipes[i];
+
+        for (size_t k = 0; k < pipe->count; k++) {
+            redisFreeCommand(pipe->commands[k].resp);
+            if (pipe->replies[k] != NULL)
+                freeReplyObject(pipe->replies[k]);
+            pipe->replies[k] = NULL;
+        }
+        pipe->count = 0;
+        pipe->sent = 0;
     }
-    pipe->count = 0;
-    pipe->sent = 0;
+}
+
+static void round_free(struct nodeset_round *round)
+{
+    pipes_reset(round);
+    for (size_t i = 0; i < round->ns->count; i++) {
+        free(round->pipes[i].commands);
+        free(round->pipes[i].replies);
+    }
+    free(round->pipes);
+    pthread_cond_destroy(&round->done);
+    free(round);
 }
 
 void nodeset_free(struct nodeset *ns)
 {
     if (ns == NULL)
         return;
+    if (ns->io_running) {
+        pthread_mutex_lock(&ns->lock);
+        ns->stopping = true;
+        pthread_mutex_unlock(&ns->lock);
+        wake_io(ns);
+        pthread_join(ns->io, NULL);
+    }
     for (size_t i = 0; i < ns->count; i++) {
         struct node *node = &ns->nodes[i];
 
-        pipe_reset(&node->pipe);
-        free(node->pipe.commands);
-        free(node->pipe.replies);
-        if (node->ctx != NULL)
-            redisFree(node->ctx);
+        drop_connection(ns, node, NULL);
+        free(node->waiters);
         if (node->sub != NULL)
             redisFree(node->sub);
     }
+    while (ns->free_rounds != NULL) {
+        struct nodeset_round *round = ns->free_rounds;
+
+        ns->free_rounds = round->next_free;
+        round_free(round);
+    }
+    for (int i = 0; i < 2; i++)
+        if (ns->wake[i] >= 0)
+            close(ns->wake[i]);
+    pthread_cond_destroy(&ns->round_freed);
     pthread_mutex_destroy(&ns->lock);
     free(ns->nodes);
     free(ns->shas);
@@ -715,20 +911,66 @@ void nodeset_node_info(struct nodeset *ns, size_t i, struct nodeset_node_info *i
 /* Rounds                                                                   */
 /* ---------------------------------------------------------------------- */
 
+/* A new round for the pool, or NULL when out of memory. */
+static struct nodeset_round *round_new(struct nodeset *ns)
+{
+    struct nodeset_round *round = calloc(1, sizeof(*round));
+
+    if (round == NULL)
+        return NULL;
+    round->pipes = calloc(ns->count, sizeof(*round->pipes));
+    if (round->pipes == NULL) {
+        free(round);
+        return NULL;
+    }
+    round->ns = ns;
+    cf_monotonic_cond_init(&round->done);
+    return round;
+}
+
 struct nodeset_round *nodeset_round_begin(struct nodeset *ns)
 {
+    struct nodeset_round *round;
+
     pthread_mutex_lock(&ns->lock);
-    return &ns->round;
+    while (ns->free_rounds == NULL) {
+        struct timespec until;
+
+        if (ns->rounds < NODESET_MAX_ROUNDS && (round = round_new(ns)) != NULL) {
+            ns->rounds++;
+            pthread_mutex_unlock(&ns->lock);
+            return round;
+        }
+        /* Every round is in use, or memory is short: wait for one to end. */
+        cf_monotonic_deadline(10, &until);
+        pthread_cond_timedwait(&ns->round_freed, &ns->lock, &until);
+    }
+    round = ns->free_rounds;
+    ns->free_rounds = round->next_free;
+    pthread_mutex_unlock(&ns->lock);
+    return round;
 }
 
 bool nodeset_round_node_up(const struct nodeset_round *round, size_t node)
 {
-    return round->ns->nodes[node].ctx != NULL;
+    struct nodeset *ns = round->ns;
+    bool up;
+
+    pthread_mutex_lock(&ns->lock);
+    up = ns->nodes[node].ctx != NULL && !ns->nodes[node].doomed;
+    pthread_mutex_unlock(&ns->lock);
+    return up;
 }
 
 uint64_t nodeset_round_generation(const struct nodeset_round *round, size_t node)
 {
-    return round->ns->nodes[node].generation;
+    struct nodeset *ns = round->ns;
+    uint64_t generation;
+
+    pthread_mutex_lock(&ns->lock);
+    generation = ns->nodes[node].generation;
+    pthread_mutex_unlock(&ns->lock);
+    return generation;
 }
 
 /* Adds a formatted command (stolen) to node's pipe; returns its index or -1. */
@@ -770,7 +1012,7 @@ int nodeset_round_command(struct nodeset_round *round, size_t node, int argc, co
     char *resp = NULL;
     int len = redisFormatCommandArgv(&resp, argc, argv, argvlen);
 
-    return pipe_add(&round->ns->nodes[node].pipe, resp, len, -1);
+    return pipe_add(&round->pipes[node], resp, len, -1);
 }
 
 int nodeset_round_script(struct nodeset_round *round, size_t node, size_t script, int numkeys,
@@ -798,7 +1040,7 @@ int nodeset_round_script(struct nodeset_round *round, size_t node, size_t script
     len = redisFormatCommandArgv(&resp, argc + 3, full, NULL);
     if (full != stack)
         free(full);
-    return pipe_add(&ns->nodes[node].pipe, resp, len, (int)script);
+    return pipe_add(&round->pipes[node], resp, len, (int)script);
 }
 
 /*
@@ -837,114 +1079,136 @@ static bool is_noscript(const redisReply *reply)
            strncmp(reply->str, "NOSCRIPT", 8) == 0;
 }
 
-/*
- * Writes commands [from, to) of every node's pipe (or, with only_noscript,
- * the EVAL form of those that got NOSCRIPT) and gathers their replies.
- */
-static void exec_range(struct nodeset *ns, bool only_noscript, int64_t timeout_ms)
+/* Adds w at the tail of node's queue of replies owed; false when out of memory. */
+static bool owe(struct node *node, const struct waiter *w)
 {
-    struct link links[ns->count];
-    size_t longest = 0;
-    int64_t start = cf_boot_ms();
+    if (node->owed == node->cap) {
+        size_t cap = node->cap ? node->cap * 2 : 64;
+        struct waiter *grown = malloc(cap * sizeof(*grown));
 
-    memset(links, 0, sizeof(links));
+        if (grown == NULL)
+            return false;
+        for (size_t i = 0; i < node->owed; i++)
+            grown[i] = *owed_at(node, i);
+        free(node->waiters);
+        node->waiters = grown;
+        node->head = 0;
+        node->cap = cap;
+    }
+    node->waiters[(node->head + node->owed) % node->cap] = *w;
+    node->owed++;
+    return true;
+}
+
+/*
+ * Appends the round's commands [sent, count) for node i (with only_noscript,
+ * the EVAL form of those answered NOSCRIPT) to its connection, each with its
+ * waiter, and counts them as awaited; the lock is held. A failure midway
+ * dooms the connection (part of the pipeline is in its buffer): the I/O
+ * thread closes it and settles what it owed. Returns the count sent.
+ */
+static size_t send_pipe(struct nodeset *ns, struct nodeset_round *round, size_t i,
+                        bool only_noscript)
+{
+    struct node *node = &ns->nodes[i];
+    struct pipe *pipe = &round->pipes[i];
+    size_t queued = 0;
+
+    pipe->done_boot_ms = 0;
+    if (node->ctx == NULL || node->doomed)
+        return 0;
+    for (size_t k = pipe->sent; k < pipe->count; k++) {
+        struct command *command = &pipe->commands[k];
+        struct waiter w = {.round = round, .epoch = round->epoch, .index = k};
+        bool ok;
+
+        if (only_noscript) {
+            char *eval = NULL;
+            int len;
+
+            if (!is_noscript(pipe->replies[k]))
+                continue;
+            freeReplyObject(pipe->replies[k]);
+            pipe->replies[k] = NULL;
+            len = eval_form(ns, command, &eval);
+            ok = len >= 0 && redisAppendFormattedCommand(node->ctx, eval, (size_t)len) == REDIS_OK;
+            free(eval);
+        } else {
+            ok = redisAppendFormattedCommand(node->ctx, command->resp, command->len) == REDIS_OK;
+        }
+        if (!ok || !owe(node, &w)) {
+            node->doomed = true;
+            break;
+        }
+        /* Owing nothing before, the node is as good as just heard from: the stuck clock starts. */
+        if (node->owed == 1)
+            node->progress_boot_ms = cf_boot_ms();
+        queued++;
+    }
+    pipe->awaited += queued;
+    round->awaited += queued;
+    return queued;
+}
+
+/*
+ * One pass of an exec: sends (see send_pipe), writes what the socket takes
+ * at once (the I/O thread writes the rest), then waits until every reply
+ * came or the deadline passed. Replies still owed after it are dropped.
+ */
+static void exec_pass(struct nodeset_round *round, bool only_noscript, int64_t timeout_ms)
+{
+    struct nodeset *ns = round->ns;
+    int64_t start = cf_boot_ms(), deadline;
+    size_t longest = 0;
+    bool wake = false;
+
+    pthread_mutex_lock(&ns->lock);
     for (size_t i = 0; i < ns->count; i++) {
         struct node *node = &ns->nodes[i];
-        struct pipe *pipe = &node->pipe;
-        size_t queued = 0;
-        bool broken = false;
+        size_t queued = send_pipe(ns, round, i, only_noscript);
 
-        if (node->ctx == NULL || pipe->sent == pipe->count)
-            continue;
-        for (size_t k = pipe->sent; k < pipe->count; k++) {
-            struct command *command = &pipe->commands[k];
-
-            if (only_noscript) {
-                char *eval = NULL;
-                int len;
-
-                if (!is_noscript(pipe->replies[k]))
-                    continue;
-                len = eval_form(ns, command, &eval);
-                if (len < 0 ||
-                    redisAppendFormattedCommand(node->ctx, eval, (size_t)len) != REDIS_OK) {
-                    free(eval);
-                    broken = true;
-                    break;
-                }
-                free(eval);
-            } else if (redisAppendFormattedCommand(node->ctx, command->resp, command->len) !=
-                       REDIS_OK) {
-                broken = true;
-                break;
-            }
-            queued++;
-        }
-        if (broken) {
-            /* Part of the pipeline is in the buffer: the stream cannot be trusted. */
-            drop_connection(ns, node, "out of memory");
-            continue;
-        }
-        if (queued == 0)
-            continue;
-        links[i].c = node->ctx;
-        links[i].stale = node->stale;
-        /* Owing nothing, the node is as good as just heard from: the stuck clock starts now. */
-        if (node->stale == 0)
-            node->progress_boot_ms = start;
-        links[i].want = queued;
-        links[i].out = calloc(queued, sizeof(*links[i].out));
-        if (links[i].out == NULL) {
-            /* Nothing can receive the replies: the connection's stream is now unusable. */
-            links[i].c = NULL;
-            drop_connection(ns, node, "out of memory");
-            continue;
-        }
         if (queued > longest)
             longest = queued;
+        if (queued > 0 && !node->doomed && !node->unflushed) {
+            int done = 0;
+
+            if (redisBufferWrite(node->ctx, &done) != REDIS_OK)
+                node->doomed = true;
+            else
+                node->unflushed = done == 0;
+            wake |= node->unflushed;
+        }
+        wake |= node->doomed;
     }
-    exchange(links, ns->count,
-             start + timeout_ms + (int64_t)(longest * NODESET_PER_COMMAND_US / 1000));
+    if (wake)
+        wake_io(ns);
+    deadline = start + timeout_ms + (int64_t)(longest * NODESET_PER_COMMAND_US / 1000);
+    while (round->awaited > 0) {
+        int64_t remaining = deadline - cf_boot_ms();
+        struct timespec until;
 
+        if (remaining <= 0)
+            break;
+        cf_monotonic_deadline(remaining, &until);
+        pthread_cond_timedwait(&round->done, &ns->lock, &until);
+    }
+    round->epoch++;
+    round->awaited = 0;
     for (size_t i = 0; i < ns->count; i++) {
+        struct pipe *pipe = &round->pipes[i];
         struct node *node = &ns->nodes[i];
-        struct pipe *pipe = &node->pipe;
-        size_t got = 0;
 
-        if (links[i].c == NULL)
-            continue;
-        /* Any reply read, late ones included, shows the node is alive. */
-        if (links[i].got > 0 || links[i].stale < node->stale)
-            node->progress_boot_ms = cf_boot_ms();
-        node->stale = links[i].stale;
-        for (size_t k = pipe->sent; k < pipe->count; k++) {
-            if (only_noscript && !is_noscript(pipe->replies[k]))
-                continue;
-            if (pipe->replies[k] != NULL)
-                freeReplyObject(pipe->replies[k]);
-            pipe->replies[k] = got < links[i].got ? links[i].out[got] : NULL;
-            got++;
-        }
-        free(links[i].out);
-        if (links[i].failed) {
-            drop_connection(ns, node, node->ctx->errstr[0] ? node->ctx->errstr : "i/o error");
-            continue;
-        }
-        if (links[i].got < links[i].want) {
-            node->stale += links[i].want - links[i].got;
-            if (cf_boot_ms() - node->progress_boot_ms >= NODESET_STUCK_MS)
-                drop_connection(ns, node, "no reply for a second");
-            continue;
-        }
-        {
-            double sample = (double)(links[i].done_boot_ms - start);
+        if (pipe->awaited == 0 && pipe->done_boot_ms != 0) {
+            double sample = (double)(pipe->done_boot_ms - start);
 
             node->latency_ms = node->latency_ms == 0
                                    ? sample
                                    : node->latency_ms * (1 - NODESET_LATENCY_WEIGHT) +
                                          sample * NODESET_LATENCY_WEIGHT;
         }
+        pipe->awaited = 0;
     }
+    pthread_mutex_unlock(&ns->lock);
 }
 
 void nodeset_round_exec(struct nodeset_round *round)
@@ -957,9 +1221,9 @@ void nodeset_round_exec_within(struct nodeset_round *round, int64_t timeout_ms)
     struct nodeset *ns = round->ns;
     bool noscript = false;
 
-    exec_range(ns, false, timeout_ms);
+    exec_pass(round, false, timeout_ms);
     for (size_t i = 0; i < ns->count && !noscript; i++) {
-        struct pipe *pipe = &ns->nodes[i].pipe;
+        struct pipe *pipe = &round->pipes[i];
 
         for (size_t k = pipe->sent; k < pipe->count; k++) {
             if (is_noscript(pipe->replies[k])) {
@@ -970,15 +1234,15 @@ void nodeset_round_exec_within(struct nodeset_round *round, int64_t timeout_ms)
     }
     if (noscript) {
         log_info("redis scripts reloaded", "reason=%s", "NOSCRIPT");
-        exec_range(ns, true, timeout_ms);
+        exec_pass(round, true, timeout_ms);
     }
     for (size_t i = 0; i < ns->count; i++)
-        ns->nodes[i].pipe.sent = ns->nodes[i].pipe.count;
+        round->pipes[i].sent = round->pipes[i].count;
 }
 
 const redisReply *nodeset_round_reply(const struct nodeset_round *round, size_t node, int index)
 {
-    const struct pipe *pipe = &round->ns->nodes[node].pipe;
+    const struct pipe *pipe = &round->pipes[node];
 
     if (index < 0 || (size_t)index >= pipe->count)
         return NULL;
@@ -992,7 +1256,10 @@ void nodeset_round_end(struct nodeset_round *round)
     if (round == NULL)
         return;
     ns = round->ns;
-    for (size_t i = 0; i < ns->count; i++)
-        pipe_reset(&ns->nodes[i].pipe);
+    pipes_reset(round);
+    pthread_mutex_lock(&ns->lock);
+    round->next_free = ns->free_rounds;
+    ns->free_rounds = round;
+    pthread_cond_signal(&ns->round_freed);
     pthread_mutex_unlock(&ns->lock);
 }

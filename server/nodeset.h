@@ -3,9 +3,11 @@
  * pipeline of commands per node, written to every node at once and gathered
  * until each node has answered or its timeout has passed (DESIGN §4.2).
  *
- * Each node has one command connection, non-blocking, shared by every round
- * (rounds are serialised by a mutex), and one subscriber connection for
- * pub/sub. A node whose connection fails is marked down and reconnected by
+ * Each node has one command connection, non-blocking, shared by every round:
+ * rounds from any number of threads run at once, their commands pipelined
+ * on the same connections, and one I/O thread hands each reply to its
+ * round. Each node also has one subscriber connection for pub/sub. A node
+ * whose connection fails is marked down and reconnected by
  * nodeset_maintain() with exponential backoff. A slow node keeps its
  * connection (each round gives up on it at the round's deadline) as long as
  * some reply, late or not, arrives at least every NODESET_STUCK_MS; a node
@@ -59,9 +61,10 @@ struct nodeset_config {
 struct nodeset;
 
 /*
- * Parses the URLs and prepares one node each; connects nothing yet (call
- * nodeset_maintain()). Returns CF_OK with *out, CF_ERR_INVALID with the bad
- * URL named in err, or CF_ERR_NOMEM.
+ * Parses the URLs, prepares one node each and starts the I/O thread;
+ * connects nothing yet (call nodeset_maintain()). Returns CF_OK with *out,
+ * CF_ERR_INVALID with the bad URL named in err, CF_ERR_IO when the thread
+ * cannot start, or CF_ERR_NOMEM.
  */
 int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *err, size_t errlen);
 
@@ -105,9 +108,14 @@ void nodeset_node_info(struct nodeset *ns, size_t node, struct nodeset_node_info
 
 struct nodeset_round;
 
+/* Rounds in use at once, at most; nodeset_round_begin() waits for one beyond. */
+#define NODESET_MAX_ROUNDS 128
+
 /*
- * Starts a round, taking the set's mutex (held until nodeset_round_end()).
- * The round is the set's own, reused: this cannot fail.
+ * Starts a round, taken from the set's pool (waiting while all
+ * NODESET_MAX_ROUNDS are in use). Rounds are reused: this cannot fail. A
+ * round belongs to the calling thread until nodeset_round_end(); other
+ * rounds go on meanwhile.
  */
 struct nodeset_round *nodeset_round_begin(struct nodeset *ns);
 
@@ -146,7 +154,7 @@ void nodeset_round_exec_within(struct nodeset_round *round, int64_t timeout_ms);
  */
 const redisReply *nodeset_round_reply(const struct nodeset_round *round, size_t node, int index);
 
-/* Frees the replies and releases the mutex; accepts NULL. */
+/* Frees the replies and gives the round back to the pool; accepts NULL. */
 void nodeset_round_end(struct nodeset_round *round);
 
 #endif
