@@ -94,28 +94,39 @@ enum script {
 
 /*
  * Claim: FIRED with fence.last when fence.last >= T (scheduled slots only);
- * else the lock with NX PX; BUSY with the holder's value when taken. Every
- * reply carries the node's committed token and whether the node holds its
- * trust marker.
+ * else the lock with NX PX; BUSY with the holder's value when taken, and
+ * whether the holder committed its claim on this node: fence.held is its
+ * value (the commit script sets it), or fence.last reached its T (a holder
+ * whose commit predates fence.held). Every reply carries the node's
+ * committed token and whether the node holds its trust marker.
  * KEYS: lock, fence, marker. ARGV: value "<nonce>:<T>", T, lease_ms, advance.
  */
 static const char script_claim[] =
     "local trusted = redis.call('EXISTS', KEYS[3])\n"
     "local token = redis.call('HGET', KEYS[2], 'token') or '0'\n"
-    "if ARGV[4] == '1' then\n"
-    "  local last = redis.call('HGET', KEYS[2], 'last')\n"
-    "  if last and tonumber(last) >= tonumber(ARGV[2]) then\n"
-    "    return {'FIRED', token, trusted, last}\n"
-    "  end\n"
+    "local last = redis.call('HGET', KEYS[2], 'last')\n"
+    "if ARGV[4] == '1' and last and tonumber(last) >= tonumber(ARGV[2]) then\n"
+    "  return {'FIRED', token, trusted, last}\n"
     "end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then\n"
     "  return {'OK', token, trusted}\n"
     "end\n"
-    "return {'BUSY', token, trusted, redis.call('GET', KEYS[1]) or ''}\n";
+    "local holder = redis.call('GET', KEYS[1]) or ''\n"
+    "local committed = 0\n"
+    "local slot = tonumber(string.match(holder, ':(%d+)$') or '')\n"
+    "if holder ~= '' and redis.call('HGET', KEYS[2], 'held') == holder then\n"
+    "  committed = 1\n"
+    "elseif slot and last and tonumber(last) >= slot then\n"
+    "  committed = 1\n"
+    "end\n"
+    "return {'BUSY', token, trusted, holder, committed}\n";
 
 /*
  * Commit: only while we still hold the lock, raise fence.token (and
- * fence.last) to ours, never lowering them; remember the job for repair;
+ * fence.last) to ours, never lowering them; note our lock value as
+ * fence.held, so that a claim finding the lock taken can tell a committed
+ * holder (a run that may be in flight) from one that never committed;
+ * remember the job for repair;
  * and append the run it starts, "running", to the run feed (DESIGN §4.7),
  * so that a committed claim leaves a record even if its instance dies
  * before it writes anything else.
@@ -135,6 +146,7 @@ static const char script_commit[] =
     "    redis.call('HSET', KEYS[2], 'last', ARGV[3])\n"
     "  end\n"
     "end\n"
+    "redis.call('HSET', KEYS[2], 'held', ARGV[1])\n"
     "redis.call('SADD', KEYS[4], ARGV[5])\n"
     "if ARGV[7] ~= '' then\n"
     "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'run', ARGV[7])\n"
@@ -714,13 +726,24 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
     return text;
 }
 
-/* Reads the claim round's replies for one claim and decides; returns whether to commit. */
+/*
+ * Reads the claim round's replies for one claim and decides; returns whether to commit.
+ *
+ * A lock taken by another slot is a run that may be in flight only when its
+ * holder committed and may still hold it on a quorum: the nodes answering
+ * that a committed holder of another slot has the lock, with the nodes that
+ * did not answer (they may hold it unseen), reach Q. A
+ * holder that never committed (its instance paused or gone between the two
+ * rounds, or claims that split the nodes) or a committed run's leftover on
+ * a minority (a release that did not reach every node) is no run in flight:
+ * such a BUSY says busy_in_flight false and the slot is retried shortly.
+ */
 static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                         struct coord_claim *claim, struct claim_work *work, int64_t t0,
                         unsigned ordinal, bool *answered, bool *trusted)
 {
-    size_t ok_trusted = 0;
-    int64_t highest = 0;
+    size_t ok_trusted = 0, held_by_run = 0, unseen = 0;
+    int64_t highest = 0, run_slot = 0;
     bool fired = false, busy = false;
 
     for (size_t node = 0; node < self->n; node++) {
@@ -729,8 +752,10 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
         int64_t token = reply_int(element(reply, 1), -1);
         bool node_trusted_now = reply_int(element(reply, 2), 0) == 1;
 
-        if (status == NULL || token < 0)
+        if (status == NULL || token < 0) {
+            unseen++;
             continue;
+        }
         answered[node] = true;
         trusted[node] = node_trusted_now;
         if (reply_is(status, "FIRED")) {
@@ -747,12 +772,21 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                 highest = token;
         } else if (reply_is(status, "BUSY")) {
             int64_t slot = holder_slot(element(reply, 3));
+            bool committed = reply_int(element(reply, 4), 0) == 1;
 
-            /* The earliest holder decides: an earlier slot in flight wins over a race. */
             if (!busy || slot < claim->busy_slot_ms)
                 claim->busy_slot_ms = slot;
             busy = true;
+            if (committed && slot != claim->slot_ms) {
+                held_by_run++;
+                if (run_slot == 0 || slot < run_slot)
+                    run_slot = slot;
+            }
         }
+    }
+    if (busy && run_slot != 0 && held_by_run + unseen >= self->quorum) {
+        claim->busy_in_flight = true;
+        claim->busy_slot_ms = run_slot;
     }
     if (fired) {
         claim->result = CF_ERR_FIRED;
@@ -787,6 +821,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     for (size_t i = 0; i < n; i++) {
         claims[i].result = CF_ERR_NO_QUORUM;
         claims[i].busy_slot_ms = 0;
+        claims[i].busy_in_flight = false;
         claims[i].fired_ms = 0;
         claims[i].token = 0;
         claims[i].started_at_ms = 0;
