@@ -70,6 +70,12 @@
 #define KEY_MAX (RUN_ID_MAX + 128)
 /* How long the commit round waits for each node, at least. */
 #define COMMIT_WAIT_MS 250
+/*
+ * How long a stopping coordinator keeps retrying the releases nodes have
+ * not confirmed: a lock left behind would keep every peer off its job
+ * until the lease ran out.
+ */
+#define STOP_RELEASE_MS 2000
 
 /* ---------------------------------------------------------------------- */
 /* Lua scripts (DESIGN §4.2-4.8); every key is passed in, prefixed         */
@@ -637,8 +643,12 @@ static void retry_unreleased(struct coord_cluster *self, struct nodeset_round *r
     free(entry);
 }
 
-/* Background thread: retries the releases nodes have not confirmed yet. */
-static void retry_releases(struct coord_cluster *self)
+/*
+ * Background thread: retries the releases nodes have not confirmed yet,
+ * waiting wait_ms for each node (0: the node timeout). Returns whether
+ * some are still unconfirmed.
+ */
+static bool retry_releases(struct coord_cluster *self, int64_t wait_ms)
 {
     struct pending_release *list, *entry, *keep = NULL;
     struct nodeset_round *round;
@@ -653,7 +663,7 @@ static void retry_releases(struct coord_cluster *self)
     self->release_count = 0;
     pthread_mutex_unlock(&self->release_lock);
     if (list == NULL)
-        return;
+        return false;
     index = calloc(n, sizeof(*index));
     round = nodeset_round_begin(self->ns);
     entry = list;
@@ -665,7 +675,10 @@ static void retry_releases(struct coord_cluster *self)
                                                       (const char *[]){entry->lock, entry->value});
         }
     }
-    nodeset_round_exec(round);
+    if (wait_ms > 0)
+        nodeset_round_exec_within(round, wait_ms);
+    else
+        nodeset_round_exec(round);
     entry = list;
     for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
         for (size_t node = 0; node < self->n; node++) {
@@ -689,7 +702,7 @@ static void retry_releases(struct coord_cluster *self)
         kept++;
     }
     if (keep == NULL)
-        return;
+        return false;
     pthread_mutex_lock(&self->release_lock);
     for (entry = keep; entry->next != NULL; entry = entry->next)
         ;
@@ -697,6 +710,29 @@ static void retry_releases(struct coord_cluster *self)
     self->releases = keep;
     self->release_count += kept;
     pthread_mutex_unlock(&self->release_lock);
+    return true;
+}
+
+/*
+ * At the stop, after the scheduler released its last leases: retries the
+ * releases some node has not confirmed (a node slow on a loaded machine, or
+ * reconnecting) for up to STOP_RELEASE_MS, each round waiting longer than
+ * the node timeout, instead of leaving those locks to their lease.
+ */
+static void flush_releases(struct coord_cluster *self)
+{
+    int64_t until = cf_boot_ms() + STOP_RELEASE_MS;
+    size_t left;
+
+    while (retry_releases(self, COMMIT_WAIT_MS) && cf_boot_ms() < until) {
+        nodeset_maintain(self->ns);
+        nodeset_wait_message(self->ns, PUBLISH_MS);
+    }
+    pthread_mutex_lock(&self->release_lock);
+    left = self->release_count;
+    pthread_mutex_unlock(&self->release_lock);
+    if (left > 0)
+        log_warn("locks not released at the stop, left to their lease", "count=%zu", left);
 }
 
 /*
@@ -2348,7 +2384,7 @@ static void *cluster_main(void *arg)
             next_catalog = now + CATALOG_POLL_MS;
         }
         history_flush(self);
-        retry_releases(self);
+        retry_releases(self, 0);
         if (now >= next_history) {
             history_read(self);
             next_history = now + HISTORY_POLL_MS;
@@ -2369,7 +2405,8 @@ static void *cluster_main(void *arg)
         if (nodeset_wait_message(self->ns, PUBLISH_MS) > 0)
             next_catalog = 0;
     }
-    /* Last chance for states queued during shutdown. */
+    /* Last chance for releases and states queued during shutdown. */
+    flush_releases(self);
     history_flush(self);
     return NULL;
 }
