@@ -52,7 +52,15 @@ struct coord_claim {
     /* out */
     int result;           /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
     int64_t busy_slot_ms; /* with CF_ERR_BUSY: the holder's T */
-    int64_t fired_ms;     /* with CF_ERR_FIRED: the newest slot committed (>= T) */
+    /*
+     * With CF_ERR_BUSY: whether the holder is a committed claim of another
+     * slot that may still hold the lock on a quorum, i.e. a run that may be
+     * in flight (the overlap policy applies). False when only claims racing
+     * for this slot, claims never committed, or leftovers of released runs
+     * on a minority stand in the way: the caller retries shortly.
+     */
+    bool busy_in_flight;
+    int64_t fired_ms; /* with CF_ERR_FIRED: the newest slot committed (>= T) */
     /*
      * With CF_OK: the committed fencing token. With CF_ERR_LOST: the token
      * minted but committed on fewer than Q nodes when some node may hold
@@ -76,8 +84,9 @@ struct coord_ops {
     /*
      * Claims and commits each of n firings (DESIGN §4.2, both rounds),
      * setting claims[i].result: CF_OK (token minted, lease held), CF_ERR_FIRED
-     * (the slot was delivered already), CF_ERR_BUSY (another run holds the
-     * lock; busy_slot_ms says which slot), CF_ERR_NO_QUORUM or another error
+     * (the slot was delivered already), CF_ERR_BUSY (another claim holds the
+     * lock; busy_slot_ms says which slot, busy_in_flight whether it is a
+     * run that may be in flight), CF_ERR_NO_QUORUM or another error
      * (nothing held; the caller may retry within the starting deadline).
      * Returns CF_OK when the batch was processed.
      */

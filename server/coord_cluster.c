@@ -73,6 +73,12 @@
 #define KEY_MAX (RUN_ID_MAX + 128)
 /* How long the commit round waits for each node, at least. */
 #define COMMIT_WAIT_MS 250
+/*
+ * How long a stopping coordinator keeps retrying the releases nodes have
+ * not confirmed: a lock left behind would keep every peer off its job
+ * until the lease ran out.
+ */
+#define STOP_RELEASE_MS 2000
 
 /* ---------------------------------------------------------------------- */
 /* Lua scripts (DESIGN §4.2-4.8); every key is passed in, prefixed         */
@@ -97,28 +103,39 @@ enum script {
 
 /*
  * Claim: FIRED with fence.last when fence.last >= T (scheduled slots only);
- * else the lock with NX PX; BUSY with the holder's value when taken. Every
- * reply carries the node's committed token and whether the node holds its
- * trust marker.
+ * else the lock with NX PX; BUSY with the holder's value when taken, and
+ * whether the holder committed its claim on this node: fence.held is its
+ * value (the commit script sets it), or fence.last reached its T (a holder
+ * whose commit predates fence.held). Every reply carries the node's
+ * committed token and whether the node holds its trust marker.
  * KEYS: lock, fence, marker. ARGV: value "<nonce>:<T>", T, lease_ms, advance.
  */
 static const char script_claim[] =
     "local trusted = redis.call('EXISTS', KEYS[3])\n"
     "local token = redis.call('HGET', KEYS[2], 'token') or '0'\n"
-    "if ARGV[4] == '1' then\n"
-    "  local last = redis.call('HGET', KEYS[2], 'last')\n"
-    "  if last and tonumber(last) >= tonumber(ARGV[2]) then\n"
-    "    return {'FIRED', token, trusted, last}\n"
-    "  end\n"
+    "local last = redis.call('HGET', KEYS[2], 'last')\n"
+    "if ARGV[4] == '1' and last and tonumber(last) >= tonumber(ARGV[2]) then\n"
+    "  return {'FIRED', token, trusted, last}\n"
     "end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then\n"
     "  return {'OK', token, trusted}\n"
     "end\n"
-    "return {'BUSY', token, trusted, redis.call('GET', KEYS[1]) or ''}\n";
+    "local holder = redis.call('GET', KEYS[1]) or ''\n"
+    "local committed = 0\n"
+    "local slot = tonumber(string.match(holder, ':(%d+)$') or '')\n"
+    "if holder ~= '' and redis.call('HGET', KEYS[2], 'held') == holder then\n"
+    "  committed = 1\n"
+    "elseif slot and last and tonumber(last) >= slot then\n"
+    "  committed = 1\n"
+    "end\n"
+    "return {'BUSY', token, trusted, holder, committed}\n";
 
 /*
  * Commit: only while we still hold the lock, raise fence.token (and
- * fence.last) to ours, never lowering them; remember the job for repair;
+ * fence.last) to ours, never lowering them; note our lock value as
+ * fence.held, so that a claim finding the lock taken can tell a committed
+ * holder (a run that may be in flight) from one that never committed;
+ * remember the job for repair;
  * and append the run it starts, "running", to the run feed (DESIGN §4.7),
  * so that a committed claim leaves a record even if its instance dies
  * before it writes anything else.
@@ -138,6 +155,7 @@ static const char script_commit[] =
     "    redis.call('HSET', KEYS[2], 'last', ARGV[3])\n"
     "  end\n"
     "end\n"
+    "redis.call('HSET', KEYS[2], 'held', ARGV[1])\n"
     "redis.call('SADD', KEYS[4], ARGV[5])\n"
     "if ARGV[7] ~= '' then\n"
     "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'run', ARGV[7])\n"
@@ -631,8 +649,12 @@ static void retry_unreleased(struct coord_cluster *self, struct nodeset_round *r
     free(entry);
 }
 
-/* Background thread: retries the releases nodes have not confirmed yet. */
-static void retry_releases(struct coord_cluster *self)
+/*
+ * Background thread: retries the releases nodes have not confirmed yet,
+ * waiting wait_ms for each node (0: the node timeout). Returns whether
+ * some are still unconfirmed.
+ */
+static bool retry_releases(struct coord_cluster *self, int64_t wait_ms)
 {
     struct pending_release *list, *entry, *keep = NULL;
     struct nodeset_round *round;
@@ -647,7 +669,7 @@ static void retry_releases(struct coord_cluster *self)
     self->release_count = 0;
     pthread_mutex_unlock(&self->release_lock);
     if (list == NULL)
-        return;
+        return false;
     index = calloc(n, sizeof(*index));
     round = nodeset_round_begin(self->ns);
     entry = list;
@@ -659,7 +681,10 @@ static void retry_releases(struct coord_cluster *self)
                                                       (const char *[]){entry->lock, entry->value});
         }
     }
-    nodeset_round_exec(round);
+    if (wait_ms > 0)
+        nodeset_round_exec_within(round, wait_ms);
+    else
+        nodeset_round_exec(round);
     entry = list;
     for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
         for (size_t node = 0; node < self->n; node++) {
@@ -683,7 +708,7 @@ static void retry_releases(struct coord_cluster *self)
         kept++;
     }
     if (keep == NULL)
-        return;
+        return false;
     pthread_mutex_lock(&self->release_lock);
     for (entry = keep; entry->next != NULL; entry = entry->next)
         ;
@@ -691,6 +716,29 @@ static void retry_releases(struct coord_cluster *self)
     self->releases = keep;
     self->release_count += kept;
     pthread_mutex_unlock(&self->release_lock);
+    return true;
+}
+
+/*
+ * At the stop, after the scheduler released its last leases: retries the
+ * releases some node has not confirmed (a node slow on a loaded machine, or
+ * reconnecting) for up to STOP_RELEASE_MS, each round waiting longer than
+ * the node timeout, instead of leaving those locks to their lease.
+ */
+static void flush_releases(struct coord_cluster *self)
+{
+    int64_t until = cf_boot_ms() + STOP_RELEASE_MS;
+    size_t left;
+
+    while (retry_releases(self, COMMIT_WAIT_MS) && cf_boot_ms() < until) {
+        nodeset_maintain(self->ns);
+        nodeset_wait_message(self->ns, PUBLISH_MS);
+    }
+    pthread_mutex_lock(&self->release_lock);
+    left = self->release_count;
+    pthread_mutex_unlock(&self->release_lock);
+    if (left > 0)
+        log_warn("locks not released at the stop, left to their lease", "count=%zu", left);
 }
 
 /*
@@ -720,13 +768,24 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
     return text;
 }
 
-/* Reads the claim round's replies for one claim and decides; returns whether to commit. */
+/*
+ * Reads the claim round's replies for one claim and decides; returns whether to commit.
+ *
+ * A lock taken by another slot is a run that may be in flight only when its
+ * holder committed and may still hold it on a quorum: the nodes answering
+ * that a committed holder of another slot has the lock, with the nodes that
+ * did not answer (they may hold it unseen), reach Q. A
+ * holder that never committed (its instance paused or gone between the two
+ * rounds, or claims that split the nodes) or a committed run's leftover on
+ * a minority (a release that did not reach every node) is no run in flight:
+ * such a BUSY says busy_in_flight false and the slot is retried shortly.
+ */
 static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                         struct coord_claim *claim, struct claim_work *work, int64_t t0,
                         unsigned ordinal, bool *answered, bool *trusted)
 {
-    size_t ok_trusted = 0;
-    int64_t highest = 0;
+    size_t ok_trusted = 0, held_by_run = 0, unseen = 0;
+    int64_t highest = 0, run_slot = 0;
     bool fired = false, busy = false;
 
     for (size_t node = 0; node < self->n; node++) {
@@ -735,8 +794,10 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
         int64_t token = reply_int(element(reply, 1), -1);
         bool node_trusted_now = reply_int(element(reply, 2), 0) == 1;
 
-        if (status == NULL || token < 0)
+        if (status == NULL || token < 0) {
+            unseen++;
             continue;
+        }
         answered[node] = true;
         trusted[node] = node_trusted_now;
         if (reply_is(status, "FIRED")) {
@@ -753,12 +814,21 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                 highest = token;
         } else if (reply_is(status, "BUSY")) {
             int64_t slot = holder_slot(element(reply, 3));
+            bool committed = reply_int(element(reply, 4), 0) == 1;
 
-            /* The earliest holder decides: an earlier slot in flight wins over a race. */
             if (!busy || slot < claim->busy_slot_ms)
                 claim->busy_slot_ms = slot;
             busy = true;
+            if (committed && slot != claim->slot_ms) {
+                held_by_run++;
+                if (run_slot == 0 || slot < run_slot)
+                    run_slot = slot;
+            }
         }
+    }
+    if (busy && run_slot != 0 && held_by_run + unseen >= self->quorum) {
+        claim->busy_in_flight = true;
+        claim->busy_slot_ms = run_slot;
     }
     if (fired) {
         claim->result = CF_ERR_FIRED;
@@ -793,6 +863,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     for (size_t i = 0; i < n; i++) {
         claims[i].result = CF_ERR_NO_QUORUM;
         claims[i].busy_slot_ms = 0;
+        claims[i].busy_in_flight = false;
         claims[i].fired_ms = 0;
         claims[i].token = 0;
         claims[i].started_at_ms = 0;
@@ -2324,7 +2395,7 @@ static void *cluster_main(void *arg)
             next_catalog = now + CATALOG_POLL_MS;
         }
         history_flush(self);
-        retry_releases(self);
+        retry_releases(self, 0);
         if (now >= next_history) {
             history_read(self);
             next_history = now + HISTORY_POLL_MS;
@@ -2345,7 +2416,8 @@ static void *cluster_main(void *arg)
         if (nodeset_wait_message(self->ns, PUBLISH_MS) > 0)
             next_catalog = 0;
     }
-    /* Last chance for states queued during shutdown. */
+    /* Last chance for releases and states queued during shutdown. */
+    flush_releases(self);
     history_flush(self);
     return NULL;
 }

@@ -107,11 +107,14 @@ static void claim_one(struct coord_standalone *self, struct coord_claim *claim, 
     int64_t highest, last, token;
 
     claim->result = CF_ERR_DB;
+    claim->busy_in_flight = false;
     lock_key(claim, key, sizeof(key));
     link = find_lock(self, key, now);
     if (*link != NULL) {
         claim->result = CF_ERR_BUSY;
         claim->busy_slot_ms = (*link)->slot_ms;
+        /* Claimed and committed in one transaction: a holder is a run in flight. */
+        claim->busy_in_flight = (*link)->slot_ms != claim->slot_ms;
         return;
     }
     if (db_fence_read(self->db, claim->job, &highest, &last) != CF_OK)

@@ -71,7 +71,13 @@ struct sched_job {
     const struct tz_zone *zone;
     int64_t next_ms;   /* next slot, wall ms; 0 when not scheduled */
     size_t heap_index; /* position in the heap, or NOT_IN_HEAP */
-    int in_flight;
+    int in_flight;     /* firings from launch to their recorded end */
+    /*
+     * Of those, the ones whose delivery has ended (the engine thread counts
+     * them up; retire_firing() down): their end is still being released
+     * and recorded, but they are no run in flight for the overlap policy.
+     */
+    atomic_int deliveries_ended;
     struct pending_slot *pending; /* oldest first */
     /* Links in the scheduler's list of jobs with pending slots. */
     struct sched_job *pending_prev, *pending_next;
@@ -112,6 +118,7 @@ struct firing {
     int64_t next_extend_boot_ms;
     atomic_bool lease_lost;
     atomic_llong valid_until_boot_ms; /* copy of claim's, read by the engine thread */
+    atomic_bool delivery_ended;       /* set once its completion is in the inbox */
     /* Filled once, when the firing ends: reporting an end never needs memory. */
     struct completion done;
 };
@@ -792,6 +799,26 @@ static bool firing_may_retry(void *ctx, void *owner)
            cf_boot_ms() < atomic_load(&firing->valid_until_boot_ms);
 }
 
+/*
+ * A firing's delivery is over (any thread, once per firing): from now on it
+ * is no run in flight for the overlap policy, though its lease is released
+ * and its end recorded only when the scheduler thread takes the completion.
+ */
+static void note_delivery_ended(struct firing *firing)
+{
+    atomic_store(&firing->delivery_ended, true);
+    atomic_fetch_add(&firing->sj->deliveries_ended, 1);
+}
+
+/*
+ * Runs of sj whose delivery is still going on here: firings in flight but
+ * those whose delivery ended and whose end is still to be recorded.
+ */
+static int deliveries_running(const struct sched_job *sj)
+{
+    return sj->in_flight - atomic_load(&sj->deliveries_ended);
+}
+
 /* Engine thread: copy the outcome into the inbox for the scheduler thread. */
 static void firing_done(void *ctx, struct delivery_request *req,
                         const struct delivery_result *result)
@@ -808,6 +835,7 @@ static void firing_done(void *ctx, struct delivery_request *req,
     done->response_excerpt = cf_strdup(result->response_excerpt);
     done->reason = cf_strdup(result->reason); /* set for a missed firing */
     done->finished_at_ms = result->finished_at_ms ? result->finished_at_ms : cf_wall_ms();
+    note_delivery_ended(firing);
     pthread_mutex_lock(&sched->inbox_lock);
     done->next = sched->completions;
     sched->completions = done;
@@ -937,6 +965,7 @@ static void launch_firing(struct scheduler *sched, struct firing *firing)
                    : submitted == CF_ERR_LOST   ? "lease expired before the first attempt: not sent"
                                                 : cf_err_str(submitted));
         done->finished_at_ms = cf_wall_ms();
+        note_delivery_ended(firing);
         pthread_mutex_lock(&sched->inbox_lock);
         done->next = sched->completions;
         sched->completions = done;
@@ -1033,6 +1062,22 @@ struct due_slot {
     enum run_trigger trigger;
 };
 
+/*
+ * Whether a firing of sj for slot_ms is in flight here with its delivery
+ * over: its lease is released as soon as the scheduler thread takes its
+ * completion, so it is no reason to skip a slot.
+ */
+static bool delivery_ended_here(struct scheduler *sched, const struct sched_job *sj,
+                                int64_t slot_ms)
+{
+    if (atomic_load(&sj->deliveries_ended) == 0)
+        return false;
+    for (struct firing *firing = sched->in_flight; firing != NULL; firing = firing->next)
+        if (firing->sj == sj && firing->claim.slot_ms == slot_ms)
+            return atomic_load(&firing->delivery_ended);
+    return false;
+}
+
 /* Claims a batch of due slots and starts, skips, queues or retries each. */
 static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
 {
@@ -1100,11 +1145,16 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
                                 "the claim could not be committed on a quorum in time");
             break;
         case CF_ERR_BUSY:
-            if (claims[i].busy_slot_ms == slot) {
+            if (!claims[i].busy_in_flight ||
+                delivery_ended_here(sched, sj, claims[i].busy_slot_ms)) {
                 /*
-                 * Another instance holds this very slot, or two claims split the
-                 * nodes and both gave up: look again shortly. Once the holder has
-                 * committed, the next claim answers FIRED and the slot is done.
+                 * Another instance holds this very slot, claims split the nodes
+                 * and all gave up, or the holder of an earlier slot has not
+                 * committed (or is a run whose delivery ended here and whose
+                 * release is still to come): no run is in flight, so look again
+                 * shortly. Once a holder of this slot has committed, the next
+                 * claim answers FIRED and the slot is done; once an earlier one
+                 * has, its run is in flight and the overlap policy applies.
                  */
                 push_pending(sched, sj, slot, due[i].trigger, PENDING_RETRY,
                              cf_boot_ms() + SCHED_CLAIM_RETRY_MIN_MS +
@@ -1287,7 +1337,13 @@ static void take_due_slots(struct scheduler *sched, const struct due_job *d, int
     }
     if (first < latest)
         record_missed_range(sched, sj, first, latest - 1, METRICS_REASON_LATE, reason);
-    if (sj->in_flight > 0 || sj->pending != NULL) {
+    /*
+     * Only a delivery really going on counts as the previous run in flight:
+     * not one that ended and is being recorded, nor this scheduler's own
+     * retry or stagger of an earlier slot (superseded above). A queued slot
+     * keeps its place behind earlier queued ones.
+     */
+    if (deliveries_running(sj) > 0 || (job->overlap == JOB_OVERLAP_QUEUE && sj->pending != NULL)) {
         if (job->overlap == JOB_OVERLAP_FORBID) {
             record_unstarted(sched, sj->name, latest, trigger, RUN_SKIPPED, METRICS_REASON_OVERLAP,
                              "previous run still in flight");
@@ -1493,6 +1549,8 @@ static void retire_firing(struct scheduler *sched, struct firing *firing)
         firing->next->prev = firing->prev;
     atomic_fetch_sub(&sched->stat_in_flight, 1);
     sj->in_flight--;
+    if (atomic_load(&firing->delivery_ended))
+        atomic_fetch_sub(&sj->deliveries_ended, 1);
     if (sj->job == NULL && sj->in_flight == 0)
         free_job_entry(sched, sj);
     run_clear(run);
