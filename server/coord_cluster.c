@@ -31,6 +31,7 @@
 #include "common.h"
 #include "coord.h"
 #include "db.h"
+#include "fired_slots.h"
 #include "log.h"
 #include "minting.h"
 #include "nodeset.h"
@@ -103,27 +104,29 @@ enum script {
 
 /*
  * Claim: FIRED with fence.last when fence.last >= T (scheduled slots only);
- * else the lock with NX PX; BUSY with the holder's value when taken, and
- * whether the holder committed its claim on this node: fence.held is its
- * value (the commit script sets it), or fence.last reached its T (a holder
- * whose commit predates fence.held). Every reply carries the node's
- * committed token and whether the node holds its trust marker.
+ * else the lock with NX PX, and whether the job's fence exists on the node
+ * (the commit then need not note the job for repair); BUSY with the
+ * holder's value when taken, and whether the holder committed its claim on
+ * this node: fence.held is its value (the commit script sets it), or
+ * fence.last reached its T (a holder whose commit predates fence.held).
+ * Every reply carries the node's committed token and whether the node holds
+ * its trust marker. Four commands with the call itself (DESIGN §4.2).
  * KEYS: lock, fence, marker. ARGV: value "<nonce>:<T>", T, lease_ms, advance.
  */
 static const char script_claim[] =
     "local trusted = redis.call('EXISTS', KEYS[3])\n"
-    "local token = redis.call('HGET', KEYS[2], 'token') or '0'\n"
-    "local last = redis.call('HGET', KEYS[2], 'last')\n"
+    "local fence = redis.call('HMGET', KEYS[2], 'token', 'last', 'held')\n"
+    "local token, last = fence[1] or '0', fence[2]\n"
     "if ARGV[4] == '1' and last and tonumber(last) >= tonumber(ARGV[2]) then\n"
     "  return {'FIRED', token, trusted, last}\n"
     "end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then\n"
-    "  return {'OK', token, trusted}\n"
+    "  return {'OK', token, trusted, fence[1] and 1 or 0}\n"
     "end\n"
     "local holder = redis.call('GET', KEYS[1]) or ''\n"
     "local committed = 0\n"
     "local slot = tonumber(string.match(holder, ':(%d+)$') or '')\n"
-    "if holder ~= '' and redis.call('HGET', KEYS[2], 'held') == holder then\n"
+    "if holder ~= '' and fence[3] == holder then\n"
     "  committed = 1\n"
     "elseif slot and last and tonumber(last) >= slot then\n"
     "  committed = 1\n"
@@ -132,35 +135,50 @@ static const char script_claim[] =
 
 /*
  * Commit: only while we still hold the lock, raise fence.token (and
- * fence.last) to ours, never lowering them; note our lock value as
+ * fence.last) to ours, never lowering them, and note our lock value as
  * fence.held, so that a claim finding the lock taken can tell a committed
- * holder (a run that may be in flight) from one that never committed;
- * remember the job for repair;
- * and append the run it starts, "running", to the run feed (DESIGN §4.7),
- * so that a committed claim leaves a record even if its instance dies
- * before it writes anything else.
- * KEYS: lock, fence, marker, fence set, run feed.
- * ARGV: value, token, T, advance, job, feed maxlen, run JSON ('' for none).
+ * holder (a run that may be in flight) from one that never committed. A
+ * job's lock (not a slot's) is exclusive: no one else committed on this
+ * node since our claim read the fence below our token and T, so the fence
+ * is written without reading it again. A fence the claim found missing is
+ * noted in the fence set, for repair. The run it starts, "running", goes to
+ * the run feed (DESIGN §4.7), so that a committed claim leaves a record
+ * even if its instance dies before it writes anything else; and on one
+ * node, "<T> <job>" is announced on the fired channel, so lower ranks skip
+ * their claims (DESIGN §4.4). The reply is 1 when committed here, else 0;
+ * the trust marker is not read again: the lock we set in the claim is still
+ * ours, so the node has kept its data, marker included, since the claim.
+ * KEYS: lock, fence, fence set, run feed, fired channel.
+ * ARGV: value, token, T, advance, job, feed maxlen, run JSON ('' for none),
+ * exclusive, new fence, announce.
  */
 static const char script_commit[] =
-    "local trusted = redis.call('EXISTS', KEYS[3])\n"
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, trusted} end\n"
-    "local token = redis.call('HGET', KEYS[2], 'token')\n"
-    "if not token or tonumber(token) < tonumber(ARGV[2]) then\n"
-    "  redis.call('HSET', KEYS[2], 'token', ARGV[2])\n"
-    "end\n"
-    "if ARGV[4] == '1' then\n"
-    "  local last = redis.call('HGET', KEYS[2], 'last')\n"
-    "  if not last or tonumber(last) < tonumber(ARGV[3]) then\n"
-    "    redis.call('HSET', KEYS[2], 'last', ARGV[3])\n"
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "if ARGV[8] == '1' then\n"
+    "  if ARGV[4] == '1' then\n"
+    "    redis.call('HSET', KEYS[2], 'token', ARGV[2], 'last', ARGV[3], 'held', ARGV[1])\n"
+    "  else\n"
+    "    redis.call('HSET', KEYS[2], 'token', ARGV[2], 'held', ARGV[1])\n"
     "  end\n"
+    "else\n"
+    "  local fence = redis.call('HMGET', KEYS[2], 'token', 'last')\n"
+    "  local raise = {}\n"
+    "  if not fence[1] or tonumber(fence[1]) < tonumber(ARGV[2]) then\n"
+    "    raise[#raise + 1] = 'token'\n"
+    "    raise[#raise + 1] = ARGV[2]\n"
+    "  end\n"
+    "  if ARGV[4] == '1' and (not fence[2] or tonumber(fence[2]) < tonumber(ARGV[3])) then\n"
+    "    raise[#raise + 1] = 'last'\n"
+    "    raise[#raise + 1] = ARGV[3]\n"
+    "  end\n"
+    "  if #raise > 0 then redis.call('HSET', KEYS[2], unpack(raise)) end\n"
     "end\n"
-    "redis.call('HSET', KEYS[2], 'held', ARGV[1])\n"
-    "redis.call('SADD', KEYS[4], ARGV[5])\n"
+    "if ARGV[9] == '1' then redis.call('SADD', KEYS[3], ARGV[5]) end\n"
     "if ARGV[7] ~= '' then\n"
-    "  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'run', ARGV[7])\n"
+    "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'run', ARGV[7])\n"
     "end\n"
-    "return {1, trusted}\n";
+    "if ARGV[10] == '1' then redis.call('PUBLISH', KEYS[5], ARGV[3] .. ' ' .. ARGV[5]) end\n"
+    "return 1\n";
 
 /* Extend: PEXPIRE only while the lock is ours; never re-creates it. KEYS: lock, marker. */
 static const char script_extend[] = "local trusted = redis.call('EXISTS', KEYS[2])\n"
@@ -437,7 +455,10 @@ struct coord_cluster {
     atomic_uint ordinal;
     atomic_bool ordinal_held;
 
-    struct minting *minting; /* tokens minted by claims in flight, per job */
+    struct minting *minting;   /* tokens minted by claims in flight, per job */
+    struct fired_slots *fired; /* slots announced committed, per job (§4.4) */
+    char catalog_channel[KEY_MAX];
+    char fired_channel[KEY_MAX];
 
     pthread_mutex_t release_lock; /* guards releases */
     struct pending_release *releases;
@@ -567,9 +588,11 @@ struct claim_work {
     char value[64];
     char slot[24];
     char lease[24];
-    int index[MAX_NODES]; /* command index per node, -1 when not sent */
-    bool held[MAX_NODES]; /* the claim round set our lock there */
-    bool sent[MAX_NODES]; /* the claim round reached or may have reached the node */
+    int index[MAX_NODES];         /* command index per node, -1 when not sent */
+    bool held[MAX_NODES];         /* the claim round set our lock there */
+    bool held_trusted[MAX_NODES]; /* ... on a node holding its trust marker */
+    bool new_fence[MAX_NODES];    /* ... and found no fence for the job */
+    bool sent[MAX_NODES]; /* the claim reached the node and may have set our lock (no answer) */
     bool entered;         /* a nonce drawn and the claim registered for minting: it goes out */
     bool committing;
     bool release;
@@ -800,6 +823,8 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
         }
         answered[node] = true;
         trusted[node] = node_trusted_now;
+        /* A node that answered did or did not set our lock: nothing to guess there. */
+        work->sent[node] = false;
         if (reply_is(status, "FIRED")) {
             int64_t last = reply_int(element(reply, 3), claim->slot_ms);
 
@@ -808,6 +833,8 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
             fired = true;
         } else if (reply_is(status, "OK")) {
             work->held[node] = true;
+            work->held_trusted[node] = node_trusted_now;
+            work->new_fence[node] = reply_int(element(reply, 3), 1) == 0;
             if (node_trusted_now)
                 ok_trusted++;
             if (token > highest)
@@ -882,6 +909,14 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     make_key(self, fences, "fences", "");
     make_key(self, stream, "runs", "");
     for (size_t i = 0; i < n; i++) {
+        int64_t fired = claims[i].advance ? fired_slots_latest(self->fired, claims[i].job) : 0;
+
+        /* Announced committed on a node: a claim would read fence.last >= T there (§4.4). */
+        if (fired >= claims[i].slot_ms) {
+            claims[i].result = CF_ERR_FIRED;
+            claims[i].fired_ms = fired;
+            continue;
+        }
         if (cf_random_hex(claims[i].nonce, 16) != CF_OK) {
             claims[i].result = CF_ERR_IO;
             continue;
@@ -914,6 +949,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
     /* Judge each claim; queue the commit round (step 5) for those that won. */
     for (size_t i = 0; i < n; i++) {
         char token[24], *record;
+        bool announced = !claims[i].advance;
 
         if (!work[i].entered)
             continue;
@@ -927,14 +963,33 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
         claims[i].started_at_ms = cf_wall_ms();
         record = start_record(self, &claims[i]);
         for (size_t node = 0; node < self->n; node++) {
+            bool announce = false;
+
             work[i].index[node] = -1;
             if (!work[i].held[node] || !nodeset_round_node_up(round, node))
                 continue;
-            work[i].index[node] = nodeset_round_script(
-                round, node, S_COMMIT, 5, 12,
-                (const char *[]){work[i].lock, work[i].fence, marker, fences, stream, work[i].value,
-                                 token, work[i].slot, claims[i].advance ? "1" : "0", claims[i].job,
-                                 HISTORY_MAXLEN, record != NULL ? record : ""});
+            if (!announced)
+                announce = announced = true;
+            {
+                const char *argv[] = {work[i].lock,
+                                      work[i].fence,
+                                      fences,
+                                      stream,
+                                      self->fired_channel,
+                                      work[i].value,
+                                      token,
+                                      work[i].slot,
+                                      claims[i].advance ? "1" : "0",
+                                      claims[i].job,
+                                      HISTORY_MAXLEN,
+                                      record != NULL ? record : "",
+                                      claims[i].per_slot ? "0" : "1",
+                                      work[i].new_fence[node] ? "1" : "0",
+                                      announce ? "1" : "0"};
+
+                work[i].index[node] = nodeset_round_script(
+                    round, node, S_COMMIT, 5, (int)(sizeof(argv) / sizeof(argv[0])), argv);
+            }
         }
         free(record);
     }
@@ -956,16 +1011,18 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
             for (size_t node = 0; node < self->n; node++) {
                 const redisReply *reply = nodeset_round_reply(round, node, work[i].index[node]);
 
-                if (element(reply, 1) == NULL) {
+                if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
                     /* Sent but unanswered: it may have committed there. */
                     if (work[i].index[node] >= 0)
                         maybe_committed = true;
                     continue;
                 }
-                if (reply_int(element(reply, 0), 0) == 1)
+                if (reply->integer == 1) {
                     maybe_committed = true;
-                if (reply_int(element(reply, 0), 0) == 1 && reply_int(element(reply, 1), 0) == 1)
-                    acked++;
+                    /* Our lock held on: the node is the one the claim found trusted. */
+                    if (work[i].held_trusted[node])
+                        acked++;
+                }
             }
             /* Deliver only with a committed token and at least half the lease left. */
             if (acked >= self->quorum && valid_until - cf_boot_ms() >= claims[i].lease_ms / 2) {
@@ -2375,6 +2432,21 @@ static void mark_departed_runs(struct coord_cluster *self)
 /* The background thread                                                    */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * A pub/sub message, on the nodeset's I/O thread: a catalog announcement
+ * wakes the background thread to poll the catalog; a fired one is noted.
+ */
+static bool on_message(void *ctx, const char *channel, const char *payload, size_t len)
+{
+    struct coord_cluster *self = ctx;
+
+    if (strcmp(channel, self->fired_channel) == 0) {
+        fired_slots_note_announcement(self->fired, payload, len);
+        return false;
+    }
+    return strcmp(channel, self->catalog_channel) == 0;
+}
+
 static void *cluster_main(void *arg)
 {
     struct coord_cluster *self = arg;
@@ -2601,6 +2673,7 @@ static void cluster_destroy(struct coord *coord)
     }
     nodeset_free(self->ns);
     minting_free(self->minting);
+    fired_slots_free(self->fired);
     pthread_mutex_destroy(&self->release_lock);
     pthread_mutex_destroy(&self->state_lock);
     pthread_cond_destroy(&self->first_view_cond);
@@ -2634,7 +2707,6 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
 {
     struct coord_cluster *self = calloc(1, sizeof(*self));
     struct nodeset_config ncfg = {0};
-    char channel[KEY_MAX];
     struct timespec until;
     int ret;
 
@@ -2651,20 +2723,25 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     self->advertise_url = strdup(cfg->advertise_url);
     self->prefix = strdup(cfg->prefix);
     self->minting = minting_new();
+    self->fired = fired_slots_new();
     pthread_mutex_init(&self->state_lock, NULL);
     pthread_mutex_init(&self->release_lock, NULL);
     pthread_cond_init(&self->first_view_cond, NULL);
     if (self->instance_id == NULL || self->advertise_url == NULL || self->prefix == NULL ||
-        self->minting == NULL) {
+        self->minting == NULL || self->fired == NULL) {
         cluster_destroy(&self->base);
         return CF_ERR_NOMEM;
     }
-    snprintf(channel, sizeof(channel), "%scatalog", cfg->prefix);
+    make_key(self, self->catalog_channel, "catalog", "");
+    make_key(self, self->fired_channel, "fired", "");
     ncfg.urls = cfg->redis_urls;
     ncfg.timeout_ms = cfg->node_timeout_ms;
     ncfg.scripts = scripts;
     ncfg.script_count = S_COUNT;
-    ncfg.channel = channel;
+    ncfg.channels = (const char *const[]){self->catalog_channel, self->fired_channel};
+    ncfg.channel_count = 2;
+    ncfg.on_message = on_message;
+    ncfg.message_ctx = self;
     ret = nodeset_new(&ncfg, &self->ns, err, errlen);
     if (ret == CF_OK && nodeset_size(self->ns) > MAX_NODES) {
         snprintf(err, errlen, "at most %d redis nodes are supported", MAX_NODES);

@@ -15,10 +15,12 @@
  * Rounds come from a pool of at most NODESET_MAX_ROUNDS, reused, so a round
  * allocates only when it outgrows the earlier ones. ns->lock guards every
  * node's ctx, queue and counters and every round's waiting state; only the
- * I/O thread closes a command connection (after an error, or when the node
- * owes replies and has answered nothing for NODESET_STUCK_MS), so the
+ * I/O thread closes a connection (after an error, or when the node owes
+ * replies and has answered nothing for NODESET_STUCK_MS), so the
  * descriptors it polls outside the lock stay open. The subscriber
- * connections (sub) belong to the maintenance thread alone.
+ * connections (sub) are opened by the maintenance thread and read by the
+ * I/O thread too, which hands each message to the configured callback at
+ * once (a lower rank learns within a millisecond that a slot fired).
  */
 #include "nodeset.h"
 
@@ -87,8 +89,7 @@ struct node {
     double latency_ms;
     char warnings[NODESET_WARNINGS_MAX];
 
-    /* Maintenance thread only. */
-    redisContext *sub;
+    redisContext *sub; /* subscriber connection; NULL while down */
     int64_t sub_next_connect_boot_ms;
     int64_t sub_backoff_ms;
 };
@@ -110,7 +111,12 @@ struct nodeset {
     const char *const *scripts;
     size_t script_count;
     char (*shas)[41]; /* SHA1 of each script, hex */
-    char *channel;
+    char **channels;
+    size_t channel_count;
+    nodeset_message_fn on_message;
+    void *message_ctx;
+    uint64_t wakes, wakes_taken; /* messages that wake, counted; those nodeset_wait_message saw */
+    pthread_cond_t woken;
 
     struct nodeset_round *free_rounds;
     size_t rounds; /* made so far, at most NODESET_MAX_ROUNDS */
@@ -430,9 +436,12 @@ static redisContext *open_connection(struct nodeset *ns, struct node *node, bool
         hs.want++;
     }
     if (subscriber) {
-        if (!append(c, 2, (const char *[]){"SUBSCRIBE", ns->channel}))
+        const char *argv[1 + NODESET_MAX_CHANNELS] = {"SUBSCRIBE"};
+
+        memcpy(argv + 1, ns->channels, ns->channel_count * sizeof(*argv));
+        if (!append(c, (int)(1 + ns->channel_count), argv))
             goto out_nomem;
-        hs.want++;
+        hs.want += ns->channel_count;
     } else {
         first_script = hs.want;
         for (size_t i = 0; i < ns->script_count; i++)
@@ -541,71 +550,40 @@ void nodeset_maintain(struct nodeset *ns)
                           log_quote(why, quoted, sizeof(quoted)));
             }
         }
-        if (ns->channel != NULL && node->sub == NULL && now >= node->sub_next_connect_boot_ms) {
-            node->sub =
-                open_connection(ns, node, true, warnings, sizeof(warnings), why, sizeof(why));
-            if (node->sub == NULL) {
+        pthread_mutex_lock(&ns->lock);
+        due = ns->channel_count > 0 && node->sub == NULL && now >= node->sub_next_connect_boot_ms;
+        pthread_mutex_unlock(&ns->lock);
+        if (due) {
+            c = open_connection(ns, node, true, warnings, sizeof(warnings), why, sizeof(why));
+            pthread_mutex_lock(&ns->lock);
+            if (c == NULL) {
                 node->sub_next_connect_boot_ms = cf_boot_ms() + node->sub_backoff_ms;
                 node->sub_backoff_ms = next_backoff(node->sub_backoff_ms);
             } else {
+                node->sub = c;
                 node->sub_backoff_ms = NODESET_BACKOFF_FIRST_MS;
+                wake_io(ns);
             }
+            pthread_mutex_unlock(&ns->lock);
         }
     }
 }
 
 int nodeset_wait_message(struct nodeset *ns, int64_t wait_ms)
 {
-    struct pollfd fds[64];
-    size_t which[64];
-    nfds_t k = 0;
-    int messages = 0;
+    struct timespec until;
+    int came;
 
-    for (size_t i = 0; i < ns->count && k < 64; i++) {
-        if (ns->nodes[i].sub == NULL)
-            continue;
-        fds[k].fd = ns->nodes[i].sub->fd;
-        fds[k].events = POLLIN;
-        fds[k].revents = 0;
-        which[k++] = i;
-    }
-    if (k == 0) {
-        cf_sleep_ms(wait_ms);
-        return 0;
-    }
-    if (poll(fds, k, (int)(wait_ms > 0 ? wait_ms : 0)) <= 0)
-        return 0;
-    for (nfds_t j = 0; j < k; j++) {
-        struct node *node = &ns->nodes[which[j]];
-        void *reply;
-
-        if (!(fds[j].revents & (POLLIN | POLLHUP | POLLERR)))
-            continue;
-        if (redisBufferRead(node->sub) != REDIS_OK)
-            goto out_drop;
-        for (;;) {
-            reply = NULL;
-            if (redisGetReplyFromReader(node->sub, &reply) != REDIS_OK)
-                goto out_drop;
-            if (reply == NULL)
-                break;
-            messages++;
-            freeReplyObject(reply);
-        }
-        continue;
-    out_drop:
-        redisFree(node->sub);
-        node->sub = NULL;
-        node->sub_next_connect_boot_ms = cf_boot_ms() + node->sub_backoff_ms;
-        /* A lost subscription may have lost a message: report one so the caller refreshes. */
-        messages++;
-    }
-    return messages;
+    cf_monotonic_deadline(wait_ms > 0 ? wait_ms : 0, &until);
+    pthread_mutex_lock(&ns->lock);
+    while (ns->wakes == ns->wakes_taken && !ns->stopping)
+        if (pthread_cond_timedwait(&ns->woken, &ns->lock, &until) == ETIMEDOUT)
+            break;
+    came = (int)(ns->wakes - ns->wakes_taken);
+    ns->wakes_taken = ns->wakes;
+    pthread_mutex_unlock(&ns->lock);
+    return came;
 }
-
-/* ---------------------------------------------------------------------- */
-/* The set                                                                  */
-/* ---------------------------------------------------------------------- */
 
 /* ---------------------------------------------------------------------- */
 /* The I/O thread                                                           */
@@ -639,6 +617,47 @@ static bool deliver_replies(struct nodeset *ns, struct node *node)
     }
 }
 
+/* Counts one message that wakes nodeset_wait_message(); the lock is held. */
+static void note_wake(struct nodeset *ns)
+{
+    ns->wakes++;
+    pthread_cond_broadcast(&ns->woken);
+}
+
+/* Drops node's subscriber connection; the lock is held, by the I/O thread. */
+static void drop_subscriber(struct nodeset *ns, struct node *node)
+{
+    redisFree(node->sub);
+    node->sub = NULL;
+    node->sub_next_connect_boot_ms = cf_boot_ms() + node->sub_backoff_ms;
+    /* A lost subscription may have lost a message: the waiter refreshes. */
+    note_wake(ns);
+}
+
+/* Hands every message read on node's subscriber connection to the callback; false on error. */
+static bool deliver_messages(struct nodeset *ns, struct node *node)
+{
+    for (;;) {
+        redisReply *reply = NULL;
+
+        if (redisGetReplyFromReader(node->sub, (void **)&reply) != REDIS_OK)
+            return false;
+        if (reply == NULL)
+            return true;
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+            reply->element[0]->type == REDIS_REPLY_STRING &&
+            strcmp(reply->element[0]->str, "message") == 0 &&
+            reply->element[1]->type == REDIS_REPLY_STRING &&
+            reply->element[2]->type == REDIS_REPLY_STRING) {
+            if (ns->on_message == NULL ||
+                ns->on_message(ns->message_ctx, reply->element[1]->str, reply->element[2]->str,
+                               reply->element[2]->len))
+                note_wake(ns);
+        }
+        freeReplyObject(reply);
+    }
+}
+
 /* Whether node owes replies and has answered nothing for NODESET_STUCK_MS. */
 static bool is_stuck(const struct node *node, int64_t now)
 {
@@ -653,8 +672,8 @@ static bool is_stuck(const struct node *node, int64_t now)
 static void *io_main(void *arg)
 {
     struct nodeset *ns = arg;
-    struct pollfd fds[ns->count + 1];
-    redisContext *polled[ns->count];
+    struct pollfd fds[1 + 2 * ns->count];
+    redisContext *polled[ns->count], *subs[ns->count];
 
     pthread_mutex_lock(&ns->lock);
     while (!ns->stopping) {
@@ -676,8 +695,13 @@ static void *io_main(void *arg)
             fds[i + 1].fd = node->ctx->fd;
             fds[i + 1].events = (short)(POLLIN | (node->unflushed ? POLLOUT : 0));
         }
+        for (size_t i = 0; i < ns->count; i++) {
+            subs[i] = ns->nodes[i].sub;
+            fds[1 + ns->count + i] =
+                (struct pollfd){.fd = subs[i] ? subs[i]->fd : -1, .events = POLLIN};
+        }
         pthread_mutex_unlock(&ns->lock);
-        if (poll(fds, ns->count + 1, NODESET_IO_TICK_MS) < 0 && errno != EINTR)
+        if (poll(fds, 1 + 2 * ns->count, NODESET_IO_TICK_MS) < 0 && errno != EINTR)
             cf_sleep_ms(1);
         if (fds[0].revents & POLLIN) {
             char drain[64];
@@ -708,6 +732,15 @@ static void *io_main(void *arg)
                     drop_connection(ns, node,
                                     node->ctx->errstr[0] ? node->ctx->errstr : "protocol error");
             }
+        }
+        for (size_t i = 0; i < ns->count; i++) {
+            struct node *node = &ns->nodes[i];
+
+            if (subs[i] == NULL || node->sub != subs[i] ||
+                !(fds[1 + ns->count + i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            if (redisBufferRead(node->sub) != REDIS_OK || !deliver_messages(ns, node))
+                drop_subscriber(ns, node);
         }
     }
     pthread_mutex_unlock(&ns->lock);
@@ -753,6 +786,7 @@ int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *er
         return CF_ERR_NOMEM;
     pthread_mutex_init(&ns->lock, NULL);
     cf_monotonic_cond_init(&ns->round_freed);
+    cf_monotonic_cond_init(&ns->woken);
     ns->wake[0] = ns->wake[1] = -1;
     ns->timeout_ms = cfg->timeout_ms;
     ns->scripts = cfg->scripts;
@@ -764,8 +798,19 @@ int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *er
     list = strdup(cfg->urls);
     if (ns->nodes == NULL || ns->shas == NULL || list == NULL)
         goto out;
-    if (cfg->channel != NULL && (ns->channel = strdup(cfg->channel)) == NULL)
+    if (cfg->channel_count > NODESET_MAX_CHANNELS) {
+        snprintf(err, errlen, "too many pub/sub channels");
+        ret = CF_ERR_INVALID;
         goto out;
+    }
+    if (cfg->channel_count > 0 &&
+        (ns->channels = calloc(cfg->channel_count, sizeof(*ns->channels))) == NULL)
+        goto out;
+    for (; ns->channel_count < cfg->channel_count; ns->channel_count++)
+        if ((ns->channels[ns->channel_count] = strdup(cfg->channels[ns->channel_count])) == NULL)
+            goto out;
+    ns->on_message = cfg->on_message;
+    ns->message_ctx = cfg->message_ctx;
     for (size_t i = 0; i < cfg->script_count; i++)
         sha1_hex(cfg->scripts[i], ns->shas[i]);
     for (item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
@@ -876,7 +921,10 @@ void nodeset_free(struct nodeset *ns)
     pthread_mutex_destroy(&ns->lock);
     free(ns->nodes);
     free(ns->shas);
-    free(ns->channel);
+    for (size_t i = 0; i < ns->channel_count; i++)
+        free(ns->channels[i]);
+    free(ns->channels);
+    pthread_cond_destroy(&ns->woken);
     free(ns);
 }
 

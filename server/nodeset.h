@@ -32,6 +32,8 @@
 
 /* A node that has answered nothing for this long loses its connection. */
 #define NODESET_STUCK_MS 1000
+/* Pub/sub channels a set subscribes to, at most. */
+#define NODESET_MAX_CHANNELS 4
 /* Longest text of a node's configuration warnings. */
 #define NODESET_WARNINGS_MAX 256
 
@@ -50,12 +52,22 @@ struct nodeset_url {
  */
 int nodeset_parse_url(const char *text, struct nodeset_url *url, char *err, size_t errlen);
 
+/*
+ * A pub/sub message (payload of len bytes, not terminated), called on the
+ * I/O thread: it must be quick and must not call into the set. Returns
+ * whether the message wakes nodeset_wait_message().
+ */
+typedef bool (*nodeset_message_fn)(void *ctx, const char *channel, const char *payload, size_t len);
+
 struct nodeset_config {
     const char *urls;           /* comma-separated node URLs (borrowed) */
     int64_t timeout_ms;         /* per node per round */
     const char *const *scripts; /* Lua sources, borrowed for the nodeset's life */
     size_t script_count;
-    const char *channel; /* pub/sub channel to subscribe to; NULL for none (borrowed) */
+    const char *const *channels;   /* pub/sub channels to subscribe to (copied) */
+    size_t channel_count;          /* 0: no subscriber connections */
+    nodeset_message_fn on_message; /* NULL: every message wakes */
+    void *message_ctx;
 };
 
 struct nodeset;
@@ -89,8 +101,9 @@ const char *nodeset_address(const struct nodeset *ns, size_t node);
 void nodeset_maintain(struct nodeset *ns);
 
 /*
- * Waits up to wait_ms for a pub/sub message on any subscriber connection.
- * Returns the number of messages read (their content is not kept).
+ * Waits up to wait_ms for a pub/sub message that wakes (see
+ * nodeset_message_fn) or a lost subscription (which may have lost one).
+ * Returns how many of those came since the previous call.
  */
 int nodeset_wait_message(struct nodeset *ns, int64_t wait_ms);
 
