@@ -141,8 +141,8 @@ struct coord_ops {
     int64_t (*claim_delay_ms)(struct coord *coord, const char *job, int64_t slot_ms);
     /*
      * Sets the function told, from a coordinator thread, of catalog entries
-     * peers changed once they are in the local mirror. Call before the
-     * catalog can change (right after creation); fn may be NULL.
+     * peers changed once they are in the local mirror; changes applied
+     * before it was set are told to it at once. fn may be NULL.
      */
     void (*set_listener)(struct coord *coord, coord_job_changed_fn fn, void *ctx);
 

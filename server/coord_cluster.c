@@ -75,6 +75,13 @@
 /* How long the commit round waits for each node, at least. */
 #define COMMIT_WAIT_MS 250
 /*
+ * How long a heartbeat waits for each node, at least. Rounds run at once,
+ * so a slow heartbeat holds up no claim; cut at the claim timeout, a busy
+ * machine would lose its ordinal and its view of the members, and with
+ * them every claim, though the nodes are fine.
+ */
+#define HEARTBEAT_WAIT_MS 250
+/*
  * How long a stopping coordinator keeps retrying the releases nodes have
  * not confirmed: a lock left behind would keep every peer off its job
  * until the lease ran out.
@@ -451,6 +458,9 @@ struct coord_cluster {
     int64_t catalog_cursor[MAX_NODES];
     coord_job_changed_fn listener;
     void *listener_ctx;
+    /* Jobs changed before the listener was set (the scheduler loaded its jobs meanwhile). */
+    char **unheard;
+    size_t unheard_count, unheard_cap;
 
     atomic_uint ordinal;
     atomic_bool ordinal_held;
@@ -1400,6 +1410,12 @@ static int mirror_apply(struct coord_cluster *self, const char *name, const json
     }
 }
 
+/*
+ * Tells the listener that a job changed. Before there is one, the name is
+ * kept and told when it is set: the scheduler loads its jobs from the
+ * mirror first, and a change applied between that and set_listener() would
+ * otherwise never reach it.
+ */
 static void notify_job(struct coord_cluster *self, const char *name)
 {
     coord_job_changed_fn fn;
@@ -1408,6 +1424,22 @@ static void notify_job(struct coord_cluster *self, const char *name)
     pthread_mutex_lock(&self->state_lock);
     fn = self->listener;
     ctx = self->listener_ctx;
+    if (fn == NULL) {
+        if (self->unheard_count == self->unheard_cap) {
+            size_t cap = self->unheard_cap ? self->unheard_cap * 2 : 16;
+            char **grown = realloc(self->unheard, cap * sizeof(*grown));
+
+            if (grown != NULL) {
+                self->unheard = grown;
+                self->unheard_cap = cap;
+            }
+        }
+        if (self->unheard_count < self->unheard_cap &&
+            (self->unheard[self->unheard_count] = strdup(name)) != NULL)
+            self->unheard_count++;
+        else
+            log_error("job change lost before the scheduler started", "job=%s", name);
+    }
     pthread_mutex_unlock(&self->state_lock);
     if (fn != NULL)
         fn(ctx, name);
@@ -2103,7 +2135,9 @@ static void heartbeat(struct coord_cluster *self)
                                                         self->instance_id, url, CF_VERSION, started,
                                                         clock, ordinal, member_prefix, ttl})
                 : -1;
-    nodeset_round_exec(round);
+    nodeset_round_exec_within(round, self->node_timeout_ms > HEARTBEAT_WAIT_MS
+                                         ? self->node_timeout_ms
+                                         : HEARTBEAT_WAIT_MS);
     midpoint = sent_wall + (cf_wall_ms() - sent_wall) / 2;
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *reply = nodeset_round_reply(round, node, index[node]);
@@ -2645,10 +2679,23 @@ static void cluster_set_listener(struct coord *coord, coord_job_changed_fn fn, v
 {
     struct coord_cluster *self = from_base(coord);
 
+    char **unheard;
+    size_t count;
+
     pthread_mutex_lock(&self->state_lock);
     self->listener = fn;
     self->listener_ctx = ctx;
+    unheard = self->unheard;
+    count = self->unheard_count;
+    self->unheard = NULL;
+    self->unheard_count = self->unheard_cap = 0;
     pthread_mutex_unlock(&self->state_lock);
+    for (size_t i = 0; i < count; i++) {
+        if (fn != NULL)
+            fn(ctx, unheard[i]);
+        free(unheard[i]);
+    }
+    free(unheard);
 }
 
 static void cluster_destroy(struct coord *coord)
@@ -2678,6 +2725,9 @@ static void cluster_destroy(struct coord *coord)
     pthread_mutex_destroy(&self->state_lock);
     pthread_cond_destroy(&self->first_view_cond);
     free(self->members);
+    for (size_t i = 0; i < self->unheard_count; i++)
+        free(self->unheard[i]);
+    free(self->unheard);
     free(self->instance_id);
     free(self->advertise_url);
     free(self->prefix);

@@ -677,7 +677,7 @@ static void *io_main(void *arg)
 
     pthread_mutex_lock(&ns->lock);
     while (!ns->stopping) {
-        int64_t now = cf_boot_ms();
+        int64_t polled_at;
 
         fds[0] = (struct pollfd){.fd = ns->wake[0], .events = POLLIN};
         for (size_t i = 0; i < ns->count; i++) {
@@ -687,8 +687,8 @@ static void *io_main(void *arg)
             fds[i + 1] = (struct pollfd){.fd = -1};
             if (node->ctx == NULL)
                 continue;
-            if (node->doomed || is_stuck(node, now)) {
-                drop_connection(ns, node, node->doomed ? "out of memory" : "no reply for a second");
+            if (node->doomed) {
+                drop_connection(ns, node, "out of memory");
                 polled[i] = NULL;
                 continue;
             }
@@ -703,6 +703,7 @@ static void *io_main(void *arg)
         pthread_mutex_unlock(&ns->lock);
         if (poll(fds, 1 + 2 * ns->count, NODESET_IO_TICK_MS) < 0 && errno != EINTR)
             cf_sleep_ms(1);
+        polled_at = cf_boot_ms();
         if (fds[0].revents & POLLIN) {
             char drain[64];
 
@@ -715,7 +716,18 @@ static void *io_main(void *arg)
             short revents = fds[i + 1].revents;
 
             /* Only this thread closes connections: a polled one is still node->ctx. */
-            if (polled[i] == NULL || node->ctx != polled[i] || revents == 0)
+            if (polled[i] == NULL || node->ctx != polled[i])
+                continue;
+            /*
+             * Stuck only if the poll just made found nothing to read: after
+             * this thread was starved on a loaded machine, replies waiting in
+             * the socket are read, not mistaken for a silent node.
+             */
+            if (!(revents & (POLLIN | POLLHUP | POLLERR)) && is_stuck(node, polled_at)) {
+                drop_connection(ns, node, "no reply for a second");
+                continue;
+            }
+            if (revents == 0)
                 continue;
             if (revents & POLLOUT) {
                 int done = 0;
