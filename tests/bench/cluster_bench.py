@@ -56,10 +56,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 sys.path.insert(0, str(HERE))
 from redisnode import start_nodes  # noqa: E402
-from standalone_lag import (ADMIN_TOKEN, CLK_TCK, SECRET, LogTail, Process, analyse,  # noqa: E402
-                            cpu_ticks, create_jobs, drain, http, keep_created, parse_ms,
-                            percentile, receiver_duplicates, wait_until_wall, warm_up,
-                            window_runs)
+from standalone_lag import (CLK_TCK, LogTail, analyse, cpu_ticks, create_jobs,  # noqa: E402
+                            drain, http, keep_created, parse_ms, percentile,
+                            receiver_duplicates, start_cronfence, start_receiver,
+                            wait_until_wall, warm_up, window_runs)
 
 CF_OK = 0
 
@@ -190,27 +190,24 @@ def deliveries_by_instance(log_path, lo_ms, hi_ms):
     return dict(sorted(counts.items()))
 
 
-def part_cluster(args, bin_dir, workdir, out, processes):
+def start_cluster(bin_dir, workdir, processes, ready_max):
+    """Three fresh nodes, a receiver and three instances on the nodes, all ready; every one
+    is added to processes (("nodes", [node...]) or ("process", Process)) before it starts.
+    Returns (nodes, receiver, instances)."""
     nodes = start_nodes(workdir / "cluster-nodes", 3)
     processes.append(("nodes", nodes))
     urls = ",".join(node.url for node in nodes)
-    receiver = Process("receiver", [
-        str(bin_dir / "cronfence-receiver"), "--listen", "127.0.0.1:0",
-        "--db", str(workdir / "receiver.db"), "--secret", SECRET,
-        "--log", str(workdir / "receiver.jsonl")], workdir)
-    processes.append(("process", receiver))
-    receiver.start()
-    instances = []
-    for i in range(3):
-        instance = Process(f"cronfence{i}", [
-            str(bin_dir / "cronfence"), "--listen", "127.0.0.1:0",
-            "--db", str(workdir / f"cronfence{i}.db"), "--redis", urls,
-            "--instance-id", f"bench-{i}", "--admin-token", ADMIN_TOKEN,
-            "--log-level", "warn"], workdir)
-        processes.append(("process", instance))
-        instance.start()
-        instances.append(instance)
-    wait_ready(instances, args.ready_max)
+    receiver = start_receiver(bin_dir, workdir, lambda p: processes.append(("process", p)))
+    instances = [start_cronfence(bin_dir, workdir, f"cronfence{i}",
+                                 lambda p: processes.append(("process", p)),
+                                 ["--redis", urls, "--instance-id", f"bench-{i}"])
+                 for i in range(3)]
+    wait_ready(instances, ready_max)
+    return nodes, receiver, instances
+
+
+def part_cluster(args, bin_dir, workdir, out, processes):
+    nodes, receiver, instances = start_cluster(bin_dir, workdir, processes, args.ready_max)
     base = f"http://127.0.0.1:{instances[0].port}"
     hook = f"http://127.0.0.1:{receiver.port}/hook"
     progress(f"instances {[i.pid for i in instances]} ready, receiver pid {receiver.pid}; "
