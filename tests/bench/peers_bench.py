@@ -71,8 +71,9 @@ from redisnode import start_nodes  # noqa: E402
 from standalone_lag import (CLK_TCK, LogTail, Process, analyse, cpu_ticks, create_jobs,  # noqa: E402
                             drain, keep_created, memory_kb, start_cronfence, start_receiver,
                             wait_until_wall, warm_up)
-from cluster_bench import (claim_figures, commandstats, fmt, progress, run_claimer,  # noqa: E402
-                           start_cluster, stop_all)
+from cluster_bench import (add_options, can_run, claim_figures, commandstats, fmt,  # noqa: E402
+                           interrupt_on_signals, progress, run_claimer, start_cluster,
+                           stop_all)
 
 PEERS = HERE / "peers"
 NODE = shutil.which("node") or "/usr/bin/node"
@@ -308,32 +309,14 @@ def print_table(args, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bin-dir", default=str(HERE.parents[1] / "build"),
-                        help="directory holding cronfence, cronfence-receiver and cf_claimer")
-    parser.add_argument("--jobs", type=int, default=1000, help="every-second jobs (default 1000)")
-    parser.add_argument("--seconds", type=int, default=30, help="measured window (default 30)")
-    parser.add_argument("--latency-claims", type=int, default=1000,
-                        help="claims at concurrency 1, each system (default 1000)")
-    parser.add_argument("--throughput-claims", type=int, default=5000,
-                        help="claims at --concurrency, each system (default 5000)")
-    parser.add_argument("--concurrency", type=int, default=50,
-                        help="claiming threads / async loops (default 50)")
-    parser.add_argument("--claim-timeout", type=float, default=600,
-                        help="longest run of one claimer, s (default 600)")
+    add_options(parser, 1000, 5000)
     parser.add_argument("--workers", type=int, default=3, help="BullMQ worker processes (default 3)")
     parser.add_argument("--worker-concurrency", type=int, default=50,
                         help="jobs each BullMQ worker runs at once (default 50)")
-    parser.add_argument("--threads", type=int, default=16, help="job-creation threads (default 16)")
-    parser.add_argument("--ready-max", type=float, default=60.0,
-                        help="longest wait for the cronfence instances to be ready (default 60)")
-    parser.add_argument("--warmup-max", type=float, default=90.0,
-                        help="longest wait for every job to fire before measuring (default 90)")
     parser.add_argument("--contention", action="store_true",
                         help="run everything beside two busy loops")
-    parser.add_argument("--skip-claims", action="store_true", help="skip (a), the claims")
     parser.add_argument("--skip-jobs", action="store_true", help="skip (b), the jobs")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if min(args.jobs, args.seconds, args.latency_claims, args.throughput_claims,
            args.concurrency, args.workers, args.worker_concurrency) < 1:
@@ -343,17 +326,10 @@ def main():
     needed = [bin_dir / n for n in ("cf_claimer", "cronfence", "cronfence-receiver")]
     needed += [pathlib.Path(NODE), PEERS / "node_modules" / "redlock",
                PEERS / "node_modules" / "bullmq"]
-    for path in needed:
-        if not path.exists():
-            print(f"benchmark could not run: {path} not found (make build bench-deps)",
-                  file=sys.stderr)
-            return 2
-
+    if not can_run(needed, "make build bench-deps"):
+        return 2
     # Ctrl-C and SIGTERM unwind through the finally blocks, which stop every child by pid.
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    interrupt_on_signals()
 
     out = {"contention": args.contention, "cpus": os.cpu_count()}
     busy = []
