@@ -264,7 +264,8 @@ def print_table(args, out):
                          [ratio(cf[f"{p}_ms"], rl[f"acquire_{p}_ms"])]))
     width = 44
     title = (f"cronfence vs peers on {os.cpu_count()} CPUs"
-             + (", under contention (two busy loops)" if args.contention else ""))
+             + (", under contention (two busy loops)" if args.contention else "")
+             + f"; load average at start {out['load_start']:.2f}, at end {out['load_end']:.2f}")
     print(title)
     if rows:
         print(f"\n  {'claims (3 nodes, appendfsync always)':<{width}}{'cronfence':>12}"
@@ -301,6 +302,10 @@ def print_table(args, out):
                 f"{label} {fmt(figures['cpu_s_per_1000'][label])} / "
                 f"{fmt(round(kb / 1024, 1) if kb else None)}"
                 for label, kb in figures["rss_kb"].items()))
+        for figures in (sa, cl, bq):
+            if figures.get("job_creation_errors"):
+                print(f"  {figures['name']}: job creation failed for {args.jobs - figures['jobs']}"
+                      f" jobs, first: {figures['job_creation_errors'][0][:160]}")
         print("  lag: slot -> webhook received by the target (cronfence), slot -> processor "
               "started (BullMQ);\n  every Redis, BullMQ's too: appendonly yes, appendfsync always")
     elif jobs:
@@ -331,7 +336,8 @@ def main():
     # Ctrl-C and SIGTERM unwind through the finally blocks, which stop every child by pid.
     interrupt_on_signals()
 
-    out = {"contention": args.contention, "cpus": os.cpu_count()}
+    # Whatever else runs on the machine shows in the load average (1 minute) at both ends.
+    out = {"contention": args.contention, "cpus": os.cpu_count(), "load_start": os.getloadavg()[0]}
     busy = []
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="cf-peers-bench-"))
     code = 0
@@ -363,6 +369,7 @@ def main():
             print(f"# kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    out["load_end"] = os.getloadavg()[0]
     if code == 0:
         if args.json:
             print(json.dumps(out, sort_keys=True))
