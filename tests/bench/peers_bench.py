@@ -215,6 +215,8 @@ def measure(args, system, out):
     cpu = {label: (ticks1[label] - ticks0[label]) / CLK_TCK
            if ticks0[label] is not None and ticks1[label] is not None else None
            for label in system.pids}
+    out["cpu_s_system"] = round(sum(s or 0 for label, s in cpu.items()
+                                    if label not in system.targets), 2)
     out["cpu_s_per_1000"] = {label: per_thousand(s) for label, s in cpu.items()}
     out["cpu_s_per_1000_system"] = per_thousand(sum(s or 0 for label, s in cpu.items()
                                                     if label not in system.targets))
@@ -276,22 +278,23 @@ def print_table(args, out):
     jobs = out.get("jobs", {})
     if {"standalone", "cluster", "bullmq"} <= jobs.keys() and "lag" in jobs["bullmq"]:
         sa, cl, bq = jobs["standalone"], jobs["cluster"], jobs["bullmq"]
-        rows = [
-            ("jobs (every second)", "jobs", lambda f: f.get("jobs")),
-            ("firings in the window", "firings", lambda f: f.get("firings")),
-            ("lag p50 ms", None, lambda f: f["lag"]["p50_ms"]),
-            ("lag p99 ms", None, lambda f: f["lag"]["p99_ms"]),
-            ("missed slots", None, lambda f: f.get("missed")),
-            ("duplicated slots", None, lambda f: f.get("duplicated")),
-            ("CPU-s per 1,000 firings (system)", None, lambda f: f.get("cpu_s_per_1000_system")),
-            ("RSS MB (system)", None, lambda f: round(f["rss_kb_system"] / 1024, 1)),
-            ("Redis commands per firing", None, lambda f: f.get("redis_calls_per_firing")),
+        rows = [  # (figure, its value in a system's figures); no ratio for the first two
+            ("jobs (every second)", lambda f: f.get("jobs")),
+            ("firings in the window", lambda f: f.get("firings")),
+            ("lag p50 ms", lambda f: f["lag"]["p50_ms"]),
+            ("lag p99 ms", lambda f: f["lag"]["p99_ms"]),
+            ("missed slots", lambda f: f.get("missed")),
+            ("duplicated slots", lambda f: f.get("duplicated")),
+            ("CPU-s per 1,000 firings (system)", lambda f: f.get("cpu_s_per_1000_system")),
+            ("CPU-s in the window (system)", lambda f: f.get("cpu_s_system")),
+            ("RSS MB (system)", lambda f: round(f["rss_kb_system"] / 1024, 1)),
+            ("Redis commands per firing", lambda f: f.get("redis_calls_per_firing")),
         ]
         print(f"\n  {f'{args.jobs} jobs x every second, {args.seconds} s':<{width}}"
               f"{'standalone':>12}{'cf 3+3':>12}{bq['name']:>14}{'sa/BQ':>8}{'3+3/BQ':>8}")
-        for name, _, get in rows:
+        for name, get in rows:
             values = [get(sa), get(cl), get(bq)]
-            ratios = ["", ""] if name.startswith(("jobs", "firings")) else \
+            ratios = ["", ""] if get in (rows[0][1], rows[1][1]) else \
                 [ratio(values[0], values[2]), ratio(values[1], values[2])]
             print(f"  {name:<{width}}{fmt(values[0]):>12}{fmt(values[1]):>12}{fmt(values[2]):>14}"
                   + "".join(f"{r:>8}" for r in ratios))

@@ -245,7 +245,8 @@ def create_jobs(base, hook, count, threads):
                 status, text = http("POST", base + "/api/v1/jobs", body)
             except OSError as error:  # connection reset, timeout
                 status, text = None, str(error)
-            if status == 201:
+            # 409 to a retry: the attempt before created the job, its answer lost (timed out).
+            if status == 201 or (status == 409 and attempt > 0):
                 return None
             if status is not None and status < 500 and status != 429:
                 return f"{name}: {status} {text[:200]}"
