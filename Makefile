@@ -20,7 +20,7 @@ TEST_PACKAGES = clang libclang-rt-14-dev clang-format redis-server tzdata curl s
 PACKAGES = $(BUILD_PACKAGES) $(TEST_PACKAGES)
 
 .PHONY: all build deps build-deps run cluster test unit integration contract-deps contract-lint \
-	e2e e2e-deps fuzz asan chaos bench format check-format clean
+	e2e e2e-deps fuzz asan chaos bench bench-deps format check-format clean
 
 all: build
 
@@ -144,10 +144,16 @@ fuzz: deps
 		rm -rf $$work; \
 	done
 
-bench: deps build
+# node-redlock and BullMQ, pinned in tests/bench/peers/package-lock.json, for peers_bench.py.
+bench-deps: deps
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq npm; }
+	npm --prefix tests/bench/peers ci --no-audit --no-fund --loglevel=error
+
+bench: deps build bench-deps
 	$(PYTHON) tests/bench/standalone_lag.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/cluster_bench.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/events_bench.py --bin-dir $(abspath $(BUILD))
+	$(PYTHON) tests/bench/peers_bench.py --bin-dir $(abspath $(BUILD))
 
 format:
 	clang-format -i server/*.c server/*.h tests/unit/*.c tests/fuzz/*.c tests/tools/*.c

@@ -56,10 +56,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "integration"))
 sys.path.insert(0, str(HERE))
 from redisnode import start_nodes  # noqa: E402
-from standalone_lag import (ADMIN_TOKEN, CLK_TCK, SECRET, LogTail, Process, analyse,  # noqa: E402
-                            cpu_ticks, create_jobs, drain, http, keep_created, parse_ms,
-                            percentile, receiver_duplicates, wait_until_wall, warm_up,
-                            window_runs)
+from standalone_lag import (CLK_TCK, LogTail, analyse, cpu_ticks, create_jobs,  # noqa: E402
+                            drain, http, keep_created, parse_ms, percentile,
+                            receiver_duplicates, start_cronfence, start_receiver,
+                            wait_until_wall, warm_up, window_runs)
 
 CF_OK = 0
 
@@ -190,27 +190,24 @@ def deliveries_by_instance(log_path, lo_ms, hi_ms):
     return dict(sorted(counts.items()))
 
 
-def part_cluster(args, bin_dir, workdir, out, processes):
+def start_cluster(bin_dir, workdir, processes, ready_max):
+    """Three fresh nodes, a receiver and three instances on the nodes, all ready; every one
+    is added to processes (("nodes", [node...]) or ("process", Process)) before it starts.
+    Returns (nodes, receiver, instances)."""
     nodes = start_nodes(workdir / "cluster-nodes", 3)
     processes.append(("nodes", nodes))
     urls = ",".join(node.url for node in nodes)
-    receiver = Process("receiver", [
-        str(bin_dir / "cronfence-receiver"), "--listen", "127.0.0.1:0",
-        "--db", str(workdir / "receiver.db"), "--secret", SECRET,
-        "--log", str(workdir / "receiver.jsonl")], workdir)
-    processes.append(("process", receiver))
-    receiver.start()
-    instances = []
-    for i in range(3):
-        instance = Process(f"cronfence{i}", [
-            str(bin_dir / "cronfence"), "--listen", "127.0.0.1:0",
-            "--db", str(workdir / f"cronfence{i}.db"), "--redis", urls,
-            "--instance-id", f"bench-{i}", "--admin-token", ADMIN_TOKEN,
-            "--log-level", "warn"], workdir)
-        processes.append(("process", instance))
-        instance.start()
-        instances.append(instance)
-    wait_ready(instances, args.ready_max)
+    receiver = start_receiver(bin_dir, workdir, lambda p: processes.append(("process", p)))
+    instances = [start_cronfence(bin_dir, workdir, f"cronfence{i}",
+                                 lambda p: processes.append(("process", p)),
+                                 ["--redis", urls, "--instance-id", f"bench-{i}"])
+                 for i in range(3)]
+    wait_ready(instances, ready_max)
+    return nodes, receiver, instances
+
+
+def part_cluster(args, bin_dir, workdir, out, processes):
+    nodes, receiver, instances = start_cluster(bin_dir, workdir, processes, args.ready_max)
     base = f"http://127.0.0.1:{instances[0].port}"
     hook = f"http://127.0.0.1:{receiver.port}/hook"
     progress(f"instances {[i.pid for i in instances]} ready, receiver pid {receiver.pid}; "
@@ -347,28 +344,49 @@ def print_report(out):
         print(f"  {name:<{width}}  {value}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_options(parser, latency_claims, throughput_claims):
+    """The options this benchmark shares with peers_bench.py."""
     parser.add_argument("--bin-dir", default=str(HERE.parents[1] / "build"),
                         help="directory holding cronfence, cronfence-receiver and cf_claimer")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs to create (default 1000)")
     parser.add_argument("--seconds", type=int, default=30, help="measured window (default 30)")
-    parser.add_argument("--latency-claims", type=int, default=2000,
-                        help="claims at concurrency 1 (default 2000)")
-    parser.add_argument("--throughput-claims", type=int, default=20000,
-                        help="claims at --concurrency (default 20000)")
+    parser.add_argument("--latency-claims", type=int, default=latency_claims,
+                        help=f"claims at concurrency 1 (default {latency_claims})")
+    parser.add_argument("--throughput-claims", type=int, default=throughput_claims,
+                        help=f"claims at --concurrency (default {throughput_claims})")
     parser.add_argument("--concurrency", type=int, default=50,
                         help="claiming threads for the throughput figure (default 50)")
     parser.add_argument("--claim-timeout", type=float, default=600,
-                        help="longest run of one cf_claimer, s (default 600)")
+                        help="longest run of one claimer, s (default 600)")
     parser.add_argument("--threads", type=int, default=16, help="job-creation threads (default 16)")
     parser.add_argument("--ready-max", type=float, default=60.0,
                         help="longest wait for the instances to be ready (default 60)")
     parser.add_argument("--warmup-max", type=float, default=90.0,
                         help="longest wait for deliveries to flow before measuring (default 90)")
-    parser.add_argument("--skip-claims", action="store_true", help="skip part 1 (cf_claimer)")
-    parser.add_argument("--skip-cluster", action="store_true", help="skip part 2 (instances)")
+    parser.add_argument("--skip-claims", action="store_true", help="skip the claims")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
+def can_run(paths, hint):
+    """False, once said on stderr, when one of paths does not exist."""
+    missing = next((path for path in paths if not path.exists()), None)
+    if missing is not None:
+        print(f"benchmark could not run: {missing} not found ({hint})", file=sys.stderr)
+    return missing is None
+
+
+def interrupt_on_signals():
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt."""
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_options(parser, 2000, 20000)
+    parser.add_argument("--skip-cluster", action="store_true", help="skip part 2 (instances)")
     args = parser.parse_args()
     if args.jobs < 1 or args.seconds < 1 or args.latency_claims < 1 or args.throughput_claims < 1:
         parser.error("--jobs, --seconds and the claim counts must be at least 1")
@@ -376,17 +394,10 @@ def main():
     bin_dir = pathlib.Path(args.bin_dir).resolve()
     needed = ([] if args.skip_claims else ["cf_claimer"]) + \
         ([] if args.skip_cluster else ["cronfence", "cronfence-receiver"])
-    for name in needed:
-        if not (bin_dir / name).exists():
-            print(f"benchmark could not run: {bin_dir / name} not found (build first)",
-                  file=sys.stderr)
-            return 2
-
+    if not can_run([bin_dir / name for name in needed], "build first"):
+        return 2
     # Ctrl-C and SIGTERM unwind through the finally below, which stops every child by pid.
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    interrupt_on_signals()
 
     out = {}
     processes = []

@@ -64,12 +64,14 @@ RUN_STATUSES = ("running", "succeeded", "failed", "fenced", "skipped", "missed",
 
 
 class Process:
-    """A child whose stdout announces 'listening on HOST:PORT'."""
+    """A child whose stdout announces 'listening on HOST:PORT' (or another ready line: a line
+    starting with ready; its port, when it ends in ':PORT')."""
 
-    def __init__(self, name, argv, workdir):
+    def __init__(self, name, argv, workdir, ready="listening on "):
         self.name = name
         self.argv = argv
         self.workdir = workdir
+        self.ready = ready
         self.stderr_path = workdir / f"{name}.stderr"
         self.proc = None
         self.port = None
@@ -87,8 +89,9 @@ class Process:
             for raw in self.proc.stdout:
                 line = raw.decode(errors="replace").rstrip("\n")
                 self.stdout_lines.append(line)
-                if line.startswith("listening on ") and self.port is None:
-                    self.port = int(line.rsplit(":", 1)[1])
+                if line.startswith(self.ready) and not ready.is_set():
+                    port = line.rsplit(":", 1)[-1]
+                    self.port = int(port) if ":" in line and port.isdigit() else None
                     ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
@@ -123,6 +126,30 @@ class Process:
             except ProcessLookupError:
                 pass
         return self.proc.returncode
+
+
+def start_receiver(bin_dir, workdir, register):
+    """Starts cronfence-receiver on a free loopback port, logging every delivery to
+    workdir/receiver.jsonl; register(process) is called before it starts, so that whoever
+    stops the processes stops it even when it fails to start."""
+    receiver = Process("receiver", [
+        str(bin_dir / "cronfence-receiver"), "--listen", "127.0.0.1:0",
+        "--db", str(workdir / "receiver.db"), "--secret", SECRET,
+        "--log", str(workdir / "receiver.jsonl")], workdir)
+    register(receiver)
+    return receiver.start()
+
+
+def start_cronfence(bin_dir, workdir, name, register, extra=()):
+    """Starts cronfence on a free loopback port with its database workdir/<name>.db, the
+    benchmark's admin token, warnings and errors only in its log, and the arguments extra;
+    register as for start_receiver."""
+    server = Process(name, [
+        str(bin_dir / "cronfence"), "--listen", "127.0.0.1:0",
+        "--db", str(workdir / f"{name}.db"), "--admin-token", ADMIN_TOKEN,
+        "--log-level", "warn", *extra], workdir)
+    register(server)
+    return server.start()
 
 
 # ---- /proc ------------------------------------------------------------------
@@ -218,7 +245,8 @@ def create_jobs(base, hook, count, threads):
                 status, text = http("POST", base + "/api/v1/jobs", body)
             except OSError as error:  # connection reset, timeout
                 status, text = None, str(error)
-            if status == 201:
+            # 409 to a retry: the attempt before created the job, its answer lost (timed out).
+            if status == 201 or (status == 409 and attempt > 0):
                 return None
             if status is not None and status < 500 and status != 429:
                 return f"{name}: {status} {text[:200]}"
@@ -516,18 +544,8 @@ def run(args, out):
     out["workdir"] = str(workdir)
     processes = []
     try:
-        receiver = Process("receiver", [
-            str(bin_dir / "cronfence-receiver"), "--listen", "127.0.0.1:0",
-            "--db", str(workdir / "receiver.db"), "--secret", SECRET,
-            "--log", str(workdir / "receiver.jsonl")], workdir)
-        processes.append(receiver)
-        receiver.start()
-        server = Process("cronfence", [
-            str(bin_dir / "cronfence"), "--listen", "127.0.0.1:0",
-            "--db", str(workdir / "cronfence.db"), "--admin-token", ADMIN_TOKEN,
-            "--log-level", "warn"] + list(args.server_arg), workdir)
-        processes.append(server)
-        server.start()
+        receiver = start_receiver(bin_dir, workdir, processes.append)
+        server = start_cronfence(bin_dir, workdir, "cronfence", processes.append, args.server_arg)
         base = f"http://127.0.0.1:{server.port}"
         hook = f"http://127.0.0.1:{receiver.port}/hook"
         progress(args, f"cronfence pid {server.pid} on {base}, receiver pid {receiver.pid}; "
