@@ -95,8 +95,10 @@ static void usage(FILE *out)
 {
     fputs("usage: cronfence-receiver --secret S [--listen HOST:PORT] [--db PATH] [--log PATH]\n"
           "\n"
-          "The reference webhook target of cronfence: verifies Cronfence-Signature,\n"
-          "refuses fencing tokens lower than the highest accepted in their fence scope\n"
+          "The reference webhook target of cronfence: verifies Cronfence-Signature v2\n"
+          "(and webhook-signature when sent), checks that the Idempotency-Key starts\n"
+          "with \"<Cronfence-Job>@\" and that the body's job is Cronfence-Job, refuses\n"
+          "fencing tokens lower than the highest accepted in their fence scope\n"
           "(409): per job for Cronfence-Fence-Scope: job (or no such header), per\n"
           "Idempotency-Key for slot, unless the job was seen with scope job; answers a\n"
           "repeated Idempotency-Key with 200 \"duplicate\", and records each accepted\n"
