@@ -991,9 +991,10 @@ static bool header_append(struct curl_slist **list, const char *fmt, ...)
 
 /*
  * Builds the header list of DESIGN §5 for attempt number `attempt`, signed
- * over body (body_len bytes; empty for GET), then the job's own headers.
- * Cronfence-Fence-Scope follows the job's overlap (fence_scope.h); like
- * Cronfence-Job it is outside the signature. CF_OK or CF_ERR_NOMEM.
+ * over body (body_len bytes; empty for GET) twice, Cronfence-Signature (v2)
+ * and the Standard Webhooks webhook-id/-timestamp/-signature, then the job's
+ * own headers. Cronfence-Fence-Scope follows the job's overlap
+ * (fence_scope.h); it is outside the signatures. CF_OK or CF_ERR_NOMEM.
  */
 static int build_headers(struct firing *f, int attempt, bool has_body, const char *body,
                          size_t body_len)
@@ -1003,6 +1004,7 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
     const char *secret =
         job->signing_secret != NULL ? job->signing_secret : f->engine->cfg.default_secret;
     char token[24], scheduled_at[CF_TIME_LEN], signature[SIGNATURE_HEADER_LEN];
+    char webhook_signature[SIGNATURE_WEBHOOK_HEADER_LEN];
     struct curl_slist **list = &f->headers;
 
     snprintf(token, sizeof(token), "%" PRId64, req->fencing_token);
@@ -1027,11 +1029,20 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
                        fence_scope_name(fence_scope_of_overlap(job->overlap))))
         return CF_ERR_NOMEM;
     if (secret != NULL) {
+        /* One secret today; a rotation passes the old and the new one here. */
+        const char *const secrets[] = {secret};
+        size_t secret_count = sizeof(secrets) / sizeof(secrets[0]);
+        /* Both schemes carry the same t, so the two headers describe one signing. */
         int64_t now_s = cf_wall_ms() / 1000;
 
-        if (signature_header(secret, now_s, token, req->idempotency_key, body, body_len,
-                             signature) != CF_OK ||
-            !header_append(list, "Cronfence-Signature: %s", signature))
+        if (signature_header(secrets, secret_count, now_s, job->name, token, req->idempotency_key,
+                             body, body_len, signature) != CF_OK ||
+            signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body,
+                                     body_len, webhook_signature) != CF_OK ||
+            !header_append(list, "Cronfence-Signature: %s", signature) ||
+            !header_append(list, "webhook-id: %s", req->idempotency_key) ||
+            !header_append(list, "webhook-timestamp: %" PRId64, now_s) ||
+            !header_append(list, "webhook-signature: %s", webhook_signature))
             return CF_ERR_NOMEM;
     }
     /* No "Expect: 100-continue" round trip before larger bodies. */

@@ -41,7 +41,8 @@
 struct delivery_request {
     struct job *job; /* owned copy of the job at claim time */
     char run_id[RUN_ID_MAX];
-    char idempotency_key[RUN_ID_MAX + 32]; /* "<job>@<RFC 3339 T>", or the run id for manual */
+    /* "<job>@<RFC 3339 T>", or "<job>@manual-<run id>" for a manual run */
+    char idempotency_key[JOB_NAME_MAX + sizeof("@manual-") + RUN_ID_MAX];
     int64_t fencing_token;
     int64_t scheduled_at_ms; /* wall ms of the slot (manual: the trigger time) */
     enum run_trigger trigger;

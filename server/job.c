@@ -84,8 +84,17 @@ static const char *const job_methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE
 
 /* Headers cronfence sets itself (DESIGN §5) or that belong to the transport. */
 static const char *const job_reserved_headers[] = {
-    "Content-Length", "Host", "Transfer-Encoding", "Connection", "Fencing-Token", "Idempotency-Key",
-    "User-Agent",     NULL,
+    "Content-Length",
+    "Host",
+    "Transfer-Encoding",
+    "Connection",
+    "Fencing-Token",
+    "Idempotency-Key",
+    "User-Agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    NULL,
 };
 #define JOB_RESERVED_HEADER_PREFIX "Cronfence-"
 

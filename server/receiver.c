@@ -4,8 +4,11 @@
  * This is the example to copy. A target that wants the guarantees of
  * cronfence does three things with each delivery:
  *
- *   1. Verify Cronfence-Signature (HMAC over t, Fencing-Token,
- *      Idempotency-Key and the body) and refuse a t older than 5 minutes.
+ *   1. Verify Cronfence-Signature v2 (HMAC over t, Cronfence-Job,
+ *      Fencing-Token, Idempotency-Key and the body) and refuse a t older
+ *      than 5 minutes; check that the body's "job" and the key's "<job>@"
+ *      prefix name the job Cronfence-Job names. (The Standard Webhooks
+ *      webhook-signature is checked too when sent.)
  *   2. In ONE transaction together with its effect: answer a repeated
  *      Idempotency-Key with 200 and do nothing; refuse a fencing token lower
  *      than the highest already accepted in its fence scope with 409;
@@ -92,8 +95,10 @@ static void usage(FILE *out)
 {
     fputs("usage: cronfence-receiver --secret S [--listen HOST:PORT] [--db PATH] [--log PATH]\n"
           "\n"
-          "The reference webhook target of cronfence: verifies Cronfence-Signature,\n"
-          "refuses fencing tokens lower than the highest accepted in their fence scope\n"
+          "The reference webhook target of cronfence: verifies Cronfence-Signature v2\n"
+          "(and webhook-signature when sent), checks that the Idempotency-Key starts\n"
+          "with \"<Cronfence-Job>@\" and that the body's job is Cronfence-Job, refuses\n"
+          "fencing tokens lower than the highest accepted in their fence scope\n"
           "(409): per job for Cronfence-Fence-Scope: job (or no such header), per\n"
           "Idempotency-Key for slot, unless the job was seen with scope job; answers a\n"
           "repeated Idempotency-Key with 200 \"duplicate\", and records each accepted\n"
@@ -394,6 +399,22 @@ static bool first_of_job(struct receiver *rc, const char *job)
     return first;
 }
 
+/*
+ * Whether the body's "job" is the delivery's job. A body that is not a JSON
+ * object with a "job" member (a job's raw body) names no job and passes: the
+ * signature binds its job all the same.
+ */
+static bool body_job_matches(const struct delivery *d)
+{
+    json_t *body = json_loadb(d->body != NULL ? d->body : "", d->body_len, 0, NULL);
+    json_t *job = json_object_get(body, "job");
+    bool matches =
+        job == NULL || (json_is_string(job) && strcmp(json_string_value(job), d->job) == 0);
+
+    json_decref(body);
+    return matches;
+}
+
 /* Handles a complete request: verify, test knobs, fencing, answer. */
 static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connection *conn,
                                        struct request *req)
@@ -405,6 +426,8 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
     const char *token_text = header(conn, "Fencing-Token");
     const char *attempt_text = header(conn, "Cronfence-Attempt");
     const char *scope_text = header(conn, FENCE_SCOPE_HEADER);
+    const char *webhook_signature = header(conn, "webhook-signature");
+    const char *webhook_id = header(conn, "webhook-id");
     enum fence_scope enforced = FENCE_SCOPE_JOB;
     const char *at;
     char json[128];
@@ -433,19 +456,28 @@ static enum MHD_Result handle_delivery(struct receiver *rc, struct MHD_Connectio
     if (!fence_scope_parse(scope_text, &d.scope))
         return refuse(conn, MHD_HTTP_BAD_REQUEST, "bad cronfence-fence-scope");
 
-    if (!signature_verify(rc->secret, signature, cf_wall_ms() / 1000, MAX_AGE_S, token_text, d.key,
-                          d.body, d.body_len))
+    if (!signature_verify(rc->secret, signature, cf_wall_ms() / 1000, MAX_AGE_S, d.job, token_text,
+                          d.key, d.body, d.body_len))
         return refuse(conn, MHD_HTTP_UNAUTHORIZED, "bad signature");
+    if (webhook_signature != NULL &&
+        (webhook_id == NULL || strcmp(webhook_id, d.key) != 0 ||
+         !signature_verify_webhook(rc->secret, webhook_signature, cf_wall_ms() / 1000, MAX_AGE_S,
+                                   webhook_id, header(conn, "webhook-timestamp"), d.body,
+                                   d.body_len)))
+        return refuse(conn, MHD_HTTP_UNAUTHORIZED, "bad webhook-signature");
     /*
-     * Only the token, the key and the body are signed. A scheduled firing's
-     * key is "<job>@<instant>", so its job must be the one the (unsigned)
-     * Cronfence-Job header names: otherwise a replayed delivery could raise
-     * another job's highest token. (A manual trigger's key is its run id.)
+     * v2 signs the job, so Cronfence-Job is authentic. Every key, scheduled
+     * ("<job>@<instant>") or manual ("<job>@manual-<run id>"), starts with
+     * "<job>@", and the body names the job too: a delivery whose parts name
+     * different jobs is refused rather than allowed to raise another job's
+     * highest token or take another job's key.
      */
     at = strchr(d.key, '@');
-    if (at != NULL &&
-        (strlen(d.job) != (size_t)(at - d.key) || strncmp(d.job, d.key, strlen(d.job)) != 0))
+    if (at == NULL || strlen(d.job) != (size_t)(at - d.key) ||
+        strncmp(d.job, d.key, strlen(d.job)) != 0)
         return refuse(conn, MHD_HTTP_BAD_REQUEST, "cronfence-job does not match idempotency-key");
+    if (!body_job_matches(&d))
+        return refuse(conn, MHD_HTTP_BAD_REQUEST, "cronfence-job does not match the body's job");
 
     /* Test knobs. */
     /* A delay cut short by SIGTERM answers 503; MHD_stop_daemon may close the socket first. */

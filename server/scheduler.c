@@ -896,7 +896,8 @@ static struct firing *prepare_firing(struct scheduler *sched, struct sched_job *
         goto out_fail;
     memcpy(firing->run.id, claim->run_id, sizeof(firing->run.id));
     if (trigger == RUN_TRIGGER_MANUAL)
-        snprintf(req->idempotency_key, sizeof(req->idempotency_key), "%s", firing->run.id);
+        snprintf(req->idempotency_key, sizeof(req->idempotency_key), "%s@manual-%s", sj->name,
+                 firing->run.id);
     else
         snprintf(req->idempotency_key, sizeof(req->idempotency_key), "%s@%s", sj->name,
                  cf_format_time(claim->slot_ms, when));

@@ -352,8 +352,8 @@ def check_g4(run, report):
     bad = [f"{r.get('key')} token {r.get('token_text')} from {r.get('instance')}: "
            f"{r.get('sig_error')} -> {r.get('status')}"
            for r in run.requests if not r.get("sig_ok")]
-    report.add("G4", "signatures", "every request carries a valid signature (v1, v2 and "
-               "webhook-signature, whichever are sent)", bad)
+    report.add("G4", "signatures", "every request carries a valid Cronfence-Signature v2 "
+               "(binding the job) and a valid Standard Webhooks webhook-signature", bad)
     accepted = [f"{r.get('key')}: {r.get('sig_error')}" for r in run.requests
                 if not r.get("sig_ok") and r.get("status") == 200]
     report.add("G4", "accepted signed", "the target accepted nothing without a valid "

@@ -4,14 +4,16 @@ delivery on its own, independently of cronfence's code, and logs each request.
 
 For each request it
 
-1. verifies the signature as server/signature.c computes it: the header
-   `Cronfence-Signature: t=<s>,v1=<hex>` with the HMAC-SHA256 (key: the raw
-   bytes of the secret) over `t "\\n" token "\\n" key "\\n" body`. A `v2=`
-   element (DESIGN §5: `t "\\n" job "\\n" token "\\n" key "\\n" body`) and a
-   Standard Webhooks `webhook-signature` header (`v1,<base64>` over
-   `webhook-id "." webhook-timestamp "." body`) are verified too when sent:
-   every scheme present must carry at least one matching value, and a `t`
+1. verifies both signatures of DESIGN §5, each an HMAC-SHA256 keyed with
+   the raw bytes of the secret: `Cronfence-Signature: t=<s>,v2=<hex>` over
+   `t "\\n" job "\\n" token "\\n" key "\\n" body`, and the Standard Webhooks
+   `webhook-signature: v1,<base64>` over `webhook-id "." webhook-timestamp
+   "." body`, with webhook-id equal to Idempotency-Key. Both must be present
+   and carry at least one matching value (a rotation sends one per secret);
+   the retired v1 element, which left the job out, counts for nothing. A `t`
    more than 5 minutes away from now is refused. A bad signature gets 401.
+   The key must start with `<Cronfence-Job>@` and the body's job be
+   Cronfence-Job, or the request gets 400.
 2. answers a repeated Idempotency-Key with 200 without applying it again;
 3. refuses with 409 a Fencing-Token lower than the highest it accepted in the
    delivery's fence scope: per job, or per idempotency key when the delivery
@@ -54,8 +56,9 @@ def mac(secret, message):
 def verify(secret, headers, body):
     """(ok, schemes, error): checks every signature scheme the request carries.
 
-    schemes lists those found ("v1", "v2", "std"); error says what was wrong
-    (None when ok). headers is a case-insensitive mapping.
+    schemes lists those found ("v2", "std"; "v1" when the retired element is
+    sent, which is not checked and is no signature); error says what was
+    wrong (None when ok). headers is a case-insensitive mapping.
     """
     schemes = []
     token = headers.get("Fencing-Token")
@@ -84,41 +87,37 @@ def verify(secret, headers, body):
         return False, schemes, "no t"
     if abs(time.time() - int(t_text)) > MAX_AGE_S:
         return False, schemes, f"t={t_text} more than {MAX_AGE_S} s away"
-    messages = {
-        "v1": f"{t_text}\n{token}\n{key}\n".encode() + body,
-        "v2": f"{t_text}\n{job}\n{token}\n{key}\n".encode() + body,
-    }
-    for scheme in ("v1", "v2"):
-        if not values[scheme]:
-            continue
-        schemes.append(scheme)
-        want = mac(secret, messages[scheme])
-        # Every value is compared, in constant time each: a rotation sends several.
-        matched = [hmac.compare_digest(want, value) for value in values[scheme]]
-        if not any(matched):
-            return False, schemes, f"no {scheme} value matches"
-    if not schemes:
-        return False, schemes, "neither v1 nor v2 in Cronfence-Signature"
+    if values["v1"]:
+        schemes.append("v1")
+    if not values["v2"]:
+        return False, schemes, "no v2 in Cronfence-Signature"
+    schemes.append("v2")
+    want = mac(secret, f"{t_text}\n{job}\n{token}\n{key}\n".encode() + body)
+    # Every value is compared, in constant time each: a rotation sends several.
+    matched = [hmac.compare_digest(want, value) for value in values["v2"]]
+    if not any(matched):
+        return False, schemes, "no v2 value matches"
 
     std = headers.get("webhook-signature")
-    if std is not None:
-        schemes.append("std")
-        webhook_id = headers.get("webhook-id")
-        timestamp = headers.get("webhook-timestamp")
-        if webhook_id is None or timestamp is None or not timestamp.isdigit():
-            return False, schemes, "webhook-signature without webhook-id or webhook-timestamp"
-        if webhook_id != key:
-            return False, schemes, "webhook-id differs from Idempotency-Key"
-        if abs(time.time() - int(timestamp)) > MAX_AGE_S:
-            return False, schemes, f"webhook-timestamp {timestamp} more than {MAX_AGE_S} s away"
-        want = base64.b64encode(mac(secret, f"{webhook_id}.{timestamp}.".encode() + body))
-        matched = False
-        for entry in std.split():
-            version, comma, value = entry.partition(",")
-            if comma and version == "v1" and hmac.compare_digest(want, value.encode()):
-                matched = True
-        if not matched:
-            return False, schemes, "no webhook-signature value matches"
+    if std is None:
+        return False, schemes, "no webhook-signature"
+    schemes.append("std")
+    webhook_id = headers.get("webhook-id")
+    timestamp = headers.get("webhook-timestamp")
+    if webhook_id is None or timestamp is None or not timestamp.isdigit():
+        return False, schemes, "webhook-signature without webhook-id or webhook-timestamp"
+    if webhook_id != key:
+        return False, schemes, "webhook-id differs from Idempotency-Key"
+    if abs(time.time() - int(timestamp)) > MAX_AGE_S:
+        return False, schemes, f"webhook-timestamp {timestamp} more than {MAX_AGE_S} s away"
+    want = base64.b64encode(mac(secret, f"{webhook_id}.{timestamp}.".encode() + body))
+    matched = False
+    for entry in std.split():
+        version, comma, value = entry.partition(",")
+        if comma and version == "v1" and hmac.compare_digest(want, value.encode()):
+            matched = True
+    if not matched:
+        return False, schemes, "no webhook-signature value matches"
     return True, schemes, None
 
 
@@ -233,6 +232,9 @@ def make_handler(secret, fences, slow_ms):
             elif not entry["key"].startswith(entry["job"] + "@"):
                 entry["decision"], entry["status"] = "bad_request", 400
                 entry["error"] = "Cronfence-Job does not match Idempotency-Key"
+            elif entry.get("body_job", entry["job"]) != entry["job"]:
+                entry["decision"], entry["status"] = "bad_request", 400
+                entry["error"] = "Cronfence-Job does not match the body's job"
             else:
                 status = fences.decide(entry)
                 self.answer(status, {"status": entry["decision"]})

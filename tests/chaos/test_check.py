@@ -33,7 +33,7 @@ def request(i, **changes):
              "scheduled_at": check.iso(slot), "attempt": 1, "token_text": str(token_of(i)),
              "scope": "job", "scope_header": None, "instance": "cf1", "body_job": JOB,
              "body_token": token_of(i), "body_run": f"{JOB}@{slot}", "trigger": "schedule",
-             "sig_ok": True, "sig_schemes": ["v1"], "sig_error": None, "token": token_of(i),
+             "sig_ok": True, "sig_schemes": ["v2", "std"], "sig_error": None, "token": token_of(i),
              "decided_mono": 1000.0 + i, "decided_wall": slot + 6, "decision": "applied",
              "status": 200}
     entry.update(changes)
@@ -240,12 +240,12 @@ def mutate_mixed_scope(fake):
 
 
 def mutate_bad_signature(fake):
-    fake.requests.append(request(4, sig_ok=False, sig_error="no v1 value matches",
+    fake.requests.append(request(4, sig_ok=False, sig_error="no v2 value matches",
                                  decision="bad_signature", status=401, mono=1004.5))
 
 
 def mutate_accepted_unsigned(fake):
-    fake.requests[4].update(sig_ok=False, sig_error="no v1 value matches")
+    fake.requests[4].update(sig_ok=False, sig_error="no v2 value matches")
 
 
 def mutate_key(fake):

@@ -141,13 +141,15 @@ def target():
 
 
 def signature_valid(request, secret):
-    """Checks Cronfence-Signature (DESIGN §5) of a recorded request against secret."""
+    """Checks Cronfence-Signature v2 (DESIGN §5) of a recorded request against secret."""
     headers = {k.lower(): v for k, v in request["headers"].items()}
     parts = dict(item.split("=", 1) for item in headers["cronfence-signature"].split(","))
-    signed = (f"{parts['t']}\n{headers['fencing-token']}\n{headers['idempotency-key']}\n"
-              .encode() + request["body"])
+    if "v2" not in parts:
+        return False
+    signed = (f"{parts['t']}\n{headers['cronfence-job']}\n{headers['fencing-token']}\n"
+              f"{headers['idempotency-key']}\n".encode() + request["body"])
     expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts["v1"])
+    return hmac.compare_digest(expected, parts["v2"])
 
 
 # ---------------------------------------------------------------------------
@@ -513,13 +515,15 @@ def test_runs_listing_filters_and_pagination(instance, target):
 
 
 def test_manual_trigger_is_accepted_by_the_reference_receiver(instance, receiver):
-    """DESIGN §3: a manual run's idempotency key is its run id; §7 ships
+    """DESIGN §3: a manual run's idempotency key is <job>@manual-<run id>; §7 ships
     cronfence-receiver as the reference target of §5, so a manual trigger of a
     job correctly signed for it must be delivered and accepted."""
     create(instance, job_body("by-hand", receiver.hook(), schedule=YEARLY))
     run = trigger_and_wait(instance, "by-hand")
     assert run["status"] == "succeeded", (run, receiver.stderr()[-1000:])
     assert [d["token"] for d in receiver.deliveries("by-hand")] == [run["fencing_token"]]
+    assert [d["idempotency_key"] for d in receiver.deliveries("by-hand")] == \
+        [f"by-hand@manual-{run['id']}"]
 
 
 def test_scheduled_runs_are_listed_with_slot_ids(instance, receiver):

@@ -157,6 +157,11 @@ CASES = [
      ("webhook.headers.Host",)),
     ("header-idempotency-key", "POST", "/api/v1/jobs",
      hook(headers={"Idempotency-Key": "x"}), None, 422, ("webhook.headers.Idempotency-Key",)),
+    ("header-webhook-signature", "POST", "/api/v1/jobs",
+     hook(headers={"Webhook-Signature": "v1,x"}), None, 422,
+     ("webhook.headers.Webhook-Signature",)),
+    ("header-webhook-id", "POST", "/api/v1/jobs", hook(headers={"webhook-id": "x"}), None, 422,
+     ("webhook.headers.webhook-id",)),
     ("header-value-not-string", "POST", "/api/v1/jobs", hook(headers={"X-Count": 3}), None, 422,
      ("webhook.headers.X-Count",)),
     # Unknown fields.

@@ -2,6 +2,7 @@
 trigger; §5 the webhook contract): the real cronfence delivering to the
 reference receiver and to a small recording HTTP server of our own."""
 
+import base64
 import hashlib
 import hmac
 import http.server
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from conftest import BIN_DIR, SECRET, job_body, ms, wait_for
+from conftest import http as http_request
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -31,21 +33,36 @@ def version_of():
     return out.split()[-1]
 
 
-def expected_signature(secret, t, token, key, body):
-    message = f"{t}\n{token}\n{key}\n".encode() + body
+def expected_signature(secret, t, job, token, key, body):
+    """v2 of DESIGN §5, computed here: hex HMAC-SHA256 over t, job, token, key and body."""
+    message = f"{t}\n{job}\n{token}\n{key}\n".encode() + body
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def expected_webhook_signature(secret, webhook_id, timestamp, body):
+    """Standard Webhooks v1: base64 HMAC-SHA256 over id "." timestamp "." body."""
+    message = f"{webhook_id}.{timestamp}.".encode() + body
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
 def check_signature(secret, request):
-    """Asserts request's Cronfence-Signature is DESIGN §5's HMAC under secret."""
-    header = request["headers"]["Cronfence-Signature"]
-    match = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", header)
+    """Asserts request's Cronfence-Signature (t=..,v2=..) and its Standard Webhooks
+    headers (webhook-id = Idempotency-Key, webhook-timestamp = t, webhook-signature
+    v1,<base64>) are DESIGN §5's HMACs under secret."""
+    headers = request["headers"]
+    header = headers["Cronfence-Signature"]
+    match = re.fullmatch(r"t=(\d+),v2=([0-9a-f]{64})", header)
     assert match, header
-    t, v1 = match.group(1), match.group(2)
+    t, v2 = match.group(1), match.group(2)
     assert abs(int(t) - request["received"]) < 120, (t, request["received"])
-    want = expected_signature(secret, t, request["headers"]["Fencing-Token"],
-                              request["headers"]["Idempotency-Key"], request["body"])
-    assert hmac.compare_digest(v1, want), f"signature {v1} != HMAC {want}"
+    want = expected_signature(secret, t, headers["Cronfence-Job"], headers["Fencing-Token"],
+                              headers["Idempotency-Key"], request["body"])
+    assert hmac.compare_digest(v2, want), f"signature {v2} != HMAC {want}"
+    assert headers["webhook-id"] == headers["Idempotency-Key"], headers
+    assert headers["webhook-timestamp"] == t, headers
+    want = expected_webhook_signature(secret, headers["webhook-id"], t, request["body"])
+    assert hmac.compare_digest(headers["webhook-signature"], f"v1,{want}"), \
+        f"webhook-signature {headers['webhook-signature']} != v1,{want}"
 
 
 class Target:
@@ -216,7 +233,8 @@ def test_webhook_request_headers_body_and_signature(instance, target):
         names = [name.lower() for name, _ in request["header_list"]]
         for name in ("fencing-token", "idempotency-key", "cronfence-job", "cronfence-run",
                      "cronfence-scheduled-at", "cronfence-attempt", "cronfence-signature",
-                     "cronfence-fence-scope", "content-type", "user-agent"):
+                     "cronfence-fence-scope", "content-type", "user-agent", "webhook-id",
+                     "webhook-timestamp", "webhook-signature"):
             assert names.count(name) == 1, (name, request["header_list"])
         check_signature(secret, request)
 
@@ -472,13 +490,13 @@ def test_manual_trigger_runs_now_without_moving_the_schedule(instance, target):
     assert manual["trigger"] == "manual", manual
     assert manual["status"] == "running", manual
     assert manual["job"] == "man"
-    assert "@" not in manual["id"] and not manual["id"].startswith("man"), manual
+    assert "@" not in manual["id"] and not manual["id"].startswith("man"), manual  # random
     assert manual["fencing_token"] > max(before), (manual, before)
 
     request = wait_for(lambda: next((r for r in target.of_job("man")
                                      if r["headers"]["Cronfence-Run"] == manual["id"]), None),
                        what="the manual delivery")
-    assert request["headers"]["Idempotency-Key"] == manual["id"]
+    assert request["headers"]["Idempotency-Key"] == f"man@manual-{manual['id']}"
     assert int(request["headers"]["Fencing-Token"]) == manual["fencing_token"]
     doc = json.loads(request["body"])
     assert doc["trigger"] == "manual" and doc["run_id"] == manual["id"]
@@ -499,9 +517,9 @@ def test_manual_trigger_runs_now_without_moving_the_schedule(instance, target):
 
 
 def test_manual_trigger_is_accepted_by_reference_receiver(instance, receiver):
-    """DESIGN §3: a manual run's idempotency key is its run id; §5: the
-    reference receiver verifies and accepts deliveries. So a manual trigger
-    to the reference receiver must succeed."""
+    """DESIGN §3: a manual run's idempotency key is <job>@manual-<run id>; §5:
+    the reference receiver verifies and accepts deliveries. So a manual
+    trigger to the reference receiver must succeed."""
     reply = instance.api("POST", "/api/v1/jobs", job_body(
         "manref", receiver.hook(), schedule="0 0 1 1 *"))
     assert reply.status == 201, reply
@@ -511,3 +529,39 @@ def test_manual_trigger_is_accepted_by_reference_receiver(instance, receiver):
     run = finished_run(instance, "manref", run_id)
     assert run["status"] == "succeeded", run
     assert [d["run_id"] for d in receiver.deliveries("manref")] == [run_id]
+
+
+def test_manual_delivery_replayed_as_another_job_is_refused(instance, target, receiver):
+    """Issue 13: a captured manual delivery of job-a, re-sent to the reference
+    receiver as job-b (Cronfence-Job and webhook headers otherwise as captured),
+    must be refused and leave job-b's fence alone: v2 signs the job, and the key
+    <job>@manual-<run id> and the body name job-a. Under v1 with bare run-id keys
+    it was accepted, and job-b's next genuine delivery was then fenced (409)."""
+    for name, url in (("job-a", target.url), ("job-b", receiver.hook())):
+        reply = instance.api("POST", "/api/v1/jobs", job_body(name, url, schedule="0 0 1 1 *"))
+        assert reply.status == 201, reply
+    # job-a's token is raised above job-b's next one, as an attacker would wish.
+    for _ in range(3):
+        reply = instance.api("POST", "/api/v1/jobs/job-a/trigger")
+        assert reply.status == 202, reply
+        assert finished_run(instance, "job-a", reply.json["id"])["status"] == "succeeded"
+    captured = target.of_job("job-a")[-1]
+
+    headers = {name: value for name, value in captured["headers"].items()
+               if name.lower() not in ("host", "content-length", "connection",
+                                       "accept-encoding", "expect")}
+    replay = dict(headers, **{"Cronfence-Job": "job-b"})
+    reply = http_request("POST", receiver.hook(), captured["body"], replay)
+    assert reply.status in (400, 401), f"replay as job-b answered {reply}"
+    assert receiver.deliveries("job-b") == [], receiver.deliveries("job-b")
+    # What was replayed was a genuine, well-signed manual delivery of job-a.
+    check_signature(SECRET, captured)
+    assert captured["headers"]["Idempotency-Key"].startswith("job-a@manual-"), captured
+
+    # job-b's genuine delivery is not fenced by the replay.
+    reply = instance.api("POST", "/api/v1/jobs/job-b/trigger")
+    assert reply.status == 202, reply
+    run = finished_run(instance, "job-b", reply.json["id"])
+    assert run["status"] == "succeeded", run
+    assert [d["idempotency_key"] for d in receiver.deliveries("job-b")] == \
+        [f"job-b@manual-{run['id']}"]

@@ -9,6 +9,7 @@ Go builds offline: GOPROXY=off, with its caches in that folder (HOME may be
 unset).
 """
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -54,10 +55,11 @@ class Builder:
         missing = [tool for tool in ("cc", "pkg-config") if shutil.which(tool) is None]
         if missing:
             return f"C target not tested: {' and '.join(missing)} not installed"
-        libs = subprocess.run(["pkg-config", "--cflags", "--libs", "libmicrohttpd", "libcrypto"],
-                              capture_output=True, text=True)
+        libs = subprocess.run(["pkg-config", "--cflags", "--libs", "libmicrohttpd", "jansson",
+                               "libcrypto"], capture_output=True, text=True)
         if libs.returncode != 0:
-            return "C target not tested: libmicrohttpd or libcrypto development files missing"
+            return ("C target not tested: libmicrohttpd, jansson or libcrypto development files "
+                    "missing")
         binary = self.folder / "target-c"
         flags = ["-O2", "-g", "-Wall", "-Wextra", "-Wshadow", "-Wformat=2",
                  "-Wmissing-prototypes", "-Werror"]
@@ -135,10 +137,17 @@ def start_target(builder, language, tmp_path, targets):
     return target.start()
 
 
-def signature(secret, t, token, key, body):
-    """Cronfence-Signature as DESIGN §5 defines it."""
-    message = f"{t}\n{token}\n{key}\n".encode() + body
-    return f"t={t},v1=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def signature(secret, t, job, token, key, body):
+    """Cronfence-Signature as DESIGN §5 defines it (v2)."""
+    message = f"{t}\n{job}\n{token}\n{key}\n".encode() + body
+    return f"t={t},v2=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def webhook_signature(secret, webhook_id, t, body):
+    """The Standard Webhooks webhook-signature of DESIGN §5."""
+    message = f"{webhook_id}.{t}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(secret.encode(), message,
+                                             hashlib.sha256).digest()).decode()
 
 
 def delivery(job, token, key, body=None, secret=SECRET, age_s=0, sign=True, scope=None):
@@ -154,7 +163,10 @@ def delivery(job, token, key, body=None, secret=SECRET, age_s=0, sign=True, scop
         headers["Cronfence-Fence-Scope"] = scope
     if sign:
         t = int(time.time()) - age_s
-        headers["Cronfence-Signature"] = signature(secret, t, token, key, body)
+        headers["Cronfence-Signature"] = signature(secret, t, job, token, key, body)
+        headers["webhook-id"] = key
+        headers["webhook-timestamp"] = str(t)
+        headers["webhook-signature"] = webhook_signature(secret, key, t, body)
     return headers, body
 
 
@@ -203,7 +215,7 @@ def test_example_target_follows_the_webhook_contract(language, builder, tmp_path
 
     # Real deliveries: accepted, each effect recorded once, tokens increasing.
     wait_for(lambda: len(target.effects("tick")) >= 3, timeout=15, what="three effects")
-    # Then once a year only, and one manual run, whose key is its run id (no "@").
+    # Then once a year only, and one manual run, whose key is tick@manual-<run id>.
     reply = instance.api("PATCH", "/api/v1/jobs/tick", {"schedule": "0 0 1 1 *"},
                          headers={"Content-Type": "application/merge-patch+json"})
     assert reply.status == 200, reply
@@ -223,7 +235,8 @@ def test_example_target_follows_the_webhook_contract(language, builder, tmp_path
         run = next(r for r in delivered if r["id"] == effect["run_id"])
         assert effect["job"] == "tick" and effect["token"] == run["fencing_token"], (effect, run)
         scheduled = run["trigger"] == "schedule"
-        assert effect["key"] == (f"tick@{run['scheduled_at']}" if scheduled else run["id"]), run
+        assert effect["key"] == (f"tick@{run['scheduled_at']}" if scheduled
+                                 else f"tick@manual-{run['id']}"), run
     assert effects[-1]["run_id"] == manual.json["id"]
     highest, first = effects[-1]["token"], effects[0]
 
@@ -243,9 +256,12 @@ def test_example_target_follows_the_webhook_contract(language, builder, tmp_path
          what="token changed after signing")
     post(target, delivery("tick", highest, key, sign=False), 401, what="no signature")
     headers, data = delivery("tick", highest, key)
-    t_part, v1_part = headers["Cronfence-Signature"].split(",")
-    for bad in (v1_part, t_part, f"{t_part},v1=" + "zz" * 32, f"{t_part},v1=" + "ab" * 31,
-                f"{t_part},{v1_part}00", "t=-5," + v1_part, "garbage"):
+    t_part, v2_part = headers["Cronfence-Signature"].split(",")
+    # The retired v1 (no job in it), even computed right, is no signature any more.
+    v1 = hmac.new(SECRET.encode(), f"{t_part[2:]}\n{highest}\n{key}\n".encode() + data,
+                  hashlib.sha256).hexdigest()
+    for bad in (v2_part, t_part, f"{t_part},v2=" + "zz" * 32, f"{t_part},v2=" + "ab" * 31,
+                f"{t_part},{v2_part}00", "t=-5," + v2_part, "garbage", f"{t_part},v1={v1}"):
         post(target, (dict(headers, **{"Cronfence-Signature": bad}), data), 401,
              what=f"malformed signature {bad!r}")
     post(target, delivery("tick", highest, key, age_s=400), 401, what="t 400 s old")
@@ -265,9 +281,21 @@ def test_example_target_follows_the_webhook_contract(language, builder, tmp_path
     assert target.effects()[-1] == {"job": "tick", "token": highest, "key": key, "run_id": key}
     reply = post(target, request, 200, what="the same request again")
     assert reply.json["status"] == "duplicate", reply
-    # Cronfence-Job is not signed: a signed request may not be replayed under another job.
+    # v2 signs Cronfence-Job: a signed request may not be replayed under another job.
     headers, data = delivery("tick", highest + 1, fresh_key())
-    post(target, (dict(headers, **{"Cronfence-Job": "other"}), data), 400, what="job not the key's")
+    post(target, (dict(headers, **{"Cronfence-Job": "other"}), data), 401,
+         what="job changed after signing")
+    # Signed for a job, the key and the body must name it too.
+    headers, data = delivery("tick", highest + 1, fresh_key())
+    post(target, delivery("other", highest + 1, headers["Idempotency-Key"], body=data), 400,
+         what="job not the key's")
+    post(target, delivery("tick", highest + 1, "tick-manual-1234", body=data), 400,
+         what="key without <job>@")
+    other_body = json.dumps({"job": "other", "fencing_token": highest + 1}).encode()
+    post(target, delivery("tick", highest + 1, fresh_key(), body=other_body), 400,
+         what="job not the body's")
+    post(target, delivery("tick", highest + 1, fresh_key(), body=b"raw,csv\n"), 200,
+         effect=True, what="a raw body names no job")
     # Four minutes old is still fresh.
     post(target, delivery("tick", highest + 1, fresh_key(), age_s=240), 200, effect=True,
          what="t 240 s old")
@@ -279,7 +307,8 @@ def test_example_target_follows_the_webhook_contract(language, builder, tmp_path
     for bad in (str(TOKEN_MAX + 1), "-1", "+1", "1e3", ""):
         headers, data = delivery("big", 0, "big@3")
         headers["Fencing-Token"] = bad
-        headers["Cronfence-Signature"] = signature(SECRET, int(time.time()), bad, "big@3", data)
+        headers["Cronfence-Signature"] = signature(SECRET, int(time.time()), "big", bad, "big@3",
+                                                   data)
         post(target, (headers, data), 400, what=f"token {bad!r}")
 
 

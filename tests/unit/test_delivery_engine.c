@@ -313,16 +313,25 @@ static json_t *body_json(const struct recorded *rec)
     return doc;
 }
 
-/* Verifies the request's Cronfence-Signature against its own body. */
+/*
+ * Verifies the request's Cronfence-Signature (v2) and its Standard Webhooks
+ * webhook-signature against its own headers and body.
+ */
 static bool signed_with(const struct recorded *rec, const char *secret)
 {
     const char *header = header_of(rec, "Cronfence-Signature");
+    const char *webhook_signature = header_of(rec, "webhook-signature");
+    const char *webhook_id = header_of(rec, "webhook-id");
+    const char *key = header_of(rec, "Idempotency-Key");
+    int64_t now_s = cf_wall_ms() / 1000;
 
-    if (header == NULL)
+    if (header == NULL || webhook_signature == NULL || webhook_id == NULL || key == NULL ||
+        strcmp(webhook_id, key) != 0)
         return false;
-    return signature_verify(secret, header, cf_wall_ms() / 1000, 300,
-                            header_of(rec, "Fencing-Token"), header_of(rec, "Idempotency-Key"),
-                            rec->body, rec->body_len);
+    return signature_verify(secret, header, now_s, 300, header_of(rec, "Cronfence-Job"),
+                            header_of(rec, "Fencing-Token"), key, rec->body, rec->body_len) &&
+           signature_verify_webhook(secret, webhook_signature, now_s, 300, webhook_id,
+                                    header_of(rec, "webhook-timestamp"), rec->body, rec->body_len);
 }
 
 static void server_start(void)
@@ -668,6 +677,24 @@ Test(engine, sends_the_headers_of_the_contract)
     cr_expect_not_null(header_of(rec, "Cronfence-Signature"));
     cr_expect_null(header_of(rec, "Expect"), "no Expect: 100-continue");
     cr_expect(signed_with(rec, JOB_SECRET), "signature must verify with the job's secret");
+    /* DESIGN §5: v2 and the Standard Webhooks headers, with one t between them. */
+    expect_header(rec, "webhook-id", KEY);
+    if (header_of(rec, "Cronfence-Signature") != NULL &&
+        header_of(rec, "webhook-timestamp") != NULL) {
+        char expected_start[64];
+
+        snprintf(expected_start, sizeof(expected_start),
+                 "t=%s,v2=", header_of(rec, "webhook-timestamp"));
+        cr_expect_eq(
+            strncmp(header_of(rec, "Cronfence-Signature"), expected_start, strlen(expected_start)),
+            0, "Cronfence-Signature %s", header_of(rec, "Cronfence-Signature"));
+        cr_expect_eq(strlen(header_of(rec, "Cronfence-Signature")), strlen(expected_start) + 64);
+    }
+    cr_expect_eq(strncmp(header_of(rec, "webhook-signature") != NULL
+                             ? header_of(rec, "webhook-signature")
+                             : "",
+                         "v1,", 3),
+                 0);
     cr_expect(!signed_with(rec, DEFAULT_SECRET), "the job's secret wins over the default");
 
     cr_expect_eq(out->status, RUN_SUCCEEDED);

@@ -1,18 +1,26 @@
 /*
- * target.c - an example cronfence webhook target: C with libmicrohttpd and
- * OpenSSL's libcrypto, nothing else.
+ * target.c - an example cronfence webhook target: C with libmicrohttpd,
+ * jansson and OpenSSL's libcrypto, nothing else.
  *
- *   cc -O2 -Wall -Wextra -o target target.c $(pkg-config --cflags --libs libmicrohttpd libcrypto)
+ *   cc -O2 -Wall -Wextra -o target target.c \
+ *       $(pkg-config --cflags --libs libmicrohttpd jansson libcrypto)
  *   CRONFENCE_SECRET=... ./target PORT EFFECTS_FILE
  *
  * (or PORT and EFFECTS_FILE in the environment; port 0 picks a free one,
  * printed as "listening on 127.0.0.1:PORT"). The contract is DESIGN §5:
  *
- *   1. Verify Cronfence-Signature, t=<unix seconds>,v1=<hex>, where
- *      v1 = hex(HMAC-SHA256(secret, t + "\n" + Fencing-Token + "\n" +
- *      Idempotency-Key + "\n" + raw body)), and refuse a t more than 5
- *      minutes old (or ahead): 401.
- *   2. Together with the effect: a seen Idempotency-Key gets 200 and nothing
+ *   1. Verify Cronfence-Signature, t=<unix seconds>,v2=<hex>, where
+ *      v2 = hex(HMAC-SHA256(secret, t + "\n" + Cronfence-Job + "\n" +
+ *      Fencing-Token + "\n" + Idempotency-Key + "\n" + raw body)), and
+ *      refuse a t more than 5 minutes old (or ahead): 401. (A Standard
+ *      Webhooks library could check webhook-signature instead, given
+ *      "whsec_" + base64(secret).)
+ *   2. Check that the Idempotency-Key starts with "<Cronfence-Job>@" and that
+ *      the body's "job", when it has one, is Cronfence-Job: 400 otherwise.
+ *      The key of a scheduled firing is "<job>@<instant>", of a manual run
+ *      "<job>@manual-<run id>"; a delivery of one job replayed as another's
+ *      fails here or at the signature.
+ *   3. Together with the effect: a seen Idempotency-Key gets 200 and nothing
  *      is done again; a fencing token lower than the highest in its fence
  *      scope gets 409; otherwise do the work and remember the key and the
  *      token.
@@ -30,6 +38,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -86,42 +95,98 @@ static bool parse_int64(const char *text, int64_t *out)
     return len > 0;
 }
 
-/*
- * True when header is "t=<unix seconds>,v1=<64 hex>" (the form cronfence
- * sends), t is fresh and v1 is our HMAC, compared in constant time.
- */
-static bool signature_ok(const char *header, const char *token, const char *key, const char *body,
-                         size_t body_len)
+/* Decodes 64 hex digits (either case) into mac; false on anything else. */
+static bool parse_hex_mac(const char *text, size_t len, unsigned char mac[32])
 {
-    char t_text[20], v1[65], want[65], *message;
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
-    size_t prefix_len;
-    int end = 0;
+    if (len != 64)
+        return false;
+    for (size_t i = 0; i < 64; i++) {
+        char c = (char)tolower((unsigned char)text[i]);
+        int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+
+        if (digit < 0)
+            return false;
+        mac[i / 2] = (unsigned char)(i % 2 == 0 ? digit << 4 : mac[i / 2] | digit);
+    }
+    return true;
+}
+
+/*
+ * True when header is comma-separated items with exactly one fresh
+ * "t=<unix seconds>" and at least one "v2=<64 hex>" (one per secret while
+ * cronfence rotates its secret), and one v2 is our HMAC. Every v2 is compared
+ * in constant time; items of other schemes (the retired v1) are ignored.
+ */
+static bool signature_ok(const char *header, const char *job, const char *token,
+                         const char *key, const char *body, size_t body_len)
+{
+    unsigned char want[EVP_MAX_MD_SIZE], got[32];
+    unsigned int want_len = 0;
+    char t_text[20] = "", *message;
+    const char *item = header;
+    size_t prefix_len, t_count = 0, v2_count = 0;
+    bool matched = false;
     int64_t t;
 
-    if (sscanf(header, "t=%19[0-9],v1=%64[0-9a-fA-F]%n", t_text, v1, &end) != 2 ||
-        header[end] != '\0' || strlen(v1) != 64 || !parse_int64(t_text, &t) ||
+    /* First the items: t, and whether the header is well formed. */
+    for (;;) {
+        size_t len = strcspn(item, ",");
+
+        if (len > 2 && strncmp(item, "t=", 2) == 0 && len - 2 < sizeof(t_text)) {
+            memcpy(t_text, item + 2, len - 2);
+            t_text[len - 2] = '\0';
+            t_count++;
+        } else if (strncmp(item, "v2=", 3) == 0) {
+            if (!parse_hex_mac(item + 3, len - 3, got))
+                return false;
+            v2_count++;
+        } else if (memchr(item, '=', len) == NULL) {
+            return false;
+        }
+        if (item[len] == '\0')
+            break;
+        item += len + 1;
+    }
+    if (t_count != 1 || v2_count == 0 || !parse_int64(t_text, &t) ||
         llabs((long long)(time(NULL) - t)) > MAX_AGE_S)
         return false;
-    prefix_len = strlen(t_text) + strlen(token) + strlen(key) + 3;
+
+    prefix_len = strlen(t_text) + strlen(job) + strlen(token) + strlen(key) + 4;
     message = malloc(prefix_len + body_len + 1);
     if (message == NULL)
         return false;
-    snprintf(message, prefix_len + 1, "%s\n%s\n%s\n", t_text, token, key);
+    snprintf(message, prefix_len + 1, "%s\n%s\n%s\n%s\n", t_text, job, token, key);
     if (body_len > 0)
         memcpy(message + prefix_len, body, body_len);
     HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)message, prefix_len + body_len,
-         mac, &mac_len);
+         want, &want_len);
     free(message);
-    if (mac_len != 32)
+    if (want_len != 32)
         return false;
-    for (int i = 0; i < 32; i++) {
-        snprintf(want + 2 * i, 3, "%02x", mac[i]);
-        v1[2 * i] = (char)tolower((unsigned char)v1[2 * i]);
-        v1[2 * i + 1] = (char)tolower((unsigned char)v1[2 * i + 1]);
+
+    /* Then every v2 against ours, with no early exit. */
+    for (item = header;; item += strcspn(item, ",") + 1) {
+        if (strncmp(item, "v2=", 3) == 0 && parse_hex_mac(item + 3, strcspn(item + 3, ","), got) &&
+            CRYPTO_memcmp(got, want, 32) == 0)
+            matched = true;
+        if (item[strcspn(item, ",")] == '\0')
+            break;
     }
-    return CRYPTO_memcmp(want, v1, 64) == 0;
+    return matched;
+}
+
+/*
+ * True when the body names no job (it is not a JSON object with a "job"
+ * member: a raw body) or names job.
+ */
+static bool body_job_ok(const char *body, size_t body_len, const char *job)
+{
+    json_t *doc = json_loadb(body != NULL ? body : "", body_len, 0, NULL);
+    json_t *named = json_object_get(doc, "job");
+    bool ok = named == NULL || (json_is_string(named) && strcmp(json_string_value(named), job) == 0);
+
+    json_decref(doc);
+    return ok;
 }
 
 /* Writes s as a JSON string; every byte that needs it is written as \u00XX. */
@@ -184,16 +249,17 @@ static enum MHD_Result handle_delivery(struct MHD_Connection *conn, const struct
 
     if (req->too_large)
         return answer(conn, 413, "{\"status\":\"error\",\"error\":\"body too large\"}");
-    if (signature == NULL || token_text == NULL || key == NULL ||
-        !signature_ok(signature, token_text, key, req->body, req->len))
+    if (signature == NULL || token_text == NULL || key == NULL || job == NULL ||
+        !signature_ok(signature, job, token_text, key, req->body, req->len))
         return answer(conn, 401, "{\"status\":\"error\",\"error\":\"bad signature\"}");
     if (!parse_int64(token_text, &token))
         return answer(conn, 400, "{\"status\":\"error\",\"error\":\"bad fencing token\"}");
-    /* Cronfence-Job is not signed; a scheduled key is "<job>@<instant>", so they
-     * must agree, or a replay could raise another job's highest token. */
+    /* Every key, scheduled or manual, is "<job>@...", and the body names the
+     * job too: all three must agree, or a replay could take another job's key
+     * or raise its highest token. */
     at = strchr(key, '@');
-    if (job == NULL || (at != NULL && (strlen(job) != (size_t)(at - key) ||
-                                       strncmp(job, key, (size_t)(at - key)) != 0)))
+    if (at == NULL || strlen(job) != (size_t)(at - key) ||
+        strncmp(job, key, (size_t)(at - key)) != 0 || !body_job_ok(req->body, req->len, job))
         return answer(conn, 400, "{\"status\":\"error\",\"error\":\"bad cronfence-job\"}");
     /* No header: a delivery from before it, fenced per job. */
     if (scope != NULL && strcmp(scope, "job") != 0 && strcmp(scope, "slot") != 0)

@@ -5,11 +5,18 @@
 // (or PORT and EFFECTS_FILE in the environment; port 0 picks a free one,
 // printed as "listening on 127.0.0.1:PORT"). The contract is DESIGN §5:
 //
-//  1. Verify Cronfence-Signature, t=<unix seconds>,v1=<hex>, where
-//     v1 = hex(HMAC-SHA256(secret, t + "\n" + Fencing-Token + "\n" +
-//     Idempotency-Key + "\n" + raw body)), and refuse a t more than 5 minutes
-//     old (or ahead): 401.
-//  2. Together with the effect: a seen Idempotency-Key gets 200 and nothing is
+//  1. Verify Cronfence-Signature, t=<unix seconds>,v2=<hex>, where
+//     v2 = hex(HMAC-SHA256(secret, t + "\n" + Cronfence-Job + "\n" +
+//     Fencing-Token + "\n" + Idempotency-Key + "\n" + raw body)), and refuse
+//     a t more than 5 minutes old (or ahead): 401. (A Standard Webhooks
+//     library could check webhook-signature instead, given "whsec_" +
+//     base64(secret).)
+//  2. Check that the Idempotency-Key starts with "<Cronfence-Job>@" and that
+//     the body's "job", when it has one, is Cronfence-Job: 400 otherwise. The
+//     key of a scheduled firing is "<job>@<instant>", of a manual run
+//     "<job>@manual-<run id>"; a delivery of one job replayed as another's
+//     fails here or at the signature.
+//  3. Together with the effect: a seen Idempotency-Key gets 200 and nothing is
 //     done again; a fencing token lower than the highest in its fence scope
 //     gets 409; otherwise do the work and remember the key and the token.
 //
@@ -60,16 +67,16 @@ type target struct {
 	keys    map[string]map[string]bool
 }
 
-// signatureOK reports whether header carries one fresh t and a v1 that is our
-// HMAC (any v1, so a sender may add more values later); every v1 is compared
-// in constant time.
-func (tg *target) signatureOK(header, token, key string, body []byte) bool {
+// signatureOK reports whether header carries one fresh t and a v2 that is our
+// HMAC (any v2: a sender rotating its secret sends one per secret); every v2
+// is compared in constant time. Other schemes (the retired v1) are ignored.
+func (tg *target) signatureOK(header, job, token, key string, body []byte) bool {
 	var times, candidates []string
 	for _, item := range strings.Split(header, ",") {
 		name, value, _ := strings.Cut(item, "=")
 		if name == "t" {
 			times = append(times, value)
-		} else if name == "v1" {
+		} else if name == "v2" {
 			candidates = append(candidates, value)
 		}
 	}
@@ -82,18 +89,37 @@ func (tg *target) signatureOK(header, token, key string, body []byte) bool {
 		return false
 	}
 	mac := hmac.New(sha256.New, tg.secret)
-	fmt.Fprintf(mac, "%s\n%s\n%s\n", times[0], token, key)
+	fmt.Fprintf(mac, "%s\n%s\n%s\n%s\n", times[0], job, token, key)
 	mac.Write(body) // the raw bytes: the MAC is over them, not over parsed JSON
 	want := mac.Sum(nil)
 	matched := false
-	for _, v1 := range candidates {
-		got, err := hex.DecodeString(v1)
+	for _, v2 := range candidates {
+		got, err := hex.DecodeString(v2)
 		if err != nil || len(got) != sha256.Size {
 			return false
 		}
 		matched = hmac.Equal(got, want) || matched // all compared: no early exit
 	}
 	return matched
+}
+
+// bodyJob returns the body's "job" and true, or false when the body is not a
+// JSON object with a "job" member (a raw body); a "job" that is not a string
+// is returned as "" and true, so it never matches.
+func bodyJob(body []byte) (string, bool) {
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(body, &doc) != nil {
+		return "", false
+	}
+	raw, ok := doc["job"]
+	if !ok {
+		return "", false
+	}
+	var job string
+	if json.Unmarshal(raw, &job) != nil {
+		return "", true
+	}
+	return job, true
 }
 
 // deliver checks, performs and records one delivery; returns status and answer.
@@ -149,17 +175,18 @@ func (tg *target) handle(w http.ResponseWriter, r *http.Request) (int, any) {
 	}
 	signature, tokenText := r.Header.Get("Cronfence-Signature"), r.Header.Get("Fencing-Token")
 	key, job := r.Header.Get("Idempotency-Key"), r.Header.Get("Cronfence-Job")
-	if signature == "" || !tg.signatureOK(signature, tokenText, key, body) {
+	if signature == "" || !tg.signatureOK(signature, job, tokenText, key, body) {
 		return refuse(http.StatusUnauthorized, "bad signature")
 	}
 	token, err := strconv.ParseInt(tokenText, 10, 64) // up to 2^63-1
 	if !digits.MatchString(tokenText) || err != nil { // ParseInt alone takes "+1"
 		return refuse(http.StatusBadRequest, "bad fencing token")
 	}
-	// Cronfence-Job is not signed; a scheduled key is "<job>@<instant>", so they
-	// must agree, or a replay could raise another job's highest token.
-	prefix, _, scheduled := strings.Cut(key, "@")
-	if key == "" || job == "" || (scheduled && prefix != job) {
+	// Every key, scheduled or manual, is "<job>@...", and the body names the
+	// job too: all three must agree, or a replay could take another job's key
+	// or raise its highest token.
+	named, hasJob := bodyJob(body)
+	if key == "" || job == "" || !strings.HasPrefix(key, job+"@") || (hasJob && named != job) {
 		return refuse(http.StatusBadRequest, "bad cronfence-job")
 	}
 	scope := r.Header.Get("Cronfence-Fence-Scope")

@@ -5,11 +5,18 @@
 // (or PORT and EFFECTS_FILE in the environment; port 0 picks a free one,
 // printed as "listening on 127.0.0.1:PORT"). The contract is DESIGN §5:
 //
-// 1. Verify Cronfence-Signature, t=<unix seconds>,v1=<hex>, where
-//    v1 = hex(HMAC-SHA256(secret, t + "\n" + Fencing-Token + "\n" +
-//    Idempotency-Key + "\n" + raw body)), and refuse a t more than 5 minutes
-//    old (or ahead): 401.
-// 2. Together with the effect: a seen Idempotency-Key gets 200 and nothing is
+// 1. Verify Cronfence-Signature, t=<unix seconds>,v2=<hex>, where
+//    v2 = hex(HMAC-SHA256(secret, t + "\n" + Cronfence-Job + "\n" +
+//    Fencing-Token + "\n" + Idempotency-Key + "\n" + raw body)), and refuse
+//    a t more than 5 minutes old (or ahead): 401. (A Standard Webhooks
+//    library could check webhook-signature instead, given "whsec_" +
+//    base64(secret).)
+// 2. Check that the Idempotency-Key starts with "<Cronfence-Job>@" and that
+//    the body's "job", when it has one, is Cronfence-Job: 400 otherwise. The
+//    key of a scheduled firing is "<job>@<instant>", of a manual run
+//    "<job>@manual-<run id>"; a delivery of one job replayed as another's
+//    fails here or at the signature.
+// 3. Together with the effect: a seen Idempotency-Key gets 200 and nothing is
 //    done again; a fencing token lower than the highest in its fence scope
 //    gets 409; otherwise do the work and remember the key and the token.
 //
@@ -41,25 +48,37 @@ const effectsPath = process.argv[3] ?? process.env.EFFECTS_FILE ?? "effects.json
 // twice).
 const jobs = new Map();
 
-// True when header carries one fresh t and a v1 that is our HMAC (any v1, so
-// a sender may add more values later); every v1 is compared in constant time.
-function signatureOk(header, token, key, body) {
+// True when header carries one fresh t and a v2 that is our HMAC (any v2: a
+// sender rotating its secret sends one per secret); every v2 is compared in
+// constant time. Other schemes (the retired v1) are ignored.
+function signatureOk(header, job, token, key, body) {
   const items = header.split(",").map((item) => {
     const at = item.indexOf("=");
     return at < 0 ? [item, ""] : [item.slice(0, at), item.slice(at + 1)];
   });
   const times = items.filter(([name]) => name === "t").map(([, value]) => value);
-  const candidates = items.filter(([name]) => name === "v1").map(([, value]) => value);
+  const candidates = items.filter(([name]) => name === "v2").map(([, value]) => value);
   if (times.length !== 1 || !/^[0-9]{1,19}$/.test(times[0])) return false;
   if (candidates.length === 0) return false;
-  if (!candidates.every((v1) => /^[0-9a-fA-F]{64}$/.test(v1))) return false;
+  if (!candidates.every((v2) => /^[0-9a-fA-F]{64}$/.test(v2))) return false;
   if (Math.abs(Date.now() / 1000 - Number(times[0])) > MAX_AGE_S) return false;
   const want = createHmac("sha256", secret)
-    .update(`${times[0]}\n${token}\n${key}\n`)
+    .update(`${times[0]}\n${job}\n${token}\n${key}\n`)
     .update(body) // the raw bytes: the MAC is over them, not over parsed JSON
     .digest();
-  const matches = candidates.map((v1) => timingSafeEqual(want, Buffer.from(v1, "hex")));
+  const matches = candidates.map((v2) => timingSafeEqual(want, Buffer.from(v2, "hex")));
   return matches.includes(true); // all compared: no early exit
+}
+
+// The body's "job", or undefined when the body is not a JSON object naming
+// one (a raw body).
+function bodyJob(body) {
+  try {
+    const doc = JSON.parse(body.toString("utf8"));
+    return doc !== null && typeof doc === "object" && !Array.isArray(doc) ? doc.job : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 // Checks, performs and records one delivery. It is synchronous (no await, a
@@ -99,15 +118,17 @@ function handle(req, body, res) {
   const tokenText = req.headers["fencing-token"] ?? "";
   const key = req.headers["idempotency-key"];
   const job = req.headers["cronfence-job"];
-  if (signature === undefined || !signatureOk(signature, tokenText, key ?? "", body)) {
+  if (signature === undefined || !signatureOk(signature, job ?? "", tokenText, key ?? "", body)) {
     return answer(res, 401, { status: "error", error: "bad signature" });
   }
   if (!/^[0-9]{1,19}$/.test(tokenText) || BigInt(tokenText) > TOKEN_MAX) {
     return answer(res, 400, { status: "error", error: "bad fencing token" });
   }
-  // Cronfence-Job is not signed; a scheduled key is "<job>@<instant>", so they
-  // must agree, or a replay could raise another job's highest token.
-  if (!key || !job || (key.includes("@") && key.split("@", 1)[0] !== job)) {
+  // Every key, scheduled or manual, is "<job>@...", and the body names the job
+  // too: all three must agree, or a replay could take another job's key or
+  // raise its highest token.
+  const named = bodyJob(body);
+  if (!key || !job || !key.startsWith(`${job}@`) || (named !== undefined && named !== job)) {
     return answer(res, 400, { status: "error", error: "bad cronfence-job" });
   }
   const scope = req.headers["cronfence-fence-scope"] ?? "job";

@@ -6,11 +6,17 @@
 (or PORT, EFFECTS_FILE and STATE_DB in the environment; port 0 picks a free
 one, printed as "listening on 127.0.0.1:PORT"). The contract is DESIGN §5:
 
-1. Verify Cronfence-Signature, t=<unix seconds>,v1=<hex>, where
-   v1 = hex(HMAC-SHA256(secret, t + "\\n" + Fencing-Token + "\\n" +
-   Idempotency-Key + "\\n" + raw body)), and refuse a t more than 5 minutes
-   old (or ahead): 401.
-2. In ONE SQLite transaction with the effect: a seen Idempotency-Key gets 200
+1. Verify Cronfence-Signature, t=<unix seconds>,v2=<hex>, where
+   v2 = hex(HMAC-SHA256(secret, t + "\\n" + Cronfence-Job + "\\n" +
+   Fencing-Token + "\\n" + Idempotency-Key + "\\n" + raw body)), and refuse
+   a t more than 5 minutes old (or ahead): 401. (A Standard Webhooks library
+   could check webhook-signature instead, given "whsec_" + base64(secret).)
+2. Check that the Idempotency-Key starts with "<Cronfence-Job>@" and that the
+   body's "job", when it has one, is Cronfence-Job: 400 otherwise. The key of
+   a scheduled firing is "<job>@<instant>", of a manual run
+   "<job>@manual-<run id>"; a delivery of one job replayed as another's fails
+   here or at the signature, so it cannot take the other job's key or token.
+3. In ONE SQLite transaction with the effect: a seen Idempotency-Key gets 200
    and nothing is done again; a fencing token lower than the highest in its
    fence scope gets 409; otherwise do the work and remember the key and the
    token.
@@ -48,22 +54,32 @@ CREATE TABLE IF NOT EXISTS effects (job TEXT, token INTEGER, key TEXT, run_id TE
 """
 
 
-def signature_ok(secret, header, token, key, body):
-    """True when header carries one fresh t and a v1 that is our HMAC (any v1, so
-    a sender may add more values later); every v1 is compared in constant time."""
+def signature_ok(secret, header, job, token, key, body):
+    """True when header carries one fresh t and a v2 that is our HMAC (any v2: a
+    sender rotating its secret sends one per secret); every v2 is compared in
+    constant time. Other schemes (the retired v1) are ignored."""
     items = [item.partition("=") for item in header.split(",")]
     times = [value for name, _, value in items if name == "t"]
-    candidates = [value for name, _, value in items if name == "v1"]
+    candidates = [value for name, _, value in items if name == "v2"]
     if len(times) != 1 or not re.fullmatch(r"[0-9]{1,19}", times[0]) or not candidates:
         return False
-    if not all(re.fullmatch(r"[0-9a-fA-F]{64}", v1) for v1 in candidates):
+    if not all(re.fullmatch(r"[0-9a-fA-F]{64}", v2) for v2 in candidates):
         return False
     if abs(time.time() - int(times[0])) > MAX_AGE_S:
         return False
-    message = f"{times[0]}\n{token}\n{key}\n".encode() + body
+    message = f"{times[0]}\n{job}\n{token}\n{key}\n".encode() + body
     want = hmac.new(secret, message, hashlib.sha256).hexdigest()
-    matches = [hmac.compare_digest(want, v1.lower()) for v1 in candidates]  # no early exit
+    matches = [hmac.compare_digest(want, v2.lower()) for v2 in candidates]  # no early exit
     return any(matches)
+
+
+def body_job(body):
+    """The body's "job", or None when the body is not a JSON object naming one (a raw body)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    return doc.get("job", None) if isinstance(doc, dict) else None
 
 
 def deliver(db_path, job, token, key, run_id, scope):
@@ -121,14 +137,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         signature = self.headers.get("Cronfence-Signature")
         token_text = self.headers.get("Fencing-Token") or ""
         key, job = self.headers.get("Idempotency-Key"), self.headers.get("Cronfence-Job")
-        if signature is None or not signature_ok(self.server.secret, signature, token_text,
-                                                 key or "", body):
+        if signature is None or not signature_ok(self.server.secret, signature, job or "",
+                                                 token_text, key or "", body):
             return self.answer(401, {"status": "error", "error": "bad signature"})
         if not re.fullmatch(r"[0-9]{1,19}", token_text) or int(token_text) > TOKEN_MAX:
             return self.answer(400, {"status": "error", "error": "bad fencing token"})
-        # Cronfence-Job is not signed; a scheduled key is "<job>@<instant>", so
-        # they must agree, or a replay could raise another job's highest token.
-        if not key or not job or ("@" in key and key.split("@", 1)[0] != job):
+        # Every key, scheduled or manual, is "<job>@...", and the body names the
+        # job too: all three must agree, or a replay could take another job's
+        # key or raise its highest token.
+        named = body_job(body)
+        if not key or not job or not key.startswith(job + "@") or named not in (None, job):
             return self.answer(400, {"status": "error", "error": "bad cronfence-job"})
         scope = self.headers.get("Cronfence-Fence-Scope", "job")
         if scope not in ("job", "slot"):
