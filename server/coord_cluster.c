@@ -429,8 +429,12 @@ struct pending_release {
     char value[64];
     uint32_t nodes; /* nodes still to release on */
     int64_t expires_boot_ms;
+    int64_t next_try_boot_ms; /* retried with backoff: a storm of retries is what slows a node */
+    int64_t backoff_ms;
 };
 #define RELEASES_MAX 100000
+#define RELEASE_BACKOFF_FIRST_MS 100
+#define RELEASE_BACKOFF_MAX_MS 2000
 
 struct coord_cluster {
     struct coord base;
@@ -671,6 +675,8 @@ static void retry_unreleased(struct coord_cluster *self, struct nodeset_round *r
     memcpy(entry->value, work->value, sizeof(entry->value));
     entry->nodes = nodes;
     entry->expires_boot_ms = cf_boot_ms() + lease_ms;
+    entry->backoff_ms = RELEASE_BACKOFF_FIRST_MS;
+    entry->next_try_boot_ms = cf_boot_ms() + entry->backoff_ms;
     pthread_mutex_lock(&self->release_lock);
     if (self->release_count < RELEASES_MAX) {
         entry->next = self->releases;
@@ -707,24 +713,33 @@ static bool retry_releases(struct coord_cluster *self, int64_t wait_ms)
     round = nodeset_round_begin(self->ns);
     entry = list;
     for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        /* Each entry waits for its backoff, except at the stop (wait_ms given). */
+        bool due = wait_ms > 0 || entry->next_try_boot_ms <= now;
+
         for (size_t node = 0; node < self->n; node++) {
             index[i][node] = -1;
-            if ((entry->nodes & (1u << node)) && nodeset_round_node_up(round, node))
+            if (due && (entry->nodes & (1u << node)) && nodeset_round_node_up(round, node))
                 index[i][node] = nodeset_round_script(round, node, S_RELEASE, 1, 2,
                                                       (const char *[]){entry->lock, entry->value});
         }
     }
-    if (wait_ms > 0)
-        nodeset_round_exec_within(round, wait_ms);
-    else
-        nodeset_round_exec(round);
+    nodeset_round_exec_within(round, wait_ms > 0 ? wait_ms : COMMIT_WAIT_MS);
     entry = list;
     for (size_t i = 0; index != NULL && i < n; i++, entry = entry->next) {
+        bool tried = false;
+
         for (size_t node = 0; node < self->n; node++) {
             const redisReply *reply = nodeset_round_reply(round, node, index[i][node]);
 
+            tried |= index[i][node] >= 0;
             if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
                 entry->nodes &= ~(1u << node);
+        }
+        if (tried) {
+            entry->backoff_ms = entry->backoff_ms * 2 > RELEASE_BACKOFF_MAX_MS
+                                    ? RELEASE_BACKOFF_MAX_MS
+                                    : entry->backoff_ms * 2;
+            entry->next_try_boot_ms = cf_boot_ms() + entry->backoff_ms;
         }
     }
     nodeset_round_end(round);
