@@ -295,7 +295,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     hcfg.observe = api_observe;
     hcfg.ctx = inst->api;
     hcfg.max_body_bytes = MAX_BODY_BYTES;
-    hcfg.threads = 4;
+    hcfg.threads = 16;
     ret = http_start(&hcfg, &inst->http, err, errlen);
     if (ret != CF_OK)
         return ret;
