@@ -1751,9 +1751,14 @@ static void catalog_repair(struct coord_cluster *self, const struct seen_entry *
     make_key(self, jobs, "jobs", "");
     snprintf(ttl, sizeof(ttl), "%lld", (long long)TOMBSTONE_TTL_MS);
     for (size_t e = 0; e < count; e++) {
-        json_t *doc = json_loads(entries[e].json, 0, NULL);
-        bool deleted = doc != NULL && doc_deleted(doc);
+        json_t *doc;
+        bool deleted;
 
+        /* Most entries are on every node already: only those that lag are parsed. */
+        if ((mask & ~entries[e].holders) == 0)
+            continue;
+        doc = json_loads(entries[e].json, 0, NULL);
+        deleted = doc != NULL && doc_deleted(doc);
         json_decref(doc);
         make_key(self, key, "job:", entries[e].name);
         snprintf(version, sizeof(version), "%lld", (long long)entries[e].version);
