@@ -176,7 +176,9 @@ int db_open(const char *path, struct db **out, char *err, size_t errlen)
      */
     rc = sqlite3_exec(db->conn,
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                      "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+                      "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+                      /* 1 MiB of page cache per handle, not 2: an instance keeps several. */
+                      "PRAGMA cache_size=-1024;",
                       NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         set_err(err, errlen, "cannot set up database: %s", sqlite3_errmsg(db->conn));
