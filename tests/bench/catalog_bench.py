@@ -17,7 +17,7 @@ It never fails on the numbers; it exits non-zero when it cannot run at all
 or the catalogs differ.
 
     /usr/bin/python3 tests/bench/catalog_bench.py --bin-dir build [--jobs 5000]
-        [--threads 40] [--instances 3] [--one-instance]
+        [--threads 40] [--instances 3] [--one-instance] [--keep]
 
 Python 3.11 standard library only; processes and HTTP helpers are those of
 standalone_lag.py and cluster_bench.py, the Redis nodes those of the
@@ -28,7 +28,6 @@ import argparse
 from http import client as http_client
 import json
 import pathlib
-import os
 import shutil
 import sys
 import tempfile
@@ -91,6 +90,7 @@ def main():
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--one-instance", action="store_true",
                         help="every client thread talks to the first instance")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     bin_dir = args.bin_dir.resolve()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="cf-catalog-bench-"))
@@ -147,7 +147,10 @@ def main():
         return 0 if same and out["versions_distinct"] else 1
     finally:
         stop_all(processes, out)
-        (os.environ.get("KEEP") or shutil.rmtree(workdir, ignore_errors=True))
+        if args.keep:
+            progress(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
