@@ -516,11 +516,11 @@ out:
 
 /* ---- catalog ---- */
 
-/* Builds a job from a stored document and its row's meta; CF_ERR_DB when unreadable. */
-static int job_from_text(const char *text, int64_t version, int64_t created_at_ms,
-                         int64_t updated_at_ms, struct job **job)
+/* Builds a job from a row (doc, version, created_at, updated_at) starting at column col. */
+static int job_from_row(sqlite3_stmt *stmt, int col, struct job **job)
 {
     json_error_t jerr;
+    const char *text = (const char *)sqlite3_column_text(stmt, col);
     json_t *doc = text ? json_loads(text, 0, &jerr) : NULL;
     json_t *errors = json_array();
     int ret = CF_ERR_DB;
@@ -544,21 +544,13 @@ static int job_from_text(const char *text, int64_t version, int64_t created_at_m
         ret = CF_ERR_DB;
         goto out;
     }
-    (*job)->version = version;
-    (*job)->created_at_ms = created_at_ms;
-    (*job)->updated_at_ms = updated_at_ms;
+    (*job)->version = sqlite3_column_int64(stmt, col + 1);
+    (*job)->created_at_ms = sqlite3_column_int64(stmt, col + 2);
+    (*job)->updated_at_ms = sqlite3_column_int64(stmt, col + 3);
 out:
     json_decref(doc);
     json_decref(errors);
     return ret;
-}
-
-/* Builds a job from a row (doc, version, created_at, updated_at) starting at column col. */
-static int job_from_row(sqlite3_stmt *stmt, int col, struct job **job)
-{
-    return job_from_text((const char *)sqlite3_column_text(stmt, col),
-                         sqlite3_column_int64(stmt, col + 1), sqlite3_column_int64(stmt, col + 2),
-                         sqlite3_column_int64(stmt, col + 3), job);
 }
 
 int db_job_get(struct db *db, const char *name, struct job **job)
@@ -776,130 +768,17 @@ out:
     return ret;
 }
 
-/* One stored job read by db_job_all, before it is parsed. */
-struct stored_job {
-    char *doc;
-    int64_t version, created_at_ms, updated_at_ms;
-    struct job *job;
-    int ret;
-};
-
-/* A share of db_job_all's parsing: every step-th stored job from first. */
-struct parse_share {
-    struct stored_job *rows;
-    size_t count, first, step;
-};
-
-static void *parse_share_main(void *arg)
-{
-    struct parse_share *share = arg;
-
-    for (size_t i = share->first; i < share->count; i += share->step) {
-        struct stored_job *row = &share->rows[i];
-
-        row->ret = job_from_text(row->doc, row->version, row->created_at_ms, row->updated_at_ms,
-                                 &row->job);
-    }
-    return NULL;
-}
-
-/*
- * Parses count stored jobs on up to DB_PARSE_THREADS threads: parsing and
- * validating the documents is what a start with a large catalog spends its
- * time on, and each document is independent of the others.
- */
-#define DB_PARSE_THREADS 4
-#define DB_PARSE_THREAD_MIN_JOBS 2000
-static void parse_stored(struct stored_job *rows, size_t count)
-{
-    struct parse_share shares[DB_PARSE_THREADS];
-    pthread_t threads[DB_PARSE_THREADS];
-    bool started[DB_PARSE_THREADS] = {false};
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t n = count / DB_PARSE_THREAD_MIN_JOBS;
-
-    if (cpus > 0 && n > (size_t)cpus)
-        n = (size_t)cpus;
-    if (n > DB_PARSE_THREADS)
-        n = DB_PARSE_THREADS;
-    if (n == 0)
-        n = 1;
-    for (size_t t = 0; t < n; t++) {
-        shares[t] = (struct parse_share){rows, count, t, n};
-        /* Share 0 runs here; a share whose thread cannot start runs here too. */
-        if (t > 0)
-            started[t] = pthread_create(&threads[t], NULL, parse_share_main, &shares[t]) == 0;
-    }
-    for (size_t t = 0; t < n; t++)
-        if (!started[t])
-            parse_share_main(&shares[t]);
-    for (size_t t = 1; t < n; t++)
-        if (started[t])
-            pthread_join(threads[t], NULL);
-}
-
 int db_job_all(struct db *db, struct job ***jobs, size_t *count)
 {
-    struct stored_job *rows = NULL;
-    size_t n = 0, cap = 0;
     sqlite3_stmt *stmt;
-    int rc = SQLITE_DONE, ret = CF_OK;
+    int ret;
 
-    *jobs = NULL;
-    *count = 0;
-    /* The documents are copied out under the lock and parsed after, in parallel. */
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, "SELECT doc, version, created_at, updated_at FROM jobs "
                        "WHERE deleted_at IS NULL ORDER BY name");
-    if (stmt == NULL)
-        ret = CF_ERR_DB;
-    while (ret == CF_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *doc = (const char *)sqlite3_column_text(stmt, 0);
-
-        if (n == cap) {
-            size_t grown = cap ? cap * 2 : 256;
-            struct stored_job *bigger = realloc(rows, grown * sizeof(*rows));
-
-            if (bigger == NULL) {
-                ret = CF_ERR_NOMEM;
-                break;
-            }
-            rows = bigger;
-            cap = grown;
-        }
-        rows[n] = (struct stored_job){.doc = doc ? strdup(doc) : NULL,
-                                      .version = sqlite3_column_int64(stmt, 1),
-                                      .created_at_ms = sqlite3_column_int64(stmt, 2),
-                                      .updated_at_ms = sqlite3_column_int64(stmt, 3)};
-        if (doc != NULL && rows[n].doc == NULL)
-            ret = CF_ERR_NOMEM;
-        n++;
-    }
-    if (ret == CF_OK && rc != SQLITE_DONE)
-        ret = db_fail(db, "job list");
+    ret = stmt ? collect_jobs(db, stmt, 0, jobs, count, NULL) : CF_ERR_DB;
     sqlite3_finalize(stmt);
     pthread_mutex_unlock(&db->lock);
-    if (ret == CF_OK) {
-        parse_stored(rows, n);
-        *jobs = calloc(n ? n : 1, sizeof(**jobs));
-        if (*jobs == NULL)
-            ret = CF_ERR_NOMEM;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (ret == CF_OK)
-            ret = rows[i].ret;
-        if (ret == CF_OK)
-            (*jobs)[(*count)++] = rows[i].job;
-        else
-            job_free(rows[i].job);
-        free(rows[i].doc);
-    }
-    free(rows);
-    if (ret != CF_OK) {
-        free_jobs(*jobs, *count);
-        *jobs = NULL;
-        *count = 0;
-    }
     return ret;
 }
 
