@@ -483,6 +483,17 @@ struct coord_cluster {
     char outbox_field[192];
     atomic_bool outbox_queued;
 
+    /* Catalog writes waiting for the group commit (see catalog_submit). */
+    pthread_mutex_t catalog_mutex; /* guards the queue and catalog_committing */
+    pthread_cond_t catalog_cond;   /* a batch was committed */
+    struct catalog_request *catalog_queue, **catalog_tail;
+    bool catalog_committing;
+    /* The committing thread's: the catalog lock kept between batches, and the next version. */
+    struct coord_claim catalog_claim;
+    bool catalog_held;
+    int64_t catalog_held_since_ms; /* CLOCK_BOOTTIME */
+    int64_t catalog_next_version;
+
     pthread_t thread;
     bool thread_started;
     atomic_bool stopping;
@@ -1280,7 +1291,9 @@ static int catalog_lock(struct coord_cluster *self, struct coord_claim *claim)
             return claim->result;
         if (cf_boot_ms() >= deadline)
             return claim->result == CF_ERR_BUSY ? CF_ERR_TIMEOUT : CF_ERR_NO_QUORUM;
-        cf_sleep_ms(5 + (int64_t)(random_u64() % 45));
+        /* Short: a catalog hold is brief, and losing the race costs one round that writes nothing.
+         */
+        cf_sleep_ms(2 + (int64_t)(random_u64() % 10));
     }
 }
 
@@ -1293,92 +1306,6 @@ static int64_t doc_version(const json_t *doc)
 static bool doc_deleted(const json_t *doc)
 {
     return json_object_get(doc, "deleted_at") != NULL;
-}
-
-/*
- * Reads name's catalog entry from every node; *current receives the newest
- * document (new reference, NULL when absent). CF_ERR_NO_QUORUM when fewer
- * than Q trusted nodes answered.
- */
-static int catalog_read(struct coord_cluster *self, const char *name, json_t **current)
-{
-    struct nodeset_round *round = nodeset_round_begin(self->ns);
-    char key[KEY_MAX];
-    int index[MAX_NODES];
-    size_t answered = 0;
-
-    *current = NULL;
-    make_key(self, key, "job:", name);
-    for (size_t node = 0; node < self->n; node++)
-        index[node] =
-            nodeset_round_node_up(round, node)
-                ? nodeset_round_command(round, node, 2, (const char *[]){"GET", key}, NULL)
-                : -1;
-    nodeset_round_exec(round);
-    for (size_t node = 0; node < self->n; node++) {
-        const redisReply *reply = nodeset_round_reply(round, node, index[node]);
-        json_t *doc;
-
-        if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-            continue;
-        if (node_trusted(self, node, nodeset_round_generation(round, node)))
-            answered++;
-        if (reply->type != REDIS_REPLY_STRING)
-            continue;
-        doc = json_loadb(reply->str, reply->len, 0, NULL);
-        if (doc != NULL && (*current == NULL || doc_version(doc) > doc_version(*current))) {
-            json_decref(*current);
-            *current = doc;
-        } else {
-            json_decref(doc);
-        }
-    }
-    nodeset_round_end(round);
-    if (answered < self->quorum) {
-        json_decref(*current);
-        *current = NULL;
-        return CF_ERR_NO_QUORUM;
-    }
-    return CF_OK;
-}
-
-/*
- * Writes a catalog document to every node and announces it. CF_OK when Q
- * trusted nodes hold it; CF_ERR_NO_QUORUM otherwise (the write may still
- * surface later through read repair, as with any quorum write).
- */
-static int catalog_write(struct coord_cluster *self, const char *name, int64_t version,
-                         const char *json, int64_t ttl_ms)
-{
-    struct nodeset_round *round = nodeset_round_begin(self->ns);
-    char key[KEY_MAX], jobs[KEY_MAX], channel[KEY_MAX], version_text[24], ttl[24];
-    int index[MAX_NODES];
-    size_t acked = 0;
-
-    make_key(self, key, "job:", name);
-    make_key(self, jobs, "jobs", "");
-    make_key(self, channel, "catalog", "");
-    snprintf(version_text, sizeof(version_text), "%lld", (long long)version);
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
-    for (size_t node = 0; node < self->n; node++) {
-        index[node] = -1;
-        if (!nodeset_round_node_up(round, node))
-            continue;
-        index[node] =
-            nodeset_round_script(round, node, S_CATALOG_WRITE, 2, 6,
-                                 (const char *[]){key, jobs, name, version_text, json, ttl});
-        nodeset_round_command(round, node, 3, (const char *[]){"PUBLISH", channel, name}, NULL);
-    }
-    nodeset_round_exec(round);
-    for (size_t node = 0; node < self->n; node++) {
-        const redisReply *reply = nodeset_round_reply(round, node, index[node]);
-
-        if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0 &&
-            node_trusted(self, node, nodeset_round_generation(round, node)))
-            acked++;
-    }
-    nodeset_round_end(round);
-    return acked >= self->quorum ? CF_OK : CF_ERR_NO_QUORUM;
 }
 
 /*
@@ -1471,101 +1398,407 @@ static void catch_up_mirror(struct coord_cluster *self, const char *name, const 
         notify_job(self, name);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Catalog writes: group commit (DESIGN §4.6)                              */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Concurrent catalog writes of this instance are committed in batches. A
+ * caller queues its write and waits; a waiting caller that finds no batch
+ * under way takes up to CATALOG_BATCH_MAX queued writes, at most one per job
+ * name, and commits them under one hold of the catalog lock:
+ *
+ *   1. the claim path takes the lock; its committed token t = (c << 16) | o,
+ *      o this instance's ordinal;
+ *   2. one round reads every name of the batch from every node and raises
+ *      the catalog fence to t + ((n - 1) << 16), n the batch size;
+ *   3. the existence, If-Match and create-only checks of each write are
+ *      made against the newest entry read, and the k-th write that passes
+ *      gets version t + (k << 16);
+ *   4. one round writes every document to every node; a write succeeds when
+ *      Q trusted nodes took it, and goes to the local mirror;
+ *   5. the lock is released.
+ *
+ * Why the versions are safe: steps 3-4 run only after step 2 put the raised
+ * fence on a trusted quorum, so every version of the batch is above what any
+ * claim committed before this one (the claim read a quorum) and below what
+ * any claim starting after step 2 mints (it reads a quorum that holds the
+ * raised fence): versions increase in commit order, as a token per write
+ * did. Every version keeps this instance's ordinal in its low bits, so a
+ * holder that overlapped ours after a broken lease (another ordinal) cannot
+ * mint any of them. Each write uses one counter step, as one claim per write
+ * did. The checks of step 3 run under the lock, against a quorum read, and no
+ * two writes of a batch name one job, so none depends on another's outcome.
+ */
+#define CATALOG_BATCH_MAX 256
+/*
+ * How long one hold of the catalog lock may serve batch after batch while
+ * writes keep coming, before it is released so that other instances' writes
+ * get their turn (they wait up to CATALOG_WAIT_MS for it).
+ */
+#define CATALOG_HOLD_MS 50
+
+/* One queued catalog write. */
+struct catalog_request {
+    struct catalog_request *next; /* queue link, under catalog_mutex */
+    const char *name;             /* borrowed */
+    struct job *job;              /* borrowed; NULL for a delete */
+    bool create_only;
+    int64_t if_match;
+    /* out, set by the committing thread */
+    int result;
+    bool created;
+    bool done; /* under catalog_mutex */
+    /* the committing thread's working state */
+    json_t *current; /* newest entry on the nodes (new reference), NULL when none */
+    char *json;      /* the document to write (owned), NULL when none */
+    int64_t version; /* 0: nothing to write */
+    int64_t deleted_at_ms;
+    int index[MAX_NODES]; /* command index per node, -1 when not sent */
+};
+
+/*
+ * Step 2: reads the entry of each of the batch's names from every node and
+ * raises the catalog fence to top, in one round. CF_OK when Q trusted nodes
+ * answered every read and took the raise; each request's current then holds
+ * the newest entry seen. CF_ERR_NO_QUORUM otherwise.
+ */
+static int catalog_read_batch(struct coord_cluster *self, struct catalog_request **batch,
+                              size_t count, int64_t top)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char key[KEY_MAX], fence[KEY_MAX], fences[KEY_MAX], top_text[24];
+    int raise[MAX_NODES];
+    size_t answered = 0;
+
+    make_key(self, fence, "fence:", CATALOG_JOB);
+    make_key(self, fences, "fences", "");
+    snprintf(top_text, sizeof(top_text), "%lld", (long long)top);
+    for (size_t node = 0; node < self->n; node++) {
+        bool up = nodeset_round_node_up(round, node);
+
+        raise[node] =
+            up ? nodeset_round_script(round, node, S_FENCE_RAISE, 2, 5,
+                                      (const char *[]){fence, fences, top_text, "0", CATALOG_JOB})
+               : -1;
+        for (size_t i = 0; i < count; i++) {
+            make_key(self, key, "job:", batch[i]->name);
+            batch[i]->index[node] =
+                up ? nodeset_round_command(round, node, 2, (const char *[]){"GET", key}, NULL) : -1;
+        }
+    }
+    /* A catalog write is worth a slow fsync on a node: wait as a commit does. */
+    nodeset_round_exec_within(round, self->node_timeout_ms > COMMIT_WAIT_MS ? self->node_timeout_ms
+                                                                            : COMMIT_WAIT_MS);
+    for (size_t node = 0; node < self->n; node++) {
+        const redisReply *raised = nodeset_round_reply(round, node, raise[node]);
+        bool complete = raised != NULL && raised->type == REDIS_REPLY_INTEGER;
+
+        for (size_t i = 0; i < count; i++) {
+            const redisReply *reply = nodeset_round_reply(round, node, batch[i]->index[node]);
+            json_t *doc;
+
+            if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+                complete = false;
+                continue;
+            }
+            if (reply->type != REDIS_REPLY_STRING)
+                continue;
+            doc = json_loadb(reply->str, reply->len, 0, NULL);
+            if (doc != NULL &&
+                (batch[i]->current == NULL || doc_version(doc) > doc_version(batch[i]->current))) {
+                json_decref(batch[i]->current);
+                batch[i]->current = doc;
+            } else {
+                json_decref(doc);
+            }
+        }
+        if (complete && node_trusted(self, node, nodeset_round_generation(round, node)))
+            answered++;
+    }
+    nodeset_round_end(round);
+    return answered >= self->quorum ? CF_OK : CF_ERR_NO_QUORUM;
+}
+
+/*
+ * Step 3 for one write: its checks against the newest entry, then, when they
+ * pass, its document with the given version. Sets request->result (CF_OK
+ * with json set, or why not).
+ */
+static void catalog_judge(struct catalog_request *request, int64_t version)
+{
+    const json_t *current = request->current;
+    bool exists = current != NULL && !doc_deleted(current);
+    int64_t now = cf_wall_ms();
+    json_t *doc;
+
+    if (request->job == NULL) {
+        char when[CF_TIME_LEN];
+
+        if (!exists) {
+            request->result = CF_ERR_NOT_FOUND;
+            return;
+        }
+        if (request->if_match > 0 && doc_version(current) != request->if_match) {
+            request->result = CF_ERR_PRECONDITION;
+            return;
+        }
+        request->deleted_at_ms = now;
+        doc = json_pack("{s:s, s:I, s:s}", "name", request->name, "version", (json_int_t)version,
+                        "deleted_at", cf_format_time(now, when));
+    } else {
+        struct job *job = request->job;
+
+        request->created = !exists;
+        if (request->create_only && exists) {
+            request->result = CF_ERR_CONFLICT;
+            return;
+        }
+        if ((request->if_match > 0 && (!exists || doc_version(current) != request->if_match)) ||
+            (request->if_match == COORD_IF_EXISTS && !exists)) {
+            request->result = CF_ERR_PRECONDITION;
+            return;
+        }
+        job->version = version;
+        job->updated_at_ms = now;
+        job->created_at_ms = now;
+        if (exists) {
+            int64_t created_at = 0;
+
+            if (cf_parse_time(json_string_value(json_object_get(current, "created_at")),
+                              &created_at) == CF_OK)
+                job->created_at_ms = created_at;
+        }
+        doc = job_to_json(job, true);
+    }
+    request->json = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (request->json == NULL) {
+        request->result = CF_ERR_NOMEM;
+        return;
+    }
+    request->version = version;
+    request->result = CF_OK;
+}
+
+/*
+ * Step 4: writes every judged document of the batch to every node, and
+ * announces them once. Each such request's result becomes CF_OK when Q
+ * trusted nodes hold its document, CF_ERR_NO_QUORUM otherwise (the write may
+ * still surface later through read repair, as with any quorum write).
+ */
+static void catalog_write_batch(struct coord_cluster *self, struct catalog_request **batch,
+                                size_t count)
+{
+    struct nodeset_round *round = nodeset_round_begin(self->ns);
+    char key[KEY_MAX], jobs[KEY_MAX], version_text[24], ttl[24];
+    const char *announced = NULL;
+
+    make_key(self, jobs, "jobs", "");
+    for (size_t node = 0; node < self->n; node++) {
+        bool up = nodeset_round_node_up(round, node);
+
+        for (size_t i = 0; i < count; i++) {
+            struct catalog_request *request = batch[i];
+
+            request->index[node] = -1;
+            if (!up || request->version == 0)
+                continue;
+            make_key(self, key, "job:", request->name);
+            snprintf(version_text, sizeof(version_text), "%lld", (long long)request->version);
+            snprintf(ttl, sizeof(ttl), "%lld",
+                     request->job == NULL ? (long long)TOMBSTONE_TTL_MS : 0LL);
+            request->index[node] = nodeset_round_script(
+                round, node, S_CATALOG_WRITE, 2, 6,
+                (const char *[]){key, jobs, request->name, version_text, request->json, ttl});
+            announced = request->name;
+        }
+        if (up && announced != NULL)
+            nodeset_round_command(round, node, 3,
+                                  (const char *[]){"PUBLISH", self->catalog_channel, announced},
+                                  NULL);
+    }
+    nodeset_round_exec_within(round, self->node_timeout_ms > COMMIT_WAIT_MS ? self->node_timeout_ms
+                                                                            : COMMIT_WAIT_MS);
+    for (size_t i = 0; i < count; i++) {
+        size_t acked = 0;
+
+        if (batch[i]->version == 0)
+            continue;
+        for (size_t node = 0; node < self->n; node++) {
+            const redisReply *reply = nodeset_round_reply(round, node, batch[i]->index[node]);
+
+            if (reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer >= 0 &&
+                node_trusted(self, node, nodeset_round_generation(round, node)))
+                acked++;
+        }
+        batch[i]->result = acked >= self->quorum ? CF_OK : CF_ERR_NO_QUORUM;
+    }
+    nodeset_round_end(round);
+}
+
+/* Stores the batch's written documents in the local mirror, in one transaction. */
+static void catalog_mirror_batch(struct coord_cluster *self, struct catalog_request **batch,
+                                 size_t count)
+{
+    struct db_job_change changes[CATALOG_BATCH_MAX];
+    size_t stored = 0;
+    int ret;
+
+    for (size_t i = 0; i < count; i++)
+        if (batch[i]->version != 0 && batch[i]->result == CF_OK)
+            changes[stored++] = (struct db_job_change){batch[i]->name, batch[i]->job,
+                                                       batch[i]->version, batch[i]->deleted_at_ms};
+    ret = db_job_store_many(self->db, changes, stored);
+    if (ret == CF_OK)
+        return;
+    for (size_t i = 0; i < count; i++)
+        if (batch[i]->version != 0 && batch[i]->result == CF_OK)
+            batch[i]->result = ret;
+}
+
+/* Releases the catalog lock if this instance holds it; committing thread only. */
+static void catalog_unlock(struct coord_cluster *self)
+{
+    if (self->catalog_held)
+        cluster_release(&self->base, &self->catalog_claim, 1);
+    self->catalog_held = false;
+}
+
+/*
+ * Commits a batch of count writes (steps 1-5 above); sets every request's
+ * result. Committing thread only. The lock stays held for the next batch
+ * (see catalog_submit), unless an error makes its state uncertain.
+ */
+static void catalog_commit_batch(struct coord_cluster *self, struct catalog_request **batch,
+                                 size_t count)
+{
+    const int64_t step = (int64_t)1 << COORD_ORDINAL_BITS;
+    int64_t version;
+    int ret;
+
+    if (self->catalog_held &&
+        (cf_boot_ms() - self->catalog_held_since_ms >= CATALOG_HOLD_MS ||
+         self->catalog_claim.valid_until_boot_ms - cf_boot_ms() < CATALOG_LEASE_MS / 2))
+        catalog_unlock(self);
+    if (!self->catalog_held) {
+        ret = catalog_lock(self, &self->catalog_claim);
+        if (ret != CF_OK)
+            goto out;
+        self->catalog_held = true;
+        self->catalog_held_since_ms = cf_boot_ms();
+        self->catalog_next_version = self->catalog_claim.token;
+    }
+    if (self->catalog_next_version > COORD_TOKEN_MAX - (int64_t)count * step) {
+        ret = CF_ERR_INVALID; /* the token space is exhausted */
+        goto out_unlock;
+    }
+    ret = catalog_read_batch(self, batch, count,
+                             self->catalog_next_version + ((int64_t)count - 1) * step);
+    if (ret != CF_OK)
+        goto out_unlock;
+    version = self->catalog_next_version;
+    for (size_t i = 0; i < count; i++) {
+        catch_up_mirror(self, batch[i]->name, batch[i]->current);
+        catalog_judge(batch[i], version);
+        if (batch[i]->result == CF_OK)
+            version += step;
+    }
+    self->catalog_next_version = version;
+    /* The checks hold only while the lock does: at least half the lease must be left. */
+    if (self->catalog_claim.valid_until_boot_ms - cf_boot_ms() < CATALOG_LEASE_MS / 2) {
+        ret = CF_ERR_LOST;
+        goto out_unlock;
+    }
+    catalog_write_batch(self, batch, count);
+    catalog_mirror_batch(self, batch, count);
+    return;
+out_unlock:
+    catalog_unlock(self);
+out:
+    for (size_t i = 0; i < count; i++)
+        batch[i]->result = ret;
+}
+
+/*
+ * Queues request and waits until a batch committed it, committing batches
+ * itself when none is under way. Returns request->result.
+ */
+static int catalog_submit(struct coord_cluster *self, struct catalog_request *request)
+{
+    struct catalog_request *batch[CATALOG_BATCH_MAX];
+
+    for (size_t node = 0; node < MAX_NODES; node++)
+        request->index[node] = -1;
+    pthread_mutex_lock(&self->catalog_mutex);
+    *self->catalog_tail = request;
+    self->catalog_tail = &request->next;
+    while (!request->done) {
+        struct catalog_request **link = &self->catalog_queue;
+        size_t count = 0;
+
+        if (self->catalog_committing) {
+            pthread_cond_wait(&self->catalog_cond, &self->catalog_mutex);
+            continue;
+        }
+        /* Take the queued writes in order, leaving a second write of a name to a later batch. */
+        while (*link != NULL && count < CATALOG_BATCH_MAX) {
+            struct catalog_request *queued = *link;
+            bool repeated = false;
+
+            for (size_t i = 0; i < count && !repeated; i++)
+                repeated = strcmp(batch[i]->name, queued->name) == 0;
+            if (repeated) {
+                link = &queued->next;
+                continue;
+            }
+            *link = queued->next;
+            if (self->catalog_tail == &queued->next)
+                self->catalog_tail = link;
+            queued->next = NULL;
+            batch[count++] = queued;
+        }
+        self->catalog_committing = true;
+        pthread_mutex_unlock(&self->catalog_mutex);
+        catalog_commit_batch(self, batch, count);
+        pthread_mutex_lock(&self->catalog_mutex);
+        for (size_t i = 0; i < count; i++) {
+            json_decref(batch[i]->current);
+            batch[i]->current = NULL;
+            free(batch[i]->json);
+            batch[i]->json = NULL;
+            batch[i]->done = true;
+        }
+        pthread_cond_broadcast(&self->catalog_cond);
+        /* The lock stays for writes queued meanwhile: their caller commits them next. */
+        if (self->catalog_queue == NULL && self->catalog_held) {
+            pthread_mutex_unlock(&self->catalog_mutex);
+            catalog_unlock(self);
+            pthread_mutex_lock(&self->catalog_mutex);
+        }
+        self->catalog_committing = false;
+        pthread_cond_broadcast(&self->catalog_cond);
+    }
+    pthread_mutex_unlock(&self->catalog_mutex);
+    return request->result;
+}
+
 static int cluster_catalog_put(struct coord *coord, struct job *job, bool create_only,
                                int64_t if_match, bool *created)
 {
-    struct coord_cluster *self = from_base(coord);
-    struct coord_claim lock;
-    json_t *current = NULL, *doc = NULL;
-    char *json = NULL;
-    bool exists;
-    int ret;
+    struct catalog_request request = {
+        .name = job->name, .job = job, .create_only = create_only, .if_match = if_match};
+    int ret = catalog_submit(from_base(coord), &request);
 
-    ret = catalog_lock(self, &lock);
-    if (ret != CF_OK)
-        return ret;
-    ret = catalog_read(self, job->name, &current);
-    if (ret != CF_OK)
-        goto out;
-    catch_up_mirror(self, job->name, current);
-    exists = current != NULL && !doc_deleted(current);
-    *created = !exists;
-    if (create_only && exists) {
-        ret = CF_ERR_CONFLICT;
-        goto out;
-    }
-    if ((if_match > 0 && (!exists || doc_version(current) != if_match)) ||
-        (if_match == COORD_IF_EXISTS && !exists)) {
-        ret = CF_ERR_PRECONDITION;
-        goto out;
-    }
-    job->version = lock.token;
-    job->updated_at_ms = cf_wall_ms();
-    job->created_at_ms = job->updated_at_ms;
-    if (exists) {
-        int64_t created_at = 0;
-
-        if (cf_parse_time(json_string_value(json_object_get(current, "created_at")), &created_at) ==
-            CF_OK)
-            job->created_at_ms = created_at;
-    }
-    doc = job_to_json(job, true);
-    json = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-    if (json == NULL) {
-        ret = CF_ERR_NOMEM;
-        goto out;
-    }
-    ret = catalog_write(self, job->name, job->version, json, 0);
-    if (ret == CF_OK)
-        ret = db_job_store(self->db, job->name, job, job->version, 0);
-out:
-    cluster_release(coord, &lock, 1);
-    json_decref(current);
-    json_decref(doc);
-    free(json);
+    *created = request.created;
     return ret;
 }
 
 static int cluster_catalog_delete(struct coord *coord, const char *name, int64_t if_match)
 {
-    struct coord_cluster *self = from_base(coord);
-    struct coord_claim lock;
-    json_t *current = NULL, *tombstone = NULL;
-    char *json = NULL, when[CF_TIME_LEN];
-    int64_t now = cf_wall_ms();
-    int ret;
+    struct catalog_request request = {.name = name, .if_match = if_match};
 
-    ret = catalog_lock(self, &lock);
-    if (ret != CF_OK)
-        return ret;
-    ret = catalog_read(self, name, &current);
-    if (ret != CF_OK)
-        goto out;
-    catch_up_mirror(self, name, current);
-    if (current == NULL || doc_deleted(current)) {
-        ret = CF_ERR_NOT_FOUND;
-        goto out;
-    }
-    if (if_match > 0 && doc_version(current) != if_match) {
-        ret = CF_ERR_PRECONDITION;
-        goto out;
-    }
-    tombstone = json_pack("{s:s, s:I, s:s}", "name", name, "version", (json_int_t)lock.token,
-                          "deleted_at", cf_format_time(now, when));
-    json = tombstone != NULL ? json_dumps(tombstone, JSON_COMPACT) : NULL;
-    if (json == NULL) {
-        ret = CF_ERR_NOMEM;
-        goto out;
-    }
-    ret = catalog_write(self, name, lock.token, json, TOMBSTONE_TTL_MS);
-    if (ret == CF_OK)
-        ret = db_job_store(self->db, name, NULL, lock.token, now);
-out:
-    cluster_release(coord, &lock, 1);
-    json_decref(current);
-    json_decref(tombstone);
-    free(json);
-    return ret;
+    return catalog_submit(from_base(coord), &request);
 }
 
 /* One catalog entry seen in a poll: the newest document and which nodes hold it. */
@@ -1704,9 +1937,14 @@ static void catalog_repair(struct coord_cluster *self, const struct seen_entry *
     make_key(self, jobs, "jobs", "");
     snprintf(ttl, sizeof(ttl), "%lld", (long long)TOMBSTONE_TTL_MS);
     for (size_t e = 0; e < count; e++) {
-        json_t *doc = json_loads(entries[e].json, 0, NULL);
-        bool deleted = doc != NULL && doc_deleted(doc);
+        json_t *doc;
+        bool deleted;
 
+        /* Most entries are on every node already: only those that lag are parsed. */
+        if ((mask & ~entries[e].holders) == 0)
+            continue;
+        doc = json_loads(entries[e].json, 0, NULL);
+        deleted = doc != NULL && doc_deleted(doc);
         json_decref(doc);
         make_key(self, key, "job:", entries[e].name);
         snprintf(version, sizeof(version), "%lld", (long long)entries[e].version);
@@ -2738,6 +2976,8 @@ static void cluster_destroy(struct coord *coord)
     fired_slots_free(self->fired);
     pthread_mutex_destroy(&self->release_lock);
     pthread_mutex_destroy(&self->state_lock);
+    pthread_mutex_destroy(&self->catalog_mutex);
+    pthread_cond_destroy(&self->catalog_cond);
     pthread_cond_destroy(&self->first_view_cond);
     free(self->members);
     for (size_t i = 0; i < self->unheard_count; i++)
@@ -2792,6 +3032,9 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     pthread_mutex_init(&self->state_lock, NULL);
     pthread_mutex_init(&self->release_lock, NULL);
     pthread_cond_init(&self->first_view_cond, NULL);
+    pthread_mutex_init(&self->catalog_mutex, NULL);
+    pthread_cond_init(&self->catalog_cond, NULL);
+    self->catalog_tail = &self->catalog_queue;
     if (self->instance_id == NULL || self->advertise_url == NULL || self->prefix == NULL ||
         self->minting == NULL || self->fired == NULL) {
         cluster_destroy(&self->base);

@@ -176,7 +176,9 @@ int db_open(const char *path, struct db **out, char *err, size_t errlen)
      */
     rc = sqlite3_exec(db->conn,
                       "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                      "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+                      "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+                      /* 1 MiB of page cache per handle, not 2: an instance keeps several. */
+                      "PRAGMA cache_size=-1024;",
                       NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         set_err(err, errlen, "cannot set up database: %s", sqlite3_errmsg(db->conn));
@@ -943,6 +945,40 @@ int db_job_store(struct db *db, const char *name, const struct job *job, int64_t
     pthread_mutex_unlock(&db->lock);
     if (written)
         report_job(db, name, job, created);
+    return ret;
+}
+
+int db_job_store_many(struct db *db, const struct db_job_change *changes, size_t count)
+{
+    bool *written, *created;
+    int ret;
+
+    if (count == 0)
+        return CF_OK;
+    written = calloc(count, sizeof(*written));
+    created = calloc(count, sizeof(*created));
+    if (written == NULL || created == NULL) {
+        ret = CF_ERR_NOMEM;
+        goto out;
+    }
+    ret = db_begin(db);
+    if (ret != CF_OK)
+        goto out;
+    for (size_t i = 0; i < count && ret == CF_OK; i++)
+        ret = job_store_locked(db, changes[i].name, changes[i].job, changes[i].version,
+                               changes[i].deleted_at_ms, &written[i], &created[i]);
+    if (ret == CF_OK) {
+        ret = db_commit(db);
+    } else {
+        db_rollback(db);
+    }
+    if (ret == CF_OK)
+        for (size_t i = 0; i < count; i++)
+            if (written[i])
+                report_job(db, changes[i].name, changes[i].job, created[i]);
+out:
+    free(written);
+    free(created);
     return ret;
 }
 

@@ -111,6 +111,20 @@ int db_job_count(struct db *db, int64_t *count);
 int db_job_store(struct db *db, const char *name, const struct job *job, int64_t version,
                  int64_t deleted_at_ms);
 
+/* One catalog change for db_job_store_many(); the pointers are borrowed. */
+struct db_job_change {
+    const char *name;
+    const struct job *job; /* NULL: a tombstone at deleted_at_ms */
+    int64_t version;
+    int64_t deleted_at_ms;
+};
+
+/*
+ * Writes count catalog changes as db_job_store() does, in one transaction
+ * (all or none), so that a batch waits for the database's write lock once.
+ */
+int db_job_store_many(struct db *db, const struct db_job_change *changes, size_t count);
+
 /* Version of name (live or tombstone) into *version; 0 when unknown. */
 int db_job_version(struct db *db, const char *name, int64_t *version, bool *deleted);
 

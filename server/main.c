@@ -3,6 +3,7 @@
  * a signal to stop them in reverse order.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -295,7 +296,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     hcfg.observe = api_observe;
     hcfg.ctx = inst->api;
     hcfg.max_body_bytes = MAX_BODY_BYTES;
-    hcfg.threads = 4;
+    hcfg.threads = 16;
     ret = http_start(&hcfg, &inst->http, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -381,6 +382,12 @@ int main(int argc, char **argv)
     sigset_t signals;
     int sig = 0, status = EXIT_FAILURE, ret;
 
+    /*
+     * Two malloc arenas, not eight per core: the HTTP pool, the delivery
+     * engine and the background threads would otherwise each grow a heap of
+     * their own, megabytes of resident memory kept for little contention.
+     */
+    mallopt(M_ARENA_MAX, 2);
     if (config_parse(argc, argv, &inst.cfg, &action, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "cronfence: %s\n", err);
         config_release(&inst.cfg);
