@@ -768,11 +768,11 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
  * A lock taken by another slot is a run that may be in flight only when its
  * holder committed and may still hold it on a quorum: the nodes answering
  * that a committed holder of another slot has the lock, with the nodes that
- * did not answer (they may hold it unseen), reach Q. A
- * holder that never committed (its instance paused or gone between the two
- * rounds, or claims that split the nodes) or a committed run's leftover on
- * a minority (a release that did not reach every node) is no run in flight:
- * such a BUSY says busy_in_flight false and the slot is retried shortly.
+ * did not answer (they may hold it unseen), reach Q. A holder that never
+ * committed (its instance paused or gone between the two rounds, or claims
+ * that split the nodes) or a committed run's leftover on a minority (a
+ * release that did not reach every node) is no run in flight: such a BUSY
+ * says busy_in_flight false and the caller retries the slot shortly.
  */
 static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                         struct coord_claim *claim, struct claim_work *work, int64_t t0,
