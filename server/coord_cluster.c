@@ -404,6 +404,12 @@ struct pending_release {
 };
 #define RELEASES_MAX 100000
 
+/* A catalog change no listener has heard of yet. */
+struct unheard_change {
+    struct unheard_change *next;
+    char name[];
+};
+
 struct coord_cluster {
     struct coord base;
     struct nodeset *ns;
@@ -430,6 +436,13 @@ struct coord_cluster {
     int64_t catalog_cursor[MAX_NODES];
     coord_job_changed_fn listener;
     void *listener_ctx;
+    /*
+     * Catalog entries applied to the mirror before a listener was set (the
+     * first polls can land between the scheduler's start-up read of the
+     * mirror and set_listener()): told to the listener when it is set, so
+     * that no job goes unscheduled. Under state_lock.
+     */
+    struct unheard_change *unheard;
 
     atomic_uint ordinal;
     atomic_bool ordinal_held;
@@ -1340,6 +1353,17 @@ static void notify_job(struct coord_cluster *self, const char *name)
     pthread_mutex_lock(&self->state_lock);
     fn = self->listener;
     ctx = self->listener_ctx;
+    if (fn == NULL) {
+        size_t len = strlen(name) + 1;
+        struct unheard_change *change = malloc(sizeof(*change) + len);
+
+        /* Out of memory: the change is lost as before, the next write of the job heals it. */
+        if (change != NULL) {
+            memcpy(change->name, name, len);
+            change->next = self->unheard;
+            self->unheard = change;
+        }
+    }
     pthread_mutex_unlock(&self->state_lock);
     if (fn != NULL)
         fn(ctx, name);
@@ -2562,10 +2586,23 @@ static void cluster_set_listener(struct coord *coord, coord_job_changed_fn fn, v
 {
     struct coord_cluster *self = from_base(coord);
 
+    struct unheard_change *unheard;
+
     pthread_mutex_lock(&self->state_lock);
     self->listener = fn;
     self->listener_ctx = ctx;
+    unheard = fn != NULL ? self->unheard : NULL;
+    if (fn != NULL)
+        self->unheard = NULL;
     pthread_mutex_unlock(&self->state_lock);
+    /* Changes applied before there was a listener, told now. */
+    while (unheard != NULL) {
+        struct unheard_change *next = unheard->next;
+
+        fn(ctx, unheard->name);
+        free(unheard);
+        unheard = next;
+    }
 }
 
 static void cluster_destroy(struct coord *coord)
@@ -2593,6 +2630,12 @@ static void cluster_destroy(struct coord *coord)
     pthread_mutex_destroy(&self->state_lock);
     pthread_cond_destroy(&self->first_view_cond);
     free(self->members);
+    while (self->unheard != NULL) {
+        struct unheard_change *next = self->unheard->next;
+
+        free(self->unheard);
+        self->unheard = next;
+    }
     free(self->instance_id);
     free(self->advertise_url);
     free(self->prefix);
