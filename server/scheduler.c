@@ -33,6 +33,8 @@
 /* Claims that found no quorum are retried after a random 5-50 ms (DESIGN §4.2). */
 #define SCHED_CLAIM_RETRY_MIN_MS 5
 #define SCHED_CLAIM_RETRY_SPREAD_MS 45
+/* Each further retry of one slot waits twice as long, up to 2^this times the first. */
+#define SCHED_CLAIM_RETRY_DOUBLINGS 5
 /* How long scheduler_trigger waits for the scheduler thread. */
 #define SCHED_TRIGGER_WAIT_MS 15000
 #define JOB_BUCKETS 4096
@@ -91,6 +93,9 @@ struct sched_job {
      */
     int64_t outage_first_ms, outage_last_ms, outage_count;
     enum outage_kind outage_kind;
+    /* The slot whose claim failed last, and how many times in a row. */
+    int64_t retried_slot_ms;
+    int retries;
 };
 
 #define NOT_IN_HEAP ((size_t)-1)
@@ -1080,6 +1085,27 @@ static bool delivery_ended_here(struct scheduler *sched, const struct sched_job 
     return false;
 }
 
+/*
+ * How long to wait before claiming slot_ms of sj again after a failed claim:
+ * 5-50 ms, doubling with each failure of the same slot in a row. A live
+ * holder, or nodes that cannot answer, are not polled: the announcement
+ * that the slot fired (DESIGN §4.4) or the holder's release ends the wait
+ * long before the lease would.
+ */
+static int64_t retry_delay(struct scheduler *sched, struct sched_job *sj, int64_t slot_ms)
+{
+    int64_t delay =
+        SCHED_CLAIM_RETRY_MIN_MS + (int64_t)(next_random(sched) % SCHED_CLAIM_RETRY_SPREAD_MS);
+
+    if (sj->retried_slot_ms != slot_ms) {
+        sj->retried_slot_ms = slot_ms;
+        sj->retries = 0;
+    }
+    delay <<= sj->retries < SCHED_CLAIM_RETRY_DOUBLINGS ? sj->retries : SCHED_CLAIM_RETRY_DOUBLINGS;
+    sj->retries++;
+    return delay;
+}
+
 /* Claims a batch of due slots and starts, skips, queues or retries each. */
 static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
 {
@@ -1149,6 +1175,8 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
         case CF_ERR_BUSY:
             if (!claims[i].busy_in_flight ||
                 delivery_ended_here(sched, sj, claims[i].busy_slot_ms)) {
+                int64_t delay = retry_delay(sched, sj, slot);
+
                 /*
                  * Another instance holds this very slot, claims split the nodes
                  * and all gave up, or the holder of an earlier slot has not
@@ -1158,9 +1186,7 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
                  * claim answers FIRED and the slot is done; once an earlier one
                  * has, its run is in flight and the overlap policy applies.
                  */
-                push_pending(sched, sj, slot, due[i].trigger, PENDING_RETRY,
-                             cf_boot_ms() + SCHED_CLAIM_RETRY_MIN_MS +
-                                 (int64_t)(next_random(sched) % SCHED_CLAIM_RETRY_SPREAD_MS),
+                push_pending(sched, sj, slot, due[i].trigger, PENDING_RETRY, cf_boot_ms() + delay,
                              CF_ERR_BUSY);
                 break;
             }
@@ -1173,8 +1199,7 @@ static void claim_batch(struct scheduler *sched, struct due_slot *due, size_t n)
                                  METRICS_REASON_OVERLAP, "previous run still in flight");
             break;
         default: {
-            int64_t delay = SCHED_CLAIM_RETRY_MIN_MS +
-                            (int64_t)(next_random(sched) % SCHED_CLAIM_RETRY_SPREAD_MS);
+            int64_t delay = retry_delay(sched, sj, slot);
 
             log_at(claims[i].result == CF_ERR_NO_QUORUM ? LOG_DEBUG : LOG_WARN, "claim failed",
                    "job=%s slot=%lld error=\"%s\"", sj->name, (long long)slot,
