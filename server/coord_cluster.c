@@ -16,9 +16,8 @@
  * view, the history positions and the listener; it may be taken inside a
  * round, and nothing waits for a round or calls into the nodeset while
  * holding it. release_lock guards the releases to retry; it may be taken
- * inside a round. Run states waiting to
- * be published live in the database's outbox, read by the background thread
- * alone.
+ * inside a round. Run states waiting to be published live in the
+ * database's outbox, read by the background thread alone.
  */
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -505,6 +504,13 @@ static struct coord_cluster *from_base(struct coord *coord)
     return (struct coord_cluster *)coord;
 }
 
+/* A round's wait per node for work worth a slow fsync: at least ms, and at least the node timeout.
+ */
+static int64_t wait_at_least(const struct coord_cluster *self, int64_t ms)
+{
+    return self->node_timeout_ms > ms ? self->node_timeout_ms : ms;
+}
+
 /* prefix + kind + name into out (KEY_MAX bytes). */
 static void make_key(const struct coord_cluster *self, char *out, const char *kind,
                      const char *name)
@@ -701,8 +707,10 @@ static void retry_unreleased(struct coord_cluster *self, struct nodeset_round *r
 
 /*
  * Background thread: retries the releases nodes have not confirmed yet,
- * waiting wait_ms for each node (0: the node timeout). Returns whether
- * some are still unconfirmed.
+ * waiting wait_ms for each node. With wait_ms 0 (the regular pass), only
+ * the entries whose backoff has passed are sent, each waiting
+ * COMMIT_WAIT_MS; a stop sends them all. Returns whether some are still
+ * unconfirmed.
  */
 static bool retry_releases(struct coord_cluster *self, int64_t wait_ms)
 {
@@ -833,11 +841,11 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
  * A lock taken by another slot is a run that may be in flight only when its
  * holder committed and may still hold it on a quorum: the nodes answering
  * that a committed holder of another slot has the lock, with the nodes that
- * did not answer (they may hold it unseen), reach Q. A
- * holder that never committed (its instance paused or gone between the two
- * rounds, or claims that split the nodes) or a committed run's leftover on
- * a minority (a release that did not reach every node) is no run in flight:
- * such a BUSY says busy_in_flight false and the slot is retried shortly.
+ * did not answer (they may hold it unseen), reach Q. A holder that never
+ * committed (its instance paused or gone between the two rounds, or claims
+ * that split the nodes) or a committed run's leftover on a minority (a
+ * release that did not reach every node) is no run in flight: such a BUSY
+ * says busy_in_flight false and the slot is retried shortly.
  */
 static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
                         struct coord_claim *claim, struct claim_work *work, int64_t t0,
@@ -1035,8 +1043,7 @@ static int cluster_claim(struct coord *coord, struct coord_claim *claims, size_t
          * timeout for slow acknowledgements is safe (the lease left is checked
          * after) and saves slots a busy machine would otherwise miss.
          */
-        nodeset_round_exec_within(
-            round, self->node_timeout_ms > COMMIT_WAIT_MS ? self->node_timeout_ms : COMMIT_WAIT_MS);
+        nodeset_round_exec_within(round, wait_at_least(self, COMMIT_WAIT_MS));
         for (size_t i = 0; i < n; i++) {
             size_t acked = 0;
             bool maybe_committed = false;
@@ -1488,8 +1495,7 @@ static int catalog_read_batch(struct coord_cluster *self, struct catalog_request
         }
     }
     /* A catalog write is worth a slow fsync on a node: wait as a commit does. */
-    nodeset_round_exec_within(round, self->node_timeout_ms > COMMIT_WAIT_MS ? self->node_timeout_ms
-                                                                            : COMMIT_WAIT_MS);
+    nodeset_round_exec_within(round, wait_at_least(self, COMMIT_WAIT_MS));
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *raised = nodeset_round_reply(round, node, raise[node]);
         bool complete = raised != NULL && raised->type == REDIS_REPLY_INTEGER;
@@ -1618,8 +1624,7 @@ static void catalog_write_batch(struct coord_cluster *self, struct catalog_reque
                                   (const char *[]){"PUBLISH", self->catalog_channel, announced},
                                   NULL);
     }
-    nodeset_round_exec_within(round, self->node_timeout_ms > COMMIT_WAIT_MS ? self->node_timeout_ms
-                                                                            : COMMIT_WAIT_MS);
+    nodeset_round_exec_within(round, wait_at_least(self, COMMIT_WAIT_MS));
     for (size_t i = 0; i < count; i++) {
         size_t acked = 0;
 
@@ -2388,9 +2393,7 @@ static void heartbeat(struct coord_cluster *self)
                                                         self->instance_id, url, CF_VERSION, started,
                                                         clock, ordinal, member_prefix, ttl})
                 : -1;
-    nodeset_round_exec_within(round, self->node_timeout_ms > HEARTBEAT_WAIT_MS
-                                         ? self->node_timeout_ms
-                                         : HEARTBEAT_WAIT_MS);
+    nodeset_round_exec_within(round, wait_at_least(self, HEARTBEAT_WAIT_MS));
     midpoint = sent_wall + (cf_wall_ms() - sent_wall) / 2;
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *reply = nodeset_round_reply(round, node, index[node]);
@@ -2931,7 +2934,6 @@ static unsigned cluster_ordinal(struct coord *coord)
 static void cluster_set_listener(struct coord *coord, coord_job_changed_fn fn, void *ctx)
 {
     struct coord_cluster *self = from_base(coord);
-
     char **unheard;
     size_t count;
 

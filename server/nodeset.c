@@ -270,7 +270,7 @@ static void handshake_exchange(struct handshake *h, int64_t deadline_boot_ms)
     int done = 0;
 
     while (!h->failed && (!done || h->got < h->want)) {
-        struct pollfd pfd = {.fd = h->c->fd, .events = (short)(POLLIN | (done ? 0 : POLLOUT))};
+        struct pollfd pfd = {.fd = h->c->fd};
         int64_t remaining = deadline_boot_ms - cf_boot_ms();
 
         if (!done && redisBufferWrite(h->c, &done) != REDIS_OK) {

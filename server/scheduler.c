@@ -7,7 +7,6 @@
  */
 #include "scheduler.h"
 
-#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -2087,11 +2086,6 @@ out:
     free(names);
     free(fired);
     free(recorded);
-    /*
-     * Reading a large catalog leaves megabytes of parsed documents freed in
-     * the heap: hand them back to the system rather than keep them resident.
-     */
-    malloc_trim(0);
     return ret;
 }
 
