@@ -120,10 +120,12 @@ integration_run = : >$(1)/contract.jsonl && \
 		$(PYTHON) -m pytest -q tests/integration && \
 	node tests/contract/validate.mjs --routes server/api.c $(1)/contract.jsonl
 
-# Redocly CLI and ajv, pinned in tests/contract/package-lock.json.
+# Redocly CLI and ajv (tests/contract), and the Standard Webhooks reference library
+# (tests/standard-webhooks), pinned in their package-lock.json.
 contract-deps: deps
 	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq npm; }
 	npm --prefix tests/contract ci --no-audit --no-fund --loglevel=error
+	npm --prefix tests/standard-webhooks ci --no-audit --no-fund --loglevel=error
 
 contract-lint: contract-deps
 	cd tests/contract && REDOCLY_SUPPRESS_UPDATE_NOTICE=true node_modules/.bin/redocly lint \
@@ -153,6 +155,7 @@ bench: deps build bench-deps
 	$(PYTHON) tests/bench/standalone_lag.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/cluster_bench.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/events_bench.py --bin-dir $(abspath $(BUILD))
+	$(PYTHON) tests/bench/startup_bench.py --bin-dir $(abspath $(BUILD))
 	$(PYTHON) tests/bench/peers_bench.py --bin-dir $(abspath $(BUILD))
 
 format:

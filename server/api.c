@@ -885,7 +885,8 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
     bool database = db_check(api->cfg.db) == CF_OK;
     bool writable = database && db_storage_ok(reason, sizeof(reason));
     bool coordinator = api->cfg.coord->ops->ready(api->cfg.coord);
-    bool scheduler = !scheduler_stopping(api->cfg.scheduler);
+    const char *not_firing = scheduler_not_ready(api->cfg.scheduler);
+    bool scheduler = not_firing == NULL;
     bool ready = writable && coordinator && scheduler;
     json_t *doc;
 
@@ -894,7 +895,7 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
     else if (writable && !coordinator)
         snprintf(reason, sizeof(reason), "no quorum of trusted redis nodes");
     else if (writable && !scheduler)
-        snprintf(reason, sizeof(reason), "stopping");
+        snprintf(reason, sizeof(reason), "%s", not_firing);
     doc = json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
                     writable, "coordinator", coordinator, "scheduler", scheduler);
     if (doc != NULL && !ready)

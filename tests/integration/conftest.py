@@ -284,7 +284,7 @@ class Instance(Process):
         super().__init__(argv, full_env, workdir, name)
         self.token = ADMIN_TOKEN if tokens else None
 
-    def start(self, expect_ready=True):
+    def start(self, expect_ready=True, wait_catalog=True):
         super().start(expect_ready)
         if self.port is not None:
             INSTANCE_PORTS.add(self.port)
@@ -293,7 +293,18 @@ class Instance(Process):
                      what="dashboard line")
             line = next(line for line in self.stdout_lines if "#token=" in line)
             self.token = line.split("#token=", 1)[1]
+        if expect_ready and wait_catalog:
+            # It listens at once and loads its catalog meanwhile; /readyz says when the
+            # scheduler runs (whatever the quorum says, in a cluster).
+            wait_for(self.scheduler_running, timeout=60, what=f"{self.name}'s catalog loaded")
         return self
+
+    def scheduler_running(self):
+        try:
+            reply = http("GET", self.url + "/readyz")
+        except OSError:
+            return False
+        return reply.json is not None and reply.json.get("scheduler") is True
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         INSTANCE_PORTS.discard(self.port)
