@@ -6,6 +6,9 @@ ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
 JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:8080
+# `make cluster`: the first of three instance ports and of three Redis ports.
+CLUSTER_PORT       ?= 8081
+CLUSTER_REDIS_PORT ?= 6391
 DB         ?= ./cronfence.db
 FUZZ_SECONDS ?= 30
 MINUTES    ?= 10
@@ -18,8 +21,15 @@ BUILD_PACKAGES = build-essential cmake pkg-config libmicrohttpd-dev libjansson-d
 TEST_PACKAGES = clang libclang-rt-14-dev clang-format redis-server tzdata curl sqlite3 \
 	python3 python3-pytest python3-yaml nodejs chromium golang-go faketime
 PACKAGES = $(BUILD_PACKAGES) $(TEST_PACKAGES)
+# What `make cluster` needs on top of the build: the lock nodes and the script that runs them.
+CLUSTER_PACKAGES = redis-server python3
+# What `make container-test` needs: podman with runc (DESIGN: no registry here, so the base
+# image is made by debootstrap), podman-compose to run docker/compose.yaml.
+CONTAINER_PACKAGES = podman runc debootstrap podman-compose curl
+# The two programs; `make build` builds the test programs too, `make binaries` only these.
+BINARIES = cronfence cronfence-receiver
 
-.PHONY: all build deps build-deps run cluster test unit integration contract-deps contract-lint \
+.PHONY: all build binaries deps build-deps run cluster cluster-restart container-test test unit integration contract-deps contract-lint \
 	e2e e2e-deps fuzz asan chaos bench bench-deps format check-format clean
 
 all: build
@@ -47,12 +57,31 @@ build: build-deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_WERROR=ON >/dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
-run: build
+binaries: build-deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCF_WERROR=ON >/dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target $(BINARIES)
+
+# In the foreground until Ctrl-C: use a second terminal for curl.
+run: binaries
 	$(BUILD)/cronfence --listen $(LISTEN) --db $(DB)
 
-# Three Redis lock nodes and three instances on loopback, until Ctrl-C (data in cluster-data/).
-cluster: deps build
-	$(PYTHON) tests/tools/local_cluster.py --bin-dir $(BUILD) --dir cluster-data
+# Three Redis lock nodes and three instances on loopback, in the foreground until Ctrl-C
+# (data in cluster-data/). An instance that exits is reported and the others go on;
+# `make cluster-restart N=1` (from a second terminal) starts instance 1 again.
+cluster: binaries
+	@$(call install_missing,$(CLUSTER_PACKAGES))
+	$(PYTHON) tests/tools/local_cluster.py --bin-dir $(BUILD) --dir cluster-data \
+		--port $(CLUSTER_PORT) --redis-port $(CLUSTER_REDIS_PORT)
+
+cluster-restart:
+	$(PYTHON) tests/tools/local_cluster.py --dir cluster-data --restart $(N)
+
+# Builds the image with podman from a Debian 12 base made by debootstrap, runs
+# docker/compose.yaml with podman-compose and checks /healthz, a trusted quorum
+# and one delivery per slot (tests/tools/container_test.sh; work in $(BUILD)/container).
+container-test:
+	@$(call install_missing,$(CONTAINER_PACKAGES))
+	tests/tools/container_test.sh $(BUILD)/container
 
 asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_SANITIZE=ON -DCF_WERROR=ON >/dev/null
