@@ -63,13 +63,13 @@ CRONFENCE_ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))
 CRONFENCE_VIEWER_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 export CRONFENCE_ADMIN_TOKEN CRONFENCE_VIEWER_TOKEN
 # Free loopback ports for the three instances (the defaults may be taken).
-read -r CRONFENCE_PORT_1 CRONFENCE_PORT_2 CRONFENCE_PORT_3 < <(python3 -c '
+read -r PUBLISHED_PORT_1 PUBLISHED_PORT_2 PUBLISHED_PORT_3 < <(python3 -c '
 import socket
 socks = [socket.socket() for _ in range(3)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
-export CRONFENCE_PORT_1 CRONFENCE_PORT_2 CRONFENCE_PORT_3
+export PUBLISHED_PORT_1 PUBLISHED_PORT_2 PUBLISHED_PORT_3
 compose() { podman-compose -p "$project" -f "$compose_file" "$@"; }
 
 cleanup() {
@@ -121,7 +121,7 @@ quorum = json.load(sys.stdin)["quorum"]
 sys.exit(0 if quorum["trusted"] == quorum["size"] == 3 else 1)'
 }
 
-ports=("$CRONFENCE_PORT_1" "$CRONFENCE_PORT_2" "$CRONFENCE_PORT_3")
+ports=("$PUBLISHED_PORT_1" "$PUBLISHED_PORT_2" "$PUBLISHED_PORT_3")
 for i in 1 2 3; do
     name=$(container "cronfence-$i")
     [ -n "$name" ] || fail "no container for cronfence-$i"
@@ -134,7 +134,7 @@ for i in 1 2 3; do
     say "cronfence-$i healthy (HEALTHCHECK and /healthz), 3/3 trusted lock nodes"
 done
 
-api "$CRONFENCE_PORT_1" /api/v1/jobs -o /dev/null -H 'Content-Type: application/json' \
+api "$PUBLISHED_PORT_1" /api/v1/jobs -o /dev/null -H 'Content-Type: application/json' \
     -d '{"name": "container-check", "schedule": "*/5 * * * * *",
          "webhook": {"url": "http://cronfence-receiver:9090/hook"}}' \
     || fail "cannot create the job"
