@@ -31,7 +31,7 @@ CONTAINER_PACKAGES = podman runc debootstrap podman-compose curl
 # The two programs; `make build` builds the test programs too, `make binaries` only these.
 BINARIES = cronfence cronfence-receiver
 
-.PHONY: all build binaries deps build-deps run cluster cluster-restart container-test test unit integration contract-deps contract-lint \
+.PHONY: all build binaries deps build-deps run cluster cluster-restart container-deps container-test test unit integration contract-deps contract-lint \
 	e2e e2e-deps fuzz asan chaos bench bench-deps format check-format clean
 
 all: build
@@ -81,8 +81,10 @@ cluster-restart:
 # Builds the image with podman from a Debian 12 base made by debootstrap, runs
 # docker/compose.yaml with podman-compose and checks /healthz, a trusted quorum
 # and one delivery per slot (tests/tools/container_test.sh; work in $(BUILD)/container).
-container-test:
+container-deps:
 	@$(call install_missing,$(CONTAINER_PACKAGES))
+
+container-test: container-deps
 	tests/tools/container_test.sh $(BUILD)/container
 
 asan: deps

@@ -217,7 +217,8 @@ static void write_line(int fd, const char *line, size_t len)
     }
 }
 
-/* Formats one JSON line (ts, level, msg, then the pairs) into a string the caller frees; NULL on failure. */
+/* Formats one JSON line (ts, level, msg, then the pairs) into a string the caller frees; NULL on
+ * failure. */
 static char *json_line(enum log_level level, const char *msg, const char *pairs, size_t *len)
 {
     char ts[CF_TIME_LEN];
@@ -275,8 +276,8 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
     write_line(log_fd, line, (size_t)len);
 }
 
-void log_announce(int fd, enum log_level level, const char *text, const char *msg,
-                  const char *fmt, ...)
+void log_announce(int fd, enum log_level level, const char *text, const char *msg, const char *fmt,
+                  ...)
 {
     char pairs[4096], *line;
     size_t len;

@@ -61,8 +61,8 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
  * the key=value pairs of fmt, like log_write(), so that every line the
  * process writes in JSON mode is JSON. Not filtered by the level.
  */
-void log_announce(int fd, enum log_level level, const char *text, const char *msg,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void log_announce(int fd, enum log_level level, const char *text, const char *msg, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
 /* True when the format is JSON. */
 bool log_is_json(void);
 /*
