@@ -323,10 +323,12 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
              inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id, bound,
              advertise, inst->cfg.db_path);
     if (inst->generated_token != NULL) {
-        snprintf(announce, sizeof(announce), "dashboard: http://%s%s%s:%u/#token=%s",
-                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
-                 http_port(inst->http), inst->generated_token);
-        log_announce(STDOUT_FILENO, LOG_INFO, announce, "dashboard", "url=%s", announce + 11);
+        char url[256 + 64];
+
+        snprintf(url, sizeof(url), "http://%s%s%s:%u/#token=%s", strchr(host, ':') ? "[" : "", host,
+                 strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
+        snprintf(announce, sizeof(announce), "dashboard: %s", url);
+        log_announce(STDOUT_FILENO, LOG_INFO, announce, "dashboard", "url=%s", url);
     }
     fflush(stdout);
     return CF_OK;
