@@ -302,12 +302,8 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     if (ret != CF_OK)
         return ret;
 
-    /* Scripts and tests read these lines from standard output: the address as bound. */
-    fflush(stdout);
     snprintf(bound, sizeof(bound), "%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
              strchr(host, ':') ? "]" : "", http_port(inst->http));
-    snprintf(announce, sizeof(announce), "listening on %s", bound);
-    log_announce(STDOUT_FILENO, LOG_INFO, announce, "listening on", "listen=%s", bound);
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (inst->cfg.advertise == NULL) {
@@ -322,6 +318,13 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
              "cronfence_version=%s mode=%s instance=%s listen=%s advertise=%s db=%s", CF_VERSION,
              inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id, bound,
              advertise, inst->cfg.db_path);
+    /*
+     * Scripts and tests read these lines from standard output, after the
+     * start is logged: the address as bound, then the dashboard URL.
+     */
+    fflush(stdout);
+    snprintf(announce, sizeof(announce), "listening on %s", bound);
+    log_announce(STDOUT_FILENO, LOG_INFO, announce, "listening on", "listen=%s", bound);
     if (inst->generated_token != NULL) {
         char url[256 + 64];
 
@@ -330,7 +333,6 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         snprintf(announce, sizeof(announce), "dashboard: %s", url);
         log_announce(STDOUT_FILENO, LOG_INFO, announce, "dashboard", "url=%s", url);
     }
-    fflush(stdout);
     return CF_OK;
 }
 
