@@ -1034,6 +1034,17 @@ static void handle_openapi(void *ctx, const struct http_request *req, struct htt
     res->body_static = true;
 }
 
+/* The same document as JSON, for tools that read no YAML. */
+static void handle_openapi_json(void *ctx, const struct http_request *req,
+                                struct http_response *res)
+{
+    res->status = 200;
+    res->content_type = "application/json";
+    res->body = (char *)embedded_openapi_json.data;
+    res->body_len = embedded_openapi_json.size;
+    res->body_static = true;
+}
+
 /* ---------------------------------------------------------------------- */
 /* The dashboard                                                            */
 /* ---------------------------------------------------------------------- */
@@ -1196,6 +1207,7 @@ static const struct http_route routes[] = {
     {"GET", "/api/v1/cluster", handle_cluster},
     {"GET", "/api/v1/events", handle_events},
     {"GET", "/api/v1/openapi.yaml", handle_openapi},
+    {"GET", "/api/v1/openapi.json", handle_openapi_json},
     {NULL, NULL, NULL},
 };
 
