@@ -42,6 +42,7 @@
 #include "fence_scope.h"
 #include "log.h"
 #include "signature.h"
+#include "signing_secrets.h"
 
 /* A target cannot hold a firing back for longer than this with Retry-After. */
 #define RETRY_AFTER_CAP_MS (3600 * 1000)
@@ -1003,6 +1004,11 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
     const struct job *job = req->job;
     const char *secret =
         job->signing_secret != NULL ? job->signing_secret : f->engine->cfg.default_secret;
+    char chosen[SIGNATURE_SECRETS_MAX][SIGNING_SECRET_MAX + 1];
+    const char *secrets[SIGNATURE_SECRETS_MAX] = {secret};
+    size_t secret_count = secret != NULL ? 1 : 0;
+    /* Both schemes carry the same t, so the two headers describe one signing. */
+    int64_t now_ms = cf_wall_ms(), now_s = now_ms / 1000;
     char token[24], scheduled_at[CF_TIME_LEN], signature[SIGNATURE_HEADER_LEN];
     char webhook_signature[SIGNATURE_WEBHOOK_HEADER_LEN];
     struct curl_slist **list = &f->headers;
@@ -1028,13 +1034,13 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
         !header_append(list, FENCE_SCOPE_HEADER ": %s",
                        fence_scope_name(fence_scope_of_overlap(job->overlap))))
         return CF_ERR_NOMEM;
-    if (secret != NULL) {
-        /* One secret today; a rotation passes the old and the new one here. */
-        const char *const secrets[] = {secret};
-        size_t secret_count = sizeof(secrets) / sizeof(secrets[0]);
-        /* Both schemes carry the same t, so the two headers describe one signing. */
-        int64_t now_s = cf_wall_ms() / 1000;
-
+    if (f->engine->cfg.secrets != NULL) {
+        /* During a rotation's overlap: one signature per valid secret, newest first. */
+        secret_count = signing_secrets_for_job(f->engine->cfg.secrets, job, now_ms, chosen);
+        for (size_t i = 0; i < secret_count; i++)
+            secrets[i] = chosen[i];
+    }
+    if (secret_count > 0) {
         if (signature_header(secrets, secret_count, now_s, job->name, token, req->idempotency_key,
                              body, body_len, signature) != CF_OK ||
             signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body,

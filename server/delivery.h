@@ -62,9 +62,16 @@ struct delivery_result {
     bool stopped_early;           /* no further attempt because may_retry said no */
 };
 
+struct signing_secrets;
+
 struct delivery_config {
     const char *instance_id;      /* for the body's "instance"; borrowed for the engine's life */
     const char *default_secret;   /* when the job has none; borrowed */
+    /*
+     * When not NULL, chooses the secrets instead of the job's and
+     * default_secret: several during a rotation's overlap. Borrowed.
+     */
+    struct signing_secrets *secrets;
     const struct netallow *allow; /* checked at connect time; borrowed; NULL = all but link-local */
     /*
      * Asked before every attempt after the first, and before a first attempt
