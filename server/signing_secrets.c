@@ -7,6 +7,7 @@
 
 #include <inttypes.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -359,18 +360,49 @@ static void *poll_main(void *arg)
 /* Start-up                                                                 */
 /* ---------------------------------------------------------------------- */
 
-/* Standalone: the kept secret, the flag (seed or rotation to it) or a fresh one. */
+/*
+ * Whether --signing-secret changed since the last start: its SHA-256 is kept
+ * (never the value twice), so a restart with the same flag keeps a rotation
+ * made through the API. *changed is false without a flag. CF_OK or CF_ERR_DB.
+ */
+static int flag_changed(struct signing_secrets *ss, bool *changed)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char hex[2 * SHA256_DIGEST_LENGTH + 1], *kept = NULL;
+    int ret;
+
+    *changed = false;
+    if (ss->flag == NULL)
+        return CF_OK;
+    SHA256((const unsigned char *)ss->flag, strlen(ss->flag), digest);
+    cf_hex(digest, sizeof(digest), hex);
+    ret = db_meta_get(ss->db, "signing_secret_flag_sha256", &kept);
+    if (ret != CF_OK && ret != CF_ERR_NOT_FOUND)
+        return ret;
+    *changed = kept == NULL || strcmp(kept, hex) != 0;
+    free(kept);
+    return *changed ? db_meta_set(ss->db, "signing_secret_flag_sha256", hex) : CF_OK;
+}
+
+/*
+ * Standalone: the kept secret; the flag seeds it, and a flag changed since
+ * the last start rotates to it; else a fresh one.
+ */
 static int start_standalone(struct signing_secrets *ss)
 {
     struct signing_secret_state state = ss->state;
+    bool changed;
+    int ret = flag_changed(ss, &changed);
 
+    if (ret != CF_OK)
+        return ret;
     if (state.version == 0) {
         state.version = 1;
         if (ss->flag != NULL)
             copy_secret(state.current, ss->flag, strlen(ss->flag));
         else if (random_secret(state.current) != CF_OK)
             return CF_ERR_IO;
-    } else if (ss->flag != NULL && strcmp(ss->flag, state.current) != 0) {
+    } else if (changed && strcmp(ss->flag, state.current) != 0) {
         /* The operator changed the flag: a rotation, the old secret valid for the overlap. */
         state.version++;
         memcpy(state.previous, state.current, sizeof(state.previous));

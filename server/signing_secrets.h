@@ -20,8 +20,10 @@
  * value seen is also kept in the database, so a restart while the nodes are
  * away still signs with the cluster's secret.
  *
- * --signing-secret: standalone, a value different from the stored current
- * is a rotation to it (the stored one stays valid for the overlap). In a
+ * --signing-secret: standalone, it seeds the stored secret, and a value
+ * changed since the last start is a rotation to it (the stored one stays
+ * valid for the overlap); the same value as last time keeps what is stored,
+ * rotations through the API included. In a
  * cluster it only seeds a cluster that has no secret; an instance whose
  * flag differs from the cluster's logs a warning and signs with the
  * cluster's (rotate with POST /api/v1/signing-secret/rotate).

@@ -24,12 +24,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integratio
 from redisnode import RedisNode  # noqa: E402
 
 
-def start_instance(bin_dir, data, index, redis_urls, port, token):
+def start_instance(bin_dir, data, index, redis_urls, port, token_file):
+    # The token goes by file, never on the command line (ps shows that to everyone).
+    # No --signing-secret: the instances share the cluster's, kept on the nodes.
     log = open(data / f"cronfence{index}.log", "ab")
     proc = subprocess.Popen(
         [str(bin_dir / "cronfence"), "--listen", f"127.0.0.1:{port}",
          "--db", str(data / f"cronfence{index}.db"), "--redis", ",".join(redis_urls),
-         "--instance-id", f"local-{index}", "--admin-token", token],
+         "--instance-id", f"local-{index}", "--admin-token-file", str(token_file)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
     log.close()
     for raw in proc.stdout:
@@ -51,6 +53,7 @@ def main():
     data.mkdir(parents=True, exist_ok=True)
     token_file = data / "admin-token"
     if not token_file.exists():
+        token_file.touch(mode=0o600)
         token_file.write_text(secrets.token_hex(16) + "\n")
     token = token_file.read_text().strip()
 
@@ -62,7 +65,7 @@ def main():
             nodes.append(RedisNode(data, f"redis{i}", port=args.redis_port + i).start())
         urls = [node.url for node in nodes]
         for i in range(3):
-            instances.append(start_instance(args.bin_dir, data, i, urls, args.port + i, token))
+            instances.append(start_instance(args.bin_dir, data, i, urls, args.port + i, token_file))
         print(f"redis nodes: {', '.join(urls)}")
         for i in range(3):
             print(f"instance local-{i}: http://127.0.0.1:{args.port + i}/#token={token}")
