@@ -368,9 +368,17 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
                     int64_t if_match, int ok_status)
 {
     bool created = false;
-    int ret =
-        api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match, &created);
+    struct job *current = NULL;
+    int ret = CF_OK;
     char location[128];
+
+    /* A replaced signing secret keeps signing for the overlap (signing_secrets.h). */
+    if (!create_only && db_job_get(api->cfg.db, job->name, &current) == CF_OK)
+        ret = signing_secrets_carry(current, job, cf_wall_ms());
+    job_free(current);
+    if (ret == CF_OK)
+        ret = api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match,
+                                               &created);
 
     if (ret == CF_ERR_CONFLICT) {
         send_problem(res, 409, field_error("name", "a job with this name exists"),
@@ -556,6 +564,9 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
         if (current == NULL)
             return;
         stored = job_to_json(current, true);
+        /* What only storage holds is no field of the API's; carried over below. */
+        json_object_del(stored, "previous_signing_secret");
+        json_object_del(stored, "signing_secret_changed_at");
         merged = stored ? job_merge_patch(stored, patch) : NULL;
         if (merged == NULL) {
             json_decref(stored);
@@ -592,8 +603,10 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
             job_free(current);
             return;
         }
-        ret = api->cfg.coord->ops->catalog_put(
-            api->cfg.coord, job, false, if_match > 0 ? if_match : current->version, &created);
+        ret = signing_secrets_carry(current, job, cf_wall_ms());
+        if (ret == CF_OK)
+            ret = api->cfg.coord->ops->catalog_put(
+                api->cfg.coord, job, false, if_match > 0 ? if_match : current->version, &created);
         job_free(current);
         if (ret == CF_OK) {
             scheduler_job_changed(api->cfg.scheduler, name);

@@ -577,21 +577,66 @@ static bool previous_valid(const struct signing_secrets *ss,
     return state->previous[0] != '\0' && now_ms - state->rotated_at_ms < ss->overlap_ms;
 }
 
+/* Appends secret to out unless it is empty, there already, or out is full. */
+static void add_secret(char out[SIGNATURE_SECRETS_MAX][SIGNING_SECRET_MAX + 1], size_t *count,
+                       const char *secret)
+{
+    if (secret == NULL || secret[0] == '\0' || *count == SIGNATURE_SECRETS_MAX)
+        return;
+    for (size_t i = 0; i < *count; i++)
+        if (strcmp(out[i], secret) == 0)
+            return;
+    copy_secret(out[(*count)++], secret, strlen(secret));
+}
+
 size_t signing_secrets_for_job(struct signing_secrets *ss, const struct job *job, int64_t now_ms,
                                char out[SIGNATURE_SECRETS_MAX][SIGNING_SECRET_MAX + 1])
 {
+    bool own = job != NULL && job->signing_secret != NULL;
+    bool changed = job != NULL && job->signing_secret_changed_at_ms > 0 &&
+                   now_ms - job->signing_secret_changed_at_ms < ss->overlap_ms;
+    bool default_signs = !own || (changed && job->previous_signing_secret == NULL);
     size_t count = 0;
 
     pthread_mutex_lock(&ss->lock);
-    if (job != NULL && job->signing_secret != NULL) {
-        copy_secret(out[count++], job->signing_secret, strlen(job->signing_secret));
-    } else if (ss->state.version > 0) {
-        memcpy(out[count++], ss->state.current, sizeof(out[0]));
-        if (previous_valid(ss, &ss->state, now_ms))
-            memcpy(out[count++], ss->state.previous, sizeof(out[0]));
-    }
+    if (own)
+        add_secret(out, &count, job->signing_secret);
+    if (default_signs && ss->state.version > 0)
+        add_secret(out, &count, ss->state.current);
+    if (changed && job->previous_signing_secret != NULL)
+        add_secret(out, &count, job->previous_signing_secret);
+    if (default_signs && previous_valid(ss, &ss->state, now_ms))
+        add_secret(out, &count, ss->state.previous);
     pthread_mutex_unlock(&ss->lock);
     return count;
+}
+
+int signing_secrets_carry(const struct job *before, struct job *after, int64_t now_ms)
+{
+    const char *previous;
+    char *copy = NULL;
+    int64_t changed_at;
+
+    if (before == NULL)
+        return CF_OK;
+    if ((before->signing_secret == NULL) != (after->signing_secret == NULL) ||
+        (before->signing_secret != NULL &&
+         strcmp(before->signing_secret, after->signing_secret) != 0)) {
+        previous = before->signing_secret;
+        changed_at = now_ms;
+    } else {
+        previous = before->previous_signing_secret;
+        changed_at = before->signing_secret_changed_at_ms;
+    }
+    if (previous != NULL) {
+        copy = strdup(previous);
+        if (copy == NULL)
+            return CF_ERR_NOMEM;
+    }
+    free(after->previous_signing_secret);
+    after->previous_signing_secret = copy;
+    after->signing_secret_changed_at_ms = changed_at;
+    return CF_OK;
 }
 
 json_t *signing_secrets_json(struct signing_secrets *ss)

@@ -90,12 +90,23 @@ int signing_secrets_rotate(struct signing_secrets *ss, struct signing_secret_sta
 
 /*
  * The secrets a delivery of job signs with at now_ms, newest first, copied
- * into out: the job's own secret, or the default's current; then the
- * default's previous within the overlap. Returns how many (0 when there is
- * no secret at all).
+ * into out without repeats: the job's own secret, or the default's current;
+ * within the overlap after the job's secret changed, the one it replaced
+ * (the default's current when that was in use); the default's previous
+ * within the overlap of its rotation, when the default signs. Returns how
+ * many (0 when there is no secret at all).
  */
 size_t signing_secrets_for_job(struct signing_secrets *ss, const struct job *job, int64_t now_ms,
                                char out[SIGNATURE_SECRETS_MAX][SIGNING_SECRET_MAX + 1]);
+
+/*
+ * Carries a job's secret history into its new version: when after's
+ * signing_secret differs from before's (NULL for the default secret), the
+ * old one becomes after's previous_signing_secret, changed at now_ms; else
+ * after keeps before's. before may be NULL (a new job: no history).
+ * Returns CF_OK or CF_ERR_NOMEM (after unaltered).
+ */
+int signing_secrets_carry(const struct job *before, struct job *after, int64_t now_ms);
 
 /*
  * GET /api/v1/signing-secret: {"current", "previous" (null when none or

@@ -58,9 +58,17 @@ def secret_of(instance):
 
 def trigger_and_wait(instance, target, job):
     """Triggers job on instance; returns the request the target got for that run."""
-    reply = instance.api("POST", f"/api/v1/jobs/{job}/trigger")
-    assert reply.status == 202, reply
-    run_id = reply.json["id"]
+    replies = []
+
+    def triggered():
+        # 409 while the previous run of the job still holds its lock (it releases after the
+        # target answered).
+        replies.append(instance.api("POST", f"/api/v1/jobs/{job}/trigger"))
+        assert replies[-1].status in (202, 409), replies[-1]
+        return replies[-1].status == 202
+
+    wait_for(triggered, timeout=20, interval=0.1, what=f"a manual run of {job}")
+    run_id = replies[-1].json["id"]
     found = wait_for(lambda: [r for r in target.of_job(job)
                               if r["headers"].get("Cronfence-Run") == run_id],
                      timeout=20, what=f"delivery of {run_id}")
@@ -234,4 +242,45 @@ def test_a_token_file_that_cannot_be_read_is_refused(tmp_path):
                         args=["--admin-token-file", str(tmp_path / "missing")])
     instance.start(expect_ready=False)
     assert instance.proc.wait(30) == 2
-    assert "--admin-token-file" in instance.stderr()
+    assert "--admin-token-file: cannot read" in instance.stderr(), instance.stderr()
+
+
+def test_a_replaced_job_secret_signs_for_the_overlap_only(start_instance, target):
+    old, new = "job-secret-before-the-change-01", "job-secret-after-the-change-002"
+    with_overlap = start_instance(name="overlap")
+    without = start_instance(name="no-overlap", args=["--secret-overlap-hours", "0"])
+    for instance in (with_overlap, without):
+        job = {"name": "own", "schedule": NEVER, "webhook": {"url": target.url},
+               "signing_secret": old}
+        assert instance.api("POST", "/api/v1/jobs", job).status == 201
+        reply = instance.api("PATCH", "/api/v1/jobs/own", {"signing_secret": new})
+        assert reply.status == 200, reply
+        # The replaced secret is kept, but never shown.
+        shown = instance.api("GET", "/api/v1/jobs/own").body
+        assert old not in shown and new not in shown and "previous" not in shown, shown
+        request = trigger_and_wait(instance, target, "own")
+        assert verifies_under(new, request), request["headers"]
+        # A rotation of the default secret does not touch a job with its own.
+        assert instance.api("POST", "/api/v1/signing-secret/rotate").status == 200
+        request_after_rotation = trigger_and_wait(instance, target, "own")
+        if instance is with_overlap:
+            assert verifies_under(old, request), request["headers"]
+            assert len(v2_entries(request_after_rotation["headers"])[1]) == 2
+        else:
+            assert not verifies_under(old, request), request["headers"]
+            assert len(v2_entries(request_after_rotation["headers"])[1]) == 1
+
+        # Back to the default: the job's own secret signs beside it for the overlap.
+        reply = instance.api("PATCH", "/api/v1/jobs/own", {"signing_secret": None})
+        assert reply.status == 200, reply
+        current = secret_of(instance)
+        request = trigger_and_wait(instance, target, "own")
+        assert verifies_under(current["current"], request), request["headers"]
+        assert verifies_under(new, request) == (instance is with_overlap), request["headers"]
+        # The default's previous signs only within the overlap of its rotation.
+        if instance is with_overlap:
+            assert current["previous"] and verifies_under(current["previous"], request), current
+            assert len(v2_entries(request["headers"])[1]) == 3, request["headers"]
+        else:
+            assert current["previous"] is None, current
+            assert len(v2_entries(request["headers"])[1]) == 1, request["headers"]
