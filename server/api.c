@@ -377,8 +377,8 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
         ret = signing_secrets_carry(current, job, cf_wall_ms());
     job_free(current);
     if (ret == CF_OK)
-        ret = api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match,
-                                               &created);
+        ret =
+            api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match, &created);
 
     if (ret == CF_ERR_CONFLICT) {
         send_problem(res, 409, field_error("name", "a job with this name exists"),

@@ -197,8 +197,8 @@ static int apply_file(struct config *cfg, const struct option_spec *spec, const 
         return CF_ERR_INVALID;
     }
     fclose(file);
-    while (len > 0 && (value[len - 1] == '\n' || value[len - 1] == '\r' ||
-                       value[len - 1] == ' ' || value[len - 1] == '\t'))
+    while (len > 0 && (value[len - 1] == '\n' || value[len - 1] == '\r' || value[len - 1] == ' ' ||
+                       value[len - 1] == '\t'))
         len--;
     value[len] = '\0';
     if (len == 0 || memchr(value, '\n', len) != NULL) {

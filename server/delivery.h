@@ -65,8 +65,8 @@ struct delivery_result {
 struct signing_secrets;
 
 struct delivery_config {
-    const char *instance_id;      /* for the body's "instance"; borrowed for the engine's life */
-    const char *default_secret;   /* when the job has none; borrowed */
+    const char *instance_id;    /* for the body's "instance"; borrowed for the engine's life */
+    const char *default_secret; /* when the job has none; borrowed */
     /*
      * When not NULL, chooses the secrets instead of the job's and
      * default_secret: several during a rotation's overlap. Borrowed.

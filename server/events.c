@@ -148,8 +148,7 @@ void events_publish(struct events *hub, const char *type, json_t *data)
     events_publish_masked(hub, type, data, json_incref(data));
 }
 
-void events_publish_masked(struct events *hub, const char *type, json_t *data,
-                           json_t *masked_data)
+void events_publish_masked(struct events *hub, const char *type, json_t *data, json_t *masked_data)
 {
     char *text = json_dumps(data, JSON_COMPACT);
     char *masked_text =

@@ -51,8 +51,7 @@ void events_publish(struct events *hub, const char *type, json_t *data);
  * masked_data instead, under the same id. Steals both; a NULL masked_data
  * drops the event for masked streams, which then skip it.
  */
-void events_publish_masked(struct events *hub, const char *type, json_t *data,
-                           json_t *masked_data);
+void events_publish_masked(struct events *hub, const char *type, json_t *data, json_t *masked_data);
 
 /*
  * Makes res the event stream for a client that last saw last_event_id

@@ -986,8 +986,7 @@ json_t *job_to_json(const struct job *job, bool include_secret)
         job_put(doc, "signing_secret_changed_at", job_time_json(job->signing_secret_changed_at_ms),
                 &ok);
         if (job->previous_signing_secret != NULL)
-            job_put(doc, "previous_signing_secret", json_string(job->previous_signing_secret),
-                    &ok);
+            job_put(doc, "previous_signing_secret", json_string(job->previous_signing_secret), &ok);
     }
     job_put(doc, "overlap", json_string(job_overlap_name(job->overlap)), &ok);
     job_put(doc, "starting_deadline_ms", json_integer(job->starting_deadline_ms), &ok);

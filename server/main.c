@@ -48,7 +48,7 @@ struct instance {
     struct db *api_db;
     struct db *sched_db;
     struct db *prune_db;
-    struct db *coord_db; /* the coordinator's own handle: claims, fences, catalog writes */
+    struct db *coord_db;   /* the coordinator's own handle: claims, fences, catalog writes */
     struct db *secrets_db; /* the signing secret's own handle */
     struct signing_secrets *secrets;
     struct events *events;

@@ -222,8 +222,8 @@ static size_t read_nodes(struct signing_secrets *ss, struct signing_secret_state
     }
     nodeset_round_exec_within(round, WRITE_WAIT_MS);
     for (size_t i = 0; i < n; i++) {
-        answered[i] = index[i] >= 0 &&
-                      parse_node_state(nodeset_round_reply(round, i, index[i]), &held[i]);
+        answered[i] =
+            index[i] >= 0 && parse_node_state(nodeset_round_reply(round, i, index[i]), &held[i]);
         if (!answered[i])
             continue;
         count++;
@@ -256,11 +256,11 @@ static size_t offer_nodes(struct signing_secrets *ss, const struct signing_secre
     for (size_t i = 0; i < n; i++) {
         index[i] = -1;
         if ((to == NULL || to[i]) && nodeset_round_node_up(round, i))
-            index[i] = nodeset_round_command(round, i, 8,
-                                             (const char *[]){"EVAL", script_offer, "1", ss->key,
-                                                              version, state->current,
-                                                              state->previous, rotated_at},
-                                             NULL);
+            index[i] =
+                nodeset_round_command(round, i, 8,
+                                      (const char *[]){"EVAL", script_offer, "1", ss->key, version,
+                                                       state->current, state->previous, rotated_at},
+                                      NULL);
     }
     nodeset_round_exec_within(round, WRITE_WAIT_MS);
     for (size_t i = 0; i < n; i++) {
@@ -322,8 +322,8 @@ static int sync_nodes(struct signing_secrets *ss)
         size_t acks = offer_nodes(ss, &best, behind);
 
         if (acks < lagging)
-            log_debug("signing secret not written on every node", "nodes=%zu written=%zu",
-                      lagging, acks);
+            log_debug("signing secret not written on every node", "nodes=%zu written=%zu", lagging,
+                      acks);
     }
     if (!state_equal(&local, &best))
         adopt(ss, &best);
@@ -646,14 +646,12 @@ json_t *signing_secrets_json(struct signing_secrets *ss)
     json_t *doc;
 
     signing_secrets_get(ss, &state);
-    doc = json_pack("{s:s?, s:o, s:o}", "current", state.version > 0 ? state.current : NULL,
-                    "previous",
-                    previous_valid(ss, &state, cf_wall_ms()) ? json_string(state.previous)
-                                                             : json_null(),
-                    "rotated_at",
-                    state.rotated_at_ms > 0
-                        ? json_string(cf_format_time(state.rotated_at_ms, when))
-                        : json_null());
+    doc = json_pack(
+        "{s:s?, s:o, s:o}", "current", state.version > 0 ? state.current : NULL, "previous",
+        previous_valid(ss, &state, cf_wall_ms()) ? json_string(state.previous) : json_null(),
+        "rotated_at",
+        state.rotated_at_ms > 0 ? json_string(cf_format_time(state.rotated_at_ms, when))
+                                : json_null());
     OPENSSL_cleanse(&state, sizeof(state));
     return doc;
 }

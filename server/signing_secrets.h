@@ -53,10 +53,10 @@ struct signing_secret_state {
 };
 
 struct signing_secrets_config {
-    struct db *db;           /* a handle of its own; borrowed, outlives the holder */
-    struct coord *cluster;   /* the cluster coordinator, or NULL standalone; borrowed */
-    const char *flag;        /* --signing-secret, or NULL; copied */
-    int64_t overlap_ms;      /* how long a previous secret still signs */
+    struct db *db;         /* a handle of its own; borrowed, outlives the holder */
+    struct coord *cluster; /* the cluster coordinator, or NULL standalone; borrowed */
+    const char *flag;      /* --signing-secret, or NULL; copied */
+    int64_t overlap_ms;    /* how long a previous secret still signs */
 };
 
 struct signing_secrets;
