@@ -27,10 +27,11 @@ struct api_config {
     char **viewer_tokens;
     size_t viewer_token_count;
     size_t max_body_bytes;
-    const char *web_dir;             /* NULL: serve the dashboard built into the binary */
-    struct events *events;           /* borrowed: GET /api/v1/events */
-    struct metrics *metrics;         /* borrowed: GET /metrics and the request counts */
-    struct signing_secrets *secrets; /* borrowed: GET /api/v1/signing-secret and rotation */
+    const char *web_dir;     /* NULL: serve the dashboard built into the binary */
+    struct events *events;   /* borrowed: GET /api/v1/events */
+    struct metrics *metrics; /* borrowed: GET /metrics and the request counts */
+    /* GET /api/v1/signing-secret and its rotation; borrowed. */
+    struct signing_secrets *secrets;
 };
 
 struct api;
