@@ -22,6 +22,8 @@
 
 /* How often a cluster instance reads the nodes' secret, repairing those that lag. */
 #define POLL_MS 1000
+/* ... and while it knows no secret at all (nothing it delivers could be signed). */
+#define POLL_UNKNOWN_MS 100
 /* How long start-up waits for a quorum to read or create the cluster's secret. */
 #define START_WAIT_MS 2000
 /* A write is worth a slow fsync: each node gets at least this long. */
@@ -341,14 +343,16 @@ static void *poll_main(void *arg)
     struct signing_secrets *ss = arg;
 
     while (!atomic_load(&ss->stopping)) {
+        struct signing_secret_state state;
         struct timespec until;
 
         pthread_mutex_lock(&ss->store_lock);
         sync_nodes(ss);
         pthread_mutex_unlock(&ss->store_lock);
+        signing_secrets_get(ss, &state);
 
         pthread_mutex_lock(&ss->wait_lock);
-        cf_monotonic_deadline(POLL_MS, &until);
+        cf_monotonic_deadline(state.version > 0 ? POLL_MS : POLL_UNKNOWN_MS, &until);
         if (!atomic_load(&ss->stopping))
             pthread_cond_timedwait(&ss->wake, &ss->wait_lock, &until);
         pthread_mutex_unlock(&ss->wait_lock);

@@ -142,6 +142,18 @@ def test_cluster_signs_with_one_secret_rotates_and_repairs_a_wiped_node(
             wait_for(lambda: receiver.deliveries(f"rx-{name}"), timeout=20,
                      what=f"receiver holding the {name} secret accepted the delivery")
 
+        # An instance whose --signing-secret differs signs with the cluster's, and says so.
+        flag_file = tmp_path / "other-secret"
+        flag_file.write_text("an-instance-flag-the-cluster-overrides\n")
+        late = Instance(tmp_path, name="cf3",
+                        args=["--redis", redis, "--instance-id", "cf3",
+                              "--signing-secret-file", str(flag_file)])
+        processes.append(late)
+        late.start()
+        assert secret_of(late) == rotated
+        wait_for(lambda: "differs from the cluster" in late.stderr(), timeout=10,
+                 what="the warning of cf3")
+
         # A wiped node gets the secret back.
         nodes[2].wipe()
         wait_for(lambda: nodes[2].cli("HGET", "cf:secret", "current") == rotated["current"],
