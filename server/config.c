@@ -191,12 +191,17 @@ static int apply_file(struct config *cfg, const struct option_spec *spec, const 
         return CF_ERR_INVALID;
     }
     len = fread(value, 1, sizeof(value) - 1, file);
-    if (!feof(file) && !ferror(file)) {
-        fclose(file);
-        snprintf(err, errlen, "--%s: %s is over %zu bytes", spec->name, path, sizeof(value) - 1);
+    ret = ferror(file) ? CF_ERR_IO : fgetc(file) != EOF ? CF_ERR_TOO_LARGE : CF_OK;
+    fclose(file);
+    if (ret != CF_OK) {
+        OPENSSL_cleanse(value, sizeof(value));
+        if (ret == CF_ERR_IO)
+            snprintf(err, errlen, "--%s: cannot read %s", spec->name, path);
+        else
+            snprintf(err, errlen, "--%s: %s is over %zu bytes", spec->name, path,
+                     sizeof(value) - 1);
         return CF_ERR_INVALID;
     }
-    fclose(file);
     while (len > 0 && (value[len - 1] == '\n' || value[len - 1] == '\r' || value[len - 1] == ' ' ||
                        value[len - 1] == '\t'))
         len--;
