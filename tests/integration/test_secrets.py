@@ -62,9 +62,9 @@ def trigger_and_wait(instance, target, job):
 
     def triggered():
         # 409 while the previous run of the job still holds its lock (it releases after the
-        # target answered).
+        # target answered); 503 when a claim round found no quorum in time on a busy machine.
         replies.append(instance.api("POST", f"/api/v1/jobs/{job}/trigger"))
-        assert replies[-1].status in (202, 409), replies[-1]
+        assert replies[-1].status in (202, 409, 503), replies[-1]
         return replies[-1].status == 202
 
     wait_for(triggered, timeout=20, interval=0.1, what=f"a manual run of {job}")
