@@ -93,7 +93,8 @@ def test_cluster_signs_with_one_secret_rotates_and_repairs_a_wiped_node(
         first = secret_of(instances[0])
         assert first["previous"] is None and first["rotated_at"] is None, first
         assert re.fullmatch(r"[0-9a-f]{64}", first["current"]), first
-        assert nodes[1].cli("HGET", "cf:secret", "current") == first["current"]
+        wait_for(lambda: all(node.cli("HGET", "cf:secret", "current") == first["current"]
+                             for node in nodes), timeout=20, what="the secret on every node")
 
         reply = instances[0].api("POST", "/api/v1/jobs", {
             "name": "shared", "schedule": NEVER, "webhook": {"url": target.url}})
@@ -150,7 +151,7 @@ def test_cluster_signs_with_one_secret_rotates_and_repairs_a_wiped_node(
                               "--signing-secret-file", str(flag_file)])
         processes.append(late)
         late.start()
-        assert secret_of(late) == rotated
+        wait_for(lambda: secret_of(late) == rotated, timeout=20, what="cf3 on the cluster's secret")
         wait_for(lambda: "differs from the cluster" in late.stderr(), timeout=10,
                  what="the warning of cf3")
 
