@@ -15,7 +15,9 @@
  * holds and writes it back onto the nodes that hold less or nothing (a wiped
  * node gets the secret back as soon as it answers). So instances that race
  * to create the first secret, or to rotate, converge on one value within a
- * poll. The first instance that reads a quorum of nodes and finds no secret
+ * poll (of two rotations at once, the one with the greater new secret wins;
+ * the other's answer names a secret replaced within a poll, and deliveries
+ * an instance signed with it meanwhile do not verify). The first instance that reads a quorum of nodes and finds no secret
  * creates it, from --signing-secret when given, else at random. The last
  * value seen is also kept in the database, so a restart while the nodes are
  * away still signs with the cluster's secret.
