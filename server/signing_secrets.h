@@ -17,16 +17,17 @@
  * to create the first secret, or to rotate, converge on one value within a
  * poll (of two rotations at once, the one with the greater new secret wins;
  * the other's answer names a secret replaced within a poll, and deliveries
- * an instance signed with it meanwhile do not verify). The first instance that reads a quorum of nodes and finds no secret
- * creates it, from --signing-secret when given, else at random. The last
+ * an instance signed with it meanwhile do not verify). The first instance
+ * that reads a quorum of nodes and finds no secret creates it, from
+ * --signing-secret when given, else at random. The last
  * value seen is also kept in the database, so a restart while the nodes are
  * away still signs with the cluster's secret.
  *
  * --signing-secret: standalone, it seeds the stored secret, and a value
  * changed since the last start is a rotation to it (the stored one stays
  * valid for the overlap); the same value as last time keeps what is stored,
- * rotations through the API included. In a
- * cluster it only seeds a cluster that has no secret; an instance whose
+ * rotations through the API included. In a cluster it only seeds a
+ * cluster that has no secret; an instance whose
  * flag differs from the cluster's logs a warning and signs with the
  * cluster's (rotate with POST /api/v1/signing-secret/rotate).
  *
