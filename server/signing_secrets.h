@@ -27,9 +27,9 @@
  * changed since the last start is a rotation to it (the stored one stays
  * valid for the overlap); the same value as last time keeps what is stored,
  * rotations through the API included. In a cluster it only seeds a
- * cluster that has no secret; an instance whose
- * flag differs from the cluster's logs a warning and signs with the
- * cluster's (rotate with POST /api/v1/signing-secret/rotate).
+ * cluster that has no secret; an instance whose flag differs from the
+ * cluster's logs a warning and signs with the cluster's (rotate with POST
+ * /api/v1/signing-secret/rotate).
  *
  * Every function may be called from any thread.
  */
