@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,6 +24,8 @@
 #include "embedded.h"
 #include "log.h"
 #include "metrics.h"
+#include "redact.h"
+#include "signing_secrets.h"
 #include "tz.h"
 #include "view.h"
 
@@ -319,6 +322,18 @@ static void set_job_headers(struct http_response *res, const struct job *job)
     http_add_header(res, "ETag", etag);
 }
 
+/* A job's API form, masked (redact.h) unless the reader's token is an admin token. */
+static json_t *job_view_for(struct api *api, const struct http_request *req, const struct job *job)
+{
+    json_t *doc = view_job(api->cfg.db, job);
+
+    if (doc != NULL && access_of(api, req) != ACCESS_ADMIN && redact_job(doc) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
 static void send_job(struct api *api, struct http_response *res, int status, const struct job *job)
 {
     send_json(res, status, view_job(api->cfg.db, job));
@@ -353,9 +368,17 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
                     int64_t if_match, int ok_status)
 {
     bool created = false;
-    int ret =
-        api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match, &created);
+    struct job *current = NULL;
+    int ret = CF_OK;
     char location[128];
+
+    /* A replaced signing secret keeps signing for the overlap (signing_secrets.h). */
+    if (!create_only && db_job_get(api->cfg.db, job->name, &current) == CF_OK)
+        ret = signing_secrets_carry(current, job, cf_wall_ms());
+    job_free(current);
+    if (ret == CF_OK)
+        ret =
+            api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match, &created);
 
     if (ret == CF_ERR_CONFLICT) {
         send_problem(res, 409, field_error("name", "a job with this name exists"),
@@ -422,7 +445,7 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
     }
     items = json_array();
     for (size_t i = 0; i < count; i++)
-        json_array_append_new(items, view_job(api->cfg.db, jobs[i]));
+        json_array_append_new(items, job_view_for(api, req, jobs[i]));
     doc = json_pack("{s:o, s:o}", "items", items, "next_cursor",
                     more && count > 0 ? json_string(jobs[count - 1]->name) : json_null());
     send_json(res, 200, doc);
@@ -475,7 +498,8 @@ static void handle_job_get(void *ctx, const struct http_request *req, struct htt
     job = load_job(api, req->params[0], res);
     if (job == NULL)
         return;
-    send_job(api, res, 200, job);
+    send_json(res, 200, job_view_for(api, req, job));
+    set_job_headers(res, job);
     job_free(job);
 }
 
@@ -540,6 +564,9 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
         if (current == NULL)
             return;
         stored = job_to_json(current, true);
+        /* What only storage holds is no field of the API's; carried over below. */
+        json_object_del(stored, "previous_signing_secret");
+        json_object_del(stored, "signing_secret_changed_at");
         merged = stored ? job_merge_patch(stored, patch) : NULL;
         if (merged == NULL) {
             json_decref(stored);
@@ -576,8 +603,10 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
             job_free(current);
             return;
         }
-        ret = api->cfg.coord->ops->catalog_put(
-            api->cfg.coord, job, false, if_match > 0 ? if_match : current->version, &created);
+        ret = signing_secrets_carry(current, job, cf_wall_ms());
+        if (ret == CF_OK)
+            ret = api->cfg.coord->ops->catalog_put(
+                api->cfg.coord, job, false, if_match > 0 ? if_match : current->version, &created);
         job_free(current);
         if (ret == CF_OK) {
             scheduler_job_changed(api->cfg.scheduler, name);
@@ -864,13 +893,46 @@ static void handle_events(void *ctx, const struct http_request *req, struct http
 
     if (!authorize(api, req, res, false))
         return;
-    ret = events_serve(api->cfg.events, http_header(req, "Last-Event-ID"), res);
+    /* A viewer's stream shows jobs masked (redact.h). */
+    ret = events_serve(api->cfg.events, http_header(req, "Last-Event-ID"),
+                       access_of(api, req) != ACCESS_ADMIN, res);
     if (ret == CF_ERR_BUSY) {
         send_problem(res, 503, NULL, "too many event streams are open; retry later");
         http_add_header(res, "Retry-After", "5");
     } else if (ret != CF_OK) {
         send_error_code(res, ret, "cannot open the event stream");
     }
+}
+
+/* GET /api/v1/signing-secret: admin only, the default secret (DESIGN §6). */
+static void handle_secret_get(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+
+    if (!authorize(api, req, res, true))
+        return;
+    send_json(res, 200, signing_secrets_json(api->cfg.secrets));
+    http_add_header(res, "Cache-Control", "no-store");
+}
+
+/* POST /api/v1/signing-secret/rotate: a new current; the old one signs for the overlap. */
+static void handle_secret_rotate(void *ctx, const struct http_request *req,
+                                 struct http_response *res)
+{
+    struct api *api = ctx;
+    struct signing_secret_state state;
+    int ret;
+
+    if (!authorize(api, req, res, true))
+        return;
+    ret = signing_secrets_rotate(api->cfg.secrets, &state);
+    OPENSSL_cleanse(&state, sizeof(state));
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot rotate the signing secret");
+        return;
+    }
+    send_json(res, 200, signing_secrets_json(api->cfg.secrets));
+    http_add_header(res, "Cache-Control", "no-store");
 }
 
 static void handle_healthz(void *ctx, const struct http_request *req, struct http_response *res)
@@ -1208,6 +1270,8 @@ static const struct http_route routes[] = {
     {"GET", "/api/v1/events", handle_events},
     {"GET", "/api/v1/openapi.yaml", handle_openapi},
     {"GET", "/api/v1/openapi.json", handle_openapi_json},
+    {"GET", "/api/v1/signing-secret", handle_secret_get},
+    {"POST", "/api/v1/signing-secret/rotate", handle_secret_rotate},
     {NULL, NULL, NULL},
 };
 

@@ -5,12 +5,13 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 
-enum option_kind { OPT_STRING, OPT_TOKENS, OPT_INT, OPT_LEVEL, OPT_FORMAT, OPT_FLAG };
+enum option_kind { OPT_STRING, OPT_TOKENS, OPT_INT, OPT_LEVEL, OPT_FORMAT, OPT_FLAG, OPT_FILE };
 
 struct option_spec {
     const char *name;
@@ -41,8 +42,18 @@ static const struct option_spec specs[] = {
      "API token that may write (repeatable or comma-separated)", 0, 0},
     {"viewer-token", "CRONFENCE_VIEWER_TOKEN", OPT_TOKENS, "T",
      "API token that may only read (repeatable or comma-separated)", 0, 0},
+    {"admin-token-file", "CRONFENCE_ADMIN_TOKEN_FILE", OPT_FILE, "F",
+     "read --admin-token from file F (one line; keeps it out of ps)", 0, 0},
+    {"viewer-token-file", "CRONFENCE_VIEWER_TOKEN_FILE", OPT_FILE, "F",
+     "read --viewer-token from file F (one line)", 0, 0},
     {"signing-secret", "CRONFENCE_SIGNING_SECRET", OPT_STRING, "S",
-     "default webhook signing secret (default: generated once, kept in the database)", 0, 0},
+     "default webhook signing secret, at least 16 bytes (default: generated once; in a cluster "
+     "once for the whole cluster, kept on the lock nodes, which it only seeds)",
+     0, 0},
+    {"signing-secret-file", "CRONFENCE_SIGNING_SECRET_FILE", OPT_FILE, "F",
+     "read --signing-secret from file F (one line; keeps it out of ps)", 0, 0},
+    {"secret-overlap-hours", "CRONFENCE_SECRET_OVERLAP_HOURS", OPT_INT, "N",
+     "how long a rotated signing secret still signs deliveries (default 24)", 0, 8760},
     {"webhook-allow", "CRONFENCE_WEBHOOK_ALLOW", OPT_STRING, "LIST",
      "hosts or CIDRs webhooks may reach (default: everything but link-local)", 0, 0},
     {"node-quarantine-ms", "CRONFENCE_NODE_QUARANTINE_MS", OPT_INT, "N",
@@ -153,6 +164,59 @@ static char **string_slot(struct config *cfg, const char *name)
     return NULL;
 }
 
+static int apply(struct config *cfg, const struct option_spec *spec, const char *value,
+                 bool from_flag, bool *tokens_from_flag, char *err, size_t errlen);
+
+/*
+ * --X-file F: applies the contents of F, less its trailing line ends and
+ * spaces, as the value of --X. The value is wiped from memory after use.
+ */
+static int apply_file(struct config *cfg, const struct option_spec *spec, const char *path,
+                      bool from_flag, bool *tokens_from_flag, char *err, size_t errlen)
+{
+    char target[64], value[4097];
+    const struct option_spec *target_spec = NULL;
+    size_t len, name_len = strlen(spec->name) - strlen("-file");
+    FILE *file;
+    int ret;
+
+    snprintf(target, sizeof(target), "%.*s", (int)name_len, spec->name);
+    for (size_t i = 0; i < SPEC_COUNT; i++)
+        if (strcmp(specs[i].name, target) == 0)
+            target_spec = &specs[i];
+    if (target_spec == NULL)
+        return CF_ERR_INVALID;
+    file = fopen(path, "r");
+    if (file == NULL) {
+        snprintf(err, errlen, "--%s: cannot read %s: %s", spec->name, path, strerror(errno));
+        return CF_ERR_INVALID;
+    }
+    len = fread(value, 1, sizeof(value) - 1, file);
+    ret = ferror(file) ? CF_ERR_IO : fgetc(file) != EOF ? CF_ERR_TOO_LARGE : CF_OK;
+    fclose(file);
+    if (ret != CF_OK) {
+        OPENSSL_cleanse(value, sizeof(value));
+        if (ret == CF_ERR_IO)
+            snprintf(err, errlen, "--%s: cannot read %s", spec->name, path);
+        else
+            snprintf(err, errlen, "--%s: %s is over %zu bytes", spec->name, path,
+                     sizeof(value) - 1);
+        return CF_ERR_INVALID;
+    }
+    while (len > 0 && (value[len - 1] == '\n' || value[len - 1] == '\r' || value[len - 1] == ' ' ||
+                       value[len - 1] == '\t'))
+        len--;
+    value[len] = '\0';
+    if (len == 0 || memchr(value, '\n', len) != NULL) {
+        snprintf(err, errlen, "--%s: %s must hold one non-empty line", spec->name, path);
+        ret = CF_ERR_INVALID;
+    } else {
+        ret = apply(cfg, target_spec, value, from_flag, tokens_from_flag, err, errlen);
+    }
+    OPENSSL_cleanse(value, sizeof(value));
+    return ret;
+}
+
 /* Applies one option value; from_flag says whether it came from argv (tokens: flags replace env).
  */
 static int apply(struct config *cfg, const struct option_spec *spec, const char *value,
@@ -189,7 +253,9 @@ static int apply(struct config *cfg, const struct option_spec *spec, const char 
                      (long long)spec->min, (long long)spec->max, value);
             return CF_ERR_INVALID;
         }
-        if (strcmp(spec->name, "node-quarantine-ms") == 0)
+        if (strcmp(spec->name, "secret-overlap-hours") == 0)
+            cfg->secret_overlap_ms = parsed * 3600000;
+        else if (strcmp(spec->name, "node-quarantine-ms") == 0)
             cfg->node_quarantine_ms = parsed;
         else if (strcmp(spec->name, "redis-timeout-ms") == 0)
             cfg->redis_timeout_ms = parsed;
@@ -218,6 +284,8 @@ static int apply(struct config *cfg, const struct option_spec *spec, const char 
         return CF_OK;
     case OPT_FLAG:
         return CF_OK;
+    case OPT_FILE:
+        return apply_file(cfg, spec, value, from_flag, tokens_from_flag, err, errlen);
     }
     return CF_ERR_INVALID;
 }
@@ -239,6 +307,7 @@ int config_parse(int argc, char **argv, struct config *cfg, enum config_action *
     cfg->history_days = 30;
     cfg->history_per_job = 10000;
     cfg->shutdown_grace_ms = 30000;
+    cfg->secret_overlap_ms = 24 * 3600000LL;
     cfg->log_level = LOG_INFO;
     if (cfg->listen == NULL || cfg->db_path == NULL || cfg->redis_prefix == NULL)
         return CF_ERR_NOMEM;

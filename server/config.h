@@ -26,7 +26,8 @@ struct config {
     size_t admin_token_count;
     char **viewer_tokens;
     size_t viewer_token_count;
-    char *signing_secret;       /* NULL: generated once, kept in the database */
+    char *signing_secret;       /* NULL: generated once, kept in the database or on the nodes */
+    int64_t secret_overlap_ms;  /* how long a rotated signing secret still signs */
     char *webhook_allow;        /* NULL: everything but link-local */
     int64_t node_quarantine_ms; /* 0: twice the longest lease, at least 60000 */
     int history_days;

@@ -200,4 +200,14 @@ struct coord_cluster_config {
 int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out, char *err,
                       size_t errlen);
 
+struct nodeset;
+
+/*
+ * The node set and key prefix of a cluster coordinator (both borrowed for
+ * the coordinator's life), for state kept on the lock nodes beside the
+ * coordinator's own (signing_secrets.c). coord must be a cluster one.
+ */
+struct nodeset *coord_cluster_nodeset(struct coord *coord);
+const char *coord_cluster_prefix(struct coord *coord);
+
 #endif

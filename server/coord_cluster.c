@@ -3024,6 +3024,16 @@ static const struct coord_ops cluster_ops = {
     .destroy = cluster_destroy,
 };
 
+struct nodeset *coord_cluster_nodeset(struct coord *coord)
+{
+    return from_base(coord)->ns;
+}
+
+const char *coord_cluster_prefix(struct coord *coord)
+{
+    return from_base(coord)->prefix;
+}
+
 int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out, char *err,
                       size_t errlen)
 {

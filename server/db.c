@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -151,6 +153,26 @@ static int db_fail(struct db *db, const char *what)
     return CF_ERR_DB;
 }
 
+/*
+ * The database holds the signing secret and, tokenless, the admin token: its
+ * file and the -wal and -shm beside it (which SQLite creates with the
+ * database's mode) are for their owner only, also when made before with a
+ * wider mode. Files that do not exist are skipped.
+ */
+static void owner_only(const char *path)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    char name[PATH_MAX];
+    struct stat st;
+
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        if (snprintf(name, sizeof(name), "%s%s", path, suffixes[i]) >= (int)sizeof(name))
+            continue;
+        if (stat(name, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+            chmod(name, st.st_mode & 0700);
+    }
+}
+
 int db_open(const char *path, struct db **out, char *err, size_t errlen)
 {
     struct db *db = calloc(1, sizeof(*db));
@@ -169,6 +191,7 @@ int db_open(const char *path, struct db **out, char *err, size_t errlen)
         goto out_close;
     }
     sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
+    owner_only(path);
     /*
      * WAL lets API reads run beside scheduler writes. synchronous=NORMAL in
      * WAL mode loses no committed transaction when the process is killed;

@@ -42,6 +42,7 @@
 #include "fence_scope.h"
 #include "log.h"
 #include "signature.h"
+#include "signing_secrets.h"
 
 /* A target cannot hold a firing back for longer than this with Retry-After. */
 #define RETRY_AFTER_CAP_MS (3600 * 1000)
@@ -1003,6 +1004,11 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
     const struct job *job = req->job;
     const char *secret =
         job->signing_secret != NULL ? job->signing_secret : f->engine->cfg.default_secret;
+    char chosen[SIGNATURE_SECRETS_MAX][SIGNING_SECRET_MAX + 1];
+    const char *secrets[SIGNATURE_SECRETS_MAX] = {secret};
+    size_t secret_count = secret != NULL ? 1 : 0;
+    /* Both schemes carry the same t, so the two headers describe one signing. */
+    int64_t now_ms = cf_wall_ms(), now_s = now_ms / 1000;
     char token[24], scheduled_at[CF_TIME_LEN], signature[SIGNATURE_HEADER_LEN];
     char webhook_signature[SIGNATURE_WEBHOOK_HEADER_LEN];
     struct curl_slist **list = &f->headers;
@@ -1028,23 +1034,27 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
         !header_append(list, FENCE_SCOPE_HEADER ": %s",
                        fence_scope_name(fence_scope_of_overlap(job->overlap))))
         return CF_ERR_NOMEM;
-    if (secret != NULL) {
-        /* One secret today; a rotation passes the old and the new one here. */
-        const char *const secrets[] = {secret};
-        size_t secret_count = sizeof(secrets) / sizeof(secrets[0]);
-        /* Both schemes carry the same t, so the two headers describe one signing. */
-        int64_t now_s = cf_wall_ms() / 1000;
-
-        if (signature_header(secrets, secret_count, now_s, job->name, token, req->idempotency_key,
-                             body, body_len, signature) != CF_OK ||
-            signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body,
-                                     body_len, webhook_signature) != CF_OK ||
-            !header_append(list, "Cronfence-Signature: %s", signature) ||
-            !header_append(list, "webhook-id: %s", req->idempotency_key) ||
-            !header_append(list, "webhook-timestamp: %" PRId64, now_s) ||
-            !header_append(list, "webhook-signature: %s", webhook_signature))
-            return CF_ERR_NOMEM;
+    if (f->engine->cfg.secrets != NULL) {
+        /* During a rotation's overlap: one signature per valid secret, newest first. */
+        secret_count = signing_secrets_for_job(f->engine->cfg.secrets, job, now_ms, chosen);
+        for (size_t i = 0; i < secret_count; i++)
+            secrets[i] = chosen[i];
     }
+    /*
+     * Never unsigned: with no secret known (a cluster instance that has not
+     * read the cluster's yet) the attempt fails, and may be retried.
+     */
+    if (secret_count == 0)
+        return CF_ERR_NOT_FOUND;
+    if (signature_header(secrets, secret_count, now_s, job->name, token, req->idempotency_key, body,
+                         body_len, signature) != CF_OK ||
+        signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body,
+                                 body_len, webhook_signature) != CF_OK ||
+        !header_append(list, "Cronfence-Signature: %s", signature) ||
+        !header_append(list, "webhook-id: %s", req->idempotency_key) ||
+        !header_append(list, "webhook-timestamp: %" PRId64, now_s) ||
+        !header_append(list, "webhook-signature: %s", webhook_signature))
+        return CF_ERR_NOMEM;
     /* No "Expect: 100-continue" round trip before larger bodies. */
     if (!header_append(list, "Expect:"))
         return CF_ERR_NOMEM;
@@ -1111,9 +1121,17 @@ static void attempt_start(struct firing *f)
         if (f->body == NULL)
             goto undo_attempt;
     }
-    if (build_headers(f, attempt, has_body, has_body ? f->body : "",
-                      has_body ? strlen(f->body) : 0) != CF_OK)
+    switch (build_headers(f, attempt, has_body, has_body ? f->body : "",
+                          has_body ? strlen(f->body) : 0)) {
+    case CF_OK:
+        break;
+    case CF_ERR_NOT_FOUND:
+        error = "no signing secret known yet (the cluster's is read from the lock nodes): "
+                "nothing is sent unsigned";
         goto undo_attempt;
+    default:
+        goto undo_attempt;
+    }
 
     easy = curl_easy_init();
     if (easy == NULL)

@@ -62,10 +62,17 @@ struct delivery_result {
     bool stopped_early;           /* no further attempt because may_retry said no */
 };
 
+struct signing_secrets;
+
 struct delivery_config {
     const char *instance_id;      /* for the body's "instance"; borrowed for the engine's life */
     const char *default_secret;   /* when the job has none; borrowed */
     const struct netallow *allow; /* checked at connect time; borrowed; NULL = all but link-local */
+    /*
+     * When not NULL, chooses the secrets instead of the job's and
+     * default_secret: several during a rotation's overlap. Borrowed.
+     */
+    struct signing_secrets *secrets;
     /*
      * Asked before every attempt after the first, and before a first attempt
      * that had to wait for a free slot; returning false ends the firing with

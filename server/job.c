@@ -75,6 +75,12 @@ static const char *const job_root_fields[] = {
     "signing_secret_set",
     NULL,
 };
+/* Members only storage holds (job_from_json() with keep_meta). */
+static const char *const job_stored_fields[] = {
+    "previous_signing_secret",
+    "signing_secret_changed_at",
+    NULL,
+};
 static const char *const job_webhook_fields[] = {
     "url", "method", "headers", "body", "raw_body", "content_type", "timeout_ms", NULL,
 };
@@ -325,7 +331,7 @@ static bool job_known_field(const char *const *known, const char *key, size_t ke
 
 /* Reports every member of obj (an object at path parent) that is not in known. */
 static void job_check_unknown(struct job_check *check, const json_t *obj, const char *parent,
-                              const char *const *known)
+                              const char *const *known, const char *const *also_known)
 {
     /* Iteration does not modify obj; jansson's iterator API just is not const. */
     json_t *mutable_obj = (json_t *)obj;
@@ -335,7 +341,8 @@ static void job_check_unknown(struct job_check *check, const json_t *obj, const 
         const char *key = json_object_iter_key(iter);
         size_t key_len = json_object_iter_key_len(iter);
 
-        if (job_known_field(known, key, key_len))
+        if (job_known_field(known, key, key_len) ||
+            (also_known != NULL && job_known_field(also_known, key, key_len)))
             continue;
         if (strlen(key) != key_len)
             job_error_at(check, parent, key, "unknown field (its name holds a nul byte)");
@@ -710,7 +717,7 @@ static void job_read_webhook(struct job_check *check, const json_t *webhook,
         job_error(check, "webhook", "must be an object");
         return;
     }
-    job_check_unknown(check, webhook, "webhook", job_webhook_fields);
+    job_check_unknown(check, webhook, "webhook", job_webhook_fields, NULL);
 
     if (job_read_string(check, json_object_get(webhook, "url"), "webhook.url", true, 0, SIZE_MAX,
                         &job->webhook.url))
@@ -758,7 +765,7 @@ static void job_read_retry(struct job_check *check, const json_t *retry, struct 
         job_error(check, "retry", "must be an object");
         return;
     }
-    job_check_unknown(check, retry, "retry", job_retry_fields);
+    job_check_unknown(check, retry, "retry", job_retry_fields, NULL);
     if (job_read_int(check, json_object_get(retry, "attempts"), "retry.attempts", JOB_ATTEMPTS_MIN,
                      JOB_ATTEMPTS_MAX, &attempts))
         job->retry.attempts = (int)attempts;
@@ -843,7 +850,7 @@ int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_
         goto out;
     }
 
-    job_check_unknown(&check, doc, "", job_root_fields);
+    job_check_unknown(&check, doc, "", job_root_fields, keep_meta ? job_stored_fields : NULL);
     if (job_read_string(&check, json_object_get(doc, "name"), "name", true, 0, SIZE_MAX,
                         &job->name) &&
         !job_name_valid(job->name))
@@ -873,6 +880,13 @@ int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_
                       &job->created_at_ms);
         job_read_time(&check, json_object_get(doc, "updated_at"), "updated_at",
                       &job->updated_at_ms);
+        if (json_object_get(doc, "signing_secret_changed_at") != NULL)
+            job_read_time(&check, json_object_get(doc, "signing_secret_changed_at"),
+                          "signing_secret_changed_at", &job->signing_secret_changed_at_ms);
+        if (json_object_get(doc, "previous_signing_secret") != NULL)
+            job_read_string(&check, json_object_get(doc, "previous_signing_secret"),
+                            "previous_signing_secret", false, JOB_SECRET_MIN, JOB_SECRET_MAX,
+                            &job->previous_signing_secret);
     }
 
 done:
@@ -968,6 +982,12 @@ json_t *job_to_json(const struct job *job, bool include_secret)
     job_put(doc, "signing_secret_set", json_boolean(job->signing_secret != NULL), &ok);
     if (include_secret && job->signing_secret != NULL)
         job_put(doc, "signing_secret", json_string(job->signing_secret), &ok);
+    if (include_secret && job->signing_secret_changed_at_ms > 0) {
+        job_put(doc, "signing_secret_changed_at", job_time_json(job->signing_secret_changed_at_ms),
+                &ok);
+        if (job->previous_signing_secret != NULL)
+            job_put(doc, "previous_signing_secret", json_string(job->previous_signing_secret), &ok);
+    }
     job_put(doc, "overlap", json_string(job_overlap_name(job->overlap)), &ok);
     job_put(doc, "starting_deadline_ms", json_integer(job->starting_deadline_ms), &ok);
     job_put(doc, "catchup", json_string(job_catchup_name(job->catchup)), &ok);
@@ -1010,6 +1030,7 @@ struct job *job_copy(const struct job *job)
     copy->schedule = job_dup(job->schedule, &ok);
     copy->timezone = job_dup(job->timezone, &ok);
     copy->signing_secret = job_dup(job->signing_secret, &ok);
+    copy->previous_signing_secret = job_dup(job->previous_signing_secret, &ok);
     copy->webhook.url = job_dup(job->webhook.url, &ok);
     copy->webhook.method = job_dup(job->webhook.method, &ok);
     copy->webhook.content_type = job_dup(job->webhook.content_type, &ok);
@@ -1046,6 +1067,7 @@ void job_free(struct job *job)
     free(job->schedule);
     free(job->timezone);
     free(job->signing_secret);
+    free(job->previous_signing_secret);
     free(job->webhook.url);
     free(job->webhook.method);
     for (size_t i = 0; i < job->webhook.header_count; i++) {

@@ -56,6 +56,15 @@ struct job {
     struct job_retry retry;
     int64_t lease_ms; /* default 30000 */
 
+    /*
+     * Kept by the catalog, never shown by the API: the signing secret that
+     * signing_secret replaced at signing_secret_changed_at_ms (NULL: the
+     * default secret was in use then), which still signs during the
+     * overlap (signing_secrets.h). 0: never changed.
+     */
+    char *previous_signing_secret;
+    int64_t signing_secret_changed_at_ms;
+
     /* Read-only, kept by the catalog. */
     int64_t version;
     int64_t created_at_ms;
@@ -90,7 +99,10 @@ int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_
 
 /*
  * Serialises a job as a new JSON object. With include_secret, for storage:
- * signing_secret is written when set. Without, for the API: only
+ * signing_secret is written when set, and previous_signing_secret and
+ * signing_secret_changed_at after a change of secret (read back by
+ * job_from_json() with keep_meta, refused as unknown without). Without, for
+ * the API: only
  * "signing_secret_set": true|false. version, created_at and updated_at
  * (RFC 3339) are always written. Returns NULL on allocation failure.
  */

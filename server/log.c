@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,15 +34,25 @@ void log_setup(enum log_level level, bool json)
     log_json = json;
 }
 
+/* A regular log file is for its owner only, also one created before with a wider mode. */
+static void owner_only(int fd)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+        fchmod(fd, st.st_mode & 0700);
+}
+
 int log_open_file(const char *path, char *err, size_t errlen)
 {
     char *copy;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 
     if (fd < 0) {
         snprintf(err, errlen, "cannot open the log file %s: %s", path, strerror(errno));
         return CF_ERR_IO;
     }
+    owner_only(fd);
     copy = strdup(path);
     if (copy == NULL) {
         close(fd);
@@ -62,9 +73,10 @@ int log_reopen(void)
 
     if (log_path == NULL)
         return CF_OK;
-    fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return CF_ERR_IO;
+    owner_only(fd);
     /* dup3, not dup2: the descriptor keeps its close-on-exec flag. */
     if (dup3(fd, log_fd, O_CLOEXEC) < 0) {
         close(fd);

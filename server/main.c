@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -24,6 +25,7 @@
 #include "metrics.h"
 #include "netallow.h"
 #include "scheduler.h"
+#include "signing_secrets.h"
 
 #define MAX_BODY_BYTES (1024 * 1024)
 
@@ -47,7 +49,9 @@ struct instance {
     struct db *api_db;
     struct db *sched_db;
     struct db *prune_db;
-    struct db *coord_db; /* the coordinator's own handle: claims, fences, catalog writes */
+    struct db *coord_db;   /* the coordinator's own handle: claims, fences, catalog writes */
+    struct db *secrets_db; /* the signing secret's own handle */
+    struct signing_secrets *secrets;
     struct events *events;
     struct feed *feed;
     struct netallow *allow;
@@ -57,7 +61,6 @@ struct instance {
     struct http_server *http;
     struct metrics *metrics;
     char *instance_id;
-    char *signing_secret;
     char *generated_token; /* the admin token made when none is configured */
     char *admin_token_list[2];
     struct job_limits limits;
@@ -219,9 +222,6 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         return ret;
     }
     ret = setting(inst->api_db, inst->cfg.instance_id, "instance_id", "cf-", 4, &inst->instance_id);
-    if (ret == CF_OK)
-        ret = setting(inst->api_db, inst->cfg.signing_secret, "signing_secret", "", 32,
-                      &inst->signing_secret);
     if (ret != CF_OK) {
         snprintf(err, errlen, "cannot read or create instance settings: %s", cf_err_str(ret));
         return ret;
@@ -249,12 +249,27 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     if (ret != CF_OK)
         return ret;
 
+    {
+        struct signing_secrets_config sscfg = {0};
+
+        ret = db_open(inst->cfg.db_path, &inst->secrets_db, err, errlen);
+        if (ret != CF_OK)
+            return ret;
+        sscfg.db = inst->secrets_db;
+        sscfg.cluster = inst->cfg.redis != NULL ? inst->coord : NULL;
+        sscfg.flag = inst->cfg.signing_secret;
+        sscfg.overlap_ms = inst->cfg.secret_overlap_ms;
+        ret = signing_secrets_new(&sscfg, &inst->secrets, err, errlen);
+        if (ret != CF_OK)
+            return ret;
+    }
+
     inst->limits.webhook_allow = inst->allow;
     scfg.db = inst->sched_db;
     scfg.prune_db = inst->prune_db;
     scfg.coord = inst->coord;
     scfg.instance_id = inst->instance_id;
-    scfg.default_secret = inst->signing_secret;
+    scfg.secrets = inst->secrets;
     scfg.allow = inst->allow;
     scfg.history_days = inst->cfg.history_days;
     scfg.history_per_job = inst->cfg.history_per_job;
@@ -287,6 +302,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     acfg.web_dir = inst->cfg.web_dir;
     acfg.events = inst->events;
     acfg.metrics = inst->metrics;
+    acfg.secrets = inst->secrets;
     ret = api_new(&acfg, &inst->api, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -354,18 +370,19 @@ static void instance_release(struct instance *inst)
     /* The feed watches the coordinator, and its observers see the coordinator's writes. */
     feed_unwatch(inst->feed);
     /* The coordinator tells the scheduler of catalog changes until it is freed. */
+    signing_secrets_free(inst->secrets);
     coord_free(inst->coord);
     scheduler_free(inst->scheduler);
     feed_free(inst->feed);
     events_free(inst->events);
     metrics_free(inst->metrics);
+    db_close(inst->secrets_db);
     db_close(inst->coord_db);
     db_close(inst->prune_db);
     db_close(inst->sched_db);
     db_close(inst->api_db);
     netallow_free(inst->allow);
     free(inst->instance_id);
-    free(inst->signing_secret);
     free(inst->generated_token);
     config_release(&inst->cfg);
 }
@@ -404,6 +421,12 @@ int main(int argc, char **argv)
     mallopt(M_ARENA_MAX, 2);
     if (argc > 1 && strcmp(argv[1], "--healthcheck") == 0)
         return healthcheck_main(argc - 1, argv + 1);
+    /*
+     * The database (with its -wal and -shm) holds the signing secret and,
+     * tokenless, the admin token; the log may name jobs and targets: every
+     * file this process creates is for its owner only.
+     */
+    umask(077);
     if (config_parse(argc, argv, &inst.cfg, &action, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "cronfence: %s\n", err);
         config_release(&inst.cfg);

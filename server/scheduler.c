@@ -2143,6 +2143,7 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
 
     dcfg.instance_id = cfg->instance_id;
     dcfg.default_secret = cfg->default_secret;
+    dcfg.secrets = cfg->secrets;
     dcfg.allow = cfg->allow;
     dcfg.may_retry = firing_may_retry;
     dcfg.done = firing_done;

@@ -20,6 +20,8 @@
 #include "metrics.h"
 #include "run.h"
 
+struct signing_secrets;
+
 struct scheduler_config {
     struct db *db;                /* the scheduler's own handle; borrowed */
     struct db *prune_db;          /* the retention thread's own handle; borrowed */
@@ -30,6 +32,8 @@ struct scheduler_config {
     int history_days;             /* runs older than this are pruned */
     int history_per_job;          /* at most this many runs kept per job */
     struct metrics *metrics;      /* borrowed; may be NULL */
+    /* Chooses the signing secrets, several during an overlap (delivery.h); borrowed. */
+    struct signing_secrets *secrets;
     /* Called on the scheduler thread after a run state is stored; may be NULL. */
     void (*run_changed)(void *ctx, const struct run *run);
     void *ctx;

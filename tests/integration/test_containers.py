@@ -337,12 +337,14 @@ def test_compose_has_three_lock_nodes_three_instances_and_a_receiver(compose):
 
 
 def test_compose_refuses_to_start_without_real_tokens(compose):
-    """No well-known fallback token: each instance's admin and viewer token is a required
-    variable (${VAR:?message}), which compose refuses to start without."""
+    """No well-known fallback token or secret: each instance's admin and viewer token and
+    the signing secret (shared with the demo receiver) are required variables
+    (${VAR:?message}), which compose refuses to start without."""
     for name, service in of_program(compose, "cronfence").items():
         raw = service["raw"].get("environment")
         assert isinstance(raw, dict), f"{name}: environment is not a mapping"
-        for variable in ("CRONFENCE_ADMIN_TOKEN", "CRONFENCE_VIEWER_TOKEN"):
+        for variable in ("CRONFENCE_ADMIN_TOKEN", "CRONFENCE_VIEWER_TOKEN",
+                         "CRONFENCE_SIGNING_SECRET"):
             value = raw.get(variable)
             assert isinstance(value, str), f"{name}: no {variable}"
             match = REQUIRED_VARIABLE.fullmatch(value)

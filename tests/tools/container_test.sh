@@ -61,7 +61,8 @@ fi
 # ---- the compose project ----
 CRONFENCE_ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 CRONFENCE_VIEWER_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-export CRONFENCE_ADMIN_TOKEN CRONFENCE_VIEWER_TOKEN
+CRONFENCE_SIGNING_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+export CRONFENCE_ADMIN_TOKEN CRONFENCE_VIEWER_TOKEN CRONFENCE_SIGNING_SECRET
 # Free loopback ports for the three instances (the defaults may be taken).
 read -r PUBLISHED_PORT_1 PUBLISHED_PORT_2 PUBLISHED_PORT_3 < <(python3 -c '
 import socket

@@ -37,12 +37,14 @@ PID_FILE = "cluster.pid"
 RESTART_REQUEST = "restart-{}"
 
 
-def start_instance(bin_dir, data, index, redis_urls, port, token):
+def start_instance(bin_dir, data, index, redis_urls, port, token_file):
+    # The token goes by file, never on the command line (ps shows that to everyone).
+    # No --signing-secret: the instances share the cluster's, kept on the nodes.
     log = open(data / f"cronfence{index}.log", "ab")
     proc = subprocess.Popen(
         [str(bin_dir / "cronfence"), "--listen", f"127.0.0.1:{port}",
          "--db", str(data / f"cronfence{index}.db"), "--redis", ",".join(redis_urls),
-         "--instance-id", f"local-{index}", "--admin-token", token],
+         "--instance-id", f"local-{index}", "--admin-token-file", str(token_file)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
     log.close()
     for raw in proc.stdout:
@@ -85,12 +87,13 @@ def request_restart(data, index):
     return 0
 
 
-def supervise(args, data, urls, token, stopping):
+def supervise(args, data, urls, token_file, stopping):
     """Starts the instances, then reports exits and serves restart requests until stopping."""
     instances = [None] * INSTANCES
+    token = token_file.read_text().strip()
     try:
         for i in range(INSTANCES):
-            instances[i] = start_instance(args.bin_dir, data, i, urls, args.port + i, token)
+            instances[i] = start_instance(args.bin_dir, data, i, urls, args.port + i, token_file)
         print(f"redis nodes: {', '.join(urls)}")
         for i, proc in enumerate(instances):
             print(f"instance local-{i}: pid {proc.pid} http://127.0.0.1:{args.port + i}/#token={token}")
@@ -112,7 +115,7 @@ def supervise(args, data, urls, token, stopping):
                 stop_instance(instances[i])
                 try:
                     instances[i] = start_instance(args.bin_dir, data, i, urls, args.port + i,
-                                                  token)
+                                                  token_file)
                     reported.discard(i)
                     print(f"instance local-{i} restarted: pid {instances[i].pid}", flush=True)
                 except RuntimeError as error:
@@ -144,8 +147,8 @@ def main():
     data.mkdir(parents=True, exist_ok=True)
     token_file = data / "admin-token"
     if not token_file.exists():
+        token_file.touch(mode=0o600)
         token_file.write_text(secrets.token_hex(16) + "\n")
-    token = token_file.read_text().strip()
     for stale in data.glob(RESTART_REQUEST.format("*")):
         stale.unlink()
     (data / PID_FILE).write_text(f"{os.getpid()}\n")
@@ -156,7 +159,7 @@ def main():
     try:
         for i in range(3):
             nodes.append(RedisNode(data, f"redis{i}", port=args.redis_port + i).start())
-        supervise(args, data, [node.url for node in nodes], token, stopping)
+        supervise(args, data, [node.url for node in nodes], token_file, stopping)
     except KeyboardInterrupt:
         pass
     finally:
