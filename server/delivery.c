@@ -1048,8 +1048,8 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
         return CF_ERR_NOT_FOUND;
     if (signature_header(secrets, secret_count, now_s, job->name, token, req->idempotency_key, body,
                          body_len, signature) != CF_OK ||
-        signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body,
-                                 body_len, webhook_signature) != CF_OK ||
+        signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body, body_len,
+                                 webhook_signature) != CF_OK ||
         !header_append(list, "Cronfence-Signature: %s", signature) ||
         !header_append(list, "webhook-id: %s", req->idempotency_key) ||
         !header_append(list, "webhook-timestamp: %" PRId64, now_s) ||
