@@ -21,6 +21,7 @@
 #include "common.h"
 #include "cron.h"
 #include "embedded.h"
+#include "job_order.h"
 #include "log.h"
 #include "metrics.h"
 #include "tz.h"
@@ -381,6 +382,30 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
     }
 }
 
+/*
+ * A page of jobs in a keyed order (?sort= other than name); the cursor is
+ * "<key>:<name>" of the last job of the previous page. CF_ERR_INVALID for a
+ * cursor of another form, else as db_job_list_sorted.
+ */
+static int list_jobs_sorted(struct api *api, struct db_job_query *query,
+                            const struct job_order *order, struct job ***jobs, size_t *count,
+                            bool *more, int64_t *last_key)
+{
+    int64_t after_key = 0;
+    int ret;
+
+    if (query->after != NULL &&
+        job_order_cursor_parse(query->after, &after_key, &query->after) != CF_OK)
+        return CF_ERR_INVALID;
+    if (order->key == DB_JOB_SORT_NEXT) {
+        ret = job_order_refresh_next(api->cfg.db, cf_wall_ms());
+        if (ret != CF_OK)
+            return ret;
+    }
+    return db_job_list_sorted(api->cfg.db, query, order->key, order->descending, after_key, jobs,
+                              count, more, last_key);
+}
+
 static void handle_jobs_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
@@ -388,14 +413,22 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
     json_t *errors = json_array(), *items, *doc;
     const char *paused = http_query(req, "paused");
     struct job **jobs = NULL;
+    struct job_order order;
     size_t count = 0;
     bool more = false;
+    int64_t last_key = 0;
+    char cursor[160];
+    const char *next_cursor;
     long limit;
     int ret;
 
     if (!authorize(api, req, res, false))
         goto out;
     query_int(req, "limit", 1, API_MAX_LIMIT, API_DEFAULT_LIMIT, &limit, errors);
+    if (job_order_parse(http_query(req, "sort"), &order) != CF_OK)
+        add_error(errors, "sort",
+                  "must be name, next, last_run or failures (the last three with a leading - for "
+                  "descending)");
     query.paused = -1;
     if (paused != NULL) {
         if (strcmp(paused, "true") == 0)
@@ -415,7 +448,15 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
         query.q = NULL;
     query.after = http_query(req, "cursor");
     query.limit = (int)limit;
-    ret = db_job_list(api->cfg.db, &query, &jobs, &count, &more);
+    if (order.by_name)
+        ret = db_job_list(api->cfg.db, &query, &jobs, &count, &more);
+    else
+        ret = list_jobs_sorted(api, &query, &order, &jobs, &count, &more, &last_key);
+    if (ret == CF_ERR_INVALID) {
+        send_problem(res, 422, field_error("cursor", "is not a cursor of this sort order"),
+                     "invalid query parameters");
+        goto out;
+    }
     if (ret != CF_OK) {
         send_error_code(res, ret, "cannot list jobs");
         goto out;
@@ -423,8 +464,13 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
     items = json_array();
     for (size_t i = 0; i < count; i++)
         json_array_append_new(items, view_job(api->cfg.db, jobs[i]));
+    next_cursor = NULL;
+    if (more && count > 0)
+        next_cursor = order.by_name ? jobs[count - 1]->name
+                                    : job_order_cursor_format(last_key, jobs[count - 1]->name,
+                                                              cursor, sizeof(cursor));
     doc = json_pack("{s:o, s:o}", "items", items, "next_cursor",
-                    more && count > 0 ? json_string(jobs[count - 1]->name) : json_null());
+                    next_cursor ? json_string(next_cursor) : json_null());
     send_json(res, 200, doc);
     for (size_t i = 0; i < count; i++)
         job_free(jobs[i]);

@@ -73,6 +73,8 @@ static const char *const job_root_fields[] = {
     "schedule_description",
     "last_run",
     "signing_secret_set",
+    "consecutive_failures",
+    "last_error",
     NULL,
 };
 static const char *const job_webhook_fields[] = {
