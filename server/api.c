@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cluster_view.h"
 #include "common.h"
 #include "cron.h"
 #include "embedded.h"
@@ -900,7 +901,7 @@ static void handle_cluster(void *ctx, const struct http_request *req, struct htt
 
     if (!authorize(api, req, res, false))
         return;
-    send_json(res, 200, api->cfg.coord->ops->status(api->cfg.coord));
+    send_json(res, 200, cluster_view(api->cfg.coord, api->cfg.db, cf_wall_ms()));
 }
 
 static void handle_events(void *ctx, const struct http_request *req, struct http_response *res)
@@ -997,6 +998,19 @@ static void write_node_gauges(FILE *out, json_t *nodes)
     }
 }
 
+/* The members of a status document that are up (departed ones are listed with up false). */
+static size_t live_members(const json_t *members)
+{
+    size_t i, live = 0;
+    json_t *member;
+
+    json_array_foreach(members, i, member)
+    {
+        live += !json_is_false(json_object_get(member, "up"));
+    }
+    return live;
+}
+
 /* Writes the gauges read from the coordinator's status document (GET /cluster). */
 static void write_cluster_gauges(FILE *out, json_t *status)
 {
@@ -1016,7 +1030,7 @@ static void write_cluster_gauges(FILE *out, json_t *status)
     fprintf(out,
             "# HELP cronfence_cluster_members Live instances this instance knows of, itself "
             "included.\n# TYPE cronfence_cluster_members gauge\ncronfence_cluster_members %zu\n",
-            json_array_size(json_object_get(status, "members")));
+            live_members(json_object_get(status, "members")));
 
     write_node_gauges(out, nodes);
     /* Standalone has no quorum to lose: its SQLite file is the only lock. */

@@ -931,6 +931,40 @@ out:
     return ret;
 }
 
+int db_run_firings_by_instance(struct db *db, int64_t since_ms, json_t **counts)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_OK;
+
+    *counts = json_object();
+    if (*counts == NULL)
+        return CF_ERR_NOMEM;
+    pthread_mutex_lock(&db->lock);
+    /* runs_by_time bounds the read to the window. */
+    stmt = prepare(db, "SELECT instance, count(*) FROM runs WHERE sort_at >= ?1"
+                       " AND instance IS NOT NULL"
+                       " AND status IN ('running', 'succeeded', 'failed', 'fenced', 'lost')"
+                       " GROUP BY instance");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    sqlite3_bind_int64(stmt, 1, since_ms);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        json_object_set_new(*counts, (const char *)sqlite3_column_text(stmt, 0),
+                            json_integer(sqlite3_column_int64(stmt, 1)));
+    if (rc != SQLITE_DONE)
+        ret = db_fail(db, "run firings");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        json_decref(*counts);
+        *counts = NULL;
+    }
+    return ret;
+}
+
 int db_job_all(struct db *db, struct job ***jobs, size_t *count)
 {
     sqlite3_stmt *stmt;

@@ -125,6 +125,14 @@ int db_job_next_stale(struct db *db, int64_t now_ms, int limit, struct job ***jo
 /* Stores next_ms[i] (wall ms, DB_JOB_NEXT_NEVER for none) as the next instant of names[i]. */
 int db_job_next_store(struct db *db, const char *const *names, const int64_t *next_ms, size_t n);
 
+/*
+ * The number of firings (runs that claimed their slot: running or ended
+ * with a delivery outcome) per instance since since_ms (wall ms, by run
+ * sort time), as a new JSON object {instance: count} in *counts.
+ * CF_OK, CF_ERR_NOMEM or CF_ERR_DB (*counts NULL).
+ */
+int db_run_firings_by_instance(struct db *db, int64_t since_ms, json_t **counts);
+
 /* What the jobs list shows of a job's recent runs (migration 0006). */
 struct db_job_stats {
     int64_t consecutive_failures;
