@@ -122,8 +122,9 @@ export async function render(ctx) {
   function lastRunCell(job) {
     const at = job.last_run ? runInstant(job.last_run) : null;
     if (!at) return h('td', {}, h('span', { class: 'muted' }, 'never'));
+    // Not a link: a row's one link is the job's name.
     return h('td', {}, h('span', { class: 'when' },
-      h('a', { href: `#/runs/${segment(job.last_run.id)}` }, relativeTime(at)),
+      relativeTime(at),
       h('time', { datetime: at, class: 'absolute' }, formatTime(at))));
   }
 
