@@ -374,6 +374,7 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
         return;
     }
     scheduler_job_changed(api->cfg.scheduler, job->name);
+    job_order_store_next(api->cfg.db, job, cf_wall_ms());
     log_info(created ? "job created" : "job updated", "job=%s version=%lld", job->name,
              (long long)job->version);
     send_job(api, res, created ? 201 : ok_status, job);

@@ -109,3 +109,11 @@ int job_order_refresh_next(struct db *db, int64_t now_ms)
             return ret;
     }
 }
+
+int job_order_store_next(struct db *db, const struct job *job, int64_t now_ms)
+{
+    const char *name = job->name;
+    int64_t next = next_instant(job, now_ms);
+
+    return db_job_next_store(db, &name, &next, 1);
+}

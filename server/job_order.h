@@ -42,4 +42,12 @@ char *job_order_cursor_format(int64_t key, const char *name, char *out, size_t o
  */
 int job_order_refresh_next(struct db *db, int64_t now_ms);
 
+/*
+ * Stores the next instant of job (just written) after now_ms, so that a
+ * catalog filled through the API needs no bulk refresh when first sorted by
+ * "next". Best effort: a later write or refresh corrects it. CF_OK or the
+ * db error.
+ */
+int job_order_store_next(struct db *db, const struct job *job, int64_t now_ms);
+
 #endif
