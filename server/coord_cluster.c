@@ -453,10 +453,11 @@ struct coord_cluster {
     struct node_state nodes[MAX_NODES];
     struct member *members;
     size_t member_count;
-    struct departed departed; /* members that left lately, shown as down */
-    bool view_fresh;          /* the last heartbeat was answered by a trusted quorum */
-    int64_t view_boot_ms;     /* when the view was last refreshed */
-    bool first_view;          /* a heartbeat round has completed */
+    /* Members that left lately, shown as down. */
+    struct departed departed;
+    bool view_fresh;      /* the last heartbeat was answered by a trusted quorum */
+    int64_t view_boot_ms; /* when the view was last refreshed */
+    bool first_view;      /* a heartbeat round has completed */
     pthread_cond_t first_view_cond;
     char history_pos[MAX_NODES][48];
     char trim_warned[MAX_NODES][48]; /* background thread only: the first entry last warned of */
