@@ -1,7 +1,8 @@
 // What the dashboard shows of a failure and of the cluster's signing secret
-// (issue 15 items 3 and 6), against fields and endpoints of DESIGN §6: the
+// (issue 15 items 3 and 6), against fields and endpoints of DESIGN §5-6: the
 // run page's attempt log, lag and "Retry" (run fields attempt_log, lag_ms,
-// retry_of; POST /runs/{id}/retry), the job chart's lag, and the Settings
+// retry_of; POST /runs/{id}/retry), the job chart's lag, a job's `notify`
+// set through the form, and the Settings
 // page that reveals, copies and rotates the default signing secret
 // (GET /signing-secret, POST /signing-secret/rotate).
 
@@ -83,6 +84,40 @@ describe('failures and the signing secret', { timeout: 240000 * SLOW }, () => {
     await eventually(async () => assert.match(await chart.getAttribute('aria-label'), /Median lag/),
       { what: 'the chart to describe lag' });
     await cf.api('POST', `/jobs/${name}/pause`);
+    assertNoProblems(page);
+  }));
+
+  test('the job form sets and shows a job\'s notifications', withFailureShots(async () => {
+    const page = await suite.page();
+    await signIn(page, cf, ADMIN_TOKEN, '#/jobs/new');
+    await heading(page, 'New job');
+    const field = (label) => page.getByLabel(label, { exact: true });
+    await field('Name').fill('notified');
+    await field('Schedule').fill('0 0 1 1 *');
+    await field('Time zone').fill('UTC');
+    await field('Webhook URL').fill(receiver.hook());
+    await field('Notify URL').fill(receiver.hook('/notify'));
+    const on = page.getByRole('group', { name: 'Notify on' });
+    await on.getByLabel('recovered', { exact: true }).check();
+    await on.getByLabel('lost', { exact: true }).uncheck();
+    await field('Notify format').selectOption({ label: 'Slack' });
+    await page.getByRole('button', { name: 'Create job', exact: true }).click();
+    await heading(page, 'notified');
+    const stored = (await cf.api('GET', '/jobs/notified')).json;
+    assert.deepEqual(stored.notify, {
+      url: receiver.hook('/notify'), on: ['failed', 'fenced', 'missed', 'recovered'], format: 'slack',
+    });
+
+    // The edit form shows them as stored, and keeps them on save.
+    await page.goto(`${cf.url}/#/jobs/notified/edit`);
+    await heading(page, 'Edit notified');
+    await eventually(async () => assert.equal(await field('Notify URL').inputValue(), receiver.hook('/notify')),
+      { what: 'the stored notify URL in the edit form' });
+    assert.equal(await on.getByLabel('recovered', { exact: true }).isChecked(), true);
+    assert.equal(await on.getByLabel('lost', { exact: true }).isChecked(), false);
+    await page.getByRole('button', { name: 'Save', exact: true }).click();
+    await heading(page, 'notified');
+    assert.deepEqual((await cf.api('GET', '/jobs/notified')).json.notify, stored.notify);
     assertNoProblems(page);
   }));
 
