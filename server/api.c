@@ -19,9 +19,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cluster_view.h"
 #include "common.h"
 #include "cron.h"
 #include "embedded.h"
+#include "job_order.h"
 #include "log.h"
 #include "metrics.h"
 #include "redact.h"
@@ -395,6 +397,7 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
         return;
     }
     scheduler_job_changed(api->cfg.scheduler, job->name);
+    job_order_store_next(api->cfg.db, job, cf_wall_ms());
     log_info(created ? "job created" : "job updated", "job=%s version=%lld", job->name,
              (long long)job->version);
     send_job(api, res, created ? 201 : ok_status, job);
@@ -404,6 +407,30 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
     }
 }
 
+/*
+ * A page of jobs in a keyed order (?sort= other than name); the cursor is
+ * "<key>:<name>" of the last job of the previous page. CF_ERR_INVALID for a
+ * cursor of another form, else as db_job_list_sorted.
+ */
+static int list_jobs_sorted(struct api *api, struct db_job_query *query,
+                            const struct job_order *order, struct job ***jobs, size_t *count,
+                            bool *more, int64_t *last_key)
+{
+    int64_t after_key = 0;
+    int ret;
+
+    if (query->after != NULL &&
+        job_order_cursor_parse(query->after, &after_key, &query->after) != CF_OK)
+        return CF_ERR_INVALID;
+    if (order->key == DB_JOB_SORT_NEXT) {
+        ret = job_order_refresh_next(api->cfg.db, cf_wall_ms());
+        if (ret != CF_OK)
+            return ret;
+    }
+    return db_job_list_sorted(api->cfg.db, query, order->key, order->descending, after_key, jobs,
+                              count, more, last_key);
+}
+
 static void handle_jobs_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
@@ -411,14 +438,22 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
     json_t *errors = json_array(), *items, *doc;
     const char *paused = http_query(req, "paused");
     struct job **jobs = NULL;
+    struct job_order order;
     size_t count = 0;
     bool more = false;
+    int64_t last_key = 0;
+    char cursor[160];
+    const char *next_cursor;
     long limit;
     int ret;
 
     if (!authorize(api, req, res, false))
         goto out;
     query_int(req, "limit", 1, API_MAX_LIMIT, API_DEFAULT_LIMIT, &limit, errors);
+    if (job_order_parse(http_query(req, "sort"), &order) != CF_OK)
+        add_error(errors, "sort",
+                  "must be name, next, last_run or failures (the last three with a leading - for "
+                  "descending)");
     query.paused = -1;
     if (paused != NULL) {
         if (strcmp(paused, "true") == 0)
@@ -438,7 +473,15 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
         query.q = NULL;
     query.after = http_query(req, "cursor");
     query.limit = (int)limit;
-    ret = db_job_list(api->cfg.db, &query, &jobs, &count, &more);
+    if (order.by_name)
+        ret = db_job_list(api->cfg.db, &query, &jobs, &count, &more);
+    else
+        ret = list_jobs_sorted(api, &query, &order, &jobs, &count, &more, &last_key);
+    if (ret == CF_ERR_INVALID) {
+        send_problem(res, 422, field_error("cursor", "is not a cursor of this sort order"),
+                     "invalid query parameters");
+        goto out;
+    }
     if (ret != CF_OK) {
         send_error_code(res, ret, "cannot list jobs");
         goto out;
@@ -446,8 +489,13 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
     items = json_array();
     for (size_t i = 0; i < count; i++)
         json_array_append_new(items, job_view_for(api, req, jobs[i]));
+    next_cursor = NULL;
+    if (more && count > 0)
+        next_cursor = order.by_name ? jobs[count - 1]->name
+                                    : job_order_cursor_format(last_key, jobs[count - 1]->name,
+                                                              cursor, sizeof(cursor));
     doc = json_pack("{s:o, s:o}", "items", items, "next_cursor",
-                    more && count > 0 ? json_string(jobs[count - 1]->name) : json_null());
+                    next_cursor ? json_string(next_cursor) : json_null());
     send_json(res, 200, doc);
     for (size_t i = 0; i < count; i++)
         job_free(jobs[i]);
@@ -883,7 +931,7 @@ static void handle_cluster(void *ctx, const struct http_request *req, struct htt
 
     if (!authorize(api, req, res, false))
         return;
-    send_json(res, 200, api->cfg.coord->ops->status(api->cfg.coord));
+    send_json(res, 200, cluster_view(api->cfg.coord, api->cfg.db, cf_wall_ms()));
 }
 
 static void handle_events(void *ctx, const struct http_request *req, struct http_response *res)
@@ -1014,6 +1062,19 @@ static void write_node_gauges(FILE *out, json_t *nodes)
     }
 }
 
+/* The members of a status document that are up (departed ones are listed with up false). */
+static size_t live_members(const json_t *members)
+{
+    size_t i, live = 0;
+    json_t *member;
+
+    json_array_foreach(members, i, member)
+    {
+        live += !json_is_false(json_object_get(member, "up"));
+    }
+    return live;
+}
+
 /* Writes the gauges read from the coordinator's status document (GET /cluster). */
 static void write_cluster_gauges(FILE *out, json_t *status)
 {
@@ -1033,7 +1094,7 @@ static void write_cluster_gauges(FILE *out, json_t *status)
     fprintf(out,
             "# HELP cronfence_cluster_members Live instances this instance knows of, itself "
             "included.\n# TYPE cronfence_cluster_members gauge\ncronfence_cluster_members %zu\n",
-            json_array_size(json_object_get(status, "members")));
+            live_members(json_object_get(status, "members")));
 
     write_node_gauges(out, nodes);
     /* Standalone has no quorum to lose: its SQLite file is the only lock. */

@@ -30,6 +30,7 @@
 #include "common.h"
 #include "coord.h"
 #include "db.h"
+#include "departed.h"
 #include "fired_slots.h"
 #include "log.h"
 #include "minting.h"
@@ -464,6 +465,8 @@ struct coord_cluster {
     struct node_state nodes[MAX_NODES];
     struct member *members;
     size_t member_count;
+    /* Members that left lately, shown as down. */
+    struct departed departed;
     bool view_fresh;      /* the last heartbeat was answered by a trusted quorum */
     int64_t view_boot_ms; /* when the view was last refreshed */
     bool first_view;      /* a heartbeat round has completed */
@@ -2366,6 +2369,37 @@ static void merge_members(const redisReply *reply, struct member **list, size_t 
 }
 
 /*
+ * Moves the members of the current view missing from list (the new view)
+ * to the departed list, and forgets departures of members live again;
+ * state_lock held.
+ */
+static void note_departures(struct coord_cluster *self, const struct member *list, size_t count)
+{
+    for (size_t i = 0; i < self->member_count; i++) {
+        const struct member *old = &self->members[i];
+        struct departed_member gone = {0};
+        bool live = false;
+
+        for (size_t k = 0; k < count && !live; k++)
+            live = strcmp(list[k].id, old->id) == 0;
+        if (live || strcmp(old->id, self->instance_id) == 0)
+            continue;
+        snprintf(gone.id, sizeof(gone.id), "%s", old->id);
+        snprintf(gone.url, sizeof(gone.url), "%s", old->url);
+        snprintf(gone.version, sizeof(gone.version), "%s", old->version);
+        gone.started_at_ms = old->started_at_ms;
+        gone.last_seen_ms = old->seen_ms;
+        gone.ordinal = old->ordinal;
+        departed_add(&self->departed, &gone);
+        log_info("member gone", "member=%s last_seen_ms=%lld", gone.id,
+                 (long long)gone.last_seen_ms);
+    }
+    for (size_t k = 0; k < count; k++)
+        departed_remove(&self->departed, list[k].id);
+    departed_expire(&self->departed, cf_wall_ms());
+}
+
+/*
  * The heartbeat round: refreshes this member and its ordinal on every node,
  * reads back the live members, each node's trust marker and clock. Moves to
  * another ordinal when this one is taken on too many nodes to win a quorum.
@@ -2440,6 +2474,7 @@ static void heartbeat(struct coord_cluster *self)
         }
     }
     if (list_count > 0 || trusted_answers >= self->quorum) {
+        note_departures(self, list, list_count);
         free(self->members);
         self->members = list;
         self->member_count = list_count;
@@ -2815,11 +2850,34 @@ static json_t *member_json(const struct member *m, bool is_self)
                  (long long)m->clock_offset_ms);
         json_array_append_new(warnings, json_string(text));
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:I, s:o}", "id", m->id, "url", m->url,
-                     "version", m->version, "started_at", cf_format_time(m->started_at_ms, started),
-                     "ordinal", (int)m->ordinal, "self", is_self, "last_seen",
-                     cf_format_time(m->seen_ms, seen), "clock_offset_ms",
-                     (json_int_t)m->clock_offset_ms, "warnings", warnings);
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:s, s:I, s:o}", "id", m->id, "url",
+                     m->url, "version", m->version, "started_at",
+                     cf_format_time(m->started_at_ms, started), "ordinal", (int)m->ordinal, "self",
+                     is_self, "up", 1, "last_seen", cf_format_time(m->seen_ms, seen),
+                     "clock_offset_ms", (json_int_t)m->clock_offset_ms, "warnings", warnings);
+}
+
+/* A member that left lately, as GET /cluster shows it: up false, with its last_seen. */
+static json_t *departed_json(const struct departed_member *m)
+{
+    char started[CF_TIME_LEN], seen[CF_TIME_LEN];
+
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:s, s:n, s:[]}", "id", m->id, "url",
+                     m->url, "version", m->version, "started_at",
+                     cf_format_time(m->started_at_ms, started), "ordinal", (int)m->ordinal, "self",
+                     0, "up", 0, "last_seen", cf_format_time(m->last_seen_ms, seen),
+                     "clock_offset_ms", "warnings");
+}
+
+/*
+ * The quorum's state (DESIGN §6): healthy when every node counts, degraded
+ * when a node is down or untrusted but a quorum is kept, else no_quorum.
+ */
+static const char *quorum_state(size_t trusted, size_t quorum, size_t n)
+{
+    if (trusted >= n)
+        return "healthy";
+    return trusted >= quorum ? "degraded" : "no_quorum";
 }
 
 /* Node i as the cluster page shows it; *trusted_out says whether it counts for Q. */
@@ -2889,6 +2947,9 @@ static json_t *cluster_status(struct coord *coord)
             found = true;
         }
     }
+    departed_expire(&self->departed, cf_wall_ms());
+    for (size_t i = 0; i < self->departed.count; i++)
+        json_array_append_new(members, departed_json(&self->departed.items[i]));
     pthread_mutex_unlock(&self->state_lock);
     me.ordinal = atomic_load(&self->ordinal);
     if (!found)
@@ -2902,10 +2963,11 @@ static json_t *cluster_status(struct coord *coord)
         json_array_append_new(nodes, node_json(self, i, &states[i], &node_trusted_now));
         trusted += node_trusted_now;
     }
-    return json_pack("{s:s, s:o, s:o, s:o, s:{s:i, s:i, s:i, s:b}, s:b}", "mode", "cluster",
+    return json_pack("{s:s, s:o, s:o, s:o, s:{s:i, s:i, s:i, s:b, s:s}, s:b}", "mode", "cluster",
                      "instance", instance, "members", members, "nodes", nodes, "quorum", "size",
                      (int)self->n, "needed", (int)self->quorum, "trusted", (int)trusted, "healthy",
-                     trusted >= self->quorum, "ordinal_held", atomic_load(&self->ordinal_held));
+                     trusted >= self->quorum, "state", quorum_state(trusted, self->quorum, self->n),
+                     "ordinal_held", atomic_load(&self->ordinal_held));
 }
 
 static bool cluster_ready(struct coord *coord)
@@ -2997,6 +3059,7 @@ static void cluster_destroy(struct coord *coord)
     pthread_cond_destroy(&self->catalog_cond);
     pthread_cond_destroy(&self->first_view_cond);
     free(self->members);
+    departed_release(&self->departed);
     for (size_t i = 0; i < self->unheard_count; i++)
         free(self->unheard[i]);
     free(self->unheard);

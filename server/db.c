@@ -791,6 +791,203 @@ out:
     return ret;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Sorted job lists (migration 0006)                                         */
+/* ---------------------------------------------------------------------- */
+
+/* The filters of a sorted listing (?2 q, ?3 paused), without the name cursor. */
+#define JOB_SORTED_FILTER                                                                          \
+    "j.deleted_at IS NULL"                                                                         \
+    " AND (?2 IS NULL OR instr(j.name, lower(?2)) > 0"                                             \
+    "      OR instr(lower(j.description), lower(?2)) > 0)"                                         \
+    " AND (?3 < 0 OR j.paused = ?3)"
+
+/* One statement per (key, direction): job_stats walked by its index, jobs joined by name. */
+#define JOB_SORTED_SQL(key, cmp, dir)                                                              \
+    "SELECT j.doc, j.version, j.created_at, j.updated_at, s." key                                  \
+    " FROM job_stats AS s CROSS JOIN jobs AS j ON j.name = s.job WHERE " JOB_SORTED_FILTER         \
+    " AND (s." key ", s.job) " cmp " (?5, ?1) ORDER BY s." key " " dir ", s.job " dir " LIMIT ?4"
+
+int db_job_list_sorted(struct db *db, const struct db_job_query *query, enum db_job_sort sort,
+                       bool descending, int64_t after_key, struct job ***jobs, size_t *count,
+                       bool *more, int64_t *last_key)
+{
+    static const char *const sql[3][2] = {
+        [DB_JOB_SORT_NEXT] = {JOB_SORTED_SQL("next_fire_at", ">", "ASC"),
+                              JOB_SORTED_SQL("next_fire_at", "<", "DESC")},
+        [DB_JOB_SORT_LAST_RUN] = {JOB_SORTED_SQL("last_run_at", ">", "ASC"),
+                                  JOB_SORTED_SQL("last_run_at", "<", "DESC")},
+        [DB_JOB_SORT_FAILURES] = {JOB_SORTED_SQL("consecutive_failures", ">", "ASC"),
+                                  JOB_SORTED_SQL("consecutive_failures", "<", "DESC")},
+    };
+    sqlite3_stmt *stmt;
+    size_t cap = 0;
+    int rc, ret = CF_OK;
+
+    *jobs = NULL;
+    *count = 0;
+    *more = false;
+    *last_key = 0;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, sql[sort][descending]);
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    if (query->after != NULL) {
+        bind_text(stmt, 1, query->after);
+        sqlite3_bind_int64(stmt, 5, after_key);
+    } else {
+        /* Before every row: the lowest key and name ascending, above the highest descending. */
+        bind_text(stmt, 1, descending ? "\x7f" : "");
+        sqlite3_bind_int64(stmt, 5, descending ? INT64_MAX : INT64_MIN);
+    }
+    bind_text(stmt, 2, query->q);
+    sqlite3_bind_int(stmt, 3, query->paused);
+    sqlite3_bind_int(stmt, 4, query->limit + 1);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct job *job;
+
+        if (*count == (size_t)query->limit) {
+            *more = true;
+            break;
+        }
+        ret = job_from_row(stmt, 0, &job);
+        if (ret == CF_OK)
+            ret = push_job(jobs, count, &cap, job);
+        if (ret != CF_OK)
+            break;
+        *last_key = sqlite3_column_int64(stmt, 4);
+    }
+    if (ret == CF_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = db_fail(db, "sorted job list");
+    if (ret != CF_OK) {
+        free_jobs(*jobs, *count);
+        *jobs = NULL;
+        *count = 0;
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_next_stale(struct db *db, int64_t now_ms, int limit, struct job ***jobs, size_t *count)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT j.doc, j.version, j.created_at, j.updated_at"
+                       " FROM job_stats AS s CROSS JOIN jobs AS j ON j.name = s.job"
+                       " WHERE s.next_fire_at < ?1 AND j.deleted_at IS NULL"
+                       " ORDER BY s.next_fire_at LIMIT ?2");
+    if (stmt != NULL) {
+        sqlite3_bind_int64(stmt, 1, now_ms);
+        sqlite3_bind_int(stmt, 2, limit);
+    }
+    ret = stmt ? collect_jobs(db, stmt, 0, jobs, count, NULL) : CF_ERR_DB;
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_next_store(struct db *db, const char *const *names, const int64_t *next_ms, size_t n)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ret = CF_OK;
+
+    pthread_mutex_lock(&db->lock);
+    if (sqlite3_exec(db->conn, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        ret = db_fail(db, "job next store");
+        goto out_unlock;
+    }
+    stmt = prepare(db, "UPDATE job_stats SET next_fire_at = ?2 WHERE job = ?1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out_end;
+    }
+    for (size_t i = 0; i < n && ret == CF_OK; i++) {
+        bind_text(stmt, 1, names[i]);
+        sqlite3_bind_int64(stmt, 2, next_ms[i]);
+        if (sqlite3_step(stmt) != SQLITE_DONE)
+            ret = db_fail(db, "job next store");
+        sqlite3_reset(stmt);
+    }
+out_end:
+    sqlite3_finalize(stmt);
+    sqlite3_exec(db->conn, ret == CF_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+out_unlock:
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_stats_get(struct db *db, const char *job, struct db_job_stats *stats)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_OK;
+
+    memset(stats, 0, sizeof(*stats));
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT consecutive_failures, last_error FROM job_stats WHERE job = ?1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, job);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *error = sqlite3_column_text(stmt, 1);
+
+        stats->consecutive_failures = sqlite3_column_int64(stmt, 0);
+        if (error != NULL) {
+            stats->last_error = strdup((const char *)error);
+            if (stats->last_error == NULL)
+                ret = CF_ERR_NOMEM;
+        }
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "job stats");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_firings_by_instance(struct db *db, int64_t since_ms, json_t **counts)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_OK;
+
+    *counts = json_object();
+    if (*counts == NULL)
+        return CF_ERR_NOMEM;
+    pthread_mutex_lock(&db->lock);
+    /* runs_by_time bounds the read to the window. */
+    stmt = prepare(db, "SELECT instance, count(*) FROM runs WHERE sort_at >= ?1"
+                       " AND instance IS NOT NULL"
+                       " AND status IN ('running', 'succeeded', 'failed', 'fenced', 'lost')"
+                       " GROUP BY instance");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    sqlite3_bind_int64(stmt, 1, since_ms);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        json_object_set_new(*counts, (const char *)sqlite3_column_text(stmt, 0),
+                            json_integer(sqlite3_column_int64(stmt, 1)));
+    if (rc != SQLITE_DONE)
+        ret = db_fail(db, "run firings");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        json_decref(*counts);
+        *counts = NULL;
+    }
+    return ret;
+}
+
 int db_job_all(struct db *db, struct job ***jobs, size_t *count)
 {
     sqlite3_stmt *stmt;

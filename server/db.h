@@ -93,6 +93,55 @@ struct db_job_query {
 int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs, size_t *count,
                 bool *more);
 
+/* What db_job_list_sorted orders by (GET /jobs?sort=), each with the name after it. */
+enum db_job_sort {
+    DB_JOB_SORT_NEXT,     /* next_fire_at; jobs without one last */
+    DB_JOB_SORT_LAST_RUN, /* the newest run's sort_at; jobs never run first */
+    DB_JOB_SORT_FAILURES, /* consecutive_failures */
+};
+
+/* Value of DB_JOB_SORT_NEXT for a job without a next instant (year 10000, wall ms). */
+#define DB_JOB_NEXT_NEVER INT64_C(253402300800000)
+
+/*
+ * Lists live jobs like db_job_list, ordered by (sort key, name), descending
+ * when descending is set, starting after (after_key, query->after) (a
+ * cursor; query->after NULL: from the start). *last_key is the sort key of
+ * the last job returned. Reads the indexes of job_stats (migration 0006);
+ * the search index is not used, q filters while walking. For
+ * DB_JOB_SORT_NEXT the caller refreshes stale next instants first
+ * (db_job_next_stale, db_job_next_store).
+ */
+int db_job_list_sorted(struct db *db, const struct db_job_query *query, enum db_job_sort sort,
+                       bool descending, int64_t after_key, struct job ***jobs, size_t *count,
+                       bool *more, int64_t *last_key);
+
+/*
+ * Up to limit live jobs whose stored next instant is before now_ms (or was
+ * never computed), into a new array as db_job_list returns it.
+ */
+int db_job_next_stale(struct db *db, int64_t now_ms, int limit, struct job ***jobs, size_t *count);
+
+/* Stores next_ms[i] (wall ms, DB_JOB_NEXT_NEVER for none) as the next instant of names[i]. */
+int db_job_next_store(struct db *db, const char *const *names, const int64_t *next_ms, size_t n);
+
+/*
+ * The number of firings (runs that claimed their slot: running or ended
+ * with a delivery outcome) per instance since since_ms (wall ms, by run
+ * sort time), as a new JSON object {instance: count} in *counts.
+ * CF_OK, CF_ERR_NOMEM or CF_ERR_DB (*counts NULL).
+ */
+int db_run_firings_by_instance(struct db *db, int64_t since_ms, json_t **counts);
+
+/* What the jobs list shows of a job's recent runs (migration 0006). */
+struct db_job_stats {
+    int64_t consecutive_failures;
+    char *last_error; /* owned, NULL when none; free() */
+};
+
+/* The stats of job into *stats (zero when the job has none); CF_OK or CF_ERR_DB. */
+int db_job_stats_get(struct db *db, const char *job, struct db_job_stats *stats);
+
 /* Every live job (for the scheduler's load). Same ownership as db_job_list. */
 int db_job_all(struct db *db, struct job ***jobs, size_t *count);
 

@@ -73,6 +73,8 @@ static const char *const job_root_fields[] = {
     "schedule_description",
     "last_run",
     "signing_secret_set",
+    "consecutive_failures",
+    "last_error",
     NULL,
 };
 /* Members only storage holds (job_from_json() with keep_meta). */

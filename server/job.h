@@ -89,10 +89,10 @@ bool job_name_valid(const char *name);
  * time zone, a non-http(s) URL or a host the allow list refuses, CR/LF or
  * invalid characters in header names or values, reserved headers. The
  * read-only fields (version, created_at, updated_at, next_fire_at, last_run,
- * signing_secret_set) are accepted and ignored, so a GET result can be PUT
- * back; "version", "created_at" and "updated_at" are read back only when
- * keep_meta is true (storage). Returns CF_OK, CF_ERR_INVALID (errors holds at
- * least one entry, *out is NULL) or CF_ERR_NOMEM.
+ * signing_secret_set, consecutive_failures, last_error) are accepted and ignored, so a GET result
+ * can be PUT back; "version", "created_at" and "updated_at" are read back only when keep_meta is
+ * true (storage). Returns CF_OK, CF_ERR_INVALID (errors holds at least one entry, *out is NULL) or
+ * CF_ERR_NOMEM.
  */
 int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_meta,
                   struct job **out, json_t *errors);
