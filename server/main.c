@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "netallow.h"
 #include "scheduler.h"
+#include "tls.h"
 
 #define MAX_BODY_BYTES (1024 * 1024)
 
@@ -60,7 +61,14 @@ struct instance {
     char *generated_token; /* the admin token made when none is configured */
     char *admin_token_list[2];
     struct job_limits limits;
+    struct tls_server_files tls; /* --tls-cert and --tls-key; empty: plain HTTP */
 };
+
+/* The scheme of this instance's URLs: https with --tls-cert. */
+static const char *url_scheme(const struct instance *inst)
+{
+    return inst->tls.cert_pem != NULL ? "https" : "http";
+}
 
 /* Reads a setting from the flag, else from meta, else generates and stores it. */
 static int setting(struct db *db, const char *flag_value, const char *key, const char *prefix,
@@ -160,7 +168,7 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
     int ret;
 
     /*
-     * The URL others show: --advertise, or http://HOST:PORT from --listen.
+     * The URL others show: --advertise, or http(s)://HOST:PORT from --listen.
      * With port 0 it is only known once bound; main sets it then, and until
      * that the cluster does not list this instance.
      */
@@ -170,17 +178,22 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
                port != 0) {
         if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
             snprintf(host, sizeof(host), "127.0.0.1");
-        snprintf(url, sizeof(url), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
-                 strchr(host, ':') ? "]" : "", port);
+        snprintf(url, sizeof(url), "%s://%s%s%s:%u", url_scheme(inst),
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
     }
 
     ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
     if (ret != CF_OK)
         return ret;
     watch_database(inst, inst->coord_db);
+    if (inst->cfg.redis == NULL && inst->cfg.redis_ca != NULL) {
+        snprintf(err, errlen, "--redis-ca is given without --redis");
+        return CF_ERR_INVALID;
+    }
     if (inst->cfg.redis == NULL)
         return coord_standalone_new(inst->coord_db, inst->instance_id, url, &inst->coord);
     ccfg.redis_urls = inst->cfg.redis;
+    ccfg.redis_ca = inst->cfg.redis_ca;
     ccfg.prefix = inst->cfg.redis_prefix;
     ccfg.instance_id = inst->instance_id;
     ccfg.advertise_url = url;
@@ -200,6 +213,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     uint16_t port;
     int ret;
 
+    ret = tls_server_files_load(inst->cfg.tls_cert, inst->cfg.tls_key, &inst->tls, err, errlen);
+    if (ret != CF_OK)
+        return ret;
     ret = netallow_parse(inst->cfg.webhook_allow, &inst->allow, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -297,6 +313,8 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     hcfg.ctx = inst->api;
     hcfg.max_body_bytes = MAX_BODY_BYTES;
     hcfg.threads = 16;
+    hcfg.tls_cert_pem = inst->tls.cert_pem;
+    hcfg.tls_key_pem = inst->tls.key_pem;
     ret = http_start(&hcfg, &inst->http, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -308,16 +326,18 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (inst->cfg.advertise == NULL) {
         /* Only now is the port known when --listen asked for port 0. */
-        snprintf(advertise, sizeof(advertise), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
-                 host, strchr(host, ':') ? "]" : "", http_port(inst->http));
+        snprintf(advertise, sizeof(advertise), "%s://%s%s%s:%u", url_scheme(inst),
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                 http_port(inst->http));
         inst->coord->ops->set_url(inst->coord, advertise);
     }
     log_info("cronfence started", "cronfence_version=%s mode=%s instance=%s listen=%s:%u db=%s",
              CF_VERSION, inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id,
              host, http_port(inst->http), inst->cfg.db_path);
     if (inst->generated_token != NULL)
-        printf("dashboard: http://%s%s%s:%u/#token=%s\n", strchr(host, ':') ? "[" : "", host,
-               strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
+        printf("dashboard: %s://%s%s%s:%u/#token=%s\n", url_scheme(inst),
+               strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+               http_port(inst->http), inst->generated_token);
     fflush(stdout);
     return CF_OK;
 }
@@ -353,6 +373,7 @@ static void instance_release(struct instance *inst)
     free(inst->instance_id);
     free(inst->signing_secret);
     free(inst->generated_token);
+    tls_server_files_release(&inst->tls);
     config_release(&inst->cfg);
 }
 
