@@ -3,8 +3,9 @@
 --tls-key.
 
 The certificates are made at test time with the openssl CLI: a throwaway CA,
-a server certificate for localhost and 127.0.0.1 signed by it, and a second
-CA that signed nothing here (the wrong one). The lock nodes are real
+a server certificate for localhost and 127.0.0.1 signed by it, one signed by
+it for another name only, and a second CA that signed nothing here (the
+wrong one). The lock nodes are real
 redis-server processes serving TLS only, with a password; the HTTPS client
 is curl."""
 
@@ -28,22 +29,26 @@ def openssl(*args, cwd):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """TlsFiles of a server certificate for localhost/127.0.0.1, and the path of a
-    CA that did not sign it."""
+    """TlsFiles of a server certificate for localhost/127.0.0.1, the path of a
+    CA that did not sign it, and TlsFiles of a certificate for another name."""
     workdir = tmp_path_factory.mktemp("pki")
     for ca in ("ca", "other-ca"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
                 "-out", f"{ca}.crt", "-days", "2", "-subj", f"/CN=cronfence test {ca}",
                 cwd=workdir)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=localhost", cwd=workdir)
-    (workdir / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf",
-            cwd=workdir)
+    for server, names in (("server", "DNS:localhost,IP:127.0.0.1"),
+                          ("elsewhere", "DNS:elsewhere.example")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{server}.key", "-out",
+                f"{server}.csr", "-subj", f"/CN={names.split(',')[0][4:]}", cwd=workdir)
+        (workdir / f"{server}.cnf").write_text(f"subjectAltName={names}\n")
+        openssl("x509", "-req", "-in", f"{server}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{server}.crt", "-days", "2", "-extfile",
+                f"{server}.cnf", cwd=workdir)
     files = TlsFiles(cert=workdir / "server.crt", key=workdir / "server.key",
                      ca=workdir / "ca.crt")
-    return files, workdir / "other-ca.crt"
+    elsewhere = TlsFiles(cert=workdir / "elsewhere.crt", key=workdir / "elsewhere.key",
+                         ca=workdir / "ca.crt")
+    return files, workdir / "other-ca.crt", elsewhere
 
 
 @pytest.fixture
@@ -76,7 +81,7 @@ def start(processes, tmp_path, name, args):
 # --------------------------------------------------------------------------
 
 def test_rediss_cluster_fires_every_slot_once(tmp_path, processes, pki, tls_nodes, receiver):
-    files, _ = pki
+    files = pki[0]
     instances = [start(processes, tmp_path, f"cf{i}",
                        ["--redis", redis_urls(tls_nodes), "--redis-ca", str(files.ca),
                         "--instance-id", f"cf{i}"]) for i in range(2)]
@@ -112,7 +117,7 @@ def test_rediss_cluster_fires_every_slot_once(tmp_path, processes, pki, tls_node
 
 
 def test_rediss_with_a_wrong_ca_is_refused(tmp_path, processes, pki, tls_nodes, receiver):
-    _, other_ca = pki
+    other_ca = pki[1]
     instance = start(processes, tmp_path, "cf-wrong-ca",
                      ["--redis", redis_urls(tls_nodes), "--redis-ca", str(other_ca)])
 
@@ -139,6 +144,20 @@ def test_rediss_without_redis_ca_verifies_against_the_system_cas(tmp_path, proce
     assert http("GET", instance.url + "/readyz").status == 503
 
 
+def test_rediss_node_whose_certificate_names_another_host_is_refused(tmp_path, processes, pki):
+    # Signed by the trusted CA, but for elsewhere.example, not 127.0.0.1.
+    nodes = start_nodes(tmp_path, 1, tls=pki[2], password=PASSWORD)
+    try:
+        instance = start(processes, tmp_path, "cf-wrong-name",
+                         ["--redis", redis_urls(nodes), "--redis-ca", str(pki[2].ca)])
+        wait_for(lambda: "tls certificate refused: IP address mismatch" in instance.stderr(),
+                 timeout=15, what="the refused certificate logged")
+        assert http("GET", instance.url + "/readyz").status == 503
+        assert int(nodes[0].cli("-n", DB, "DBSIZE")) == 0
+    finally:
+        nodes[0].kill9()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--redis", "redis://127.0.0.1:1", "--redis-ca", "{ca}"], "no lock node is rediss://"),
     (["--redis", "rediss://127.0.0.1:1", "--redis-ca", "{missing}"], "cannot read --redis-ca"),
@@ -150,7 +169,7 @@ def test_rediss_without_redis_ca_verifies_against_the_system_cas(tmp_path, proce
     (["--tls-cert", "{cert}", "--tls-key", "{other_key}"], "is not the key of the certificate"),
 ])
 def test_bad_tls_flags_refuse_to_start(tmp_path, pki, args, message):
-    files, other_ca = pki
+    files, other_ca = pki[0], pki[1]
     paths = {"ca": files.ca, "cert": files.cert, "key": files.key,
              "other_key": other_ca.with_suffix(".key"), "missing": tmp_path / "missing.pem"}
     # Not in `processes`: its exit is the point, and a refused start exits non-zero.
@@ -172,7 +191,7 @@ def curl(*args):
 
 
 def test_https_api_and_dashboard(tmp_path, processes, pki):
-    files, other_ca = pki
+    files, other_ca = pki[0], pki[1]
     instance = start(processes, tmp_path, "cf-https",
                      ["--tls-cert", str(files.cert), "--tls-key", str(files.key)])
     base = f"https://127.0.0.1:{instance.port}"
