@@ -33,7 +33,7 @@ struct config {
     int history_days;
     int history_per_job;
     int64_t shutdown_grace_ms;
-    char *web_dir; /* NULL: the dashboard built into the binary */
+    char *web_dir;  /* NULL: the dashboard built into the binary */
     char *tls_cert; /* PEM files to serve HTTPS; both or neither */
     char *tls_key;
     enum log_level log_level;

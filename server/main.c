@@ -178,8 +178,8 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
                port != 0) {
         if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
             snprintf(host, sizeof(host), "127.0.0.1");
-        snprintf(url, sizeof(url), "%s://%s%s%s:%u", url_scheme(inst),
-                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port);
+        snprintf(url, sizeof(url), "%s://%s%s%s:%u", url_scheme(inst), strchr(host, ':') ? "[" : "",
+                 host, strchr(host, ':') ? "]" : "", port);
     }
 
     ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);

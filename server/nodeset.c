@@ -3,14 +3,15 @@
  *
  * Representation: struct nodeset owns one struct node per configured URL.
  * A node's command connection (ctx) is a struct redisconn (plain TCP or
- * TLS, hiredis's reader for the protocol), shared by every round: a round appends its commands to the
- * connection's output buffer and, for each, a waiter to the node's queue of
- * replies owed, in the same order. One I/O thread per set reads every
- * connection and hands each reply to the waiter at the head of its node's
- * queue; a round that stops waiting (its deadline passed) bumps its epoch,
- * so the replies still owed to it are read and dropped. Any number of
- * rounds, from any threads, are thus in flight at once, and commands of
- * rounds started together leave in one write per node.
+ * TLS, hiredis's reader for the protocol), shared by every round: a round
+ * appends its commands to the connection's output buffer and, for each, a
+ * waiter to the node's queue of replies owed, in the same order. One I/O
+ * thread per set reads every connection and hands each reply to the waiter
+ * at the head of its node's queue; a round that stops waiting (its
+ * deadline passed) bumps its epoch, so the replies still owed to it are
+ * read and dropped. Any number of rounds, from any threads, are thus in
+ * flight at once, and commands of rounds started together leave in one
+ * write per node.
  *
  * Rounds come from a pool of at most NODESET_MAX_ROUNDS, reused, so a round
  * allocates only when it outgrows the earlier ones. ns->lock guards every
@@ -400,8 +401,8 @@ static void wake_io(struct nodeset *ns)
  * NULL with the reason in why.
  */
 static struct redisconn *open_connection(struct nodeset *ns, struct node *node, bool subscriber,
-                                     char *warnings, size_t warnings_size, char *why,
-                                     size_t why_len)
+                                         char *warnings, size_t warnings_size, char *why,
+                                         size_t why_len)
 {
     int64_t deadline =
         cf_boot_ms() + (node->url.tls ? NODESET_TLS_HANDSHAKE_MS : NODESET_HANDSHAKE_MS);

@@ -151,8 +151,7 @@ static bool handshake_tls(struct redisconn *c, SSL_CTX *tls, const char *host,
                           int64_t deadline_boot_ms, char *why, size_t why_len)
 {
     unsigned char address[sizeof(struct in6_addr)];
-    bool is_ip =
-        inet_pton(AF_INET, host, address) == 1 || inet_pton(AF_INET6, host, address) == 1;
+    bool is_ip = inet_pton(AF_INET, host, address) == 1 || inet_pton(AF_INET6, host, address) == 1;
 
     ERR_clear_error();
     c->ssl = SSL_new(tls);
@@ -195,8 +194,8 @@ static bool handshake_tls(struct redisconn *c, SSL_CTX *tls, const char *host,
     }
 }
 
-struct redisconn *redisconn_open(const char *host, int port, SSL_CTX *tls,
-                                 int64_t deadline_boot_ms, char *why, size_t why_len)
+struct redisconn *redisconn_open(const char *host, int port, SSL_CTX *tls, int64_t deadline_boot_ms,
+                                 char *why, size_t why_len)
 {
     struct redisconn *c = calloc(1, sizeof(*c));
 

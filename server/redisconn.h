@@ -38,8 +38,8 @@ int redisconn_tls_context(const char *ca_file, SSL_CTX **out, char *err, size_t 
  * deadline_boot_ms (cf_boot_ms()). Returns the connection, or NULL with the
  * reason in why.
  */
-struct redisconn *redisconn_open(const char *host, int port, SSL_CTX *tls,
-                                 int64_t deadline_boot_ms, char *why, size_t why_len);
+struct redisconn *redisconn_open(const char *host, int port, SSL_CTX *tls, int64_t deadline_boot_ms,
+                                 char *why, size_t why_len);
 
 /* Closes the connection and frees it; accepts NULL. */
 void redisconn_free(struct redisconn *c);

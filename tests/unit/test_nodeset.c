@@ -175,9 +175,8 @@ Test(nodeset, a_ca_bundle_needs_a_rediss_node)
 
 Test(nodeset, an_unreadable_ca_bundle_is_named)
 {
-    struct nodeset_config cfg = {.urls = "redis://a:1,rediss://b:1",
-                                 .timeout_ms = 50,
-                                 .tls_ca = "/nonexistent/ca.pem"};
+    struct nodeset_config cfg = {
+        .urls = "redis://a:1,rediss://b:1", .timeout_ms = 50, .tls_ca = "/nonexistent/ca.pem"};
     struct nodeset *ns = NULL;
     char err[256] = "";
 
@@ -188,8 +187,7 @@ Test(nodeset, an_unreadable_ca_bundle_is_named)
 
 Test(nodeset, rediss_nodes_use_the_system_cas_by_default)
 {
-    struct nodeset_config cfg = {.urls = "rediss://a:1,rediss://b:1,redis://c:1",
-                                 .timeout_ms = 50};
+    struct nodeset_config cfg = {.urls = "rediss://a:1,rediss://b:1,redis://c:1", .timeout_ms = 50};
     struct nodeset *ns = NULL;
     char err[256] = "";
 
