@@ -324,6 +324,8 @@ int redisconn_flush(struct redisconn *c)
             c->write_wants_read = false;
             if (rc > 0) {
                 c->out_start += (size_t)rc;
+                if ((size_t)rc < left)
+                    return CF_OK; /* the socket is full: poll says when it takes more */
                 continue;
             }
             reason = SSL_get_error(c->ssl, rc);
@@ -339,6 +341,8 @@ int redisconn_flush(struct redisconn *c)
 
             if (sent >= 0) {
                 c->out_start += (size_t)sent;
+                if ((size_t)sent < left)
+                    return CF_OK; /* the socket is full: poll says when it takes more */
                 continue;
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -375,6 +379,9 @@ int redisconn_read(struct redisconn *c)
             if (rc > 0) {
                 if (feed(c, buf, (size_t)rc) != CF_OK)
                     return CF_ERR_IO;
+                /* Nothing left inside OpenSSL: the rest is in the socket, seen by poll. */
+                if ((size_t)rc < sizeof(buf) && !SSL_has_pending(c->ssl))
+                    break;
                 continue;
             }
             reason = SSL_get_error(c->ssl, rc);
@@ -391,6 +398,8 @@ int redisconn_read(struct redisconn *c)
             if (n > 0) {
                 if (feed(c, buf, (size_t)n) != CF_OK)
                     return CF_ERR_IO;
+                if ((size_t)n < sizeof(buf))
+                    break; /* drained: a further recv() would only say EAGAIN */
                 continue;
             }
             if (n == 0)

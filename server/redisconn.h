@@ -6,9 +6,9 @@
  * module reads, and commands are formatted by redisFormatCommandArgv(). The
  * transport is a socket of our own, with OpenSSL on it for TLS (Debian's
  * hiredis 0.14 has no TLS). Bytes appended wait in an output buffer until
- * redisconn_flush() writes them; redisconn_read() reads everything the
- * socket (and, with TLS, the session's own buffer) holds, so a reply never
- * waits inside OpenSSL where poll() cannot see it.
+ * redisconn_flush() writes them; redisconn_read() reads until the socket
+ * has nothing more to give and, with TLS, nothing is left buffered inside
+ * the session, so a reply never waits in OpenSSL where poll() cannot see it.
  *
  * A connection is not thread-safe: its owner serialises every call (the
  * node set does so under its lock).

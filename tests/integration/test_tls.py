@@ -110,6 +110,18 @@ def test_rediss_cluster_fires_every_slot_once(tmp_path, processes, pki, tls_node
     tokens = [d["token"] for d in in_window]
     assert tokens == sorted(set(tokens)), f"tokens not increasing: {tokens}"
     assert {d["instance"] for d in deliveries} <= {"cf0", "cf1"}
+    # A catalog entry of many TLS records each way: written by cf0, read back by cf1.
+    body = {"blob": "".join(f"{i:07d}," for i in range(40000))}
+    reply = instances[0].api("POST", "/api/v1/jobs",
+                             job_body("tls-big", receiver.hook(), schedule="0 0 1 1 *",
+                                      webhook={"body": body}))
+    assert reply.status == 201, reply
+
+    def peer_has_it():
+        seen = instances[1].api("GET", "/api/v1/jobs/tls-big")
+        return seen.status == 200 and seen.json["webhook"]["body"] == body
+    wait_for(peer_has_it, timeout=20, what="cf1 reads the 320 KB job written by cf0")
+
     # The locks and fences are on the database the URLs select, reached over TLS with AUTH.
     for node in tls_nodes:
         assert int(node.cli("-n", DB, "DBSIZE")) > 0, node.name
