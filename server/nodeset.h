@@ -98,8 +98,9 @@ const char *nodeset_address(const struct nodeset *ns, size_t node);
 /*
  * (Re)connects the nodes that are down and whose backoff has passed, each
  * with its handshake (AUTH, SELECT, script loading, configuration read,
- * SUBSCRIBE), blocking for at most about a quarter second per node. Meant
- * for a background thread; rounds go on meanwhile.
+ * SUBSCRIBE), blocking for at most about a quarter second per node (half
+ * a second for a rediss:// node). Meant for a background thread; rounds go
+ * on meanwhile.
  */
 void nodeset_maintain(struct nodeset *ns);
 
