@@ -182,14 +182,14 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
                  host, strchr(host, ':') ? "]" : "", port);
     }
 
-    ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
-    if (ret != CF_OK)
-        return ret;
-    watch_database(inst, inst->coord_db);
     if (inst->cfg.redis == NULL && inst->cfg.redis_ca != NULL) {
         snprintf(err, errlen, "--redis-ca is given without --redis");
         return CF_ERR_INVALID;
     }
+    ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
+    if (ret != CF_OK)
+        return ret;
+    watch_database(inst, inst->coord_db);
     if (inst->cfg.redis == NULL)
         return coord_standalone_new(inst->coord_db, inst->instance_id, url, &inst->coord);
     ccfg.redis_urls = inst->cfg.redis;
