@@ -122,6 +122,17 @@ def test_rediss_cluster_fires_every_slot_once(tmp_path, processes, pki, tls_node
         return seen.status == 200 and seen.json["webhook"]["body"] == body
     wait_for(peer_has_it, timeout=20, what="cf1 reads the 320 KB job written by cf0")
 
+    # A node restarted (kill -9, then from its AOF) is reconnected over TLS by both.
+    tls_nodes[0].restart()
+    up_again = f"redis node up node={tls_nodes[0].address}"
+    for instance in instances:
+        wait_for(lambda: instance.stderr().count(up_again) >= 2, timeout=20,
+                 what=f"{instance.name} reconnected")
+        wait_for(lambda: settled(instance), timeout=20, what=f"{instance.name} settled again")
+    before = len(receiver.deliveries("tls-tick"))
+    wait_for(lambda: len(receiver.deliveries("tls-tick")) >= before + 2, timeout=20,
+             what="deliveries after the restart")
+
     # The locks and fences are on the database the URLs select, reached over TLS with AUTH.
     for node in tls_nodes:
         assert int(node.cli("-n", DB, "DBSIZE")) > 0, node.name
