@@ -27,7 +27,11 @@ static const struct option_spec specs[] = {
      "API and dashboard address (default 127.0.0.1:8080; port 0 picks a free one)", 0, 0},
     {"db", "CRONFENCE_DB", OPT_STRING, "PATH", "SQLite database (default ./cronfence.db)", 0, 0},
     {"redis", "CRONFENCE_REDIS", OPT_STRING, "URL[,URL...]",
-     "lock nodes redis://[:password@]host:port[/db]; none runs standalone", 0, 0},
+     "lock nodes redis:// or rediss:// (TLS) [[user]:password@]host:port[/db]; none runs "
+     "standalone",
+     0, 0},
+    {"redis-ca", "CRONFENCE_REDIS_CA", OPT_STRING, "F",
+     "CA bundle (PEM) rediss:// nodes are verified against (default: the system's CAs)", 0, 0},
     {"redis-prefix", "CRONFENCE_REDIS_PREFIX", OPT_STRING, "P",
      "prefix of every key cronfence writes on the Redis nodes (default cf:)", 0, 0},
     {"redis-timeout-ms", "CRONFENCE_REDIS_TIMEOUT_MS", OPT_INT, "N",
@@ -66,6 +70,10 @@ static const struct option_spec specs[] = {
      "most runs kept per job (default 10000)", 10, 10000000},
     {"shutdown-grace-ms", "CRONFENCE_SHUTDOWN_GRACE_MS", OPT_INT, "N",
      "how long deliveries in flight may finish after SIGTERM (default 30000)", 0, 3600000},
+    {"tls-cert", "CRONFENCE_TLS_CERT", OPT_STRING, "F",
+     "serve the API and dashboard over HTTPS with this certificate chain (PEM; needs --tls-key)", 0,
+     0},
+    {"tls-key", "CRONFENCE_TLS_KEY", OPT_STRING, "F", "private key (PEM) of --tls-cert", 0, 0},
     {"web-dir", "CRONFENCE_WEB_DIR", OPT_STRING, "DIR",
      "serve the dashboard from this folder instead of the copy built in (for development)", 0, 0},
     {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L",
@@ -147,6 +155,12 @@ static char **string_slot(struct config *cfg, const char *name)
         return &cfg->db_path;
     if (strcmp(name, "redis") == 0)
         return &cfg->redis;
+    if (strcmp(name, "redis-ca") == 0)
+        return &cfg->redis_ca;
+    if (strcmp(name, "tls-cert") == 0)
+        return &cfg->tls_cert;
+    if (strcmp(name, "tls-key") == 0)
+        return &cfg->tls_key;
     if (strcmp(name, "redis-prefix") == 0)
         return &cfg->redis_prefix;
     if (strcmp(name, "instance-id") == 0)
@@ -373,6 +387,9 @@ void config_release(struct config *cfg)
     free(cfg->listen);
     free(cfg->db_path);
     free(cfg->redis);
+    free(cfg->redis_ca);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
     free(cfg->redis_prefix);
     free(cfg->instance_id);
     free(cfg->advertise);

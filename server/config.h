@@ -17,6 +17,7 @@ struct config {
     char *listen; /* HOST:PORT */
     char *db_path;
     char *redis;              /* comma-separated URLs; NULL for standalone */
+    char *redis_ca;           /* CA bundle for rediss:// nodes; NULL: the system's */
     char *redis_prefix;       /* key prefix on the nodes */
     int64_t redis_timeout_ms; /* per node per round */
     int64_t claim_stagger_ms; /* rank-staggered claims (DESIGN §4.4) */
@@ -33,7 +34,9 @@ struct config {
     int history_days;
     int history_per_job;
     int64_t shutdown_grace_ms;
-    char *web_dir; /* NULL: the dashboard built into the binary */
+    char *web_dir;  /* NULL: the dashboard built into the binary */
+    char *tls_cert; /* PEM files to serve HTTPS; both or neither */
+    char *tls_key;
     enum log_level log_level;
     bool log_json;
     char *log_file; /* NULL: standard error */

@@ -181,6 +181,7 @@ int coord_standalone_new(struct db *db, const char *instance_id, const char *adv
 /* Settings of the cluster coordinator (DESIGN §4). */
 struct coord_cluster_config {
     const char *redis_urls;    /* comma-separated node URLs */
+    const char *redis_ca;      /* CA bundle for rediss:// nodes; NULL: the system's */
     const char *prefix;        /* key prefix, "cf:" */
     const char *instance_id;   /* copied */
     const char *advertise_url; /* copied */

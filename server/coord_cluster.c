@@ -3133,6 +3133,7 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     make_key(self, self->catalog_channel, "catalog", "");
     make_key(self, self->fired_channel, "fired", "");
     ncfg.urls = cfg->redis_urls;
+    ncfg.tls_ca = cfg->redis_ca;
     ncfg.timeout_ms = cfg->node_timeout_ms;
     ncfg.scripts = scripts;
     ncfg.script_count = S_COUNT;

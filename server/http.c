@@ -399,8 +399,17 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                      MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *info;
+    struct MHD_OptionItem tls_options[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
 
     *out = NULL;
+    if (cfg->tls_cert_pem != NULL)
+        flags |= MHD_USE_TLS;
+    else
+        tls_options[0].option = MHD_OPTION_END;
     if (http_parse_listen(cfg->listen, host, sizeof(host), &port) != CF_OK) {
         snprintf(err, errlen, "invalid listen address %s, expected HOST:PORT", cfg->listen);
         return CF_ERR_INVALID;
@@ -427,9 +436,11 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
         MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 4u, MHD_OPTION_NOTIFY_COMPLETED,
         request_completed, server, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, server,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY, tls_options,
+        MHD_OPTION_END);
     if (server->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on %s (address in use or not available)", cfg->listen);
+        snprintf(err, errlen, "cannot listen on %s (address in use or not available%s)",
+                 cfg->listen, cfg->tls_cert_pem != NULL ? ", or the certificate refused" : "");
         free(server);
         return CF_ERR_IO;
     }

@@ -26,6 +26,7 @@
 #include "netallow.h"
 #include "scheduler.h"
 #include "signing_secrets.h"
+#include "tls.h"
 
 #define MAX_BODY_BYTES (1024 * 1024)
 
@@ -64,7 +65,14 @@ struct instance {
     char *generated_token; /* the admin token made when none is configured */
     char *admin_token_list[2];
     struct job_limits limits;
+    struct tls_server_files tls; /* --tls-cert and --tls-key; empty: plain HTTP */
 };
+
+/* The scheme of this instance's URLs: https with --tls-cert. */
+static const char *url_scheme(const struct instance *inst)
+{
+    return inst->tls.cert_pem != NULL ? "https" : "http";
+}
 
 /* Reads a setting from the flag, else from meta, else generates and stores it. */
 static int setting(struct db *db, const char *flag_value, const char *key, const char *prefix,
@@ -164,7 +172,7 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
     int ret;
 
     /*
-     * The URL others show: --advertise, or http://HOST:PORT from --listen.
+     * The URL others show: --advertise, or http(s)://HOST:PORT from --listen.
      * With port 0 it is only known once bound; main sets it then, and until
      * that the cluster does not list this instance.
      */
@@ -174,10 +182,14 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
                port != 0) {
         if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
             snprintf(host, sizeof(host), "127.0.0.1");
-        snprintf(url, sizeof(url), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
-                 strchr(host, ':') ? "]" : "", port);
+        snprintf(url, sizeof(url), "%s://%s%s%s:%u", url_scheme(inst), strchr(host, ':') ? "[" : "",
+                 host, strchr(host, ':') ? "]" : "", port);
     }
 
+    if (inst->cfg.redis == NULL && inst->cfg.redis_ca != NULL) {
+        snprintf(err, errlen, "--redis-ca is given without --redis");
+        return CF_ERR_INVALID;
+    }
     ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -185,6 +197,7 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
     if (inst->cfg.redis == NULL)
         return coord_standalone_new(inst->coord_db, inst->instance_id, url, &inst->coord);
     ccfg.redis_urls = inst->cfg.redis;
+    ccfg.redis_ca = inst->cfg.redis_ca;
     ccfg.prefix = inst->cfg.redis_prefix;
     ccfg.instance_id = inst->instance_id;
     ccfg.advertise_url = url;
@@ -204,6 +217,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     uint16_t port;
     int ret;
 
+    ret = tls_server_files_load(inst->cfg.tls_cert, inst->cfg.tls_key, &inst->tls, err, errlen);
+    if (ret != CF_OK)
+        return ret;
     ret = netallow_parse(inst->cfg.webhook_allow, &inst->allow, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -314,6 +330,8 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     hcfg.ctx = inst->api;
     hcfg.max_body_bytes = MAX_BODY_BYTES;
     hcfg.threads = 16;
+    hcfg.tls_cert_pem = inst->tls.cert_pem;
+    hcfg.tls_key_pem = inst->tls.key_pem;
     ret = http_start(&hcfg, &inst->http, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -324,8 +342,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (inst->cfg.advertise == NULL) {
         /* Only now is the port known when --listen asked for port 0. */
-        snprintf(advertise, sizeof(advertise), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
-                 host, strchr(host, ':') ? "]" : "", http_port(inst->http));
+        snprintf(advertise, sizeof(advertise), "%s://%s%s%s:%u", url_scheme(inst),
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                 http_port(inst->http));
         inst->coord->ops->set_url(inst->coord, advertise);
     } else {
         snprintf(advertise, sizeof(advertise), "%s", inst->cfg.advertise);
@@ -344,8 +363,9 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     if (inst->generated_token != NULL) {
         char url[256 + 64];
 
-        snprintf(url, sizeof(url), "http://%s%s%s:%u/#token=%s", strchr(host, ':') ? "[" : "", host,
-                 strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
+        snprintf(url, sizeof(url), "%s://%s%s%s:%u/#token=%s", url_scheme(inst),
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                 http_port(inst->http), inst->generated_token);
         snprintf(announce, sizeof(announce), "dashboard: %s", url);
         log_announce(STDOUT_FILENO, LOG_INFO, announce, "dashboard", "url=%s", url);
     }
@@ -384,6 +404,7 @@ static void instance_release(struct instance *inst)
     netallow_free(inst->allow);
     free(inst->instance_id);
     free(inst->generated_token);
+    tls_server_files_release(&inst->tls);
     config_release(&inst->cfg);
 }
 
