@@ -13,7 +13,7 @@ PYTHON     ?= /usr/bin/python3
 
 # What `make build` needs; docker/Dockerfile's build stage installs these with `make build-deps`.
 BUILD_PACKAGES = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev \
-	libhiredis-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcriterion-dev
+	libhiredis-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcriterion-dev libyaml-dev
 # What the tests, the sanitized and fuzzing builds and the dashboard's tests need on top.
 TEST_PACKAGES = clang libclang-rt-14-dev clang-format redis-server tzdata curl sqlite3 \
 	python3 python3-pytest python3-yaml nodejs chromium golang-go faketime
