@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "cli.h"
 #include "common.h"
 #include "config.h"
 #include "coord.h"
@@ -388,6 +389,9 @@ int main(int argc, char **argv)
      * their own, megabytes of resident memory kept for little contention.
      */
     mallopt(M_ARENA_MAX, 2);
+    /* A command name first (`cronfence jobs list`) runs the client, not an instance. */
+    if (argc > 1 && cli_is_command(argv[1]))
+        return cli_main(argc, argv);
     if (config_parse(argc, argv, &inst.cfg, &action, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "cronfence: %s\n", err);
         config_release(&inst.cfg);
@@ -395,6 +399,7 @@ int main(int argc, char **argv)
     }
     if (action == CONFIG_HELP) {
         config_usage(stdout);
+        cli_usage(stdout);
         config_release(&inst.cfg);
         return EXIT_SUCCESS;
     }
