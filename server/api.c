@@ -1219,7 +1219,6 @@ static const struct http_route routes[] = {
     {"GET", "/metrics", handle_metrics},
     {"GET", "/api/v1/jobs", handle_jobs_list},
     {"POST", "/api/v1/jobs", handle_jobs_create},
-    /* Before the {name} routes; a job named "validate" keeps its GET, PUT and DELETE. */
     {"POST", "/api/v1/jobs/validate", handle_jobs_validate},
     {"GET", "/api/v1/jobs/{name}", handle_job_get},
     {"PUT", "/api/v1/jobs/{name}", handle_job_put},

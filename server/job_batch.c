@@ -22,7 +22,11 @@ static bool add_error(json_t *errors, long index, const char *field, const char 
     return json_array_append_new(errors, entry) == 0;
 }
 
-/* Moves the errors of document index from doc_errors into errors, naming their fields jobs[i]. */
+/*
+ * Copies the errors of document index from doc_errors into errors, naming
+ * their fields jobs[i] and keeping their other members (a schedule's
+ * position). False on allocation failure.
+ */
 static bool add_document_errors(json_t *errors, size_t index, const json_t *doc_errors)
 {
     const json_t *entry;
@@ -31,14 +35,22 @@ static bool add_document_errors(json_t *errors, size_t index, const json_t *doc_
     json_array_foreach(doc_errors, i, entry)
     {
         const char *field = json_string_value(json_object_get(entry, "field"));
-        const char *message = json_string_value(json_object_get(entry, "message"));
+        json_t *copy = json_deep_copy(entry);
         char path[256];
 
         if (field != NULL && field[0] != '\0')
             snprintf(path, sizeof(path), "jobs[%zu].%s", index, field);
         else
             snprintf(path, sizeof(path), "jobs[%zu]", index);
-        if (!add_error(errors, (long)index, path, message ? message : "is invalid"))
+        if (copy == NULL)
+            return false;
+        if (json_object_set_new(copy, "field", json_string(path)) != 0 ||
+            json_object_set_new(copy, "index", json_integer((json_int_t)index)) != 0) {
+            json_decref(copy);
+            return false;
+        }
+        /* json_array_append_new() releases copy when it fails. */
+        if (json_array_append_new(errors, copy) != 0)
             return false;
     }
     return true;

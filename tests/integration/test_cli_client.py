@@ -313,7 +313,3 @@ def test_validate_endpoint(instance):
         "valid": True, "jobs": []}
     assert instance.api("POST", "/api/v1/jobs/validate", {"jobs": []}, token=None).status == 401
     assert versions(instance) == {}
-    # A job may still be named "validate": the endpoint is POST only.
-    named = dict(good, name="validate")
-    assert instance.api("PUT", "/api/v1/jobs/validate", named).status == 201
-    assert instance.api("GET", "/api/v1/jobs/validate").json["name"] == "validate"
