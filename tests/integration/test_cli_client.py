@@ -313,3 +313,21 @@ def test_validate_endpoint(instance):
         "valid": True, "jobs": []}
     assert instance.api("POST", "/api/v1/jobs/validate", {"jobs": []}, token=None).status == 401
     assert versions(instance) == {}
+
+
+def test_apply_on_a_cluster_is_a_no_op_from_any_instance(nodes, start_instance, tmp_path):
+    redis = ",".join(node.url for node in nodes)
+    first = start_instance(name="cf0", args=["--redis", redis, "--instance-id", "cf0"])
+    second = start_instance(name="cf1", args=["--redis", redis, "--instance-id", "cf1"])
+    path = write(tmp_path, "jobs.yaml", JOBS_YAML)
+    done = cli(first, "apply", "-f", path)
+    assert done.returncode == 0, done.stderr
+    created = versions(first)
+    wait_for(lambda: versions(second) == created, timeout=20, what="the catalog on cf1")
+
+    again = cli(second, "apply", "-f", path)
+    assert again.returncode == 0, again.stderr
+    assert "0 created, 0 changed, 3 unchanged, 0 deleted" in again.stdout
+    exported = write(tmp_path, "export.yaml", cli(second, "export").stdout)
+    assert "3 unchanged" in cli(first, "apply", "-f", exported, "--prune").stdout
+    assert versions(first) == created and versions(second) == created
