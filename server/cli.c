@@ -22,6 +22,8 @@
 #define CLI_JOBS_PAGE 500
 #define CLI_PATH_MAX 2048
 
+#define COUNT(array) (sizeof(array) / sizeof((array)[0]))
+
 /* Options a command accepts beyond --url, --token and --output. */
 enum {
     OPT_FILE = 1 << 0,
@@ -78,6 +80,16 @@ static char *cell_text(const json_t *value)
     return json_dumps(value, JSON_ENCODE_ANY | JSON_COMPACT);
 }
 
+/* The length of text up to its first control character. */
+static int printable_len(const char *text)
+{
+    int len = 0;
+
+    while (text[len] != '\0' && (unsigned char)text[len] >= 0x20 && text[len] != 0x7f)
+        len++;
+    return len;
+}
+
 /*
  * Writes rows (an array of arrays of cells, borrowed) under headers, each
  * column as wide as its widest cell, two spaces apart; cells are cut at
@@ -96,8 +108,7 @@ static void print_table(FILE *out, const char *const *headers, size_t columns, c
     json_array_foreach(rows, r, row)
     {
         for (size_t c = 0; c < columns; c++) {
-            size_t len = strcspn(json_string_value(json_array_get(row, c)),
-                                 "\x01\x02\x03\x04\x05\x06\x07\x08\t\n\v\f\r");
+            size_t len = (size_t)printable_len(json_string_value(json_array_get(row, c)));
 
             if (len > widths[c])
                 widths[c] = len;
@@ -113,7 +124,7 @@ static void print_table(FILE *out, const char *const *headers, size_t columns, c
     {
         for (size_t c = 0; c < columns; c++) {
             const char *text = json_string_value(json_array_get(row, c));
-            int len = (int)strcspn(text, "\x01\x02\x03\x04\x05\x06\x07\x08\t\n\v\f\r");
+            int len = printable_len(text);
 
             if (c + 1 < columns)
                 fprintf(out, "%.*s%*s  ", len, text, (int)widths[c] - len, "");
@@ -153,15 +164,16 @@ static const char *const run_fields[] = {"id",       "job",          "trigger",
                                          "status",   "scheduled_at", "fencing_token",
                                          "attempts", "http_status",  "duration_ms"};
 
-#define COUNT(array) (sizeof(array) / sizeof((array)[0]))
-
 static void print_jobs(const json_t *jobs)
 {
     json_t *rows = json_array();
     const json_t *job;
     size_t i;
 
-    json_array_foreach(jobs, i, job) add_row(rows, job, job_fields, COUNT(job_fields));
+    json_array_foreach(jobs, i, job)
+    {
+        add_row(rows, job, job_fields, COUNT(job_fields));
+    }
     print_table(stdout, job_headers, COUNT(job_headers), rows);
     json_decref(rows);
 }
@@ -172,7 +184,10 @@ static void print_runs(const json_t *runs)
     const json_t *run;
     size_t i;
 
-    json_array_foreach(runs, i, run) add_row(rows, run, run_fields, COUNT(run_fields));
+    json_array_foreach(runs, i, run)
+    {
+        add_row(rows, run, run_fields, COUNT(run_fields));
+    }
     print_table(stdout, run_headers, COUNT(run_headers), rows);
     json_decref(rows);
 }

@@ -172,9 +172,15 @@ static size_t count_values(const json_t *value)
     size_t index;
 
     if (json_is_object(value)) {
-        json_object_foreach((json_t *)value, key, child) count += count_values(child);
+        json_object_foreach((json_t *)value, key, child)
+        {
+            count += count_values(child);
+        }
     } else if (json_is_array(value)) {
-        json_array_foreach(value, index, child) count += count_values(child);
+        json_array_foreach(value, index, child)
+        {
+            count += count_values(child);
+        }
     }
     return count;
 }
