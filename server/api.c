@@ -922,7 +922,8 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
     bool database = db_check(api->cfg.db) == CF_OK;
     bool writable = database && db_storage_ok(reason, sizeof(reason));
     bool coordinator = api->cfg.coord->ops->ready(api->cfg.coord);
-    bool scheduler = !scheduler_stopping(api->cfg.scheduler);
+    const char *not_firing = scheduler_not_ready(api->cfg.scheduler);
+    bool scheduler = not_firing == NULL;
     bool ready = writable && coordinator && scheduler;
     json_t *doc;
 
@@ -931,7 +932,7 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
     else if (writable && !coordinator)
         snprintf(reason, sizeof(reason), "no quorum of trusted redis nodes");
     else if (writable && !scheduler)
-        snprintf(reason, sizeof(reason), "stopping");
+        snprintf(reason, sizeof(reason), "%s", not_firing);
     doc = json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
                     writable, "coordinator", coordinator, "scheduler", scheduler);
     if (doc != NULL && !ready)
@@ -1067,6 +1068,17 @@ static void handle_openapi(void *ctx, const struct http_request *req, struct htt
     res->content_type = "application/yaml";
     res->body = (char *)embedded_openapi.data;
     res->body_len = embedded_openapi.size;
+    res->body_static = true;
+}
+
+/* The same document as JSON, for tools that read no YAML. */
+static void handle_openapi_json(void *ctx, const struct http_request *req,
+                                struct http_response *res)
+{
+    res->status = 200;
+    res->content_type = "application/json";
+    res->body = (char *)embedded_openapi_json.data;
+    res->body_len = embedded_openapi_json.size;
     res->body_static = true;
 }
 
@@ -1233,6 +1245,7 @@ static const struct http_route routes[] = {
     {"GET", "/api/v1/cluster", handle_cluster},
     {"GET", "/api/v1/events", handle_events},
     {"GET", "/api/v1/openapi.yaml", handle_openapi},
+    {"GET", "/api/v1/openapi.json", handle_openapi_json},
     {NULL, NULL, NULL},
 };
 

@@ -72,7 +72,8 @@ static const struct option_spec specs[] = {
 
 void config_usage(FILE *out)
 {
-    fprintf(out, "usage: cronfence [flags]\n\n"
+    fprintf(out, "usage: cronfence [flags]\n"
+                 "       cronfence --healthcheck [flags]   GET /healthz where the flags listen\n\n"
                  "Distributed cron: runs scheduled webhooks once per slot across a cluster,\n"
                  "with fencing tokens. Without --redis, one instance runs standalone.\n\n"
                  "flags (each also read from its environment variable; flags win):\n");

@@ -344,9 +344,14 @@ static const char script_publish[] =
  * run feed (and when, by the node's clock), forgets readers silent for
  * longer than ARGV[3] ms, and trims the feed below the lowest position of
  * those left: never the unread part of a reader that is alive, restarting
- * or paused for less than that. Returns the feed's first entry id ('' when
- * empty), for the reader to tell whether entries it had not read are gone.
- * KEYS: run feed, readers hash, readers' last-seen hash.
+ * or paused for less than that. A node that lost its data (no trust
+ * marker) also lost its list of readers, and a live member missing from
+ * that list has not said where it is: the feed is not trimmed until the
+ * node is trusted again and every live member has told its position.
+ * Returns the feed's first entry id ('' when empty), for the reader to tell
+ * whether entries it had not read are gone.
+ * KEYS: run feed, readers hash, readers' last-seen hash, trust marker,
+ * members sorted set.
  * ARGV: reader id, its position, reader ttl_ms.
  */
 static const char script_feed_trim[] =
@@ -354,6 +359,15 @@ static const char script_feed_trim[] =
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
     "redis.call('HSET', KEYS[3], ARGV[1], string.format('%d', now))\n"
+    "local function first_id()\n"
+    "  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+    "  if first[1] then return first[1][1] end\n"
+    "  return ''\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[4]) == 0 then return first_id() end\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do\n"
+    "  if redis.call('HEXISTS', KEYS[2], id) == 0 then return first_id() end\n"
+    "end\n"
     "local low_ms, low_seq\n"
     "local readers = redis.call('HGETALL', KEYS[2])\n"
     "for i = 1, #readers, 2 do\n"
@@ -372,9 +386,7 @@ static const char script_feed_trim[] =
     "if low_ms and low_ms > 0 then\n"
     "  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', low_ms, low_seq))\n"
     "end\n"
-    "local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
-    "if first[1] then return first[1][1] end\n"
-    "return ''\n";
+    "return first_id()\n";
 
 static const char *const scripts[S_COUNT] = {
     [S_CLAIM] = script_claim,
@@ -2263,21 +2275,24 @@ static bool stream_id_after(const char *a, const char *b)
 static void feed_trim(struct coord_cluster *self)
 {
     struct nodeset_round *round;
-    char stream[KEY_MAX], readers[KEY_MAX], seen[KEY_MAX], positions[MAX_NODES][48];
+    char stream[KEY_MAX], readers[KEY_MAX], seen[KEY_MAX], marker[KEY_MAX], members[KEY_MAX];
+    char positions[MAX_NODES][48];
     int index[MAX_NODES];
 
     make_key(self, stream, "runs", "");
     make_key(self, readers, "readers", "");
     make_key(self, seen, "readers_seen", "");
+    make_key(self, marker, "node", "");
+    make_key(self, members, "members", "");
     read_positions(self, positions);
     round = nodeset_round_begin(self->ns);
     for (size_t node = 0; node < self->n; node++)
-        index[node] =
-            nodeset_round_node_up(round, node)
-                ? nodeset_round_script(round, node, S_FEED_TRIM, 3, 6,
-                                       (const char *[]){stream, readers, seen, self->instance_id,
-                                                        positions[node], READER_TTL})
-                : -1;
+        index[node] = nodeset_round_node_up(round, node)
+                          ? nodeset_round_script(round, node, S_FEED_TRIM, 5, 8,
+                                                 (const char *[]){stream, readers, seen, marker,
+                                                                  members, self->instance_id,
+                                                                  positions[node], READER_TTL})
+                          : -1;
     nodeset_round_exec(round);
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *first = nodeset_round_reply(round, node, index[node]);

@@ -1603,6 +1603,58 @@ int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted)
     return ret;
 }
 
+int db_run_jobs_over(struct db *db, int keep, char ***jobs, size_t *count)
+{
+    sqlite3_stmt *stmt;
+    char **names = NULL;
+    size_t used = 0, cap = 0;
+    int rc, ret = CF_OK;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT job FROM runs GROUP BY job HAVING count(*) > ?");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    sqlite3_bind_int(stmt, 1, keep);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        char *name = strdup((const char *)sqlite3_column_text(stmt, 0));
+
+        if (used == cap) {
+            size_t grown = cap ? cap * 2 : 16;
+            char **bigger = realloc(names, grown * sizeof(*names));
+
+            if (bigger == NULL) {
+                free(name);
+                name = NULL;
+            } else {
+                names = bigger;
+                cap = grown;
+            }
+        }
+        if (name == NULL) {
+            ret = CF_ERR_NOMEM;
+            break;
+        }
+        names[used++] = name;
+    }
+    if (ret == CF_OK && rc != SQLITE_DONE)
+        ret = db_fail(db, "runs per job");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        for (size_t i = 0; i < used; i++)
+            free(names[i]);
+        free(names);
+        names = NULL;
+        used = 0;
+    }
+    *jobs = names;
+    *count = used;
+    return ret;
+}
+
 int db_run_prune_job(struct db *db, const char *job, int keep, int batch, int *deleted)
 {
     sqlite3_stmt *stmt;
@@ -1629,9 +1681,9 @@ int db_check(struct db *db)
     int ret = CF_ERR_DB;
 
     pthread_mutex_lock(&db->lock);
-    stmt = prepare(db, "PRAGMA quick_check");
-    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW &&
-        strcmp((const char *)sqlite3_column_text(stmt, 0), "ok") == 0)
+    /* A read through the connection, in time independent of the database's size. */
+    stmt = prepare(db, "SELECT count(*) FROM meta");
+    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
         ret = CF_OK;
     sqlite3_finalize(stmt);
     pthread_mutex_unlock(&db->lock);

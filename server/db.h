@@ -271,6 +271,13 @@ int db_run_running(struct db *db, const char *instance, size_t limit, struct run
 /* Deletes at most batch finished runs older than before_ms; *deleted receives how many. */
 int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted);
 
+/*
+ * The jobs (live or deleted) with more than keep runs in the history, as a
+ * new array *jobs of *count names (free each, then the array). One pass over
+ * the runs_by_job index, whatever the size of the catalog.
+ */
+int db_run_jobs_over(struct db *db, int keep, char ***jobs, size_t *count);
+
 /* Deletes at most batch runs of job beyond its newest keep; *deleted receives how many. */
 int db_run_prune_job(struct db *db, const char *job, int keep, int batch, int *deleted);
 
@@ -285,7 +292,11 @@ bool db_storage_ok(char *why, size_t why_len);
 /* Writes a small row (meta storage_probe) to learn whether the storage takes writes again. */
 int db_probe_write(struct db *db);
 
-/* Runs PRAGMA quick_check; CF_OK when "ok". */
+/*
+ * Whether the database answers a read (CF_OK), for /readyz: a probe that
+ * costs the same on any size of database, not an integrity check (a
+ * readiness probe every few seconds must not scan 100 MiB).
+ */
 int db_check(struct db *db);
 
 #endif

@@ -19,6 +19,7 @@
 #include "db.h"
 #include "events.h"
 #include "feed.h"
+#include "healthcheck.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -197,7 +198,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     struct scheduler_config scfg = {0};
     struct api_config acfg = {0};
     struct http_config hcfg = {0};
-    char host[128], advertise[256];
+    char host[128], bound[160], advertise[256], announce[512];
     uint16_t port;
     int ret;
 
@@ -302,9 +303,8 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     if (ret != CF_OK)
         return ret;
 
-    /* Scripts and tests read this line from standard output: the address as bound. */
-    printf("listening on %s%s%s:%u\n", strchr(host, ':') ? "[" : "", host,
-           strchr(host, ':') ? "]" : "", http_port(inst->http));
+    snprintf(bound, sizeof(bound), "%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
+             strchr(host, ':') ? "]" : "", http_port(inst->http));
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (inst->cfg.advertise == NULL) {
@@ -312,14 +312,28 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         snprintf(advertise, sizeof(advertise), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
                  host, strchr(host, ':') ? "]" : "", http_port(inst->http));
         inst->coord->ops->set_url(inst->coord, advertise);
+    } else {
+        snprintf(advertise, sizeof(advertise), "%s", inst->cfg.advertise);
     }
-    log_info("cronfence started", "cronfence_version=%s mode=%s instance=%s listen=%s:%u db=%s",
-             CF_VERSION, inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id,
-             host, http_port(inst->http), inst->cfg.db_path);
-    if (inst->generated_token != NULL)
-        printf("dashboard: http://%s%s%s:%u/#token=%s\n", strchr(host, ':') ? "[" : "", host,
-               strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
+    log_info("cronfence started",
+             "cronfence_version=%s mode=%s instance=%s listen=%s advertise=%s db=%s", CF_VERSION,
+             inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id, bound,
+             advertise, inst->cfg.db_path);
+    /*
+     * Scripts and tests read these lines from standard output, after the
+     * start is logged: the address as bound, then the dashboard URL.
+     */
     fflush(stdout);
+    snprintf(announce, sizeof(announce), "listening on %s", bound);
+    log_announce(STDOUT_FILENO, LOG_INFO, announce, "listening on", "listen=%s", bound);
+    if (inst->generated_token != NULL) {
+        char url[256 + 64];
+
+        snprintf(url, sizeof(url), "http://%s%s%s:%u/#token=%s", strchr(host, ':') ? "[" : "", host,
+                 strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
+        snprintf(announce, sizeof(announce), "dashboard: %s", url);
+        log_announce(STDOUT_FILENO, LOG_INFO, announce, "dashboard", "url=%s", url);
+    }
     return CF_OK;
 }
 
@@ -392,6 +406,8 @@ int main(int argc, char **argv)
     /* A command name first (`cronfence jobs list`) runs the client, not an instance. */
     if (argc > 1 && cli_is_command(argv[1]))
         return cli_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "--healthcheck") == 0)
+        return healthcheck_main(argc - 1, argv + 1);
     if (config_parse(argc, argv, &inst.cfg, &action, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "cronfence: %s\n", err);
         config_release(&inst.cfg);
@@ -428,7 +444,14 @@ int main(int argc, char **argv)
         if (err[0] == '\0')
             snprintf(err, sizeof(err), "%s", cf_err_str(ret));
         log_error("cannot start", "error=\"%s\"", err);
-        fprintf(stderr, "cronfence: %s\n", err);
+        /* In JSON mode without --log-file the line above is already on standard error. */
+        if (!log_is_json() || inst.cfg.log_file != NULL) {
+            char text[600], quoted[512];
+
+            snprintf(text, sizeof(text), "cronfence: %s", err);
+            log_announce(STDERR_FILENO, LOG_ERROR, text, "cannot start", "error=\"%s\"",
+                         log_quote(err, quoted, sizeof(quoted)));
+        }
         goto out;
     }
     while (sig != SIGINT && sig != SIGTERM) {

@@ -36,6 +36,8 @@
 #define SCHED_CLAIM_RETRY_DOUBLINGS 5
 /* How long scheduler_trigger waits for the scheduler thread. */
 #define SCHED_TRIGGER_WAIT_MS 15000
+/* Pause between attempts to load the catalog when the database refuses. */
+#define SCHED_LOAD_RETRY_MS 1000
 #define JOB_BUCKETS 4096
 /* While the database takes no writes: how often a write is tried, and how many states wait. */
 #define SCHED_STORAGE_PROBE_MS 1000
@@ -154,6 +156,7 @@ struct scheduler {
     pthread_cond_t wake;
     pthread_cond_t replied; /* trigger requests answered */
     bool stopping;
+    bool loaded;      /* the catalog is loaded and scheduled */
     int64_t grace_ms; /* how long firings in flight may go on after the stop */
     struct changed_name *changed;
     struct trigger_request *triggers;
@@ -1787,7 +1790,7 @@ static bool prune_stopping(struct scheduler *sched)
 static void prune_history(struct scheduler *sched)
 {
     int64_t before = cf_wall_ms() - (int64_t)sched->cfg.history_days * 86400000;
-    struct job **jobs = NULL;
+    char **jobs = NULL;
     size_t count = 0;
     int deleted, total = 0;
 
@@ -1796,18 +1799,19 @@ static void prune_history(struct scheduler *sched)
             return;
         total += deleted;
     } while (deleted == SCHED_PRUNE_BATCH && !prune_stopping(sched));
-    if (db_job_all(sched->cfg.prune_db, &jobs, &count) != CF_OK)
+    /* Only the jobs over their cap: not a pass over the whole catalog each minute. */
+    if (db_run_jobs_over(sched->cfg.prune_db, sched->cfg.history_per_job, &jobs, &count) != CF_OK)
         return;
     for (size_t i = 0; i < count; i++) {
         do {
             deleted = 0;
             if (prune_stopping(sched) ||
-                db_run_prune_job(sched->cfg.prune_db, jobs[i]->name, sched->cfg.history_per_job,
+                db_run_prune_job(sched->cfg.prune_db, jobs[i], sched->cfg.history_per_job,
                                  SCHED_PRUNE_BATCH, &deleted) != CF_OK)
                 break;
             total += deleted;
         } while (deleted == SCHED_PRUNE_BATCH);
-        job_free(jobs[i]);
+        free(jobs[i]);
     }
     free(jobs);
     if (total > 0)
@@ -1929,76 +1933,6 @@ static void drain_firings(struct scheduler *sched)
                  (long long)(cf_boot_ms() - started_boot));
 }
 
-static void *scheduler_main(void *arg)
-{
-    struct scheduler *sched = arg;
-
-    pthread_mutex_lock(&sched->inbox_lock);
-    for (;;) {
-        struct changed_name *changed;
-        struct trigger_request *triggers;
-        struct completion *completions;
-        int64_t now = cf_wall_ms(), now_boot = cf_boot_ms();
-        bool stopping = sched->stopping;
-
-        if (!stopping && sched->changed == NULL && sched->triggers == NULL &&
-            sched->completions == NULL) {
-            wait_inbox(sched, sleep_budget(sched, now, now_boot));
-            now = cf_wall_ms();
-            now_boot = cf_boot_ms();
-        }
-        stopping = sched->stopping;
-        changed = sched->changed;
-        triggers = sched->triggers;
-        completions = sched->completions;
-        sched->changed = NULL;
-        sched->triggers = NULL;
-        sched->completions = NULL;
-        pthread_mutex_unlock(&sched->inbox_lock);
-
-        finish_firings(sched, completions);
-        while (changed != NULL) {
-            struct changed_name *next = changed->next;
-
-            reload_job(sched, changed->name);
-            free(changed);
-            changed = next;
-        }
-        if (stopping) {
-            refuse_triggers(sched, triggers);
-            drain_firings(sched);
-            record_all_outages(sched);
-            tend_storage(sched, cf_boot_ms());
-            if (sched->unrecorded_count > 0)
-                log_warn("run states not recorded at stop: the database takes no writes",
-                         "count=%zu", sched->unrecorded_count);
-            return NULL;
-        }
-        if (triggers != NULL) {
-            struct trigger_request *t;
-
-            for (t = triggers; t != NULL; t = t->next)
-                answer_trigger(sched, t);
-            pthread_mutex_lock(&sched->inbox_lock);
-            for (t = triggers; t != NULL; t = t->next)
-                t->done = true;
-            pthread_cond_broadcast(&sched->replied);
-            pthread_mutex_unlock(&sched->inbox_lock);
-        }
-        tend_storage(sched, now_boot);
-        fire_due(sched, now, now_boot);
-        start_pending(sched, now, now_boot);
-        extend_leases(sched, now_boot);
-        pthread_mutex_lock(&sched->inbox_lock);
-    }
-    pthread_mutex_unlock(&sched->inbox_lock);
-    return NULL;
-}
-
-/* ---------------------------------------------------------------------- */
-/* Public API                                                               */
-/* ---------------------------------------------------------------------- */
-
 /*
  * Records this instance's runs left "running" by a crash as lost, through
  * the normal path so that peers learn of it too.
@@ -2089,6 +2023,107 @@ out:
     return ret;
 }
 
+/*
+ * Loads the catalog on the scheduler thread, before its first pass. A
+ * database that refuses (unreadable, out of memory) is tried again each
+ * second: load_all() fails only before it schedules anything. Gives up
+ * when the scheduler stops first.
+ */
+static void load_catalog(struct scheduler *sched)
+{
+    bool told = false;
+    int ret;
+
+    while ((ret = load_all(sched)) != CF_OK) {
+        if (!told)
+            log_error("catalog not loaded, trying again each second", "error=\"%s\"",
+                      cf_err_str(ret));
+        told = true;
+        pthread_mutex_lock(&sched->inbox_lock);
+        if (!sched->stopping)
+            wait_inbox(sched, SCHED_LOAD_RETRY_MS);
+        if (sched->stopping) {
+            pthread_mutex_unlock(&sched->inbox_lock);
+            return;
+        }
+        pthread_mutex_unlock(&sched->inbox_lock);
+    }
+    pthread_mutex_lock(&sched->inbox_lock);
+    sched->loaded = true;
+    pthread_mutex_unlock(&sched->inbox_lock);
+}
+
+static void *scheduler_main(void *arg)
+{
+    struct scheduler *sched = arg;
+
+    load_catalog(sched);
+    pthread_mutex_lock(&sched->inbox_lock);
+    for (;;) {
+        struct changed_name *changed;
+        struct trigger_request *triggers;
+        struct completion *completions;
+        int64_t now = cf_wall_ms(), now_boot = cf_boot_ms();
+        bool stopping = sched->stopping;
+
+        if (!stopping && sched->changed == NULL && sched->triggers == NULL &&
+            sched->completions == NULL) {
+            wait_inbox(sched, sleep_budget(sched, now, now_boot));
+            now = cf_wall_ms();
+            now_boot = cf_boot_ms();
+        }
+        stopping = sched->stopping;
+        changed = sched->changed;
+        triggers = sched->triggers;
+        completions = sched->completions;
+        sched->changed = NULL;
+        sched->triggers = NULL;
+        sched->completions = NULL;
+        pthread_mutex_unlock(&sched->inbox_lock);
+
+        finish_firings(sched, completions);
+        while (changed != NULL) {
+            struct changed_name *next = changed->next;
+
+            reload_job(sched, changed->name);
+            free(changed);
+            changed = next;
+        }
+        if (stopping) {
+            refuse_triggers(sched, triggers);
+            drain_firings(sched);
+            record_all_outages(sched);
+            tend_storage(sched, cf_boot_ms());
+            if (sched->unrecorded_count > 0)
+                log_warn("run states not recorded at stop: the database takes no writes",
+                         "count=%zu", sched->unrecorded_count);
+            return NULL;
+        }
+        if (triggers != NULL) {
+            struct trigger_request *t;
+
+            for (t = triggers; t != NULL; t = t->next)
+                answer_trigger(sched, t);
+            pthread_mutex_lock(&sched->inbox_lock);
+            for (t = triggers; t != NULL; t = t->next)
+                t->done = true;
+            pthread_cond_broadcast(&sched->replied);
+            pthread_mutex_unlock(&sched->inbox_lock);
+        }
+        tend_storage(sched, now_boot);
+        fire_due(sched, now, now_boot);
+        start_pending(sched, now, now_boot);
+        extend_leases(sched, now_boot);
+        pthread_mutex_lock(&sched->inbox_lock);
+    }
+    pthread_mutex_unlock(&sched->inbox_lock);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public API                                                               */
+/* ---------------------------------------------------------------------- */
+
 int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
 {
     struct scheduler *sched = calloc(1, sizeof(*sched));
@@ -2106,9 +2141,6 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
     pthread_cond_init(&sched->replied, NULL);
     pthread_mutex_init(&sched->prune_lock, NULL);
 
-    ret = load_all(sched);
-    if (ret != CF_OK)
-        goto out_free;
     dcfg.instance_id = cfg->instance_id;
     dcfg.default_secret = cfg->default_secret;
     dcfg.allow = cfg->allow;
@@ -2189,6 +2221,19 @@ bool scheduler_stopping(struct scheduler *sched)
     stopping = sched->stopping;
     pthread_mutex_unlock(&sched->inbox_lock);
     return stopping;
+}
+
+const char *scheduler_not_ready(struct scheduler *sched)
+{
+    const char *why = NULL;
+
+    pthread_mutex_lock(&sched->inbox_lock);
+    if (sched->stopping)
+        why = "stopping";
+    else if (!sched->loaded)
+        why = "loading the catalog";
+    pthread_mutex_unlock(&sched->inbox_lock);
+    return why;
 }
 
 void scheduler_free(struct scheduler *sched)

@@ -43,10 +43,13 @@ struct scheduler_stats {
 struct scheduler;
 
 /*
- * Loads every job from the database, marks runs this instance left
- * "running" before a crash as "lost", records or catches up slots missed
- * while the instance was down, and starts the scheduler thread and the
- * delivery engine. Returns CF_OK with *out, or an error (nothing started).
+ * Starts the scheduler thread and the delivery engine, and returns at once.
+ * The thread first loads every job from the database, marks runs this
+ * instance left "running" before a crash as "lost", and records or catches
+ * up slots missed while the instance was down (a large catalog takes a
+ * second or two, during which the API already answers and
+ * scheduler_not_ready() says why; triggers and catalog changes wait in the
+ * inbox). Returns CF_OK with *out, or an error (nothing started).
  */
 int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out);
 
@@ -64,6 +67,9 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms);
 
 /* Whether scheduler_stop() has begun. */
 bool scheduler_stopping(struct scheduler *sched);
+
+/* Why the scheduler is not firing ("loading the catalog", "stopping"), or NULL when it is. */
+const char *scheduler_not_ready(struct scheduler *sched);
 
 /*
  * Frees the scheduler; accepts NULL. Call it after scheduler_stop(): on a

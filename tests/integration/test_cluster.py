@@ -912,15 +912,17 @@ def test_watchdog_extends_a_lease_past_its_length(cluster, receiver):
     """DESIGN §4.3: a delivery longer than its lease keeps it through extensions, so no other
     instance starts the job meanwhile and the run is not marked lease_lost."""
     group = cluster()
-    create(group.instances[0], job_body("long", receiver.hook(delay_ms=3500), lease_ms=1200,
+    # A 3 s lease extended every second: each extension has two seconds to land, which a
+    # loaded machine gives; the delivery lasts more than two leases.
+    create(group.instances[0], job_body("long", receiver.hook(delay_ms=7000), lease_ms=3000,
                                         schedule="*/10 * * * * *", retry={"attempts": 1}))
 
     def finished():
         runs = [r for r in group.instances[0].runs(job="long") if r["status"] == "succeeded"]
         return runs[0] if runs else None
-    run = wait_for(finished, timeout=30, what="a 3.5 s delivery to finish")
+    run = wait_for(finished, timeout=40, what="a 7 s delivery to finish")
     assert run["lease_lost"] is False, run
-    assert run["duration_ms"] >= 3500, run
+    assert run["duration_ms"] >= 7000, run
     # While it ran (three leases long), nobody else claimed the job.
     assert len({d["run_id"] for d in receiver.deliveries("long")}) == 1
 
