@@ -17,7 +17,7 @@ PYTHON     ?= /usr/bin/python3
 # What `make build` needs (python3-yaml turns api/openapi.yaml into the JSON the binary
 # serves); docker/Dockerfile's build stage installs these with `make build-deps`.
 BUILD_PACKAGES = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev \
-	libhiredis-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcriterion-dev \
+	libhiredis-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcriterion-dev libyaml-dev \
 	python3 python3-yaml
 # What the tests, the sanitized and fuzzing builds and the dashboard's tests need on top.
 TEST_PACKAGES = clang libclang-rt-14-dev clang-format redis-server tzdata curl sqlite3 \
@@ -171,8 +171,8 @@ contract-lint: contract-deps
 # corpus in the repository stays as committed).
 fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_FUZZ=ON -DCF_TESTS=OFF >/dev/null
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cron fuzz_job
-	@for target in cron job; do \
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cron fuzz_job fuzz_yaml
+	@for target in cron job yaml; do \
 		work=$$(mktemp -d); cp tests/fuzz/corpus/$$target/* $$work/; \
 		echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
 		$(FUZZ_BUILD)/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 \

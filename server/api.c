@@ -23,6 +23,7 @@
 #include "common.h"
 #include "cron.h"
 #include "embedded.h"
+#include "job_batch.h"
 #include "job_order.h"
 #include "log.h"
 #include "metrics.h"
@@ -521,6 +522,42 @@ static void handle_jobs_create(void *ctx, const struct http_request *req, struct
         return;
     put_job(api, res, job, true, 0, 201);
     job_free(job);
+}
+
+/*
+ * POST /jobs/validate: checks a whole set of job documents and changes
+ * nothing; `cronfence apply` writes only after every document passed.
+ * Reading tokens may call it: it reads and writes no job.
+ */
+static void handle_jobs_validate(void *ctx, const struct http_request *req,
+                                 struct http_response *res)
+{
+    struct api *api = ctx;
+    json_t *doc, *errors = NULL, *jobs = NULL;
+    size_t invalid = 0;
+    int ret;
+
+    if (!authorize(api, req, res, false))
+        return;
+    doc = parse_body(req, res);
+    if (doc == NULL)
+        return;
+    errors = json_array();
+    ret = errors ? job_batch_validate(doc, api->cfg.limits, &jobs, errors, &invalid) : CF_ERR_NOMEM;
+    if (ret == CF_OK) {
+        send_json(res, 200, json_pack("{s:b, s:o}", "valid", 1, "jobs", jobs));
+    } else if (ret == CF_ERR_INVALID) {
+        if (invalid == 0)
+            send_problem(res, 422, errors, "expected {\"jobs\": [job documents]}");
+        else
+            send_problem(res, 422, errors, "%zu of %zu jobs are invalid", invalid,
+                         json_array_size(json_object_get(doc, "jobs")));
+        errors = NULL;
+    } else {
+        send_error_code(res, ret, "cannot validate jobs");
+    }
+    json_decref(errors);
+    json_decref(doc);
 }
 
 /* Loads job name; on failure answers 404 (or the error) and returns NULL. */
@@ -1317,6 +1354,7 @@ static const struct http_route routes[] = {
     {"GET", "/metrics", handle_metrics},
     {"GET", "/api/v1/jobs", handle_jobs_list},
     {"POST", "/api/v1/jobs", handle_jobs_create},
+    {"POST", "/api/v1/jobs/validate", handle_jobs_validate},
     {"GET", "/api/v1/jobs/{name}", handle_job_get},
     {"PUT", "/api/v1/jobs/{name}", handle_job_put},
     {"PATCH", "/api/v1/jobs/{name}", handle_job_patch},

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "cli.h"
 #include "common.h"
 #include "config.h"
 #include "coord.h"
@@ -440,6 +441,9 @@ int main(int argc, char **argv)
      * their own, megabytes of resident memory kept for little contention.
      */
     mallopt(M_ARENA_MAX, 2);
+    /* A command name first (`cronfence jobs list`) runs the client, not an instance. */
+    if (argc > 1 && cli_is_command(argv[1]))
+        return cli_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "--healthcheck") == 0)
         return healthcheck_main(argc - 1, argv + 1);
     /*
@@ -455,6 +459,7 @@ int main(int argc, char **argv)
     }
     if (action == CONFIG_HELP) {
         config_usage(stdout);
+        cli_usage(stdout);
         config_release(&inst.cfg);
         return EXIT_SUCCESS;
     }
