@@ -48,6 +48,7 @@ struct coord_claim {
      */
     char run_id[RUN_ID_MAX];
     enum run_trigger trigger;
+    const char *retry_of; /* a retry: the run it retries (borrowed), else NULL */
 
     /* out */
     int result;           /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */

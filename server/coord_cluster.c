@@ -824,6 +824,7 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
     memcpy(run.id, claim->run_id, sizeof(run.id));
     run.job = (char *)claim->job;
     run.trigger = claim->trigger;
+    run.retry_of = (char *)claim->retry_of;
     run.scheduled_at_ms = claim->slot_ms;
     run.started_at_ms = claim->started_at_ms;
     run.status = RUN_RUNNING;

@@ -229,6 +229,8 @@ int db_run_get(struct db *db, const char *id, struct run *run);
 struct db_run_query {
     const char *job;  /* NULL for all */
     int status;       /* enum run_status, -1 for any */
+    const char *instance; /* NULL for all */
+    int trigger;          /* enum run_trigger, -1 for any */
     int64_t since_ms; /* sort_at >= since; INT64_MIN for none */
     int64_t until_ms; /* sort_at < until; INT64_MAX for none */
     bool has_cursor;  /* continue after (cursor_sort_at, cursor_id) */
@@ -245,13 +247,13 @@ struct db_run_query {
 int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs, size_t *count,
                 bool *more);
 
-/* The ordering key of a run: its slot, or its start for manual runs. */
+/* The ordering key of a run: its slot, or its start for manual runs and retries. */
 int64_t db_run_sort_at(const struct run *run);
 
 /* The latest run of job into *run (run_clear()), CF_ERR_NOT_FOUND when none. */
 int db_run_latest(struct db *db, const char *job, struct run *run);
 
-/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run; 0 when none. */
+/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run (not a retry); 0 when none. */
 int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms);
 
 /*
