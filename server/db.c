@@ -1527,6 +1527,72 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
     return collect_runs(db, stmt, (size_t)query->limit, "run list", runs, count, more);
 }
 
+int db_run_job_health(struct db *db,
+                      void (*each)(void *ctx, const char *job, int64_t last_success_ms,
+                                   int64_t last_failure_ms, int64_t consecutive_failures),
+                      void *ctx)
+{
+    sqlite3_stmt *stmt;
+    int rc = SQLITE_DONE, ret = CF_OK;
+
+    pthread_mutex_lock(&db->lock);
+    /* One pass over the history at start; from then on the observers keep the values. */
+    stmt = prepare(
+        db, "WITH s AS (SELECT job, max(coalesce(finished_at, scheduled_at, 0)) AS at FROM runs"
+            "   WHERE status = 'succeeded' GROUP BY job),"
+            " f AS (SELECT runs.job, max(coalesce(finished_at, scheduled_at, 0)) AS at,"
+            "   sum(coalesce(finished_at, scheduled_at, 0) > coalesce(s.at, 0)) AS n"
+            "   FROM runs LEFT JOIN s ON s.job = runs.job"
+            "   WHERE status IN ('failed', 'fenced', 'missed', 'lost') GROUP BY runs.job)"
+            " SELECT s.job, s.at, 0, 0 FROM s WHERE s.job NOT IN (SELECT job FROM f)"
+            " UNION ALL SELECT f.job, coalesce(s.at, 0), f.at, f.n FROM f"
+            "   LEFT JOIN s ON s.job = f.job");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        each(ctx, (const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int64(stmt, 1),
+             sqlite3_column_int64(stmt, 2), sqlite3_column_int64(stmt, 3));
+    if (rc != SQLITE_DONE)
+        ret = db_fail(db, "run job health");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_previous_status(struct db *db, const struct run *run, int *status)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_ERR_NOT_FOUND;
+
+    *status = -1;
+    pthread_mutex_lock(&db->lock);
+    /* runs_by_job from run's position down: the newest ended run before it. */
+    stmt = prepare(db, "SELECT status FROM runs WHERE job = ?1 AND (sort_at < ?2 OR"
+                       " (sort_at = ?2 AND id < ?3)) AND status NOT IN ('running', 'skipped')"
+                       " ORDER BY sort_at DESC, id DESC LIMIT 1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, run->job);
+    sqlite3_bind_int64(stmt, 2, db_run_sort_at(run));
+    bind_text(stmt, 3, run->id);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *status = run_status_parse((const char *)sqlite3_column_text(stmt, 0));
+        ret = CF_OK;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "run previous status");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
 int db_run_latest(struct db *db, const char *job, struct run *run)
 {
     sqlite3_stmt *stmt;

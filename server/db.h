@@ -250,6 +250,25 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
 /* The ordering key of a run: its slot, or its start for manual runs and retries. */
 int64_t db_run_sort_at(const struct run *run);
 
+/*
+ * Calls each, with the database lock held (each must not use db), once per
+ * job of the history with: when its latest succeeded run and its latest
+ * failed, fenced, missed or lost run ended (wall ms, 0 for none), and how
+ * many of the latter ended after the former. Reads the whole history once
+ * (for the per-job metrics at start). Returns CF_OK or CF_ERR_DB.
+ */
+int db_run_job_health(struct db *db,
+                      void (*each)(void *ctx, const char *job, int64_t last_success_ms,
+                                   int64_t last_failure_ms, int64_t consecutive_failures),
+                      void *ctx);
+
+/*
+ * The status (enum run_status) of the newest run of run's job that comes
+ * before run in the history order and ended (neither running nor skipped),
+ * into *status. CF_ERR_NOT_FOUND (*status -1) when there is none.
+ */
+int db_run_previous_status(struct db *db, const struct run *run, int *status);
+
 /* The latest run of job into *run (run_clear()), CF_ERR_NOT_FOUND when none. */
 int db_run_latest(struct db *db, const char *job, struct run *run);
 

@@ -287,6 +287,8 @@ static void heap_remove(struct scheduler *sched, struct sched_job *sj)
 /* Puts sj in the heap at sj->next_ms, or takes it out when next_ms is 0. */
 static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_ms)
 {
+    if (next_ms != sj->next_ms)
+        metrics_job_next_fire(sched->cfg.metrics, sj->name, next_ms);
     sj->next_ms = next_ms;
     if (next_ms == 0) {
         heap_remove(sched, sj);
