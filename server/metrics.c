@@ -301,12 +301,12 @@ static void write_job_family(struct metrics *metrics, FILE *out, enum job_family
 
             if (ms == 0)
                 continue;
-            fprintf(out, "%s{job=", name);
+            fprintf(out, "%s{job=\"", name);
             metrics_write_label_value(out, e->name);
             if (family == FAMILY_CONSECUTIVE)
-                fprintf(out, "} %lld\n", (long long)e->consecutive_failures);
+                fprintf(out, "\"} %lld\n", (long long)e->consecutive_failures);
             else
-                fprintf(out, "} %lld.%03d\n", (long long)(ms / 1000), (int)(ms % 1000));
+                fprintf(out, "\"} %lld.%03d\n", (long long)(ms / 1000), (int)(ms % 1000));
         }
     }
 }

@@ -1,7 +1,9 @@
 """Run forensics (DESIGN §3 retry of a run, §6 Run fields and GET /runs filters):
 attempt_log and lag_ms on every run, POST /runs/{id}/retry, ?instance= and ?trigger=."""
 
+import calendar
 import json
+import time
 
 import pytest
 
@@ -146,3 +148,69 @@ def test_runs_filter_by_instance_and_trigger(start_instance, target):
     reply = instance.api("GET", "/api/v1/runs?trigger=sometimes")
     assert reply.status == 422, reply
     assert [e["field"] for e in reply.json["errors"]] == ["trigger"], reply.json
+
+
+# --------------------------------------------------------------------------
+# Per-job metrics (DESIGN §7 --metrics-per-job)
+# --------------------------------------------------------------------------
+
+JOB_FAMILIES = ("cronfence_job_last_success_timestamp_seconds",
+                "cronfence_job_last_failure_timestamp_seconds",
+                "cronfence_job_consecutive_failures",
+                "cronfence_job_next_fire_timestamp_seconds")
+
+
+def job_series(instance):
+    """{family: {job: value}} of the per-job families, read with the strict parser."""
+    from test_metrics import scrape
+    families = scrape(instance)
+    return {name: {dict(labels)["job"]: number
+                   for (_, labels), number in families.get(name, {"samples": {}})["samples"].items()}
+            for name in JOB_FAMILIES if name in families}
+
+
+def test_per_job_metrics_after_successes_and_failures(start_instance, tmp_path, target):
+    args = ["--instance-id", "forensics-m"]
+    instance = start_instance(name="metrics", args=args)
+    target.respond = lambda request, earlier: (
+        (200, {}, b"{}") if request["headers"]["Cronfence-Job"] == "steady" else (400, {}, b"{}"))
+    for name in ("steady", "broken"):
+        assert instance.api("POST", "/api/v1/jobs",
+                            job_body(name, target.url, retry={"attempts": 1})).status == 201
+    wait_for(lambda: len([r for r in instance.runs(job="broken") if r["status"] == "failed"]) >= 3,
+             timeout=20, what="three failures")
+    first_scheduled_run(instance, "steady", "succeeded")
+    freeze(instance, "steady")
+    freeze(instance, "broken")
+    assert instance.api("POST", "/api/v1/jobs/broken/pause").status == 200
+    wait_for(lambda: not [r for r in instance.runs() if r["status"] == "running"], timeout=20,
+             what="no run in flight")
+
+    def expected():
+        runs = instance.runs()
+        ok = [r for r in runs if r["job"] == "steady" and r["status"] == "succeeded"]
+        bad = [r for r in runs if r["job"] == "broken" and r["status"] == "failed"]
+        year = time.gmtime().tm_year + 1
+        return {
+            "cronfence_job_last_success_timestamp_seconds": {
+                "steady": max(ms(r["finished_at"]) for r in ok) / 1000},
+            "cronfence_job_last_failure_timestamp_seconds": {
+                "broken": max(ms(r["finished_at"]) for r in bad) / 1000},
+            "cronfence_job_consecutive_failures": {"steady": 0, "broken": len(bad)},
+            # The yearly schedule's next slot; the paused job has none.
+            "cronfence_job_next_fire_timestamp_seconds": {
+                "steady": calendar.timegm((year, 1, 1, 0, 0, 0))},
+        }
+
+    want = expected()
+    assert job_series(instance) == want
+
+    # After a restart the values come back from the history.
+    instance.stop()
+    again = start_instance(name="metrics", db=instance.db, args=args)
+    assert job_series(again) == want
+
+    # Switched off, none of the families is written.
+    again.stop()
+    off = start_instance(name="metrics", db=instance.db, args=args + ["--metrics-per-job=false"])
+    assert job_series(off) == {}
