@@ -1369,7 +1369,7 @@ int db_outbox_count(struct db *db, int64_t *count)
 
 #define RUN_COLUMNS                                                                                \
     "id, job, trigger, scheduled_at, started_at, finished_at, status, reason, fencing_token,"      \
-    " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at,"  \
+    " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at," \
     " lag_ms, retry_of, attempt_log"
 
 /* Reads a stored attempt_log into run; one that cannot be read leaves the run without one. */

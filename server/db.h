@@ -227,13 +227,13 @@ int db_outbox_count(struct db *db, int64_t *count);
 int db_run_get(struct db *db, const char *id, struct run *run);
 
 struct db_run_query {
-    const char *job;  /* NULL for all */
-    int status;       /* enum run_status, -1 for any */
+    const char *job;      /* NULL for all */
+    int status;           /* enum run_status, -1 for any */
     const char *instance; /* NULL for all */
     int trigger;          /* enum run_trigger, -1 for any */
-    int64_t since_ms; /* sort_at >= since; INT64_MIN for none */
-    int64_t until_ms; /* sort_at < until; INT64_MAX for none */
-    bool has_cursor;  /* continue after (cursor_sort_at, cursor_id) */
+    int64_t since_ms;     /* sort_at >= since; INT64_MIN for none */
+    int64_t until_ms;     /* sort_at < until; INT64_MAX for none */
+    bool has_cursor;      /* continue after (cursor_sort_at, cursor_id) */
     int64_t cursor_sort_at;
     char cursor_id[RUN_ID_MAX];
     int limit; /* 1..500 */
@@ -272,7 +272,8 @@ int db_run_previous_status(struct db *db, const struct run *run, int *status);
 /* The latest run of job into *run (run_clear()), CF_ERR_NOT_FOUND when none. */
 int db_run_latest(struct db *db, const char *job, struct run *run);
 
-/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run (not a retry); 0 when none. */
+/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run (not a retry); 0 when none.
+ */
 int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms);
 
 /*

@@ -801,7 +801,8 @@ static void job_read_notify(struct job_check *check, const json_t *notify,
             job_error(check, "notify.on", "must be a non-empty list of run statuses");
         } else {
             job->notify.on = 0;
-            json_array_foreach(on, index, item) {
+            json_array_foreach(on, index, item)
+            {
                 enum notify_event event = notify_event_parse(json_string_value(item));
 
                 if (event == NOTIFY_NONE) {

@@ -112,7 +112,7 @@ struct metrics {
     pthread_mutex_t requests_lock; /* guards requests */
     struct request_count requests[REQUEST_SLOTS];
 
-    atomic_bool per_job;        /* write the per-job series */
+    atomic_bool per_job;       /* write the per-job series */
     pthread_mutex_t jobs_lock; /* guards jobs */
     struct job_series *jobs[JOB_BUCKETS];
 };
@@ -317,10 +317,9 @@ static void write_jobs(struct metrics *metrics, FILE *out)
     if (!atomic_load(&metrics->per_job))
         return;
     pthread_mutex_lock(&metrics->jobs_lock);
-    write_job_family(metrics, out, FAMILY_LAST_SUCCESS,
-                     "cronfence_job_last_success_timestamp_seconds",
-                     "When the job's latest succeeded run finished (Unix seconds), cluster-wide.",
-                     "gauge");
+    write_job_family(
+        metrics, out, FAMILY_LAST_SUCCESS, "cronfence_job_last_success_timestamp_seconds",
+        "When the job's latest succeeded run finished (Unix seconds), cluster-wide.", "gauge");
     write_job_family(metrics, out, FAMILY_LAST_FAILURE,
                      "cronfence_job_last_failure_timestamp_seconds",
                      "When the job's latest failed, fenced, missed or lost run ended (Unix "

@@ -99,9 +99,9 @@ void notify_run_changed(struct notify *notify, const struct run *run)
         return;
     }
     /* A missed or lost slot may be recorded by others too: let the records merge first. */
-    notice->due_boot_ms = cf_boot_ms() + (run->status == RUN_MISSED || run->status == RUN_LOST
-                                              ? NOTIFY_SETTLE_MS
-                                              : 0);
+    notice->due_boot_ms =
+        cf_boot_ms() +
+        (run->status == RUN_MISSED || run->status == RUN_LOST ? NOTIFY_SETTLE_MS : 0);
     pthread_mutex_lock(&notify->lock);
     if (seen_lately(notify, run)) {
         pthread_mutex_unlock(&notify->lock);
@@ -156,8 +156,8 @@ int notify_check_url(const char *url, const struct netallow *allow, char *err, s
         curl_url_get(parsed, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0')
         ret = netallow_host_allowed(allow, host) ? CF_OK : CF_ERR_INVALID;
     if (ret != CF_OK)
-        snprintf(err, errlen, "--notify-url must be an http or https url to an allowed host, got %s",
-                 url);
+        snprintf(err, errlen,
+                 "--notify-url must be an http or https url to an allowed host, got %s", url);
     curl_free(scheme);
     curl_free(host);
     curl_url_cleanup(parsed);
@@ -205,10 +205,10 @@ static bool notice_prepare(struct notify *notify, struct notice *notice)
         goto out;
     if (run->status == RUN_SUCCEEDED && (on & NOTIFY_BIT(NOTIFY_RECOVERED)) != 0)
         db_run_previous_status(notify->cfg.db, run, &previous);
-    notice->event = notify_event_for(
-        on, run->status,
-        previous >= 0 && (previous == RUN_FAILED || previous == RUN_FENCED ||
-                          previous == RUN_MISSED || previous == RUN_LOST));
+    notice->event =
+        notify_event_for(on, run->status,
+                         previous >= 0 && (previous == RUN_FAILED || previous == RUN_FENCED ||
+                                           previous == RUN_MISSED || previous == RUN_LOST));
     if (notice->event == NOTIFY_NONE)
         goto out;
     if (format == NOTIFY_FORMAT_SLACK) {
@@ -225,8 +225,8 @@ static bool notice_prepare(struct notify *notify, struct notice *notice)
     notice->body = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
     notice->url = cf_strdup(url);
     notice->host = notify_url_host(url);
-    notice->secret = cf_strdup(job->signing_secret != NULL ? job->signing_secret
-                                                           : notify->cfg.default_secret);
+    notice->secret =
+        cf_strdup(job->signing_secret != NULL ? job->signing_secret : notify->cfg.default_secret);
     ok = notice->body != NULL && notice->url != NULL && notice->host != NULL &&
          (notice->secret != NULL || notify->cfg.default_secret == NULL);
 out:
@@ -279,8 +279,7 @@ static bool notify_header(struct curl_slist **list, const char *name, const char
  * Sends one attempt of notice. Returns the HTTP status (0 when none came),
  * with the failure in error (len bytes).
  */
-static long notice_send(struct notify *notify, const struct notice *notice, char *error,
-                        size_t len)
+static long notice_send(struct notify *notify, const struct notice *notice, char *error, size_t len)
 {
     const struct run *run = &notice->run;
     char token[24], key[JOB_NAME_MAX + RUN_ID_MAX + 16], type[32], now[24];

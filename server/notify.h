@@ -64,7 +64,8 @@ int notify_start(const struct notify_config *cfg, struct notify **out);
  */
 void notify_run_changed(struct notify *notify, const struct run *run);
 
-/* Stops the thread (a send in progress ends within its timeout), drops what is queued, frees. Accepts NULL. */
+/* Stops the thread (a send in progress ends within its timeout), drops what is queued, frees.
+ * Accepts NULL. */
 void notify_stop(struct notify *notify);
 
 #endif

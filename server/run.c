@@ -321,9 +321,8 @@ json_t *run_attempt_log_to_json(const struct run *run)
             run_put(item, "http_status",
                     entry->http_status != 0 ? json_integer(entry->http_status) : json_null(), &ok);
             run_put(item, "error",
-                    entry->error[0] != '\0'
-                        ? run_json_text(entry->error, RUN_ATTEMPT_ERROR_MAX)
-                        : json_null(),
+                    entry->error[0] != '\0' ? run_json_text(entry->error, RUN_ATTEMPT_ERROR_MAX)
+                                            : json_null(),
                     &ok);
         }
         if (!ok || json_array_append_new(list, item) != 0) {
@@ -497,8 +496,7 @@ int run_from_json(const json_t *doc, struct run *run)
     }
     if (ok)
         ok = read_text(doc, "retry_of", &run->retry_of, &nomem) &&
-             (run->retry_of == NULL || strlen(run->retry_of) < RUN_ID_MAX) &&
-             read_lag(doc, run);
+             (run->retry_of == NULL || strlen(run->retry_of) < RUN_ID_MAX) && read_lag(doc, run);
     if (ok) {
         int ret = run_attempt_log_from_json(json_object_get(doc, "attempt_log"), run);
 

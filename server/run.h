@@ -31,7 +31,7 @@ struct run_attempt {
     int attempt;           /* 1-based */
     int64_t started_at_ms; /* wall ms */
     int64_t duration_ms;
-    int http_status;                    /* 0 when none answered */
+    int http_status;                   /* 0 when none answered */
     char error[RUN_ATTEMPT_ERROR_MAX]; /* "" when it succeeded */
 };
 

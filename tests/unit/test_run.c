@@ -35,10 +35,10 @@ static void fill_run(struct run *run)
 Test(run, json_has_every_field)
 {
     static const char *const fields[] = {
-        "id",          "job",    "trigger",          "scheduled_at", "started_at", "finished_at",
-        "status",      "reason", "fencing_token",    "instance",     "attempts",   "http_status",
-        "duration_ms", "error",  "response_excerpt", "lease_lost",   "lag_ms",     "retry_of",
-        "attempt_log",
+        "id",          "job",         "trigger",     "scheduled_at",  "started_at",
+        "finished_at", "status",      "reason",      "fencing_token", "instance",
+        "attempts",    "http_status", "duration_ms", "error",         "response_excerpt",
+        "lease_lost",  "lag_ms",      "retry_of",    "attempt_log",
     };
     struct run run;
     json_t *obj;
