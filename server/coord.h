@@ -141,6 +141,12 @@ struct coord_ops {
      */
     int64_t (*claim_delay_ms)(struct coord *coord, const char *job, int64_t slot_ms);
     /*
+     * This instance's rank among the live members for (job, slot_ms), the
+     * order of DESIGN §4.4: 0 for the instance that claims first. 0 in
+     * standalone mode. Thread-safe.
+     */
+    int64_t (*rank)(struct coord *coord, const char *job, int64_t slot_ms);
+    /*
      * Sets the function told, from a coordinator thread, of catalog entries
      * peers changed once they are in the local mirror; changes applied
      * before it was set are told to it at once. fn may be NULL.

@@ -1246,7 +1246,7 @@ static uint64_t rendezvous(const char *job, int64_t slot_ms, const char *member)
     return hash;
 }
 
-static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+static int64_t cluster_rank(struct coord *coord, const char *job, int64_t slot_ms)
 {
     struct coord_cluster *self = from_base(coord);
     uint64_t mine = rendezvous(job, slot_ms, self->instance_id);
@@ -1264,7 +1264,12 @@ static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int6
             rank++;
     }
     pthread_mutex_unlock(&self->state_lock);
-    return rank * self->stagger_ms;
+    return rank;
+}
+
+static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+{
+    return cluster_rank(coord, job, slot_ms) * from_base(coord)->stagger_ms;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -3002,6 +3007,7 @@ static const struct coord_ops cluster_ops = {
     .history_queued = cluster_history_queued,
     .fired_until = cluster_fired_until,
     .claim_delay_ms = cluster_claim_delay_ms,
+    .rank = cluster_rank,
     .set_listener = cluster_set_listener,
     .set_url = cluster_set_url,
     .ordinal = cluster_ordinal,

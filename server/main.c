@@ -290,6 +290,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     ret = start_coordinator(inst, err, errlen);
     if (ret != CF_OK)
         return ret;
+    notify_set_coord(inst->notify, inst->coord);
 
     inst->limits.webhook_allow = inst->allow;
     scfg.db = inst->sched_db;
@@ -383,6 +384,7 @@ static void instance_release(struct instance *inst)
     /* The feed watches the coordinator, and its observers see the coordinator's writes. */
     feed_unwatch(inst->feed);
     /* The coordinator tells the scheduler of catalog changes until it is freed. */
+    notify_set_coord(inst->notify, NULL);
     coord_free(inst->coord);
     scheduler_free(inst->scheduler);
     /* Every writer that reports runs to the notifier is gone. */

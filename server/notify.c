@@ -57,6 +57,13 @@ struct notify {
         enum run_status status;
     } recent[NOTIFY_RECENT];
     size_t recent_next;
+    /*
+     * The coordinator (see notify_set_coord()), NULL until set, guarded by
+     * coord_lock, which is held across each call into it so that unsetting
+     * it waits for the call in progress. Never taken with lock held.
+     */
+    pthread_mutex_t coord_lock;
+    struct coord *coord;
 };
 
 /* Whether run's outcome was queued lately; notes it when not (lock held). */
@@ -88,9 +95,9 @@ void notify_run_changed(struct notify *notify, const struct run *run)
     struct notice *notice;
     bool full;
 
-    if (notify == NULL || run->instance == NULL ||
-        strcmp(run->instance, notify->cfg.instance_id) != 0 || !run_status_final(run->status) ||
-        run->status == RUN_SKIPPED)
+    if (notify == NULL || run->instance == NULL || !run_status_final(run->status) ||
+        run->status == RUN_SKIPPED ||
+        (run->status != RUN_LOST && strcmp(run->instance, notify->cfg.instance_id) != 0))
         return;
     notice = calloc(1, sizeof(*notice));
     if (notice == NULL || run_copy(&notice->run, run) != CF_OK) {
@@ -164,6 +171,25 @@ int notify_check_url(const char *url, const struct netallow *allow, char *err, s
     return ret;
 }
 
+/* Whether this instance sends the notice of stored, the stored record of a run that ended with
+ * status. */
+static bool notify_is_sender(struct notify *notify, const struct run *stored,
+                             enum run_status status)
+{
+    if (stored->status != status || stored->instance == NULL)
+        return false;
+    if (status == RUN_LOST) {
+        bool first;
+
+        pthread_mutex_lock(&notify->coord_lock);
+        first = notify->coord == NULL ||
+                notify->coord->ops->rank(notify->coord, stored->job, stored->scheduled_at_ms) == 0;
+        pthread_mutex_unlock(&notify->coord_lock);
+        return first;
+    }
+    return strcmp(stored->instance, notify->cfg.instance_id) == 0;
+}
+
 /*
  * Decides what notice says, from the stored run and its job: fills url,
  * body, secret and event. Returns false when nothing is to be sent (the
@@ -184,8 +210,7 @@ static bool notice_prepare(struct notify *notify, struct notice *notice)
 
     if (db_run_get(notify->cfg.db, run->id, &stored) != CF_OK)
         return false;
-    if (stored.status != run->status || stored.instance == NULL ||
-        strcmp(stored.instance, notify->cfg.instance_id) != 0) {
+    if (!notify_is_sender(notify, &stored, run->status)) {
         run_clear(&stored);
         return false;
     }
@@ -434,15 +459,26 @@ int notify_start(const struct notify_config *cfg, struct notify **out)
         return CF_ERR_NOMEM;
     notify->cfg = *cfg;
     pthread_mutex_init(&notify->lock, NULL);
+    pthread_mutex_init(&notify->coord_lock, NULL);
     cf_monotonic_cond_init(&notify->wake);
     if (pthread_create(&notify->thread, NULL, notify_main, notify) != 0) {
         pthread_cond_destroy(&notify->wake);
         pthread_mutex_destroy(&notify->lock);
+        pthread_mutex_destroy(&notify->coord_lock);
         free(notify);
         return CF_ERR_IO;
     }
     *out = notify;
     return CF_OK;
+}
+
+void notify_set_coord(struct notify *notify, struct coord *coord)
+{
+    if (notify == NULL)
+        return;
+    pthread_mutex_lock(&notify->coord_lock);
+    notify->coord = coord;
+    pthread_mutex_unlock(&notify->coord_lock);
 }
 
 void notify_stop(struct notify *notify)
@@ -462,5 +498,6 @@ void notify_stop(struct notify *notify)
     }
     pthread_cond_destroy(&notify->wake);
     pthread_mutex_destroy(&notify->lock);
+    pthread_mutex_destroy(&notify->coord_lock);
     free(notify);
 }

@@ -3,14 +3,17 @@
  * a status its job asks for (job->notify, or --notify-url for jobs without
  * one), one signed POST to the job's notification URL, retried with backoff.
  *
- * Who sends: the instance named in the run's stored record, and only that
- * one. A delivered run (succeeded, failed, fenced) has one such instance,
- * the one that claimed its slot. A missed or lost slot may be recorded by
- * several instances; their records merge into one (DESIGN §4.7, the same on
- * every instance), so each instance waits NOTIFY_SETTLE_MS for the merge,
- * reads the record again, and sends only when it still names itself with
- * that status. Each notice is checked against the stored record before it
- * is sent, so a slot whose miss was superseded by a delivery says nothing.
+ * Who sends: for a delivered run (succeeded, failed, fenced), the instance
+ * named in its record, the one that claimed its slot. A missed slot may be
+ * recorded by several instances; their records merge into one (DESIGN §4.7,
+ * the same on every instance), so each instance waits NOTIFY_SETTLE_MS for
+ * the merge, reads the record again, and sends only when it still names
+ * itself with that status. A lost run is marked lost by every live instance
+ * once its own instance is gone or restarted, keeping that instance's name:
+ * it is sent, after the same wait, by the live instance ranked first for
+ * the run's (job, slot) (coord rank 0, DESIGN §4.4), whoever ran it. Each
+ * notice is checked against the stored record before it is sent, so a slot
+ * whose miss was superseded by a delivery says nothing.
  *
  * The request: POST with Content-Type application/json, Cronfence-Event
  * "run.<event>", Cronfence-Job, Cronfence-Run, Fencing-Token (the run's),
@@ -28,6 +31,7 @@
 #ifndef CF_NOTIFY_H
 #define CF_NOTIFY_H
 
+#include "coord.h"
 #include "db.h"
 #include "netallow.h"
 #include "run.h"
@@ -57,6 +61,14 @@ int notify_check_url(const char *url, const struct netallow *allow, char *err, s
  * the notifier's life. Returns CF_OK with *out, or CF_ERR_NOMEM / CF_ERR_IO.
  */
 int notify_start(const struct notify_config *cfg, struct notify **out);
+
+/*
+ * Sets the coordinator (borrowed until unset with NULL) that ranks the
+ * instances for lost runs; while none is set, this instance counts as
+ * first. Unsetting waits for a call into the old one in progress. Accepts a
+ * NULL notify.
+ */
+void notify_set_coord(struct notify *notify, struct coord *coord);
 
 /*
  * A run's stored state changed (any thread; run borrowed). Queues a notice

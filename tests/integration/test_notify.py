@@ -128,32 +128,51 @@ def test_notify_url_default_in_slack_format_and_validation(start_instance, hook,
 def test_one_notification_per_run_across_a_cluster_while_one_dies(tmp_path, processes, hook,
                                                                    inbox):
     group = Cluster(tmp_path, processes).start(3)
+    hang = {"on": False, "run": None}
+
+    def respond(request, earlier):
+        # Every attempt fails; once asked, the next one hangs so that its instance can die in it.
+        if hang["on"] and hang["run"] is None:
+            hang["run"] = json.loads(request["body"])
+            time.sleep(20)
+        return 500, {}, b"{}"
+
     try:
-        hook.respond = lambda request, earlier: (500, {}, b"{}")
-        body = job_body("shared", hook.url, retry={"attempts": 1},
-                        notify={"url": inbox.url, "on": ["failed"]})
+        hook.respond = respond
+        body = job_body("shared", hook.url, retry={"attempts": 1}, lease_ms=3000,
+                        notify={"url": inbox.url, "on": ["failed", "lost"]})
         assert group.instances[0].api("POST", "/api/v1/jobs", body).status == 201
         wait_for(lambda: len({n["run"]["instance"] for n in notices(inbox, "shared")}) >= 2,
                  timeout=30, what="notices from two instances")
-        victim = group.instances[2]
+        hang["on"] = True
+        stuck = wait_for(lambda: hang["run"], timeout=20, what="a delivery in flight")
+        victim = group.by_id(stuck["instance"])
         victim.kill9()
         killed_at = time.time()
-        survivors = group.instances[:2]
+        survivors = [i for i in group.instances if i is not victim]
+        # Its run is marked lost by the survivors, and notified once, by one of them.
+        lost = wait_for(lambda: [n for n in notices(inbox, "shared") if n["type"] == "run.lost"],
+                        timeout=40, what="run.lost")
+        assert lost[0]["run"]["id"] == stuck["run_id"], (lost, stuck)
+        assert lost[0]["run"]["instance"] == victim.name, lost
         wait_for(lambda: len([r for r in inbox.of_job("shared")
-                              if r["received"] > killed_at + 2]) >= 3,
-                 timeout=30, what="notices after the kill")
+                              if r["received"] > killed_at + 2 and
+                              json.loads(r["body"])["type"] == "run.failed"]) >= 3,
+                 timeout=30, what="failure notices after the kill")
         freeze(survivors[0], "shared")
-        time.sleep(2)
+        time.sleep(5)  # time for a second lost notice, were one to come
 
         got = notices(inbox, "shared")
         per_run = collections.Counter(n["run"]["id"] for n in got)
         assert all(count == 1 for count in per_run.values()), \
             {run: count for run, count in per_run.items() if count > 1}
-        # Each notice names the instance that ran it, as every survivor's history does.
+        # Each notice names the instance that ran it, as the survivors' history does.
         history = {r["id"]: r for r in survivors[1].runs(job="shared")}
         for notice in got:
             if notice["run"]["id"] in history:
-                assert history[notice["run"]["id"]]["instance"] == notice["run"]["instance"]
+                run = history[notice["run"]["id"]]
+                assert run["instance"] == notice["run"]["instance"], (run, notice)
+                assert notice["type"] == f"run.{run['status']}", (run, notice)
         # The attempt log travelled with the run to the other instances.
         remote = [r for r in history.values() if r["status"] == "failed"
                   and r["instance"] != survivors[1].name]
