@@ -114,7 +114,7 @@ def test_retry_fires_the_slot_again_with_its_key_and_a_new_token(start_instance,
     payload = json.loads(sent["body"])
     assert payload["trigger"] == "retry" and payload["run_id"] == retry["id"], payload
 
-    # The old run is unchanged; a retry does not move the job's last slot back or forth.
+    # The old run is unchanged: the retry is a run of its own.
     assert run_of(instance, failed["id"])["status"] == "failed"
 
     # A succeeded run, a retry itself, or a manual run cannot be retried.
