@@ -841,6 +841,7 @@ static void handle_runs_list(void *ctx, const struct http_request *req, struct h
     struct db_run_query query = {0};
     json_t *errors = json_array(), *items, *cursor = json_null();
     const char *status = http_query(req, "status"), *cursor_text = http_query(req, "cursor");
+    const char *trigger = http_query(req, "trigger");
     struct run *runs = NULL;
     size_t count = 0;
     bool more = false;
@@ -856,6 +857,9 @@ static void handle_runs_list(void *ctx, const struct http_request *req, struct h
     if (status != NULL && query.status < 0)
         add_error(errors, "status",
                   "must be one of running, succeeded, failed, fenced, skipped, missed, lost");
+    query.trigger = trigger != NULL ? run_trigger_parse(trigger) : -1;
+    if (trigger != NULL && query.trigger < 0)
+        add_error(errors, "trigger", "must be one of schedule, manual, catchup, retry");
     if (cursor_text != NULL && !parse_run_cursor(cursor_text, &query))
         add_error(errors, "cursor", "is not a cursor this API returned");
     if (json_array_size(errors) > 0) {
@@ -864,6 +868,7 @@ static void handle_runs_list(void *ctx, const struct http_request *req, struct h
         goto out;
     }
     query.job = http_query(req, "job");
+    query.instance = http_query(req, "instance");
     query.limit = (int)limit;
     ret = db_run_list(api->cfg.db, &query, &runs, &count, &more);
     if (ret != CF_OK) {
@@ -907,6 +912,44 @@ static void handle_run_get(void *ctx, const struct http_request *req, struct htt
     }
     send_json(res, 200, run_to_json(&run));
     run_clear(&run);
+}
+
+/* POST /runs/{id}/retry: the run's slot fired again (DESIGN §3). */
+static void handle_run_retry(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    struct run old, run;
+    char reason[256] = "";
+    char location[RUN_ID_MAX + 32];
+    int ret;
+
+    if (!authorize(api, req, res, true))
+        return;
+    ret = db_run_get(api->cfg.db, req->params[0], &old);
+    if (ret == CF_ERR_NOT_FOUND) {
+        send_problem(res, 404, NULL, "no run with id %s", req->params[0]);
+        return;
+    }
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot read run");
+        return;
+    }
+    ret = scheduler_retry(api->cfg.scheduler, &old, &run, reason, sizeof(reason));
+    if (ret == CF_ERR_NOT_FOUND) {
+        send_problem(res, 404, NULL, "no job named %s", old.job);
+    } else if (ret == CF_ERR_CONFLICT) {
+        send_problem(res, 409, NULL, "cannot retry run %s: %s", old.id, reason);
+    } else if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot retry run");
+    } else {
+        log_info("run retried", "job=%s run=%s retry_of=%s token=%lld", run.job, run.id, old.id,
+                 (long long)run.fencing_token);
+        send_json(res, 202, run_to_json(&run));
+        snprintf(location, sizeof(location), "/api/v1/runs/%s", run.id);
+        http_add_header(res, "Location", location);
+        run_clear(&run);
+    }
+    run_clear(&old);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1364,6 +1407,7 @@ static const struct http_route routes[] = {
     {"POST", "/api/v1/jobs/{name}/resume", handle_job_resume},
     {"GET", "/api/v1/runs", handle_runs_list},
     {"GET", "/api/v1/runs/{id}", handle_run_get},
+    {"POST", "/api/v1/runs/{id}/retry", handle_run_retry},
     {"GET", "/api/v1/schedule/preview", handle_preview},
     {"GET", "/api/v1/cluster", handle_cluster},
     {"GET", "/api/v1/events", handle_events},

@@ -11,7 +11,16 @@
 
 #include "common.h"
 
-enum option_kind { OPT_STRING, OPT_TOKENS, OPT_INT, OPT_LEVEL, OPT_FORMAT, OPT_FLAG, OPT_FILE };
+enum option_kind {
+    OPT_STRING,
+    OPT_TOKENS,
+    OPT_INT,
+    OPT_LEVEL,
+    OPT_FORMAT,
+    OPT_FLAG,
+    OPT_FILE,
+    OPT_BOOL
+};
 
 struct option_spec {
     const char *name;
@@ -76,6 +85,11 @@ static const struct option_spec specs[] = {
     {"tls-key", "CRONFENCE_TLS_KEY", OPT_STRING, "F", "private key (PEM) of --tls-cert", 0, 0},
     {"web-dir", "CRONFENCE_WEB_DIR", OPT_STRING, "DIR",
      "serve the dashboard from this folder instead of the copy built in (for development)", 0, 0},
+    {"notify-url", "CRONFENCE_NOTIFY_URL", OPT_STRING, "URL",
+     "default notification target for jobs without notify (failed, fenced, missed, lost runs)", 0,
+     0},
+    {"metrics-per-job", "CRONFENCE_METRICS_PER_JOB", OPT_BOOL, "[=true|false]",
+     "per-job series in /metrics (default true)", 0, 0},
     {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L",
      "debug, info, warn or error (default info)", 0, 0},
     {"log-format", "CRONFENCE_LOG_FORMAT", OPT_FORMAT, "F",
@@ -99,7 +113,8 @@ void config_usage(FILE *out)
     for (size_t i = 0; i < SPEC_COUNT; i++) {
         char left[64];
 
-        snprintf(left, sizeof(left), "--%s%s%s", specs[i].name, specs[i].arg ? " " : "",
+        snprintf(left, sizeof(left), "--%s%s%s", specs[i].name,
+                 specs[i].arg && specs[i].kind != OPT_BOOL ? " " : "",
                  specs[i].arg ? specs[i].arg : "");
         fprintf(out, "  %-28s %s%s%s%s\n", left, specs[i].help, specs[i].env ? " [" : "",
                 specs[i].env ? specs[i].env : "", specs[i].env ? "]" : "");
@@ -175,6 +190,8 @@ static char **string_slot(struct config *cfg, const char *name)
         return &cfg->web_dir;
     if (strcmp(name, "log-file") == 0)
         return &cfg->log_file;
+    if (strcmp(name, "notify-url") == 0)
+        return &cfg->notify_url;
     return NULL;
 }
 
@@ -300,6 +317,24 @@ static int apply(struct config *cfg, const struct option_spec *spec, const char 
         return CF_OK;
     case OPT_FILE:
         return apply_file(cfg, spec, value, from_flag, tokens_from_flag, err, errlen);
+    case OPT_BOOL: {
+        /* A bare --flag is true; the value spellings of systemd and most CLIs are accepted. */
+        static const char *const truthy[] = {"true", "1", "yes", "on"};
+        static const char *const falsy[] = {"false", "0", "no", "off"};
+
+        for (size_t i = 0; i < 4; i++) {
+            if (value == NULL || strcmp(value, truthy[i]) == 0) {
+                cfg->metrics_per_job = true;
+                return CF_OK;
+            }
+            if (strcmp(value, falsy[i]) == 0) {
+                cfg->metrics_per_job = false;
+                return CF_OK;
+            }
+        }
+        snprintf(err, errlen, "--%s must be true or false, got %s", spec->name, value);
+        return CF_ERR_INVALID;
+    }
     }
     return CF_ERR_INVALID;
 }
@@ -323,6 +358,7 @@ int config_parse(int argc, char **argv, struct config *cfg, enum config_action *
     cfg->shutdown_grace_ms = 30000;
     cfg->secret_overlap_ms = 24 * 3600000LL;
     cfg->log_level = LOG_INFO;
+    cfg->metrics_per_job = true;
     if (cfg->listen == NULL || cfg->db_path == NULL || cfg->redis_prefix == NULL)
         return CF_ERR_NOMEM;
 
@@ -337,7 +373,9 @@ int config_parse(int argc, char **argv, struct config *cfg, enum config_action *
     }
     for (size_t i = 0; i < SPEC_COUNT; i++) {
         longopts[i].name = specs[i].name;
-        longopts[i].has_arg = specs[i].kind == OPT_FLAG ? no_argument : required_argument;
+        longopts[i].has_arg = specs[i].kind == OPT_FLAG   ? no_argument
+                              : specs[i].kind == OPT_BOOL ? optional_argument
+                                                          : required_argument;
         longopts[i].flag = NULL;
         longopts[i].val = 0;
     }
@@ -397,6 +435,7 @@ void config_release(struct config *cfg)
     free(cfg->webhook_allow);
     free(cfg->web_dir);
     free(cfg->log_file);
+    free(cfg->notify_url);
     free_tokens(&cfg->admin_tokens, &cfg->admin_token_count);
     free_tokens(&cfg->viewer_tokens, &cfg->viewer_token_count);
 }

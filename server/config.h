@@ -39,7 +39,9 @@ struct config {
     char *tls_key;
     enum log_level log_level;
     bool log_json;
-    char *log_file; /* NULL: standard error */
+    char *log_file;       /* NULL: standard error */
+    char *notify_url;     /* default notification target (DESIGN §5); NULL for none */
+    bool metrics_per_job; /* per-job series in /metrics (DESIGN §7) */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

@@ -48,6 +48,7 @@ struct coord_claim {
      */
     char run_id[RUN_ID_MAX];
     enum run_trigger trigger;
+    const char *retry_of; /* a retry: the run it retries (borrowed), else NULL */
 
     /* out */
     int result;           /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
@@ -139,6 +140,12 @@ struct coord_ops {
      * (DESIGN §4.4). 0 in standalone mode.
      */
     int64_t (*claim_delay_ms)(struct coord *coord, const char *job, int64_t slot_ms);
+    /*
+     * This instance's rank among the live members for (job, slot_ms), the
+     * order of DESIGN §4.4: 0 for the instance that claims first. 0 in
+     * standalone mode. Thread-safe.
+     */
+    int64_t (*rank)(struct coord *coord, const char *job, int64_t slot_ms);
     /*
      * Sets the function told, from a coordinator thread, of catalog entries
      * peers changed once they are in the local mirror; changes applied

@@ -839,6 +839,7 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
     memcpy(run.id, claim->run_id, sizeof(run.id));
     run.job = (char *)claim->job;
     run.trigger = claim->trigger;
+    run.retry_of = (char *)claim->retry_of;
     run.scheduled_at_ms = claim->slot_ms;
     run.started_at_ms = claim->started_at_ms;
     run.status = RUN_RUNNING;
@@ -1260,7 +1261,7 @@ static uint64_t rendezvous(const char *job, int64_t slot_ms, const char *member)
     return hash;
 }
 
-static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+static int64_t cluster_rank(struct coord *coord, const char *job, int64_t slot_ms)
 {
     struct coord_cluster *self = from_base(coord);
     uint64_t mine = rendezvous(job, slot_ms, self->instance_id);
@@ -1278,7 +1279,12 @@ static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int6
             rank++;
     }
     pthread_mutex_unlock(&self->state_lock);
-    return rank * self->stagger_ms;
+    return rank;
+}
+
+static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+{
+    return cluster_rank(coord, job, slot_ms) * from_base(coord)->stagger_ms;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -3079,6 +3085,7 @@ static const struct coord_ops cluster_ops = {
     .history_queued = cluster_history_queued,
     .fired_until = cluster_fired_until,
     .claim_delay_ms = cluster_claim_delay_ms,
+    .rank = cluster_rank,
     .set_listener = cluster_set_listener,
     .set_url = cluster_set_url,
     .ordinal = cluster_ordinal,

@@ -1051,7 +1051,8 @@ int db_run_last_slots(struct db *db, const char *const *jobs, size_t n, int64_t 
      * latest slot: a job's long history is not read to find it.
      */
     return read_int_per_job(db,
-                            "SELECT scheduled_at FROM runs WHERE job = ?1 AND trigger != 'manual'"
+                            "SELECT scheduled_at FROM runs WHERE job = ?1"
+                            " AND trigger NOT IN ('manual', 'retry')"
                             " AND scheduled_at IS NOT NULL ORDER BY sort_at DESC, id DESC LIMIT 1",
                             "run last slots", jobs, n, slot_ms);
 }
@@ -1316,7 +1317,8 @@ int db_fence_last_many(struct db *db, const char *const *jobs, size_t n, int64_t
 
 int64_t db_run_sort_at(const struct run *run)
 {
-    if (run->trigger != RUN_TRIGGER_MANUAL && run->scheduled_at_ms != 0)
+    if (run->trigger != RUN_TRIGGER_MANUAL && run->trigger != RUN_TRIGGER_RETRY &&
+        run->scheduled_at_ms != 0)
         return run->scheduled_at_ms;
     return run->started_at_ms != 0 ? run->started_at_ms : run->scheduled_at_ms;
 }
@@ -1354,8 +1356,9 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
             db->conn,
             "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
             " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
-            " error, response_excerpt, lease_lost, sort_at) VALUES"
-            " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            " error, response_excerpt, lease_lost, sort_at, lag_ms, retry_of, attempt_log) VALUES"
+            " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
+            " ?19, ?20)"
             " ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,"
             " scheduled_at = excluded.scheduled_at, started_at = excluded.started_at,"
             " finished_at = excluded.finished_at, status = excluded.status,"
@@ -1363,7 +1366,9 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
             " instance = excluded.instance, attempts = excluded.attempts,"
             " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
             " error = excluded.error, response_excerpt = excluded.response_excerpt,"
-            " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
+            " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at,"
+            " lag_ms = excluded.lag_ms, retry_of = excluded.retry_of,"
+            " attempt_log = excluded.attempt_log"
             " WHERE " RUN_MERGE_KEY_SQL("excluded") " > " RUN_MERGE_KEY_SQL("runs"),
             -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
         if (rc != SQLITE_OK)
@@ -1390,6 +1395,20 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
     bind_text(stmt, 15, run->response_excerpt);
     sqlite3_bind_int(stmt, 16, run->lease_lost);
     sqlite3_bind_int64(stmt, 17, db_run_sort_at(run));
+    if (run->has_lag)
+        sqlite3_bind_int64(stmt, 18, run->lag_ms);
+    bind_text(stmt, 19, run->retry_of);
+    if (run->attempt_log_count > 0) {
+        json_t *list = run_attempt_log_to_json(run);
+        char *log = list != NULL ? json_dumps(list, JSON_COMPACT) : NULL;
+
+        json_decref(list);
+        if (log == NULL) {
+            sqlite3_clear_bindings(stmt);
+            return CF_ERR_NOMEM;
+        }
+        sqlite3_bind_text(stmt, 20, log, -1, free);
+    }
     rc = sqlite3_step(stmt);
     *changed = rc == SQLITE_DONE && sqlite3_changes(db->conn) > 0;
     sqlite3_reset(stmt);
@@ -1570,7 +1589,17 @@ int db_outbox_count(struct db *db, int64_t *count)
 
 #define RUN_COLUMNS                                                                                \
     "id, job, trigger, scheduled_at, started_at, finished_at, status, reason, fencing_token,"      \
-    " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at"
+    " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at," \
+    " lag_ms, retry_of, attempt_log"
+
+/* Reads a stored attempt_log into run; one that cannot be read leaves the run without one. */
+static void run_attempt_log_parse(const char *text, struct run *run)
+{
+    json_t *list = json_loads(text, 0, NULL);
+
+    run_attempt_log_from_json(list, run);
+    json_decref(list);
+}
 
 static void run_from_row(sqlite3_stmt *stmt, struct run *run)
 {
@@ -1597,6 +1626,12 @@ static void run_from_row(sqlite3_stmt *stmt, struct run *run)
     run->error = column_strdup(stmt, 13);
     run->response_excerpt = column_strdup(stmt, 14);
     run->lease_lost = sqlite3_column_int(stmt, 15) != 0;
+    run->has_lag = sqlite3_column_type(stmt, 17) != SQLITE_NULL;
+    run->lag_ms = sqlite3_column_int64(stmt, 17);
+    run->retry_of = column_strdup(stmt, 18);
+    text = (const char *)sqlite3_column_text(stmt, 19);
+    if (text != NULL)
+        run_attempt_log_parse(text, run);
 }
 
 int db_run_get(struct db *db, const char *id, struct run *run)
@@ -1679,13 +1714,16 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
 
     /*
      * Only the filters given go into the statement, so that SQLite can pick
-     * the index that matches them (runs_by_job, runs_by_status).
+     * the index that matches them (runs_by_job, runs_by_status,
+     * runs_by_instance, runs_by_trigger).
      */
     snprintf(sql, sizeof(sql),
-             "SELECT " RUN_COLUMNS " FROM runs WHERE sort_at >= ?3 AND sort_at < ?4%s%s%s"
+             "SELECT " RUN_COLUMNS " FROM runs WHERE sort_at >= ?3 AND sort_at < ?4%s%s%s%s%s"
              " ORDER BY sort_at DESC, id DESC LIMIT ?8",
              query->job != NULL ? " AND job = ?1" : "",
              query->status >= 0 ? " AND status = ?2" : "",
+             query->instance != NULL ? " AND instance = ?9" : "",
+             query->trigger >= 0 ? " AND trigger = ?10" : "",
              query->has_cursor ? " AND (sort_at < ?6 OR (sort_at = ?6 AND id < ?7))" : "");
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, sql);
@@ -1701,8 +1739,78 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
             bind_text(stmt, 7, query->cursor_id);
         }
         sqlite3_bind_int(stmt, 8, query->limit + 1);
+        if (query->instance != NULL)
+            bind_text(stmt, 9, query->instance);
+        if (query->trigger >= 0)
+            bind_text(stmt, 10, run_trigger_name((enum run_trigger)query->trigger));
     }
     return collect_runs(db, stmt, (size_t)query->limit, "run list", runs, count, more);
+}
+
+int db_run_job_health(struct db *db,
+                      void (*each)(void *ctx, const char *job, int64_t last_success_ms,
+                                   int64_t last_failure_ms, int64_t consecutive_failures),
+                      void *ctx)
+{
+    sqlite3_stmt *stmt;
+    int rc = SQLITE_DONE, ret = CF_OK;
+
+    pthread_mutex_lock(&db->lock);
+    /* One pass over the history at start; from then on the observers keep the values. */
+    stmt = prepare(
+        db, "WITH s AS (SELECT job, max(coalesce(finished_at, scheduled_at, 0)) AS at FROM runs"
+            "   WHERE status = 'succeeded' GROUP BY job),"
+            " f AS (SELECT runs.job, max(coalesce(finished_at, scheduled_at, 0)) AS at,"
+            "   sum(coalesce(finished_at, scheduled_at, 0) > coalesce(s.at, 0)) AS n"
+            "   FROM runs LEFT JOIN s ON s.job = runs.job"
+            "   WHERE status IN ('failed', 'fenced', 'missed', 'lost') GROUP BY runs.job)"
+            " SELECT s.job, s.at, 0, 0 FROM s WHERE s.job NOT IN (SELECT job FROM f)"
+            " UNION ALL SELECT f.job, coalesce(s.at, 0), f.at, f.n FROM f"
+            "   LEFT JOIN s ON s.job = f.job");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        each(ctx, (const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int64(stmt, 1),
+             sqlite3_column_int64(stmt, 2), sqlite3_column_int64(stmt, 3));
+    if (rc != SQLITE_DONE)
+        ret = db_fail(db, "run job health");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_previous_status(struct db *db, const struct run *run, int *status)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_ERR_NOT_FOUND;
+
+    *status = -1;
+    pthread_mutex_lock(&db->lock);
+    /* runs_by_job from run's position down: the newest ended run before it. */
+    stmt = prepare(db, "SELECT status FROM runs WHERE job = ?1 AND (sort_at < ?2 OR"
+                       " (sort_at = ?2 AND id < ?3)) AND status NOT IN ('running', 'skipped')"
+                       " ORDER BY sort_at DESC, id DESC LIMIT 1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, run->job);
+    sqlite3_bind_int64(stmt, 2, db_run_sort_at(run));
+    bind_text(stmt, 3, run->id);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *status = run_status_parse((const char *)sqlite3_column_text(stmt, 0));
+        ret = CF_OK;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "run previous status");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
 }
 
 int db_run_latest(struct db *db, const char *job, struct run *run)
@@ -1740,7 +1848,7 @@ int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms)
     *slot_ms = 0;
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, "SELECT coalesce(max(scheduled_at), 0) FROM runs"
-                       " WHERE job = ? AND trigger != 'manual'");
+                       " WHERE job = ? AND trigger NOT IN ('manual', 'retry')");
     if (stmt != NULL) {
         bind_text(stmt, 1, job);
         if (sqlite3_step(stmt) == SQLITE_ROW) {

@@ -276,11 +276,13 @@ int db_outbox_count(struct db *db, int64_t *count);
 int db_run_get(struct db *db, const char *id, struct run *run);
 
 struct db_run_query {
-    const char *job;  /* NULL for all */
-    int status;       /* enum run_status, -1 for any */
-    int64_t since_ms; /* sort_at >= since; INT64_MIN for none */
-    int64_t until_ms; /* sort_at < until; INT64_MAX for none */
-    bool has_cursor;  /* continue after (cursor_sort_at, cursor_id) */
+    const char *job;      /* NULL for all */
+    int status;           /* enum run_status, -1 for any */
+    const char *instance; /* NULL for all */
+    int trigger;          /* enum run_trigger, -1 for any */
+    int64_t since_ms;     /* sort_at >= since; INT64_MIN for none */
+    int64_t until_ms;     /* sort_at < until; INT64_MAX for none */
+    bool has_cursor;      /* continue after (cursor_sort_at, cursor_id) */
     int64_t cursor_sort_at;
     char cursor_id[RUN_ID_MAX];
     int limit; /* 1..500 */
@@ -294,13 +296,33 @@ struct db_run_query {
 int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs, size_t *count,
                 bool *more);
 
-/* The ordering key of a run: its slot, or its start for manual runs. */
+/* The ordering key of a run: its slot, or its start for manual runs and retries. */
 int64_t db_run_sort_at(const struct run *run);
+
+/*
+ * Calls each, with the database lock held (each must not use db), once per
+ * job of the history with: when its latest succeeded run and its latest
+ * failed, fenced, missed or lost run ended (wall ms, 0 for none), and how
+ * many of the latter ended after the former. Reads the whole history once
+ * (for the per-job metrics at start). Returns CF_OK or CF_ERR_DB.
+ */
+int db_run_job_health(struct db *db,
+                      void (*each)(void *ctx, const char *job, int64_t last_success_ms,
+                                   int64_t last_failure_ms, int64_t consecutive_failures),
+                      void *ctx);
+
+/*
+ * The status (enum run_status) of the newest run of run's job that comes
+ * before run in the history order and ended (neither running nor skipped),
+ * into *status. CF_ERR_NOT_FOUND (*status -1) when there is none.
+ */
+int db_run_previous_status(struct db *db, const struct run *run, int *status);
 
 /* The latest run of job into *run (run_clear()), CF_ERR_NOT_FOUND when none. */
 int db_run_latest(struct db *db, const char *job, struct run *run);
 
-/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run; 0 when none. */
+/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run (not a retry); 0 when none.
+ */
 int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms);
 
 /*

@@ -60,6 +60,10 @@ struct delivery_result {
     int64_t started_at_ms;        /* wall ms when the first attempt was sent; 0 for none */
     int64_t finished_at_ms;       /* wall ms when the last attempt ended */
     bool stopped_early;           /* no further attempt because may_retry said no */
+    bool has_lag;                 /* a request went out: lag_ms is known */
+    int64_t lag_ms;               /* slot (a retry: its submission) to the first request sent */
+    const struct run_attempt *attempt_log; /* the last attempt_log_count attempts, oldest first */
+    int attempt_log_count;
 };
 
 struct signing_secrets;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "netallow.h"
+#include "notify_rule.h"
 
 #define JOB_NAME_MAX 63
 #define JOB_DESCRIPTION_MAX 1024
@@ -42,6 +43,13 @@ struct job_retry {
     int64_t max_backoff_ms; /* cap, default 60000 */
 };
 
+/* DESIGN §5 Notifications; url NULL: none set (the instance's --notify-url applies). */
+struct job_notify {
+    char *url;   /* http or https */
+    unsigned on; /* NOTIFY_BIT set; default NOTIFY_ON_DEFAULT */
+    enum notify_format format;
+};
+
 struct job {
     char *name; /* ^[a-z0-9][a-z0-9._-]{0,62}$, immutable id */
     char *description;
@@ -55,6 +63,7 @@ struct job {
     enum job_catchup catchup;
     struct job_retry retry;
     int64_t lease_ms; /* default 30000 */
+    struct job_notify notify;
 
     /*
      * Kept by the catalog, never shown by the API: the signing secret that

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netallow.h"
+#include "notify.h"
 #include "scheduler.h"
 #include "signing_secrets.h"
 #include "tls.h"
@@ -62,6 +63,8 @@ struct instance {
     struct api *api;
     struct http_server *http;
     struct metrics *metrics;
+    struct notify *notify;
+    struct db_observer feed_observer; /* the feed's, called first by the instance's own */
     char *instance_id;
     char *generated_token; /* the admin token made when none is configured */
     char *admin_token_list[2];
@@ -150,13 +153,38 @@ static void job_changed(void *ctx, const char *name)
     scheduler_job_changed(ctx, name);
 }
 
-/* Catalog and history changes written through db go on the event stream. */
+/* A stored run: the event stream, the per-job metrics and the notifications see it. */
+static void run_observed(void *ctx, const struct run *run)
+{
+    struct instance *inst = ctx;
+
+    inst->feed_observer.run_changed(inst->feed_observer.ctx, run);
+    metrics_job_run(inst->metrics, run);
+    notify_run_changed(inst->notify, run);
+}
+
+static void job_observed(void *ctx, const char *name, const struct job *job, bool created)
+{
+    struct instance *inst = ctx;
+
+    inst->feed_observer.job_changed(inst->feed_observer.ctx, name, job, created);
+    if (job == NULL)
+        metrics_job_forget(inst->metrics, name);
+}
+
+/* Catalog and history changes written through db go on the event stream, metrics and notices. */
 static void watch_database(struct instance *inst, struct db *db)
 {
-    struct db_observer observer;
+    struct db_observer observer = {run_observed, job_observed, inst};
 
-    feed_observer(inst->feed, &observer);
+    feed_observer(inst->feed, &inst->feed_observer);
     db_set_observer(db, &observer);
+}
+
+static void seed_job_metrics(void *ctx, const char *job, int64_t last_success_ms,
+                             int64_t last_failure_ms, int64_t consecutive_failures)
+{
+    metrics_job_seed(ctx, job, last_success_ms, last_failure_ms, consecutive_failures);
 }
 
 /*
@@ -214,6 +242,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     struct scheduler_config scfg = {0};
     struct api_config acfg = {0};
     struct http_config hcfg = {0};
+    struct notify_config ncfg = {0};
     char host[128], bound[160], advertise[256], announce[512];
     uint16_t port;
     int ret;
@@ -258,6 +287,19 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         ret = feed_new(inst->events, inst->api_db, &inst->feed);
     if (ret != CF_OK)
         return ret;
+    metrics_set_per_job(inst->metrics, inst->cfg.metrics_per_job);
+    if (inst->cfg.metrics_per_job)
+        db_run_job_health(inst->api_db, seed_job_metrics, inst->metrics);
+    if (inst->cfg.notify_url != NULL &&
+        notify_check_url(inst->cfg.notify_url, inst->allow, err, errlen) != CF_OK)
+        return CF_ERR_INVALID;
+    ncfg.db = inst->api_db;
+    ncfg.instance_id = inst->instance_id;
+    ncfg.default_url = inst->cfg.notify_url;
+    ncfg.allow = inst->allow;
+    ret = notify_start(&ncfg, &inst->notify);
+    if (ret != CF_OK)
+        return ret;
     watch_database(inst, inst->api_db);
     watch_database(inst, inst->sched_db);
 
@@ -265,6 +307,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     ret = start_coordinator(inst, err, errlen);
     if (ret != CF_OK)
         return ret;
+    notify_set_coord(inst->notify, inst->coord);
 
     {
         struct signing_secrets_config sscfg = {0};
@@ -279,6 +322,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         ret = signing_secrets_new(&sscfg, &inst->secrets, err, errlen);
         if (ret != CF_OK)
             return ret;
+        notify_set_secrets(inst->notify, inst->secrets);
     }
 
     inst->limits.webhook_allow = inst->allow;
@@ -391,9 +435,13 @@ static void instance_release(struct instance *inst)
     /* The feed watches the coordinator, and its observers see the coordinator's writes. */
     feed_unwatch(inst->feed);
     /* The coordinator tells the scheduler of catalog changes until it is freed. */
+    notify_set_coord(inst->notify, NULL);
+    notify_set_secrets(inst->notify, NULL);
     signing_secrets_free(inst->secrets);
     coord_free(inst->coord);
     scheduler_free(inst->scheduler);
+    /* Every writer that reports runs to the notifier is gone. */
+    notify_stop(inst->notify);
     feed_free(inst->feed);
     events_free(inst->events);
     metrics_free(inst->metrics);

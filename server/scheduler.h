@@ -95,6 +95,18 @@ void scheduler_job_changed(struct scheduler *sched, const char *name);
 int scheduler_trigger(struct scheduler *sched, const char *name, struct run *run, char *reason,
                       size_t reason_len);
 
+/*
+ * Fires the slot of run old again (DESIGN §3 retry of a run): a new run
+ * with a random id, trigger "retry", retry_of = old's id, a new token and
+ * old's idempotency key, through the lock path, without advancing the job's
+ * last fired slot. old is borrowed for the call. Blocks until the firing is
+ * claimed; on CF_OK, *run (run_clear() it) is the run just started. Errors
+ * as scheduler_trigger(), and CF_ERR_CONFLICT when old is not a scheduled
+ * or catch-up run that ended failed, fenced, missed or lost.
+ */
+int scheduler_retry(struct scheduler *sched, const struct run *old, struct run *run, char *reason,
+                    size_t reason_len);
+
 void scheduler_get_stats(struct scheduler *sched, struct scheduler_stats *stats);
 
 #endif
