@@ -800,7 +800,7 @@ static void job_read_notify(struct job_check *check, const json_t *notify,
         job_error(check, "notify", "must be an object or null");
         return;
     }
-    job_check_unknown(check, notify, "notify", job_notify_fields);
+    job_check_unknown(check, notify, "notify", job_notify_fields, NULL);
     if (job_read_string(check, json_object_get(notify, "url"), "notify.url", true, 0, SIZE_MAX,
                         &job->notify.url))
         job_check_url(check, "notify.url", job->notify.url,

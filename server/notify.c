@@ -255,10 +255,10 @@ static bool notice_prepare(struct notify *notify, struct notice *notice)
     notice->host = notify_url_host(url);
     /* Signed like a delivery of the job, with the secrets valid now; never unsigned. */
     pthread_mutex_lock(&notify->coord_lock);
-    notice->secret_count = notify->secrets != NULL
-                               ? signing_secrets_for_job(notify->secrets, job, cf_wall_ms(),
-                                                         notice->secrets)
-                               : 0;
+    notice->secret_count =
+        notify->secrets != NULL
+            ? signing_secrets_for_job(notify->secrets, job, cf_wall_ms(), notice->secrets)
+            : 0;
     pthread_mutex_unlock(&notify->coord_lock);
     if (notice->secret_count == 0)
         log_warn("notification not sent: no signing secret known", "job=%s run=%s", run->job,
