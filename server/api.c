@@ -893,23 +893,25 @@ out:
     json_decref(errors);
 }
 
+/* Reads run id into *run (run_clear() it), or answers 404 or the error and returns false. */
+static bool read_run(struct api *api, const char *id, struct run *run, struct http_response *res)
+{
+    int ret = db_run_get(api->cfg.db, id, run);
+
+    if (ret == CF_ERR_NOT_FOUND)
+        send_problem(res, 404, NULL, "no run with id %s", id);
+    else if (ret != CF_OK)
+        send_error_code(res, ret, "cannot read run");
+    return ret == CF_OK;
+}
+
 static void handle_run_get(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
     struct run run;
-    int ret;
 
-    if (!authorize(api, req, res, false))
+    if (!authorize(api, req, res, false) || !read_run(api, req->params[0], &run, res))
         return;
-    ret = db_run_get(api->cfg.db, req->params[0], &run);
-    if (ret == CF_ERR_NOT_FOUND) {
-        send_problem(res, 404, NULL, "no run with id %s", req->params[0]);
-        return;
-    }
-    if (ret != CF_OK) {
-        send_error_code(res, ret, "cannot read run");
-        return;
-    }
     send_json(res, 200, run_to_json(&run));
     run_clear(&run);
 }
@@ -923,17 +925,8 @@ static void handle_run_retry(void *ctx, const struct http_request *req, struct h
     char location[RUN_ID_MAX + 32];
     int ret;
 
-    if (!authorize(api, req, res, true))
+    if (!authorize(api, req, res, true) || !read_run(api, req->params[0], &old, res))
         return;
-    ret = db_run_get(api->cfg.db, req->params[0], &old);
-    if (ret == CF_ERR_NOT_FOUND) {
-        send_problem(res, 404, NULL, "no run with id %s", req->params[0]);
-        return;
-    }
-    if (ret != CF_OK) {
-        send_error_code(res, ret, "cannot read run");
-        return;
-    }
     ret = scheduler_retry(api->cfg.scheduler, &old, &run, reason, sizeof(reason));
     if (ret == CF_ERR_NOT_FOUND) {
         send_problem(res, 404, NULL, "no job named %s", old.job);

@@ -354,13 +354,15 @@ static void print_started_run(const struct cli_options *opts, const json_t *run)
     json_decref(runs);
 }
 
-static int jobs_trigger(const struct cli_options *opts, char **args)
+/* POSTs to <collection>/<id><action>, which starts a run (202), and prints that run. */
+static int start_run(const struct cli_options *opts, const char *collection, const char *id,
+                     const char *action)
 {
     struct cli_response res;
     char path[CLI_PATH_MAX];
     int ret;
 
-    if (!resource_path(path, sizeof(path), "jobs", args[0], "/trigger"))
+    if (!resource_path(path, sizeof(path), collection, id, action))
         return CLI_EXIT_USAGE;
     ret = cli_call(opts, "POST", path, NULL, NULL, &res);
     if (ret != CLI_EXIT_OK)
@@ -368,6 +370,11 @@ static int jobs_trigger(const struct cli_options *opts, char **args)
     print_started_run(opts, res.body);
     cli_response_release(&res);
     return CLI_EXIT_OK;
+}
+
+static int jobs_trigger(const struct cli_options *opts, char **args)
+{
+    return start_run(opts, "jobs", args[0], "/trigger");
 }
 
 static int jobs_delete(const struct cli_options *opts, char **args)
@@ -444,18 +451,7 @@ static int runs_get(const struct cli_options *opts, char **args)
 
 static int runs_retry(const struct cli_options *opts, char **args)
 {
-    struct cli_response res;
-    char path[CLI_PATH_MAX];
-    int ret;
-
-    if (!resource_path(path, sizeof(path), "runs", args[0], "/retry"))
-        return CLI_EXIT_USAGE;
-    ret = cli_call(opts, "POST", path, NULL, NULL, &res);
-    if (ret != CLI_EXIT_OK)
-        return ret;
-    print_started_run(opts, res.body);
-    cli_response_release(&res);
-    return CLI_EXIT_OK;
+    return start_run(opts, "runs", args[0], "/retry");
 }
 
 static int apply_command(const struct cli_options *opts, char **args)
