@@ -542,13 +542,26 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
     int64_t period = cron_every_ms(sj->cron);
     int64_t slot = first_ms, count = 0, summary_first = 0, summary_last = 0;
     bool exact = true;
+    /* The rows go in one transaction and one log line: a long downtime is thousands of slots. */
+    struct run rows[SCHED_MISSED_ROWS];
+    const struct run *pointers[SCHED_MISSED_ROWS];
+    size_t n_rows = 0;
 
     while (slot != 0 && slot <= last_ms) {
         int64_t next;
 
         if (count < SCHED_MISSED_ROWS) {
-            record_unstarted(sched, sj->name, slot, RUN_TRIGGER_SCHEDULE, RUN_MISSED, label,
-                             reason);
+            struct run *run = &rows[n_rows];
+
+            memset(run, 0, sizeof(*run));
+            run_slot_id(sj->name, slot, run->id);
+            run->job = sj->name;
+            run->trigger = RUN_TRIGGER_SCHEDULE;
+            run->scheduled_at_ms = slot;
+            run->status = RUN_MISSED;
+            run->reason = (char *)reason;
+            run->instance = (char *)sched->cfg.instance_id;
+            pointers[n_rows++] = run;
         } else if (period > 0) {
             /* A fixed period: count the rest without walking it. */
             summary_first = slot;
@@ -569,6 +582,14 @@ static int64_t record_missed_range(struct scheduler *sched, struct sched_job *sj
         if (cron_next(sj->cron, sj->zone, slot, &next) != CF_OK)
             break;
         slot = next;
+    }
+    if (n_rows > 0) {
+        /* Counted first: once the runs can be read, the count includes them. */
+        metrics_count_slots(sched->cfg.metrics, RUN_MISSED, label, (int64_t)n_rows);
+        record_runs(sched, pointers, n_rows);
+        log_info("slots missed", "job=%s first=%lld last=%lld rows=%zu reason=\"%s\"", sj->name,
+                 (long long)rows[0].scheduled_at_ms, (long long)rows[n_rows - 1].scheduled_at_ms,
+                 n_rows, reason);
     }
     if (summary_first != 0)
         record_missed_summary(sched, sj->name, summary_first, summary_last,
