@@ -73,7 +73,9 @@ def cluster_view(instance):
 def start(processes, tmp_path, name, args):
     instance = Instance(tmp_path, name=name, args=args)
     processes.append(instance)
-    return instance.start()
+    # Instance.start() asks /readyz over plain HTTP whether the catalog is loaded: not
+    # for an HTTPS instance, whose tests ask over HTTPS themselves.
+    return instance.start(wait_catalog="--tls-cert" not in args)
 
 
 # --------------------------------------------------------------------------
