@@ -1252,24 +1252,15 @@ static const struct endpoint {
     bool token;
     const char *const *query;
 } endpoints[] = {
-    {handle_healthz, false, no_query},
-    {handle_readyz, false, no_query},
-    {handle_metrics, true, no_query},
-    {handle_jobs_list, true, jobs_list_query},
-    {handle_jobs_create, true, no_query},
-    {handle_job_get, true, no_query},
-    {handle_job_put, true, no_query},
-    {handle_job_patch, true, no_query},
-    {handle_job_delete, true, no_query},
-    {handle_job_trigger, true, no_query},
-    {handle_job_pause, true, no_query},
-    {handle_job_resume, true, no_query},
-    {handle_runs_list, true, runs_list_query},
-    {handle_run_get, true, no_query},
-    {handle_preview, true, preview_query},
-    {handle_cluster, true, no_query},
-    {handle_events, true, no_query},
-    {handle_openapi, false, no_query},
+    {handle_healthz, false, no_query},         {handle_readyz, false, no_query},
+    {handle_metrics, true, no_query},          {handle_jobs_list, true, jobs_list_query},
+    {handle_jobs_create, true, no_query},      {handle_job_get, true, no_query},
+    {handle_job_put, true, no_query},          {handle_job_patch, true, no_query},
+    {handle_job_delete, true, no_query},       {handle_job_trigger, true, no_query},
+    {handle_job_pause, true, no_query},        {handle_job_resume, true, no_query},
+    {handle_runs_list, true, runs_list_query}, {handle_run_get, true, no_query},
+    {handle_preview, true, preview_query},     {handle_cluster, true, no_query},
+    {handle_events, true, no_query},           {handle_openapi, false, no_query},
 };
 
 static const struct endpoint *endpoint_of(const struct http_route *route)

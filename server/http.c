@@ -217,8 +217,8 @@ static const struct http_route *find_route(struct http_server *server, struct ht
 }
 
 /* Answers req with route, or with the fallback when route is NULL. */
-static void dispatch(struct http_server *server, const struct http_route *route,
-                     bool path_matched, struct http_request *req, struct http_response *res)
+static void dispatch(struct http_server *server, const struct http_route *route, bool path_matched,
+                     struct http_request *req, struct http_response *res)
 {
     char allow[128] = "";
 
@@ -329,8 +329,7 @@ static bool request_begin(struct http_server *server, struct MHD_Connection *con
     req->body = "";
     req->conn = conn;
     req->content_length = -1;
-    req->chunked =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding") != NULL;
+    req->chunked = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding") != NULL;
     if (length != NULL && http_parse_content_length(length, &declared) != CF_OK) {
         static_problem(&state->early, 400, bad_length);
         state->answered = true;

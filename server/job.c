@@ -723,8 +723,8 @@ static void job_read_webhook(struct job_check *check, const json_t *webhook,
     }
     job_check_unknown(check, webhook, "webhook", job_webhook_fields);
 
-    if (job_read_string(check, json_object_get(webhook, "url"), "webhook.url", true, 0,
-                        JOB_URL_MAX, &job->webhook.url))
+    if (job_read_string(check, json_object_get(webhook, "url"), "webhook.url", true, 0, JOB_URL_MAX,
+                        &job->webhook.url))
         job_check_url(check, job->webhook.url, limits != NULL ? limits->webhook_allow : NULL);
     job_read_method(check, json_object_get(webhook, "method"), job);
 

@@ -145,8 +145,8 @@ static const struct netallow_cidr *netallow_protected_block(const unsigned char 
  * inside that block: "169.254.169.254" or "169.254.0.0/16" open the
  * metadata address, "0.0.0.0/0" or "100.64.0.0/10" do not.
  */
-static bool netallow_listed_as_such(const struct netallow *allow,
-                                    const struct netallow_cidr *block, const unsigned char addr[16])
+static bool netallow_listed_as_such(const struct netallow *allow, const struct netallow_cidr *block,
+                                    const unsigned char addr[16])
 {
     if (allow == NULL)
         return false;
