@@ -3,8 +3,8 @@
  *
  * Each slot keeps a "theoretical arrival time" (the generic cell rate
  * algorithm): every failure pushes it refill_ms further past max(it, now),
- * and an address has budget left while it is less than burst * refill_ms
- * ahead of now. A slot whose time is in the past has its whole budget
+ * and an address has budget left while one more failure would keep it
+ * within burst * refill_ms of now. A slot whose time is in the past has its whole budget
  * back, which is the same as no slot at all: such slots are free to reuse.
  * Slots are grouped in sets of AUTHLIMIT_WAYS picked by a hash of the key.
  */
@@ -101,8 +101,9 @@ bool authlimit_allowed(struct authlimit *limit, const char *key, int64_t now_ms,
 
     pthread_mutex_lock(&limit->lock);
     slot = find_slot(limit, key);
-    if (slot != NULL && slot->tat_ms - now_ms >= window_ms)
-        wait_ms = slot->tat_ms - window_ms - now_ms + 1;
+    /* One more failure must fit: tat + refill_ms <= now + window_ms. */
+    if (slot != NULL && slot->tat_ms - now_ms > window_ms - limit->refill_ms)
+        wait_ms = slot->tat_ms - (window_ms - limit->refill_ms) - now_ms;
     pthread_mutex_unlock(&limit->lock);
     if (wait_ms > 0 && retry_after_s != NULL)
         *retry_after_s = (unsigned)((wait_ms + 999) / 1000);
@@ -119,9 +120,9 @@ bool authlimit_failed(struct authlimit *limit, const char *key, int64_t now_ms)
     slot = take_slot(limit, key);
     if (slot->tat_ms < now_ms)
         slot->tat_ms = now_ms;
-    exhausted = slot->tat_ms - now_ms < window_ms;
+    exhausted = slot->tat_ms - now_ms <= window_ms - limit->refill_ms;
     slot->tat_ms += limit->refill_ms;
-    exhausted = exhausted && slot->tat_ms - now_ms >= window_ms;
+    exhausted = exhausted && slot->tat_ms - now_ms > window_ms - limit->refill_ms;
     pthread_mutex_unlock(&limit->lock);
     return exhausted;
 }

@@ -134,7 +134,7 @@ void connguard_free(struct connguard *guard)
 struct connguard_conn *connguard_open(struct connguard *guard, int fd, const struct sockaddr *addr,
                                       int64_t now_ms)
 {
-    struct connguard_conn *conn = calloc(1, sizeof(*conn)), *oldest = NULL;
+    struct connguard_conn *conn = calloc(1, sizeof(*conn));
     struct stat st;
     size_t waiting = 0;
 
@@ -147,16 +147,20 @@ struct connguard_conn *connguard_open(struct connguard *guard, int fd, const str
     conn->waiting_since_ms = now_ms;
 
     pthread_mutex_lock(&guard->lock);
-    for (struct connguard_conn *c = guard->head; c != NULL; c = c->next) {
-        if (!c->waiting || strcmp(c->key, conn->key) != 0)
-            continue;
-        waiting++;
-        if (oldest == NULL || c->waiting_since_ms < oldest->waiting_since_ms)
-            oldest = c;
-    }
-    /* This one makes waiting + 1: past the cap, the address's oldest waiter goes. */
-    if (oldest != NULL && waiting + 1 > guard->waiting_per_address)
+    for (struct connguard_conn *c = guard->head; c != NULL; c = c->next)
+        waiting += c->waiting && strcmp(c->key, conn->key) == 0;
+    /* With this one, the address must not have more than its share waiting: the oldest go. */
+    while (waiting + 1 > guard->waiting_per_address && waiting > 0) {
+        struct connguard_conn *oldest = NULL;
+
+        for (struct connguard_conn *c = guard->head; c != NULL; c = c->next) {
+            if (c->waiting && strcmp(c->key, conn->key) == 0 &&
+                (oldest == NULL || c->waiting_since_ms < oldest->waiting_since_ms))
+                oldest = c;
+        }
         shut_conn(guard, oldest, "too many connections waiting for headers");
+        waiting--;
+    }
     conn->prev = guard->tail;
     if (guard->tail != NULL)
         guard->tail->next = conn;
