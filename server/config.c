@@ -44,7 +44,8 @@ static const struct option_spec specs[] = {
     {"signing-secret", "CRONFENCE_SIGNING_SECRET", OPT_STRING, "S",
      "default webhook signing secret (default: generated once, kept in the database)", 0, 0},
     {"webhook-allow", "CRONFENCE_WEBHOOK_ALLOW", OPT_STRING, "LIST",
-     "hosts or CIDRs webhooks may reach (default: everything but link-local)", 0, 0},
+     "hosts or CIDRs webhooks may reach (default: everything but link-local and cloud metadata)", 0,
+     0},
     {"node-quarantine-ms", "CRONFENCE_NODE_QUARANTINE_MS", OPT_INT, "N",
      "how long a wiped Redis node stays untrusted (default: twice the longest lease, at "
      "least 60000)",
