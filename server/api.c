@@ -1271,16 +1271,23 @@ static const struct endpoint *endpoint_of(const struct http_route *route)
     return NULL;
 }
 
-/* A printable copy of n bytes for an error message: other bytes become '?', at most 64. */
-static char *printable(const char *text, size_t n, char out[68])
-{
-    size_t o = 0;
+/* Longest parameter name quoted in an error. */
+#define API_PARAM_NAME_SHOWN 64
 
-    for (size_t i = 0; i < n && o < 64; i++)
-        out[o++] = text[i] >= 0x20 && text[i] < 0x7f ? text[i] : '?';
-    if (n > 64)
-        out[o++] = '.', out[o++] = '.', out[o++] = '.';
-    out[o] = '\0';
+/*
+ * A printable copy of a parameter name (n bytes) for an error: bytes other
+ * than printable ASCII become '?', and a name longer than
+ * API_PARAM_NAME_SHOWN is cut and ends in "...".
+ */
+static char *printable(const char *text, size_t n, char out[API_PARAM_NAME_SHOWN + 4])
+{
+    size_t shown = n < API_PARAM_NAME_SHOWN ? n : API_PARAM_NAME_SHOWN;
+
+    for (size_t i = 0; i < shown; i++)
+        out[i] = text[i] >= 0x20 && text[i] < 0x7f ? text[i] : '?';
+    out[shown] = '\0';
+    if (n > shown)
+        strcat(out, "...");
     return out;
 }
 
@@ -1302,7 +1309,7 @@ static void check_target(const struct http_route *route, const struct endpoint *
 {
     const struct http_target *target = req->target;
     const char *const *query = endpoint != NULL ? endpoint->query : no_query;
-    char name[68];
+    char name[API_PARAM_NAME_SHOWN + 4];
 
     if (target == NULL)
         return;

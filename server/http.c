@@ -453,6 +453,7 @@ static void *request_created(void *cls, const char *uri, struct MHD_Connection *
     if (state == NULL)
         return NULL;
     state->target_ok = http_target_parse(uri, strlen(uri), &state->target) == CF_OK;
+    /* An empty body until request_begin() knows the announced length. */
     http_body_begin(&state->body, -1, 0);
     return state;
 }
