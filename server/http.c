@@ -420,15 +420,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         return request_upload(server, state, upload_data, incoming);
     }
 
+    route = state->route;
     if (state->answered) {
         res = state->early;
         memset(&state->early, 0, sizeof(state->early));
-        route = NULL;
     } else {
         memset(&res, 0, sizeof(res));
         state->req.body = state->body.data != NULL ? state->body.data : "";
         state->req.body_len = state->body.len;
-        route = state->route;
         dispatch(server, route, state->path_matched, &state->req, &res);
     }
     if (strcmp(method, "HEAD") == 0) {

@@ -156,8 +156,9 @@ struct http_config {
     void (*not_found)(void *ctx, const struct http_request *req, struct http_response *res,
                       bool method_mismatch);
     /*
-     * Called after each answer is queued, with the route that answered (NULL
-     * for not_found or a refused body) and the status sent; may be NULL.
+     * Called after each answer is queued, with the route the request matched
+     * (NULL when none did, as for not_found; an early answer from admit or a
+     * refused body counts for its route) and the status sent; may be NULL.
      */
     void (*observe)(void *ctx, const struct http_route *route, const char *method, int status);
     /*
