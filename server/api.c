@@ -1334,6 +1334,7 @@ bool api_admit(void *ctx, const struct http_route *route, const struct http_requ
 {
     struct api *api = ctx;
     const struct endpoint *endpoint = endpoint_of(route);
+    enum access access = ACCESS_NONE;
     json_t *errors;
 
     if (api->cfg.loopback_hosts_only && !http_host_header_is_loopback(http_header(req, "Host"))) {
@@ -1342,9 +1343,11 @@ bool api_admit(void *ctx, const struct http_route *route, const struct http_requ
                      "addressed to a loopback host");
         return false;
     }
-    if (((endpoint != NULL && endpoint->token) || http_has_body(req)) &&
-        authenticate(api, req, res) == ACCESS_NONE)
-        return false;
+    if ((endpoint != NULL && endpoint->token) || http_has_body(req)) {
+        access = authenticate(api, req, res);
+        if (access == ACCESS_NONE)
+            return false;
+    }
     errors = json_array();
     check_target(route, endpoint, req, errors);
     if (json_array_size(errors) == 0) {
@@ -1352,6 +1355,8 @@ bool api_admit(void *ctx, const struct http_route *route, const struct http_requ
         return true;
     }
     send_problem(res, 422, errors, "invalid request target");
+    if (access != ACCESS_NONE)
+        http_add_header(res, "Cronfence-Access", access == ACCESS_ADMIN ? "admin" : "viewer");
     return false;
 }
 
