@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,12 +20,17 @@
 #include <unistd.h>
 
 #include "authlimit.h"
+#include "cluster_view.h"
 #include "common.h"
 #include "cron.h"
 #include "embedded.h"
 #include "http_parse.h"
+#include "job_batch.h"
+#include "job_order.h"
 #include "log.h"
 #include "metrics.h"
+#include "redact.h"
+#include "signing_secrets.h"
 #include "tz.h"
 #include "view.h"
 
@@ -364,6 +370,18 @@ static void set_job_headers(struct http_response *res, const struct job *job)
     http_add_header(res, "ETag", etag);
 }
 
+/* A job's API form, masked (redact.h) unless the reader's token is an admin token. */
+static json_t *job_view_for(struct api *api, const struct http_request *req, const struct job *job)
+{
+    json_t *doc = view_job(api->cfg.db, job);
+
+    if (doc != NULL && access_of(api, req) != ACCESS_ADMIN && redact_job(doc) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
 static void send_job(struct api *api, struct http_response *res, int status, const struct job *job)
 {
     send_json(res, status, view_job(api->cfg.db, job));
@@ -398,9 +416,17 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
                     int64_t if_match, int ok_status)
 {
     bool created = false;
-    int ret =
-        api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match, &created);
+    struct job *current = NULL;
+    int ret = CF_OK;
     char location[128];
+
+    /* A replaced signing secret keeps signing for the overlap (signing_secrets.h). */
+    if (!create_only && db_job_get(api->cfg.db, job->name, &current) == CF_OK)
+        ret = signing_secrets_carry(current, job, cf_wall_ms());
+    job_free(current);
+    if (ret == CF_OK)
+        ret =
+            api->cfg.coord->ops->catalog_put(api->cfg.coord, job, create_only, if_match, &created);
 
     if (ret == CF_ERR_CONFLICT) {
         send_problem(res, 409, field_error("name", "a job with this name exists"),
@@ -417,6 +443,7 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
         return;
     }
     scheduler_job_changed(api->cfg.scheduler, job->name);
+    job_order_store_next(api->cfg.db, job, cf_wall_ms());
     log_info(created ? "job created" : "job updated", "job=%s version=%lld", job->name,
              (long long)job->version);
     send_job(api, res, created ? 201 : ok_status, job);
@@ -426,8 +453,32 @@ static void put_job(struct api *api, struct http_response *res, struct job *job,
     }
 }
 
+/*
+ * A page of jobs in a keyed order (?sort= other than name); the cursor is
+ * "<key>:<name>" of the last job of the previous page. CF_ERR_INVALID for a
+ * cursor of another form, else as db_job_list_sorted.
+ */
+static int list_jobs_sorted(struct api *api, struct db_job_query *query,
+                            const struct job_order *order, struct job ***jobs, size_t *count,
+                            bool *more, int64_t *last_key)
+{
+    int64_t after_key = 0;
+    int ret;
+
+    if (query->after != NULL &&
+        job_order_cursor_parse(query->after, &after_key, &query->after) != CF_OK)
+        return CF_ERR_INVALID;
+    if (order->key == DB_JOB_SORT_NEXT) {
+        ret = job_order_refresh_next(api->cfg.db, cf_wall_ms());
+        if (ret != CF_OK)
+            return ret;
+    }
+    return db_job_list_sorted(api->cfg.db, query, order->key, order->descending, after_key, jobs,
+                              count, more, last_key);
+}
+
 /* The query parameters of GET /api/v1/jobs. */
-static const char *const jobs_list_query[] = {"q", "paused", "limit", "cursor", NULL};
+static const char *const jobs_list_query[] = {"q", "paused", "sort", "limit", "cursor", NULL};
 
 static void handle_jobs_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -436,14 +487,22 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
     json_t *errors = json_array(), *items, *doc;
     const char *paused = http_query(req, "paused");
     struct job **jobs = NULL;
+    struct job_order order;
     size_t count = 0;
     bool more = false;
+    int64_t last_key = 0;
+    char cursor[160];
+    const char *next_cursor;
     long limit;
     int ret;
 
     if (!authorize(api, req, res, false))
         goto out;
     query_int(req, "limit", 1, API_MAX_LIMIT, API_DEFAULT_LIMIT, &limit, errors);
+    if (job_order_parse(http_query(req, "sort"), &order) != CF_OK)
+        add_error(errors, "sort",
+                  "must be name, next, last_run or failures (the last three with a leading - for "
+                  "descending)");
     query.paused = -1;
     if (paused != NULL) {
         if (strcmp(paused, "true") == 0)
@@ -463,16 +522,29 @@ static void handle_jobs_list(void *ctx, const struct http_request *req, struct h
         query.q = NULL;
     query.after = http_query(req, "cursor");
     query.limit = (int)limit;
-    ret = db_job_list(api->cfg.db, &query, &jobs, &count, &more);
+    if (order.by_name)
+        ret = db_job_list(api->cfg.db, &query, &jobs, &count, &more);
+    else
+        ret = list_jobs_sorted(api, &query, &order, &jobs, &count, &more, &last_key);
+    if (ret == CF_ERR_INVALID) {
+        send_problem(res, 422, field_error("cursor", "is not a cursor of this sort order"),
+                     "invalid query parameters");
+        goto out;
+    }
     if (ret != CF_OK) {
         send_error_code(res, ret, "cannot list jobs");
         goto out;
     }
     items = json_array();
     for (size_t i = 0; i < count; i++)
-        json_array_append_new(items, view_job(api->cfg.db, jobs[i]));
+        json_array_append_new(items, job_view_for(api, req, jobs[i]));
+    next_cursor = NULL;
+    if (more && count > 0)
+        next_cursor = order.by_name ? jobs[count - 1]->name
+                                    : job_order_cursor_format(last_key, jobs[count - 1]->name,
+                                                              cursor, sizeof(cursor));
     doc = json_pack("{s:o, s:o}", "items", items, "next_cursor",
-                    more && count > 0 ? json_string(jobs[count - 1]->name) : json_null());
+                    next_cursor ? json_string(next_cursor) : json_null());
     send_json(res, 200, doc);
     for (size_t i = 0; i < count; i++)
         job_free(jobs[i]);
@@ -500,6 +572,42 @@ static void handle_jobs_create(void *ctx, const struct http_request *req, struct
     job_free(job);
 }
 
+/*
+ * POST /jobs/validate: checks a whole set of job documents and changes
+ * nothing; `cronfence apply` writes only after every document passed.
+ * Reading tokens may call it: it reads and writes no job.
+ */
+static void handle_jobs_validate(void *ctx, const struct http_request *req,
+                                 struct http_response *res)
+{
+    struct api *api = ctx;
+    json_t *doc, *errors = NULL, *jobs = NULL;
+    size_t invalid = 0;
+    int ret;
+
+    if (!authorize(api, req, res, false))
+        return;
+    doc = parse_body(req, res);
+    if (doc == NULL)
+        return;
+    errors = json_array();
+    ret = errors ? job_batch_validate(doc, api->cfg.limits, &jobs, errors, &invalid) : CF_ERR_NOMEM;
+    if (ret == CF_OK) {
+        send_json(res, 200, json_pack("{s:b, s:o}", "valid", 1, "jobs", jobs));
+    } else if (ret == CF_ERR_INVALID) {
+        if (invalid == 0)
+            send_problem(res, 422, errors, "expected {\"jobs\": [job documents]}");
+        else
+            send_problem(res, 422, errors, "%zu of %zu jobs are invalid", invalid,
+                         json_array_size(json_object_get(doc, "jobs")));
+        errors = NULL;
+    } else {
+        send_error_code(res, ret, "cannot validate jobs");
+    }
+    json_decref(errors);
+    json_decref(doc);
+}
+
 /* Loads job name; on failure answers 404 (or the error) and returns NULL. */
 static struct job *load_job(struct api *api, const char *name, struct http_response *res)
 {
@@ -523,7 +631,8 @@ static void handle_job_get(void *ctx, const struct http_request *req, struct htt
     job = load_job(api, req->params[0], res);
     if (job == NULL)
         return;
-    send_job(api, res, 200, job);
+    send_json(res, 200, job_view_for(api, req, job));
+    set_job_headers(res, job);
     job_free(job);
 }
 
@@ -588,6 +697,9 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
         if (current == NULL)
             return;
         stored = job_to_json(current, true);
+        /* What only storage holds is no field of the API's; carried over below. */
+        json_object_del(stored, "previous_signing_secret");
+        json_object_del(stored, "signing_secret_changed_at");
         merged = stored ? job_merge_patch(stored, patch) : NULL;
         if (merged == NULL) {
             json_decref(stored);
@@ -624,8 +736,10 @@ static void patch_job(struct api *api, const char *name, const json_t *patch, in
             job_free(current);
             return;
         }
-        ret = api->cfg.coord->ops->catalog_put(
-            api->cfg.coord, job, false, if_match > 0 ? if_match : current->version, &created);
+        ret = signing_secrets_carry(current, job, cf_wall_ms());
+        if (ret == CF_OK)
+            ret = api->cfg.coord->ops->catalog_put(
+                api->cfg.coord, job, false, if_match > 0 ? if_match : current->version, &created);
         job_free(current);
         if (ret == CF_OK) {
             scheduler_job_changed(api->cfg.scheduler, name);
@@ -770,8 +884,8 @@ static bool parse_run_cursor(const char *text, struct db_run_query *query)
 }
 
 /* The query parameters of GET /api/v1/runs. */
-static const char *const runs_list_query[] = {"job",   "status", "since", "until",
-                                              "limit", "cursor", NULL};
+static const char *const runs_list_query[] = {"job",   "status", "instance", "trigger", "since",
+                                              "until", "limit",  "cursor",   NULL};
 
 static void handle_runs_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -779,6 +893,7 @@ static void handle_runs_list(void *ctx, const struct http_request *req, struct h
     struct db_run_query query = {0};
     json_t *errors = json_array(), *items, *cursor = json_null();
     const char *status = http_query(req, "status"), *cursor_text = http_query(req, "cursor");
+    const char *trigger = http_query(req, "trigger");
     struct run *runs = NULL;
     size_t count = 0;
     bool more = false;
@@ -794,6 +909,9 @@ static void handle_runs_list(void *ctx, const struct http_request *req, struct h
     if (status != NULL && query.status < 0)
         add_error(errors, "status",
                   "must be one of running, succeeded, failed, fenced, skipped, missed, lost");
+    query.trigger = trigger != NULL ? run_trigger_parse(trigger) : -1;
+    if (trigger != NULL && query.trigger < 0)
+        add_error(errors, "trigger", "must be one of schedule, manual, catchup, retry");
     if (cursor_text != NULL && !parse_run_cursor(cursor_text, &query))
         add_error(errors, "cursor", "is not a cursor this API returned");
     if (json_array_size(errors) > 0) {
@@ -802,6 +920,7 @@ static void handle_runs_list(void *ctx, const struct http_request *req, struct h
         goto out;
     }
     query.job = http_query(req, "job");
+    query.instance = http_query(req, "instance");
     query.limit = (int)limit;
     ret = db_run_list(api->cfg.db, &query, &runs, &count, &more);
     if (ret != CF_OK) {
@@ -826,25 +945,56 @@ out:
     json_decref(errors);
 }
 
+/* Reads run id into *run (run_clear() it), or answers 404 or the error and returns false. */
+static bool read_run(struct api *api, const char *id, struct run *run, struct http_response *res)
+{
+    int ret = db_run_get(api->cfg.db, id, run);
+
+    if (ret == CF_ERR_NOT_FOUND)
+        send_problem(res, 404, NULL, "no run with id %s", id);
+    else if (ret != CF_OK)
+        send_error_code(res, ret, "cannot read run");
+    return ret == CF_OK;
+}
+
 static void handle_run_get(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
     struct run run;
-    int ret;
 
-    if (!authorize(api, req, res, false))
+    if (!authorize(api, req, res, false) || !read_run(api, req->params[0], &run, res))
         return;
-    ret = db_run_get(api->cfg.db, req->params[0], &run);
-    if (ret == CF_ERR_NOT_FOUND) {
-        send_problem(res, 404, NULL, "no run with id %s", req->params[0]);
-        return;
-    }
-    if (ret != CF_OK) {
-        send_error_code(res, ret, "cannot read run");
-        return;
-    }
     send_json(res, 200, run_to_json(&run));
     run_clear(&run);
+}
+
+/* POST /runs/{id}/retry: the run's slot fired again (DESIGN §3). */
+static void handle_run_retry(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+    struct run old, run;
+    char reason[256] = "";
+    char location[RUN_ID_MAX + 32];
+    int ret;
+
+    if (!authorize(api, req, res, true) || !read_run(api, req->params[0], &old, res))
+        return;
+    ret = scheduler_retry(api->cfg.scheduler, &old, &run, reason, sizeof(reason));
+    if (ret == CF_ERR_NOT_FOUND) {
+        send_problem(res, 404, NULL, "no job named %s", old.job);
+    } else if (ret == CF_ERR_CONFLICT) {
+        send_problem(res, 409, NULL, "cannot retry run %s: %s", old.id, reason);
+    } else if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot retry run");
+    } else {
+        log_info("run retried", "job=%s run=%s retry_of=%s token=%lld", run.job, run.id, old.id,
+                 (long long)run.fencing_token);
+        send_json(res, 202, run_to_json(&run));
+        snprintf(location, sizeof(location), "/api/v1/runs/%s", run.id);
+        http_add_header(res, "Location", location);
+        run_clear(&run);
+    }
+    run_clear(&old);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -912,7 +1062,7 @@ static void handle_cluster(void *ctx, const struct http_request *req, struct htt
 
     if (!authorize(api, req, res, false))
         return;
-    send_json(res, 200, api->cfg.coord->ops->status(api->cfg.coord));
+    send_json(res, 200, cluster_view(api->cfg.coord, api->cfg.db, cf_wall_ms()));
 }
 
 static void handle_events(void *ctx, const struct http_request *req, struct http_response *res)
@@ -922,13 +1072,46 @@ static void handle_events(void *ctx, const struct http_request *req, struct http
 
     if (!authorize(api, req, res, false))
         return;
-    ret = events_serve(api->cfg.events, http_header(req, "Last-Event-ID"), res);
+    /* A viewer's stream shows jobs masked (redact.h). */
+    ret = events_serve(api->cfg.events, http_header(req, "Last-Event-ID"),
+                       access_of(api, req) != ACCESS_ADMIN, res);
     if (ret == CF_ERR_BUSY) {
         send_problem(res, 503, NULL, "too many event streams are open; retry later");
         http_add_header(res, "Retry-After", "5");
     } else if (ret != CF_OK) {
         send_error_code(res, ret, "cannot open the event stream");
     }
+}
+
+/* GET /api/v1/signing-secret: admin only, the default secret (DESIGN §6). */
+static void handle_secret_get(void *ctx, const struct http_request *req, struct http_response *res)
+{
+    struct api *api = ctx;
+
+    if (!authorize(api, req, res, true))
+        return;
+    send_json(res, 200, signing_secrets_json(api->cfg.secrets));
+    http_add_header(res, "Cache-Control", "no-store");
+}
+
+/* POST /api/v1/signing-secret/rotate: a new current; the old one signs for the overlap. */
+static void handle_secret_rotate(void *ctx, const struct http_request *req,
+                                 struct http_response *res)
+{
+    struct api *api = ctx;
+    struct signing_secret_state state;
+    int ret;
+
+    if (!authorize(api, req, res, true))
+        return;
+    ret = signing_secrets_rotate(api->cfg.secrets, &state);
+    OPENSSL_cleanse(&state, sizeof(state));
+    if (ret != CF_OK) {
+        send_error_code(res, ret, "cannot rotate the signing secret");
+        return;
+    }
+    send_json(res, 200, signing_secrets_json(api->cfg.secrets));
+    http_add_header(res, "Cache-Control", "no-store");
 }
 
 static void handle_healthz(void *ctx, const struct http_request *req, struct http_response *res)
@@ -943,7 +1126,8 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
     bool database = db_check(api->cfg.db) == CF_OK;
     bool writable = database && db_storage_ok(reason, sizeof(reason));
     bool coordinator = api->cfg.coord->ops->ready(api->cfg.coord);
-    bool scheduler = !scheduler_stopping(api->cfg.scheduler);
+    const char *not_firing = scheduler_not_ready(api->cfg.scheduler);
+    bool scheduler = not_firing == NULL;
     bool ready = writable && coordinator && scheduler;
     json_t *doc;
 
@@ -952,7 +1136,7 @@ static void handle_readyz(void *ctx, const struct http_request *req, struct http
     else if (writable && !coordinator)
         snprintf(reason, sizeof(reason), "no quorum of trusted redis nodes");
     else if (writable && !scheduler)
-        snprintf(reason, sizeof(reason), "stopping");
+        snprintf(reason, sizeof(reason), "%s", not_firing);
     doc = json_pack("{s:s, s:b, s:b, s:b}", "status", ready ? "ready" : "not ready", "database",
                     writable, "coordinator", coordinator, "scheduler", scheduler);
     if (doc != NULL && !ready)
@@ -1009,6 +1193,19 @@ static void write_node_gauges(FILE *out, json_t *nodes)
     }
 }
 
+/* The members of a status document that are up (departed ones are listed with up false). */
+static size_t live_members(const json_t *members)
+{
+    size_t i, live = 0;
+    json_t *member;
+
+    json_array_foreach(members, i, member)
+    {
+        live += !json_is_false(json_object_get(member, "up"));
+    }
+    return live;
+}
+
 /* Writes the gauges read from the coordinator's status document (GET /cluster). */
 static void write_cluster_gauges(FILE *out, json_t *status)
 {
@@ -1028,7 +1225,7 @@ static void write_cluster_gauges(FILE *out, json_t *status)
     fprintf(out,
             "# HELP cronfence_cluster_members Live instances this instance knows of, itself "
             "included.\n# TYPE cronfence_cluster_members gauge\ncronfence_cluster_members %zu\n",
-            json_array_size(json_object_get(status, "members")));
+            live_members(json_object_get(status, "members")));
 
     write_node_gauges(out, nodes);
     /* Standalone has no quorum to lose: its SQLite file is the only lock. */
@@ -1088,6 +1285,17 @@ static void handle_openapi(void *ctx, const struct http_request *req, struct htt
     res->content_type = "application/yaml";
     res->body = (char *)embedded_openapi.data;
     res->body_len = embedded_openapi.size;
+    res->body_static = true;
+}
+
+/* The same document as JSON, for tools that read no YAML. */
+static void handle_openapi_json(void *ctx, const struct http_request *req,
+                                struct http_response *res)
+{
+    res->status = 200;
+    res->content_type = "application/json";
+    res->body = (char *)embedded_openapi_json.data;
+    res->body_len = embedded_openapi_json.size;
     res->body_static = true;
 }
 
@@ -1261,6 +1469,9 @@ static const struct endpoint {
     {handle_runs_list, true, runs_list_query}, {handle_run_get, true, no_query},
     {handle_preview, true, preview_query},     {handle_cluster, true, no_query},
     {handle_events, true, no_query},           {handle_openapi, false, no_query},
+    {handle_openapi_json, false, no_query},    {handle_jobs_validate, true, no_query},
+    {handle_run_retry, true, no_query},        {handle_secret_get, true, no_query},
+    {handle_secret_rotate, true, no_query},
 };
 
 static const struct endpoint *endpoint_of(const struct http_route *route)
@@ -1366,6 +1577,7 @@ static const struct http_route routes[] = {
     {"GET", "/metrics", handle_metrics},
     {"GET", "/api/v1/jobs", handle_jobs_list},
     {"POST", "/api/v1/jobs", handle_jobs_create},
+    {"POST", "/api/v1/jobs/validate", handle_jobs_validate},
     {"GET", "/api/v1/jobs/{name}", handle_job_get},
     {"PUT", "/api/v1/jobs/{name}", handle_job_put},
     {"PATCH", "/api/v1/jobs/{name}", handle_job_patch},
@@ -1375,10 +1587,14 @@ static const struct http_route routes[] = {
     {"POST", "/api/v1/jobs/{name}/resume", handle_job_resume},
     {"GET", "/api/v1/runs", handle_runs_list},
     {"GET", "/api/v1/runs/{id}", handle_run_get},
+    {"POST", "/api/v1/runs/{id}/retry", handle_run_retry},
     {"GET", "/api/v1/schedule/preview", handle_preview},
     {"GET", "/api/v1/cluster", handle_cluster},
     {"GET", "/api/v1/events", handle_events},
     {"GET", "/api/v1/openapi.yaml", handle_openapi},
+    {"GET", "/api/v1/openapi.json", handle_openapi_json},
+    {"GET", "/api/v1/signing-secret", handle_secret_get},
+    {"POST", "/api/v1/signing-secret/rotate", handle_secret_rotate},
     {NULL, NULL, NULL},
 };
 

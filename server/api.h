@@ -16,6 +16,8 @@
 #include "metrics.h"
 #include "scheduler.h"
 
+struct signing_secrets;
+
 struct api_config {
     struct db *db;                   /* the API's own handle; borrowed */
     struct coord *coord;             /* borrowed */
@@ -29,6 +31,8 @@ struct api_config {
     const char *web_dir;     /* NULL: serve the dashboard built into the binary */
     struct events *events;   /* borrowed: GET /api/v1/events */
     struct metrics *metrics; /* borrowed: GET /metrics and the request counts */
+    /* GET /api/v1/signing-secret and its rotation; borrowed. */
+    struct signing_secrets *secrets;
     /* Tokenless mode: answer only requests whose Host is a loopback name (DNS rebinding). */
     bool loopback_hosts_only;
 };

@@ -5,12 +5,22 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 
-enum option_kind { OPT_STRING, OPT_TOKENS, OPT_INT, OPT_LEVEL, OPT_FORMAT, OPT_FLAG };
+enum option_kind {
+    OPT_STRING,
+    OPT_TOKENS,
+    OPT_INT,
+    OPT_LEVEL,
+    OPT_FORMAT,
+    OPT_FLAG,
+    OPT_FILE,
+    OPT_BOOL
+};
 
 struct option_spec {
     const char *name;
@@ -26,7 +36,11 @@ static const struct option_spec specs[] = {
      "API and dashboard address (default 127.0.0.1:8080; port 0 picks a free one)", 0, 0},
     {"db", "CRONFENCE_DB", OPT_STRING, "PATH", "SQLite database (default ./cronfence.db)", 0, 0},
     {"redis", "CRONFENCE_REDIS", OPT_STRING, "URL[,URL...]",
-     "lock nodes redis://[:password@]host:port[/db]; none runs standalone", 0, 0},
+     "lock nodes redis:// or rediss:// (TLS) [[user]:password@]host:port[/db]; none runs "
+     "standalone",
+     0, 0},
+    {"redis-ca", "CRONFENCE_REDIS_CA", OPT_STRING, "F",
+     "CA bundle (PEM) rediss:// nodes are verified against (default: the system's CAs)", 0, 0},
     {"redis-prefix", "CRONFENCE_REDIS_PREFIX", OPT_STRING, "P",
      "prefix of every key cronfence writes on the Redis nodes (default cf:)", 0, 0},
     {"redis-timeout-ms", "CRONFENCE_REDIS_TIMEOUT_MS", OPT_INT, "N",
@@ -41,8 +55,18 @@ static const struct option_spec specs[] = {
      "API token that may write (repeatable or comma-separated)", 0, 0},
     {"viewer-token", "CRONFENCE_VIEWER_TOKEN", OPT_TOKENS, "T",
      "API token that may only read (repeatable or comma-separated)", 0, 0},
+    {"admin-token-file", "CRONFENCE_ADMIN_TOKEN_FILE", OPT_FILE, "F",
+     "read --admin-token from file F (one line; keeps it out of ps)", 0, 0},
+    {"viewer-token-file", "CRONFENCE_VIEWER_TOKEN_FILE", OPT_FILE, "F",
+     "read --viewer-token from file F (one line)", 0, 0},
     {"signing-secret", "CRONFENCE_SIGNING_SECRET", OPT_STRING, "S",
-     "default webhook signing secret (default: generated once, kept in the database)", 0, 0},
+     "default webhook signing secret, at least 16 bytes (default: generated once; in a cluster "
+     "once for the whole cluster, kept on the lock nodes, which it only seeds)",
+     0, 0},
+    {"signing-secret-file", "CRONFENCE_SIGNING_SECRET_FILE", OPT_FILE, "F",
+     "read --signing-secret from file F (one line; keeps it out of ps)", 0, 0},
+    {"secret-overlap-hours", "CRONFENCE_SECRET_OVERLAP_HOURS", OPT_INT, "N",
+     "how long a rotated signing secret still signs deliveries (default 24)", 0, 8760},
     {"webhook-allow", "CRONFENCE_WEBHOOK_ALLOW", OPT_STRING, "LIST",
      "hosts or CIDRs webhooks may reach (default: everything but link-local and cloud metadata)", 0,
      0},
@@ -56,8 +80,17 @@ static const struct option_spec specs[] = {
      "most runs kept per job (default 10000)", 10, 10000000},
     {"shutdown-grace-ms", "CRONFENCE_SHUTDOWN_GRACE_MS", OPT_INT, "N",
      "how long deliveries in flight may finish after SIGTERM (default 30000)", 0, 3600000},
+    {"tls-cert", "CRONFENCE_TLS_CERT", OPT_STRING, "F",
+     "serve the API and dashboard over HTTPS with this certificate chain (PEM; needs --tls-key)", 0,
+     0},
+    {"tls-key", "CRONFENCE_TLS_KEY", OPT_STRING, "F", "private key (PEM) of --tls-cert", 0, 0},
     {"web-dir", "CRONFENCE_WEB_DIR", OPT_STRING, "DIR",
      "serve the dashboard from this folder instead of the copy built in (for development)", 0, 0},
+    {"notify-url", "CRONFENCE_NOTIFY_URL", OPT_STRING, "URL",
+     "default notification target for jobs without notify (failed, fenced, missed, lost runs)", 0,
+     0},
+    {"metrics-per-job", "CRONFENCE_METRICS_PER_JOB", OPT_BOOL, "[=true|false]",
+     "per-job series in /metrics (default true)", 0, 0},
     {"log-level", "CRONFENCE_LOG_LEVEL", OPT_LEVEL, "L",
      "debug, info, warn or error (default info)", 0, 0},
     {"log-format", "CRONFENCE_LOG_FORMAT", OPT_FORMAT, "F",
@@ -73,14 +106,16 @@ static const struct option_spec specs[] = {
 
 void config_usage(FILE *out)
 {
-    fprintf(out, "usage: cronfence [flags]\n\n"
+    fprintf(out, "usage: cronfence [flags]\n"
+                 "       cronfence --healthcheck [flags]   GET /healthz where the flags listen\n\n"
                  "Distributed cron: runs scheduled webhooks once per slot across a cluster,\n"
                  "with fencing tokens. Without --redis, one instance runs standalone.\n\n"
                  "flags (each also read from its environment variable; flags win):\n");
     for (size_t i = 0; i < SPEC_COUNT; i++) {
         char left[64];
 
-        snprintf(left, sizeof(left), "--%s%s%s", specs[i].name, specs[i].arg ? " " : "",
+        snprintf(left, sizeof(left), "--%s%s%s", specs[i].name,
+                 specs[i].arg && specs[i].kind != OPT_BOOL ? " " : "",
                  specs[i].arg ? specs[i].arg : "");
         fprintf(out, "  %-28s %s%s%s%s\n", left, specs[i].help, specs[i].env ? " [" : "",
                 specs[i].env ? specs[i].env : "", specs[i].env ? "]" : "");
@@ -136,6 +171,12 @@ static char **string_slot(struct config *cfg, const char *name)
         return &cfg->db_path;
     if (strcmp(name, "redis") == 0)
         return &cfg->redis;
+    if (strcmp(name, "redis-ca") == 0)
+        return &cfg->redis_ca;
+    if (strcmp(name, "tls-cert") == 0)
+        return &cfg->tls_cert;
+    if (strcmp(name, "tls-key") == 0)
+        return &cfg->tls_key;
     if (strcmp(name, "redis-prefix") == 0)
         return &cfg->redis_prefix;
     if (strcmp(name, "instance-id") == 0)
@@ -150,7 +191,62 @@ static char **string_slot(struct config *cfg, const char *name)
         return &cfg->web_dir;
     if (strcmp(name, "log-file") == 0)
         return &cfg->log_file;
+    if (strcmp(name, "notify-url") == 0)
+        return &cfg->notify_url;
     return NULL;
+}
+
+static int apply(struct config *cfg, const struct option_spec *spec, const char *value,
+                 bool from_flag, bool *tokens_from_flag, char *err, size_t errlen);
+
+/*
+ * --X-file F: applies the contents of F, less its trailing line ends and
+ * spaces, as the value of --X. The value is wiped from memory after use.
+ */
+static int apply_file(struct config *cfg, const struct option_spec *spec, const char *path,
+                      bool from_flag, bool *tokens_from_flag, char *err, size_t errlen)
+{
+    char target[64], value[4097];
+    const struct option_spec *target_spec = NULL;
+    size_t len, name_len = strlen(spec->name) - strlen("-file");
+    FILE *file;
+    int ret;
+
+    snprintf(target, sizeof(target), "%.*s", (int)name_len, spec->name);
+    for (size_t i = 0; i < SPEC_COUNT; i++)
+        if (strcmp(specs[i].name, target) == 0)
+            target_spec = &specs[i];
+    if (target_spec == NULL)
+        return CF_ERR_INVALID;
+    file = fopen(path, "r");
+    if (file == NULL) {
+        snprintf(err, errlen, "--%s: cannot read %s: %s", spec->name, path, strerror(errno));
+        return CF_ERR_INVALID;
+    }
+    len = fread(value, 1, sizeof(value) - 1, file);
+    ret = ferror(file) ? CF_ERR_IO : fgetc(file) != EOF ? CF_ERR_TOO_LARGE : CF_OK;
+    fclose(file);
+    if (ret != CF_OK) {
+        OPENSSL_cleanse(value, sizeof(value));
+        if (ret == CF_ERR_IO)
+            snprintf(err, errlen, "--%s: cannot read %s", spec->name, path);
+        else
+            snprintf(err, errlen, "--%s: %s is over %zu bytes", spec->name, path,
+                     sizeof(value) - 1);
+        return CF_ERR_INVALID;
+    }
+    while (len > 0 && (value[len - 1] == '\n' || value[len - 1] == '\r' || value[len - 1] == ' ' ||
+                       value[len - 1] == '\t'))
+        len--;
+    value[len] = '\0';
+    if (len == 0 || memchr(value, '\n', len) != NULL) {
+        snprintf(err, errlen, "--%s: %s must hold one non-empty line", spec->name, path);
+        ret = CF_ERR_INVALID;
+    } else {
+        ret = apply(cfg, target_spec, value, from_flag, tokens_from_flag, err, errlen);
+    }
+    OPENSSL_cleanse(value, sizeof(value));
+    return ret;
 }
 
 /* Applies one option value; from_flag says whether it came from argv (tokens: flags replace env).
@@ -189,7 +285,9 @@ static int apply(struct config *cfg, const struct option_spec *spec, const char 
                      (long long)spec->min, (long long)spec->max, value);
             return CF_ERR_INVALID;
         }
-        if (strcmp(spec->name, "node-quarantine-ms") == 0)
+        if (strcmp(spec->name, "secret-overlap-hours") == 0)
+            cfg->secret_overlap_ms = parsed * 3600000;
+        else if (strcmp(spec->name, "node-quarantine-ms") == 0)
             cfg->node_quarantine_ms = parsed;
         else if (strcmp(spec->name, "redis-timeout-ms") == 0)
             cfg->redis_timeout_ms = parsed;
@@ -218,6 +316,26 @@ static int apply(struct config *cfg, const struct option_spec *spec, const char 
         return CF_OK;
     case OPT_FLAG:
         return CF_OK;
+    case OPT_FILE:
+        return apply_file(cfg, spec, value, from_flag, tokens_from_flag, err, errlen);
+    case OPT_BOOL: {
+        /* A bare --flag is true; the value spellings of systemd and most CLIs are accepted. */
+        static const char *const truthy[] = {"true", "1", "yes", "on"};
+        static const char *const falsy[] = {"false", "0", "no", "off"};
+
+        for (size_t i = 0; i < 4; i++) {
+            if (value == NULL || strcmp(value, truthy[i]) == 0) {
+                cfg->metrics_per_job = true;
+                return CF_OK;
+            }
+            if (strcmp(value, falsy[i]) == 0) {
+                cfg->metrics_per_job = false;
+                return CF_OK;
+            }
+        }
+        snprintf(err, errlen, "--%s must be true or false, got %s", spec->name, value);
+        return CF_ERR_INVALID;
+    }
     }
     return CF_ERR_INVALID;
 }
@@ -239,7 +357,9 @@ int config_parse(int argc, char **argv, struct config *cfg, enum config_action *
     cfg->history_days = 30;
     cfg->history_per_job = 10000;
     cfg->shutdown_grace_ms = 30000;
+    cfg->secret_overlap_ms = 24 * 3600000LL;
     cfg->log_level = LOG_INFO;
+    cfg->metrics_per_job = true;
     if (cfg->listen == NULL || cfg->db_path == NULL || cfg->redis_prefix == NULL)
         return CF_ERR_NOMEM;
 
@@ -254,7 +374,9 @@ int config_parse(int argc, char **argv, struct config *cfg, enum config_action *
     }
     for (size_t i = 0; i < SPEC_COUNT; i++) {
         longopts[i].name = specs[i].name;
-        longopts[i].has_arg = specs[i].kind == OPT_FLAG ? no_argument : required_argument;
+        longopts[i].has_arg = specs[i].kind == OPT_FLAG   ? no_argument
+                              : specs[i].kind == OPT_BOOL ? optional_argument
+                                                          : required_argument;
         longopts[i].flag = NULL;
         longopts[i].val = 0;
     }
@@ -304,6 +426,9 @@ void config_release(struct config *cfg)
     free(cfg->listen);
     free(cfg->db_path);
     free(cfg->redis);
+    free(cfg->redis_ca);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
     free(cfg->redis_prefix);
     free(cfg->instance_id);
     free(cfg->advertise);
@@ -311,6 +436,7 @@ void config_release(struct config *cfg)
     free(cfg->webhook_allow);
     free(cfg->web_dir);
     free(cfg->log_file);
+    free(cfg->notify_url);
     free_tokens(&cfg->admin_tokens, &cfg->admin_token_count);
     free_tokens(&cfg->viewer_tokens, &cfg->viewer_token_count);
 }

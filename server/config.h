@@ -17,6 +17,7 @@ struct config {
     char *listen; /* HOST:PORT */
     char *db_path;
     char *redis;              /* comma-separated URLs; NULL for standalone */
+    char *redis_ca;           /* CA bundle for rediss:// nodes; NULL: the system's */
     char *redis_prefix;       /* key prefix on the nodes */
     int64_t redis_timeout_ms; /* per node per round */
     int64_t claim_stagger_ms; /* rank-staggered claims (DESIGN §4.4) */
@@ -26,16 +27,21 @@ struct config {
     size_t admin_token_count;
     char **viewer_tokens;
     size_t viewer_token_count;
-    char *signing_secret;       /* NULL: generated once, kept in the database */
+    char *signing_secret;       /* NULL: generated once, kept in the database or on the nodes */
+    int64_t secret_overlap_ms;  /* how long a rotated signing secret still signs */
     char *webhook_allow;        /* NULL: everything but link-local */
     int64_t node_quarantine_ms; /* 0: twice the longest lease, at least 60000 */
     int history_days;
     int history_per_job;
     int64_t shutdown_grace_ms;
-    char *web_dir; /* NULL: the dashboard built into the binary */
+    char *web_dir;  /* NULL: the dashboard built into the binary */
+    char *tls_cert; /* PEM files to serve HTTPS; both or neither */
+    char *tls_key;
     enum log_level log_level;
     bool log_json;
-    char *log_file; /* NULL: standard error */
+    char *log_file;       /* NULL: standard error */
+    char *notify_url;     /* default notification target (DESIGN §5); NULL for none */
+    bool metrics_per_job; /* per-job series in /metrics (DESIGN §7) */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_HELP, CONFIG_VERSION };

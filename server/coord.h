@@ -48,6 +48,7 @@ struct coord_claim {
      */
     char run_id[RUN_ID_MAX];
     enum run_trigger trigger;
+    const char *retry_of; /* a retry: the run it retries (borrowed), else NULL */
 
     /* out */
     int result;           /* CF_OK, CF_ERR_FIRED, CF_ERR_BUSY, CF_ERR_NO_QUORUM, ... */
@@ -140,6 +141,12 @@ struct coord_ops {
      */
     int64_t (*claim_delay_ms)(struct coord *coord, const char *job, int64_t slot_ms);
     /*
+     * This instance's rank among the live members for (job, slot_ms), the
+     * order of DESIGN §4.4: 0 for the instance that claims first. 0 in
+     * standalone mode. Thread-safe.
+     */
+    int64_t (*rank)(struct coord *coord, const char *job, int64_t slot_ms);
+    /*
      * Sets the function told, from a coordinator thread, of catalog entries
      * peers changed once they are in the local mirror; changes applied
      * before it was set are told to it at once. fn may be NULL.
@@ -181,6 +188,7 @@ int coord_standalone_new(struct db *db, const char *instance_id, const char *adv
 /* Settings of the cluster coordinator (DESIGN §4). */
 struct coord_cluster_config {
     const char *redis_urls;    /* comma-separated node URLs */
+    const char *redis_ca;      /* CA bundle for rediss:// nodes; NULL: the system's */
     const char *prefix;        /* key prefix, "cf:" */
     const char *instance_id;   /* copied */
     const char *advertise_url; /* copied */
@@ -199,5 +207,15 @@ struct coord_cluster_config {
  */
 int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out, char *err,
                       size_t errlen);
+
+struct nodeset;
+
+/*
+ * The node set and key prefix of a cluster coordinator (both borrowed for
+ * the coordinator's life), for state kept on the lock nodes beside the
+ * coordinator's own (signing_secrets.c). coord must be a cluster one.
+ */
+struct nodeset *coord_cluster_nodeset(struct coord *coord);
+const char *coord_cluster_prefix(struct coord *coord);
 
 #endif

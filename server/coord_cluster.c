@@ -30,6 +30,7 @@
 #include "common.h"
 #include "coord.h"
 #include "db.h"
+#include "departed.h"
 #include "fired_slots.h"
 #include "log.h"
 #include "minting.h"
@@ -344,9 +345,14 @@ static const char script_publish[] =
  * run feed (and when, by the node's clock), forgets readers silent for
  * longer than ARGV[3] ms, and trims the feed below the lowest position of
  * those left: never the unread part of a reader that is alive, restarting
- * or paused for less than that. Returns the feed's first entry id ('' when
- * empty), for the reader to tell whether entries it had not read are gone.
- * KEYS: run feed, readers hash, readers' last-seen hash.
+ * or paused for less than that. A node that lost its data (no trust
+ * marker) also lost its list of readers, and a live member missing from
+ * that list has not said where it is: the feed is not trimmed until the
+ * node is trusted again and every live member has told its position.
+ * Returns the feed's first entry id ('' when empty), for the reader to tell
+ * whether entries it had not read are gone.
+ * KEYS: run feed, readers hash, readers' last-seen hash, trust marker,
+ * members sorted set.
  * ARGV: reader id, its position, reader ttl_ms.
  */
 static const char script_feed_trim[] =
@@ -354,6 +360,15 @@ static const char script_feed_trim[] =
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])\n"
     "redis.call('HSET', KEYS[3], ARGV[1], string.format('%d', now))\n"
+    "local function first_id()\n"
+    "  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+    "  if first[1] then return first[1][1] end\n"
+    "  return ''\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[4]) == 0 then return first_id() end\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do\n"
+    "  if redis.call('HEXISTS', KEYS[2], id) == 0 then return first_id() end\n"
+    "end\n"
     "local low_ms, low_seq\n"
     "local readers = redis.call('HGETALL', KEYS[2])\n"
     "for i = 1, #readers, 2 do\n"
@@ -372,9 +387,7 @@ static const char script_feed_trim[] =
     "if low_ms and low_ms > 0 then\n"
     "  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', low_ms, low_seq))\n"
     "end\n"
-    "local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
-    "if first[1] then return first[1][1] end\n"
-    "return ''\n";
+    "return first_id()\n";
 
 static const char *const scripts[S_COUNT] = {
     [S_CLAIM] = script_claim,
@@ -452,6 +465,8 @@ struct coord_cluster {
     struct node_state nodes[MAX_NODES];
     struct member *members;
     size_t member_count;
+    /* Members that left lately, shown as down. */
+    struct departed departed;
     bool view_fresh;      /* the last heartbeat was answered by a trusted quorum */
     int64_t view_boot_ms; /* when the view was last refreshed */
     bool first_view;      /* a heartbeat round has completed */
@@ -824,6 +839,7 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
     memcpy(run.id, claim->run_id, sizeof(run.id));
     run.job = (char *)claim->job;
     run.trigger = claim->trigger;
+    run.retry_of = (char *)claim->retry_of;
     run.scheduled_at_ms = claim->slot_ms;
     run.started_at_ms = claim->started_at_ms;
     run.status = RUN_RUNNING;
@@ -1245,7 +1261,7 @@ static uint64_t rendezvous(const char *job, int64_t slot_ms, const char *member)
     return hash;
 }
 
-static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+static int64_t cluster_rank(struct coord *coord, const char *job, int64_t slot_ms)
 {
     struct coord_cluster *self = from_base(coord);
     uint64_t mine = rendezvous(job, slot_ms, self->instance_id);
@@ -1263,7 +1279,12 @@ static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int6
             rank++;
     }
     pthread_mutex_unlock(&self->state_lock);
-    return rank * self->stagger_ms;
+    return rank;
+}
+
+static int64_t cluster_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
+{
+    return cluster_rank(coord, job, slot_ms) * from_base(coord)->stagger_ms;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -2263,21 +2284,24 @@ static bool stream_id_after(const char *a, const char *b)
 static void feed_trim(struct coord_cluster *self)
 {
     struct nodeset_round *round;
-    char stream[KEY_MAX], readers[KEY_MAX], seen[KEY_MAX], positions[MAX_NODES][48];
+    char stream[KEY_MAX], readers[KEY_MAX], seen[KEY_MAX], marker[KEY_MAX], members[KEY_MAX];
+    char positions[MAX_NODES][48];
     int index[MAX_NODES];
 
     make_key(self, stream, "runs", "");
     make_key(self, readers, "readers", "");
     make_key(self, seen, "readers_seen", "");
+    make_key(self, marker, "node", "");
+    make_key(self, members, "members", "");
     read_positions(self, positions);
     round = nodeset_round_begin(self->ns);
     for (size_t node = 0; node < self->n; node++)
-        index[node] =
-            nodeset_round_node_up(round, node)
-                ? nodeset_round_script(round, node, S_FEED_TRIM, 3, 6,
-                                       (const char *[]){stream, readers, seen, self->instance_id,
-                                                        positions[node], READER_TTL})
-                : -1;
+        index[node] = nodeset_round_node_up(round, node)
+                          ? nodeset_round_script(round, node, S_FEED_TRIM, 5, 8,
+                                                 (const char *[]){stream, readers, seen, marker,
+                                                                  members, self->instance_id,
+                                                                  positions[node], READER_TTL})
+                          : -1;
     nodeset_round_exec(round);
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *first = nodeset_round_reply(round, node, index[node]);
@@ -2348,6 +2372,37 @@ static void merge_members(const redisReply *reply, struct member **list, size_t 
             *slot = m;
         }
     }
+}
+
+/*
+ * Moves the members of the current view missing from list (the new view)
+ * to the departed list, and forgets departures of members live again;
+ * state_lock held.
+ */
+static void note_departures(struct coord_cluster *self, const struct member *list, size_t count)
+{
+    for (size_t i = 0; i < self->member_count; i++) {
+        const struct member *old = &self->members[i];
+        struct departed_member gone = {0};
+        bool live = false;
+
+        for (size_t k = 0; k < count && !live; k++)
+            live = strcmp(list[k].id, old->id) == 0;
+        if (live || strcmp(old->id, self->instance_id) == 0)
+            continue;
+        snprintf(gone.id, sizeof(gone.id), "%s", old->id);
+        snprintf(gone.url, sizeof(gone.url), "%s", old->url);
+        snprintf(gone.version, sizeof(gone.version), "%s", old->version);
+        gone.started_at_ms = old->started_at_ms;
+        gone.last_seen_ms = old->seen_ms;
+        gone.ordinal = old->ordinal;
+        departed_add(&self->departed, &gone);
+        log_info("member gone", "member=%s last_seen_ms=%lld", gone.id,
+                 (long long)gone.last_seen_ms);
+    }
+    for (size_t k = 0; k < count; k++)
+        departed_remove(&self->departed, list[k].id);
+    departed_expire(&self->departed, cf_wall_ms());
 }
 
 /*
@@ -2425,6 +2480,7 @@ static void heartbeat(struct coord_cluster *self)
         }
     }
     if (list_count > 0 || trusted_answers >= self->quorum) {
+        note_departures(self, list, list_count);
         free(self->members);
         self->members = list;
         self->member_count = list_count;
@@ -2800,11 +2856,34 @@ static json_t *member_json(const struct member *m, bool is_self)
                  (long long)m->clock_offset_ms);
         json_array_append_new(warnings, json_string(text));
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:I, s:o}", "id", m->id, "url", m->url,
-                     "version", m->version, "started_at", cf_format_time(m->started_at_ms, started),
-                     "ordinal", (int)m->ordinal, "self", is_self, "last_seen",
-                     cf_format_time(m->seen_ms, seen), "clock_offset_ms",
-                     (json_int_t)m->clock_offset_ms, "warnings", warnings);
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:s, s:I, s:o}", "id", m->id, "url",
+                     m->url, "version", m->version, "started_at",
+                     cf_format_time(m->started_at_ms, started), "ordinal", (int)m->ordinal, "self",
+                     is_self, "up", 1, "last_seen", cf_format_time(m->seen_ms, seen),
+                     "clock_offset_ms", (json_int_t)m->clock_offset_ms, "warnings", warnings);
+}
+
+/* A member that left lately, as GET /cluster shows it: up false, with its last_seen. */
+static json_t *departed_json(const struct departed_member *m)
+{
+    char started[CF_TIME_LEN], seen[CF_TIME_LEN];
+
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:s, s:n, s:[]}", "id", m->id, "url",
+                     m->url, "version", m->version, "started_at",
+                     cf_format_time(m->started_at_ms, started), "ordinal", (int)m->ordinal, "self",
+                     0, "up", 0, "last_seen", cf_format_time(m->last_seen_ms, seen),
+                     "clock_offset_ms", "warnings");
+}
+
+/*
+ * The quorum's state (DESIGN §6): healthy when every node counts, degraded
+ * when a node is down or untrusted but a quorum is kept, else no_quorum.
+ */
+static const char *quorum_state(size_t trusted, size_t quorum, size_t n)
+{
+    if (trusted >= n)
+        return "healthy";
+    return trusted >= quorum ? "degraded" : "no_quorum";
 }
 
 /* Node i as the cluster page shows it; *trusted_out says whether it counts for Q. */
@@ -2874,6 +2953,9 @@ static json_t *cluster_status(struct coord *coord)
             found = true;
         }
     }
+    departed_expire(&self->departed, cf_wall_ms());
+    for (size_t i = 0; i < self->departed.count; i++)
+        json_array_append_new(members, departed_json(&self->departed.items[i]));
     pthread_mutex_unlock(&self->state_lock);
     me.ordinal = atomic_load(&self->ordinal);
     if (!found)
@@ -2887,10 +2969,11 @@ static json_t *cluster_status(struct coord *coord)
         json_array_append_new(nodes, node_json(self, i, &states[i], &node_trusted_now));
         trusted += node_trusted_now;
     }
-    return json_pack("{s:s, s:o, s:o, s:o, s:{s:i, s:i, s:i, s:b}, s:b}", "mode", "cluster",
+    return json_pack("{s:s, s:o, s:o, s:o, s:{s:i, s:i, s:i, s:b, s:s}, s:b}", "mode", "cluster",
                      "instance", instance, "members", members, "nodes", nodes, "quorum", "size",
                      (int)self->n, "needed", (int)self->quorum, "trusted", (int)trusted, "healthy",
-                     trusted >= self->quorum, "ordinal_held", atomic_load(&self->ordinal_held));
+                     trusted >= self->quorum, "state", quorum_state(trusted, self->quorum, self->n),
+                     "ordinal_held", atomic_load(&self->ordinal_held));
 }
 
 static bool cluster_ready(struct coord *coord)
@@ -2982,6 +3065,7 @@ static void cluster_destroy(struct coord *coord)
     pthread_cond_destroy(&self->catalog_cond);
     pthread_cond_destroy(&self->first_view_cond);
     free(self->members);
+    departed_release(&self->departed);
     for (size_t i = 0; i < self->unheard_count; i++)
         free(self->unheard[i]);
     free(self->unheard);
@@ -3001,6 +3085,7 @@ static const struct coord_ops cluster_ops = {
     .history_queued = cluster_history_queued,
     .fired_until = cluster_fired_until,
     .claim_delay_ms = cluster_claim_delay_ms,
+    .rank = cluster_rank,
     .set_listener = cluster_set_listener,
     .set_url = cluster_set_url,
     .ordinal = cluster_ordinal,
@@ -3008,6 +3093,16 @@ static const struct coord_ops cluster_ops = {
     .status = cluster_status,
     .destroy = cluster_destroy,
 };
+
+struct nodeset *coord_cluster_nodeset(struct coord *coord)
+{
+    return from_base(coord)->ns;
+}
+
+const char *coord_cluster_prefix(struct coord *coord)
+{
+    return from_base(coord)->prefix;
+}
 
 int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out, char *err,
                       size_t errlen)
@@ -3045,6 +3140,7 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     make_key(self, self->catalog_channel, "catalog", "");
     make_key(self, self->fired_channel, "fired", "");
     ncfg.urls = cfg->redis_urls;
+    ncfg.tls_ca = cfg->redis_ca;
     ncfg.timeout_ms = cfg->node_timeout_ms;
     ncfg.scripts = scripts;
     ncfg.script_count = S_COUNT;

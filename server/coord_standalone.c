@@ -305,6 +305,11 @@ static int standalone_fired_until(struct coord *coord, const char *const *jobs, 
     return db_fence_last_many(self->db, jobs, n, last_ms);
 }
 
+static int64_t standalone_rank(struct coord *coord, const char *job, int64_t slot_ms)
+{
+    return 0;
+}
+
 static int64_t standalone_claim_delay_ms(struct coord *coord, const char *job, int64_t slot_ms)
 {
     return 0;
@@ -387,6 +392,7 @@ static const struct coord_ops standalone_ops = {
     .history_queued = standalone_history_queued,
     .fired_until = standalone_fired_until,
     .claim_delay_ms = standalone_claim_delay_ms,
+    .rank = standalone_rank,
     .set_listener = standalone_set_listener,
     .set_url = standalone_set_url,
     .ordinal = standalone_ordinal,

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -151,6 +153,26 @@ static int db_fail(struct db *db, const char *what)
     return CF_ERR_DB;
 }
 
+/*
+ * The database holds the signing secret and, tokenless, the admin token: its
+ * file and the -wal and -shm beside it (which SQLite creates with the
+ * database's mode) are for their owner only, also when made before with a
+ * wider mode. Files that do not exist are skipped.
+ */
+static void owner_only(const char *path)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    char name[PATH_MAX];
+    struct stat st;
+
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        if (snprintf(name, sizeof(name), "%s%s", path, suffixes[i]) >= (int)sizeof(name))
+            continue;
+        if (stat(name, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+            chmod(name, st.st_mode & 0700);
+    }
+}
+
 int db_open(const char *path, struct db **out, char *err, size_t errlen)
 {
     struct db *db = calloc(1, sizeof(*db));
@@ -169,6 +191,7 @@ int db_open(const char *path, struct db **out, char *err, size_t errlen)
         goto out_close;
     }
     sqlite3_busy_timeout(db->conn, DB_BUSY_TIMEOUT_MS);
+    owner_only(path);
     /*
      * WAL lets API reads run beside scheduler writes. synchronous=NORMAL in
      * WAL mode loses no committed transaction when the process is killed;
@@ -768,6 +791,203 @@ out:
     return ret;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Sorted job lists (migration 0006)                                         */
+/* ---------------------------------------------------------------------- */
+
+/* The filters of a sorted listing (?2 q, ?3 paused), without the name cursor. */
+#define JOB_SORTED_FILTER                                                                          \
+    "j.deleted_at IS NULL"                                                                         \
+    " AND (?2 IS NULL OR instr(j.name, lower(?2)) > 0"                                             \
+    "      OR instr(lower(j.description), lower(?2)) > 0)"                                         \
+    " AND (?3 < 0 OR j.paused = ?3)"
+
+/* One statement per (key, direction): job_stats walked by its index, jobs joined by name. */
+#define JOB_SORTED_SQL(key, cmp, dir)                                                              \
+    "SELECT j.doc, j.version, j.created_at, j.updated_at, s." key                                  \
+    " FROM job_stats AS s CROSS JOIN jobs AS j ON j.name = s.job WHERE " JOB_SORTED_FILTER         \
+    " AND (s." key ", s.job) " cmp " (?5, ?1) ORDER BY s." key " " dir ", s.job " dir " LIMIT ?4"
+
+int db_job_list_sorted(struct db *db, const struct db_job_query *query, enum db_job_sort sort,
+                       bool descending, int64_t after_key, struct job ***jobs, size_t *count,
+                       bool *more, int64_t *last_key)
+{
+    static const char *const sql[3][2] = {
+        [DB_JOB_SORT_NEXT] = {JOB_SORTED_SQL("next_fire_at", ">", "ASC"),
+                              JOB_SORTED_SQL("next_fire_at", "<", "DESC")},
+        [DB_JOB_SORT_LAST_RUN] = {JOB_SORTED_SQL("last_run_at", ">", "ASC"),
+                                  JOB_SORTED_SQL("last_run_at", "<", "DESC")},
+        [DB_JOB_SORT_FAILURES] = {JOB_SORTED_SQL("consecutive_failures", ">", "ASC"),
+                                  JOB_SORTED_SQL("consecutive_failures", "<", "DESC")},
+    };
+    sqlite3_stmt *stmt;
+    size_t cap = 0;
+    int rc, ret = CF_OK;
+
+    *jobs = NULL;
+    *count = 0;
+    *more = false;
+    *last_key = 0;
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, sql[sort][descending]);
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    if (query->after != NULL) {
+        bind_text(stmt, 1, query->after);
+        sqlite3_bind_int64(stmt, 5, after_key);
+    } else {
+        /* Before every row: the lowest key and name ascending, above the highest descending. */
+        bind_text(stmt, 1, descending ? "\x7f" : "");
+        sqlite3_bind_int64(stmt, 5, descending ? INT64_MAX : INT64_MIN);
+    }
+    bind_text(stmt, 2, query->q);
+    sqlite3_bind_int(stmt, 3, query->paused);
+    sqlite3_bind_int(stmt, 4, query->limit + 1);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct job *job;
+
+        if (*count == (size_t)query->limit) {
+            *more = true;
+            break;
+        }
+        ret = job_from_row(stmt, 0, &job);
+        if (ret == CF_OK)
+            ret = push_job(jobs, count, &cap, job);
+        if (ret != CF_OK)
+            break;
+        *last_key = sqlite3_column_int64(stmt, 4);
+    }
+    if (ret == CF_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = db_fail(db, "sorted job list");
+    if (ret != CF_OK) {
+        free_jobs(*jobs, *count);
+        *jobs = NULL;
+        *count = 0;
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_next_stale(struct db *db, int64_t now_ms, int limit, struct job ***jobs, size_t *count)
+{
+    sqlite3_stmt *stmt;
+    int ret;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT j.doc, j.version, j.created_at, j.updated_at"
+                       " FROM job_stats AS s CROSS JOIN jobs AS j ON j.name = s.job"
+                       " WHERE s.next_fire_at < ?1 AND j.deleted_at IS NULL"
+                       " ORDER BY s.next_fire_at LIMIT ?2");
+    if (stmt != NULL) {
+        sqlite3_bind_int64(stmt, 1, now_ms);
+        sqlite3_bind_int(stmt, 2, limit);
+    }
+    ret = stmt ? collect_jobs(db, stmt, 0, jobs, count, NULL) : CF_ERR_DB;
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_next_store(struct db *db, const char *const *names, const int64_t *next_ms, size_t n)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ret = CF_OK;
+
+    pthread_mutex_lock(&db->lock);
+    if (sqlite3_exec(db->conn, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        ret = db_fail(db, "job next store");
+        goto out_unlock;
+    }
+    stmt = prepare(db, "UPDATE job_stats SET next_fire_at = ?2 WHERE job = ?1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out_end;
+    }
+    for (size_t i = 0; i < n && ret == CF_OK; i++) {
+        bind_text(stmt, 1, names[i]);
+        sqlite3_bind_int64(stmt, 2, next_ms[i]);
+        if (sqlite3_step(stmt) != SQLITE_DONE)
+            ret = db_fail(db, "job next store");
+        sqlite3_reset(stmt);
+    }
+out_end:
+    sqlite3_finalize(stmt);
+    sqlite3_exec(db->conn, ret == CF_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+out_unlock:
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_job_stats_get(struct db *db, const char *job, struct db_job_stats *stats)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_OK;
+
+    memset(stats, 0, sizeof(*stats));
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT consecutive_failures, last_error FROM job_stats WHERE job = ?1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, job);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *error = sqlite3_column_text(stmt, 1);
+
+        stats->consecutive_failures = sqlite3_column_int64(stmt, 0);
+        if (error != NULL) {
+            stats->last_error = strdup((const char *)error);
+            if (stats->last_error == NULL)
+                ret = CF_ERR_NOMEM;
+        }
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "job stats");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_firings_by_instance(struct db *db, int64_t since_ms, json_t **counts)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_OK;
+
+    *counts = json_object();
+    if (*counts == NULL)
+        return CF_ERR_NOMEM;
+    pthread_mutex_lock(&db->lock);
+    /* runs_by_time bounds the read to the window. */
+    stmt = prepare(db, "SELECT instance, count(*) FROM runs WHERE sort_at >= ?1"
+                       " AND instance IS NOT NULL"
+                       " AND status IN ('running', 'succeeded', 'failed', 'fenced', 'lost')"
+                       " GROUP BY instance");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    sqlite3_bind_int64(stmt, 1, since_ms);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        json_object_set_new(*counts, (const char *)sqlite3_column_text(stmt, 0),
+                            json_integer(sqlite3_column_int64(stmt, 1)));
+    if (rc != SQLITE_DONE)
+        ret = db_fail(db, "run firings");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        json_decref(*counts);
+        *counts = NULL;
+    }
+    return ret;
+}
+
 int db_job_all(struct db *db, struct job ***jobs, size_t *count)
 {
     sqlite3_stmt *stmt;
@@ -831,7 +1051,8 @@ int db_run_last_slots(struct db *db, const char *const *jobs, size_t n, int64_t 
      * latest slot: a job's long history is not read to find it.
      */
     return read_int_per_job(db,
-                            "SELECT scheduled_at FROM runs WHERE job = ?1 AND trigger != 'manual'"
+                            "SELECT scheduled_at FROM runs WHERE job = ?1"
+                            " AND trigger NOT IN ('manual', 'retry')"
                             " AND scheduled_at IS NOT NULL ORDER BY sort_at DESC, id DESC LIMIT 1",
                             "run last slots", jobs, n, slot_ms);
 }
@@ -1096,7 +1317,8 @@ int db_fence_last_many(struct db *db, const char *const *jobs, size_t n, int64_t
 
 int64_t db_run_sort_at(const struct run *run)
 {
-    if (run->trigger != RUN_TRIGGER_MANUAL && run->scheduled_at_ms != 0)
+    if (run->trigger != RUN_TRIGGER_MANUAL && run->trigger != RUN_TRIGGER_RETRY &&
+        run->scheduled_at_ms != 0)
         return run->scheduled_at_ms;
     return run->started_at_ms != 0 ? run->started_at_ms : run->scheduled_at_ms;
 }
@@ -1134,8 +1356,9 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
             db->conn,
             "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
             " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
-            " error, response_excerpt, lease_lost, sort_at) VALUES"
-            " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            " error, response_excerpt, lease_lost, sort_at, lag_ms, retry_of, attempt_log) VALUES"
+            " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
+            " ?19, ?20)"
             " ON CONFLICT (id) DO UPDATE SET trigger = excluded.trigger,"
             " scheduled_at = excluded.scheduled_at, started_at = excluded.started_at,"
             " finished_at = excluded.finished_at, status = excluded.status,"
@@ -1143,7 +1366,9 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
             " instance = excluded.instance, attempts = excluded.attempts,"
             " http_status = excluded.http_status, duration_ms = excluded.duration_ms,"
             " error = excluded.error, response_excerpt = excluded.response_excerpt,"
-            " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at"
+            " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at,"
+            " lag_ms = excluded.lag_ms, retry_of = excluded.retry_of,"
+            " attempt_log = excluded.attempt_log"
             " WHERE " RUN_MERGE_KEY_SQL("excluded") " > " RUN_MERGE_KEY_SQL("runs"),
             -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
         if (rc != SQLITE_OK)
@@ -1170,6 +1395,20 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
     bind_text(stmt, 15, run->response_excerpt);
     sqlite3_bind_int(stmt, 16, run->lease_lost);
     sqlite3_bind_int64(stmt, 17, db_run_sort_at(run));
+    if (run->has_lag)
+        sqlite3_bind_int64(stmt, 18, run->lag_ms);
+    bind_text(stmt, 19, run->retry_of);
+    if (run->attempt_log_count > 0) {
+        json_t *list = run_attempt_log_to_json(run);
+        char *log = list != NULL ? json_dumps(list, JSON_COMPACT) : NULL;
+
+        json_decref(list);
+        if (log == NULL) {
+            sqlite3_clear_bindings(stmt);
+            return CF_ERR_NOMEM;
+        }
+        sqlite3_bind_text(stmt, 20, log, -1, free);
+    }
     rc = sqlite3_step(stmt);
     *changed = rc == SQLITE_DONE && sqlite3_changes(db->conn) > 0;
     sqlite3_reset(stmt);
@@ -1350,7 +1589,17 @@ int db_outbox_count(struct db *db, int64_t *count)
 
 #define RUN_COLUMNS                                                                                \
     "id, job, trigger, scheduled_at, started_at, finished_at, status, reason, fencing_token,"      \
-    " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at"
+    " instance, attempts, http_status, duration_ms, error, response_excerpt, lease_lost, sort_at," \
+    " lag_ms, retry_of, attempt_log"
+
+/* Reads a stored attempt_log into run; one that cannot be read leaves the run without one. */
+static void run_attempt_log_parse(const char *text, struct run *run)
+{
+    json_t *list = json_loads(text, 0, NULL);
+
+    run_attempt_log_from_json(list, run);
+    json_decref(list);
+}
 
 static void run_from_row(sqlite3_stmt *stmt, struct run *run)
 {
@@ -1377,6 +1626,12 @@ static void run_from_row(sqlite3_stmt *stmt, struct run *run)
     run->error = column_strdup(stmt, 13);
     run->response_excerpt = column_strdup(stmt, 14);
     run->lease_lost = sqlite3_column_int(stmt, 15) != 0;
+    run->has_lag = sqlite3_column_type(stmt, 17) != SQLITE_NULL;
+    run->lag_ms = sqlite3_column_int64(stmt, 17);
+    run->retry_of = column_strdup(stmt, 18);
+    text = (const char *)sqlite3_column_text(stmt, 19);
+    if (text != NULL)
+        run_attempt_log_parse(text, run);
 }
 
 int db_run_get(struct db *db, const char *id, struct run *run)
@@ -1459,13 +1714,16 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
 
     /*
      * Only the filters given go into the statement, so that SQLite can pick
-     * the index that matches them (runs_by_job, runs_by_status).
+     * the index that matches them (runs_by_job, runs_by_status,
+     * runs_by_instance, runs_by_trigger).
      */
     snprintf(sql, sizeof(sql),
-             "SELECT " RUN_COLUMNS " FROM runs WHERE sort_at >= ?3 AND sort_at < ?4%s%s%s"
+             "SELECT " RUN_COLUMNS " FROM runs WHERE sort_at >= ?3 AND sort_at < ?4%s%s%s%s%s"
              " ORDER BY sort_at DESC, id DESC LIMIT ?8",
              query->job != NULL ? " AND job = ?1" : "",
              query->status >= 0 ? " AND status = ?2" : "",
+             query->instance != NULL ? " AND instance = ?9" : "",
+             query->trigger >= 0 ? " AND trigger = ?10" : "",
              query->has_cursor ? " AND (sort_at < ?6 OR (sort_at = ?6 AND id < ?7))" : "");
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, sql);
@@ -1481,8 +1739,78 @@ int db_run_list(struct db *db, const struct db_run_query *query, struct run **ru
             bind_text(stmt, 7, query->cursor_id);
         }
         sqlite3_bind_int(stmt, 8, query->limit + 1);
+        if (query->instance != NULL)
+            bind_text(stmt, 9, query->instance);
+        if (query->trigger >= 0)
+            bind_text(stmt, 10, run_trigger_name((enum run_trigger)query->trigger));
     }
     return collect_runs(db, stmt, (size_t)query->limit, "run list", runs, count, more);
+}
+
+int db_run_job_health(struct db *db,
+                      void (*each)(void *ctx, const char *job, int64_t last_success_ms,
+                                   int64_t last_failure_ms, int64_t consecutive_failures),
+                      void *ctx)
+{
+    sqlite3_stmt *stmt;
+    int rc = SQLITE_DONE, ret = CF_OK;
+
+    pthread_mutex_lock(&db->lock);
+    /* One pass over the history at start; from then on the observers keep the values. */
+    stmt = prepare(
+        db, "WITH s AS (SELECT job, max(coalesce(finished_at, scheduled_at, 0)) AS at FROM runs"
+            "   WHERE status = 'succeeded' GROUP BY job),"
+            " f AS (SELECT runs.job, max(coalesce(finished_at, scheduled_at, 0)) AS at,"
+            "   sum(coalesce(finished_at, scheduled_at, 0) > coalesce(s.at, 0)) AS n"
+            "   FROM runs LEFT JOIN s ON s.job = runs.job"
+            "   WHERE status IN ('failed', 'fenced', 'missed', 'lost') GROUP BY runs.job)"
+            " SELECT s.job, s.at, 0, 0 FROM s WHERE s.job NOT IN (SELECT job FROM f)"
+            " UNION ALL SELECT f.job, coalesce(s.at, 0), f.at, f.n FROM f"
+            "   LEFT JOIN s ON s.job = f.job");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+        each(ctx, (const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int64(stmt, 1),
+             sqlite3_column_int64(stmt, 2), sqlite3_column_int64(stmt, 3));
+    if (rc != SQLITE_DONE)
+        ret = db_fail(db, "run job health");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
+}
+
+int db_run_previous_status(struct db *db, const struct run *run, int *status)
+{
+    sqlite3_stmt *stmt;
+    int rc, ret = CF_ERR_NOT_FOUND;
+
+    *status = -1;
+    pthread_mutex_lock(&db->lock);
+    /* runs_by_job from run's position down: the newest ended run before it. */
+    stmt = prepare(db, "SELECT status FROM runs WHERE job = ?1 AND (sort_at < ?2 OR"
+                       " (sort_at = ?2 AND id < ?3)) AND status NOT IN ('running', 'skipped')"
+                       " ORDER BY sort_at DESC, id DESC LIMIT 1");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    bind_text(stmt, 1, run->job);
+    sqlite3_bind_int64(stmt, 2, db_run_sort_at(run));
+    bind_text(stmt, 3, run->id);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *status = run_status_parse((const char *)sqlite3_column_text(stmt, 0));
+        ret = CF_OK;
+    } else if (rc != SQLITE_DONE) {
+        ret = db_fail(db, "run previous status");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    return ret;
 }
 
 int db_run_latest(struct db *db, const char *job, struct run *run)
@@ -1520,7 +1848,7 @@ int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms)
     *slot_ms = 0;
     pthread_mutex_lock(&db->lock);
     stmt = prepare(db, "SELECT coalesce(max(scheduled_at), 0) FROM runs"
-                       " WHERE job = ? AND trigger != 'manual'");
+                       " WHERE job = ? AND trigger NOT IN ('manual', 'retry')");
     if (stmt != NULL) {
         bind_text(stmt, 1, job);
         if (sqlite3_step(stmt) == SQLITE_ROW) {
@@ -1603,6 +1931,58 @@ int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted)
     return ret;
 }
 
+int db_run_jobs_over(struct db *db, int keep, char ***jobs, size_t *count)
+{
+    sqlite3_stmt *stmt;
+    char **names = NULL;
+    size_t used = 0, cap = 0;
+    int rc, ret = CF_OK;
+
+    pthread_mutex_lock(&db->lock);
+    stmt = prepare(db, "SELECT job FROM runs GROUP BY job HAVING count(*) > ?");
+    if (stmt == NULL) {
+        ret = CF_ERR_DB;
+        goto out;
+    }
+    sqlite3_bind_int(stmt, 1, keep);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        char *name = strdup((const char *)sqlite3_column_text(stmt, 0));
+
+        if (used == cap) {
+            size_t grown = cap ? cap * 2 : 16;
+            char **bigger = realloc(names, grown * sizeof(*names));
+
+            if (bigger == NULL) {
+                free(name);
+                name = NULL;
+            } else {
+                names = bigger;
+                cap = grown;
+            }
+        }
+        if (name == NULL) {
+            ret = CF_ERR_NOMEM;
+            break;
+        }
+        names[used++] = name;
+    }
+    if (ret == CF_OK && rc != SQLITE_DONE)
+        ret = db_fail(db, "runs per job");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&db->lock);
+    if (ret != CF_OK) {
+        for (size_t i = 0; i < used; i++)
+            free(names[i]);
+        free(names);
+        names = NULL;
+        used = 0;
+    }
+    *jobs = names;
+    *count = used;
+    return ret;
+}
+
 int db_run_prune_job(struct db *db, const char *job, int keep, int batch, int *deleted)
 {
     sqlite3_stmt *stmt;
@@ -1629,9 +2009,9 @@ int db_check(struct db *db)
     int ret = CF_ERR_DB;
 
     pthread_mutex_lock(&db->lock);
-    stmt = prepare(db, "PRAGMA quick_check");
-    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW &&
-        strcmp((const char *)sqlite3_column_text(stmt, 0), "ok") == 0)
+    /* A read through the connection, in time independent of the database's size. */
+    stmt = prepare(db, "SELECT count(*) FROM meta");
+    if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
         ret = CF_OK;
     sqlite3_finalize(stmt);
     pthread_mutex_unlock(&db->lock);

@@ -93,6 +93,55 @@ struct db_job_query {
 int db_job_list(struct db *db, const struct db_job_query *query, struct job ***jobs, size_t *count,
                 bool *more);
 
+/* What db_job_list_sorted orders by (GET /jobs?sort=), each with the name after it. */
+enum db_job_sort {
+    DB_JOB_SORT_NEXT,     /* next_fire_at; jobs without one last */
+    DB_JOB_SORT_LAST_RUN, /* the newest run's sort_at; jobs never run first */
+    DB_JOB_SORT_FAILURES, /* consecutive_failures */
+};
+
+/* Value of DB_JOB_SORT_NEXT for a job without a next instant (year 10000, wall ms). */
+#define DB_JOB_NEXT_NEVER INT64_C(253402300800000)
+
+/*
+ * Lists live jobs like db_job_list, ordered by (sort key, name), descending
+ * when descending is set, starting after (after_key, query->after) (a
+ * cursor; query->after NULL: from the start). *last_key is the sort key of
+ * the last job returned. Reads the indexes of job_stats (migration 0006);
+ * the search index is not used, q filters while walking. For
+ * DB_JOB_SORT_NEXT the caller refreshes stale next instants first
+ * (db_job_next_stale, db_job_next_store).
+ */
+int db_job_list_sorted(struct db *db, const struct db_job_query *query, enum db_job_sort sort,
+                       bool descending, int64_t after_key, struct job ***jobs, size_t *count,
+                       bool *more, int64_t *last_key);
+
+/*
+ * Up to limit live jobs whose stored next instant is before now_ms (or was
+ * never computed), into a new array as db_job_list returns it.
+ */
+int db_job_next_stale(struct db *db, int64_t now_ms, int limit, struct job ***jobs, size_t *count);
+
+/* Stores next_ms[i] (wall ms, DB_JOB_NEXT_NEVER for none) as the next instant of names[i]. */
+int db_job_next_store(struct db *db, const char *const *names, const int64_t *next_ms, size_t n);
+
+/*
+ * The number of firings (runs that claimed their slot: running or ended
+ * with a delivery outcome) per instance since since_ms (wall ms, by run
+ * sort time), as a new JSON object {instance: count} in *counts.
+ * CF_OK, CF_ERR_NOMEM or CF_ERR_DB (*counts NULL).
+ */
+int db_run_firings_by_instance(struct db *db, int64_t since_ms, json_t **counts);
+
+/* What the jobs list shows of a job's recent runs (migration 0006). */
+struct db_job_stats {
+    int64_t consecutive_failures;
+    char *last_error; /* owned, NULL when none; free() */
+};
+
+/* The stats of job into *stats (zero when the job has none); CF_OK or CF_ERR_DB. */
+int db_job_stats_get(struct db *db, const char *job, struct db_job_stats *stats);
+
 /* Every live job (for the scheduler's load). Same ownership as db_job_list. */
 int db_job_all(struct db *db, struct job ***jobs, size_t *count);
 
@@ -227,11 +276,13 @@ int db_outbox_count(struct db *db, int64_t *count);
 int db_run_get(struct db *db, const char *id, struct run *run);
 
 struct db_run_query {
-    const char *job;  /* NULL for all */
-    int status;       /* enum run_status, -1 for any */
-    int64_t since_ms; /* sort_at >= since; INT64_MIN for none */
-    int64_t until_ms; /* sort_at < until; INT64_MAX for none */
-    bool has_cursor;  /* continue after (cursor_sort_at, cursor_id) */
+    const char *job;      /* NULL for all */
+    int status;           /* enum run_status, -1 for any */
+    const char *instance; /* NULL for all */
+    int trigger;          /* enum run_trigger, -1 for any */
+    int64_t since_ms;     /* sort_at >= since; INT64_MIN for none */
+    int64_t until_ms;     /* sort_at < until; INT64_MAX for none */
+    bool has_cursor;      /* continue after (cursor_sort_at, cursor_id) */
     int64_t cursor_sort_at;
     char cursor_id[RUN_ID_MAX];
     int limit; /* 1..500 */
@@ -245,13 +296,33 @@ struct db_run_query {
 int db_run_list(struct db *db, const struct db_run_query *query, struct run **runs, size_t *count,
                 bool *more);
 
-/* The ordering key of a run: its slot, or its start for manual runs. */
+/* The ordering key of a run: its slot, or its start for manual runs and retries. */
 int64_t db_run_sort_at(const struct run *run);
+
+/*
+ * Calls each, with the database lock held (each must not use db), once per
+ * job of the history with: when its latest succeeded run and its latest
+ * failed, fenced, missed or lost run ended (wall ms, 0 for none), and how
+ * many of the latter ended after the former. Reads the whole history once
+ * (for the per-job metrics at start). Returns CF_OK or CF_ERR_DB.
+ */
+int db_run_job_health(struct db *db,
+                      void (*each)(void *ctx, const char *job, int64_t last_success_ms,
+                                   int64_t last_failure_ms, int64_t consecutive_failures),
+                      void *ctx);
+
+/*
+ * The status (enum run_status) of the newest run of run's job that comes
+ * before run in the history order and ended (neither running nor skipped),
+ * into *status. CF_ERR_NOT_FOUND (*status -1) when there is none.
+ */
+int db_run_previous_status(struct db *db, const struct run *run, int *status);
 
 /* The latest run of job into *run (run_clear()), CF_ERR_NOT_FOUND when none. */
 int db_run_latest(struct db *db, const char *job, struct run *run);
 
-/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run; 0 when none. */
+/* Latest slot (wall ms) recorded for job by a scheduled or catch-up run (not a retry); 0 when none.
+ */
 int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms);
 
 /*
@@ -271,6 +342,13 @@ int db_run_running(struct db *db, const char *instance, size_t limit, struct run
 /* Deletes at most batch finished runs older than before_ms; *deleted receives how many. */
 int db_run_prune(struct db *db, int64_t before_ms, int batch, int *deleted);
 
+/*
+ * The jobs (live or deleted) with more than keep runs in the history, as a
+ * new array *jobs of *count names (free each, then the array). One pass over
+ * the runs_by_job index, whatever the size of the catalog.
+ */
+int db_run_jobs_over(struct db *db, int keep, char ***jobs, size_t *count);
+
 /* Deletes at most batch runs of job beyond its newest keep; *deleted receives how many. */
 int db_run_prune_job(struct db *db, const char *job, int keep, int batch, int *deleted);
 
@@ -285,7 +363,11 @@ bool db_storage_ok(char *why, size_t why_len);
 /* Writes a small row (meta storage_probe) to learn whether the storage takes writes again. */
 int db_probe_write(struct db *db);
 
-/* Runs PRAGMA quick_check; CF_OK when "ok". */
+/*
+ * Whether the database answers a read (CF_OK), for /readyz: a probe that
+ * costs the same on any size of database, not an integrity check (a
+ * readiness probe every few seconds must not scan 100 MiB).
+ */
 int db_check(struct db *db);
 
 #endif

@@ -42,6 +42,7 @@
 #include "fence_scope.h"
 #include "log.h"
 #include "signature.h"
+#include "signing_secrets.h"
 
 /* A target cannot hold a firing back for longer than this with Retry-After. */
 #define RETRY_AFTER_CAP_MS (3600 * 1000)
@@ -107,6 +108,12 @@ struct firing {
     int64_t started_at_ms;    /* wall ms when the first attempt was sent */
     int64_t finished_at_ms;   /* wall ms when the last attempt ended */
     bool stopped_early;
+    int64_t submitted_at_ms;       /* wall ms of delivery_submit(): a retry's lag counts from it */
+    int64_t attempt_started_at_ms; /* wall ms when the current attempt was sent */
+    bool has_lag;                  /* lag_ms is known: a request went out */
+    int64_t lag_ms;                /* slot (a retry: its submission) to the first request sent */
+    struct run_attempt *attempt_log; /* the last attempts, for the run's attempt_log */
+    int attempt_log_count;
 
     /* The current attempt, released by attempt_release(). */
     CURL *easy;
@@ -827,6 +834,10 @@ static void firing_finish(struct firing *f)
         .started_at_ms = f->started_at_ms,
         .finished_at_ms = f->finished_at_ms != 0 ? f->finished_at_ms : cf_wall_ms(),
         .stopped_early = f->stopped_early,
+        .has_lag = f->has_lag,
+        .lag_ms = f->lag_ms,
+        .attempt_log = f->attempt_log,
+        .attempt_log_count = f->attempt_log_count,
     };
 
     assert(f->heap_index == NOT_IN_HEAP && f->easy == NULL);
@@ -837,6 +848,7 @@ static void firing_finish(struct firing *f)
     free(f->host);
     free(f->target);
     free(f->excerpt);
+    free(f->attempt_log);
     free(f);
 
     pthread_mutex_lock(&engine->lock);
@@ -1003,6 +1015,11 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
     const struct job *job = req->job;
     const char *secret =
         job->signing_secret != NULL ? job->signing_secret : f->engine->cfg.default_secret;
+    char chosen[SIGNATURE_SECRETS_MAX][SIGNING_SECRET_MAX + 1];
+    const char *secrets[SIGNATURE_SECRETS_MAX] = {secret};
+    size_t secret_count = secret != NULL ? 1 : 0;
+    /* Both schemes carry the same t, so the two headers describe one signing. */
+    int64_t now_ms = cf_wall_ms(), now_s = now_ms / 1000;
     char token[24], scheduled_at[CF_TIME_LEN], signature[SIGNATURE_HEADER_LEN];
     char webhook_signature[SIGNATURE_WEBHOOK_HEADER_LEN];
     struct curl_slist **list = &f->headers;
@@ -1028,23 +1045,27 @@ static int build_headers(struct firing *f, int attempt, bool has_body, const cha
         !header_append(list, FENCE_SCOPE_HEADER ": %s",
                        fence_scope_name(fence_scope_of_overlap(job->overlap))))
         return CF_ERR_NOMEM;
-    if (secret != NULL) {
-        /* One secret today; a rotation passes the old and the new one here. */
-        const char *const secrets[] = {secret};
-        size_t secret_count = sizeof(secrets) / sizeof(secrets[0]);
-        /* Both schemes carry the same t, so the two headers describe one signing. */
-        int64_t now_s = cf_wall_ms() / 1000;
-
-        if (signature_header(secrets, secret_count, now_s, job->name, token, req->idempotency_key,
-                             body, body_len, signature) != CF_OK ||
-            signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body,
-                                     body_len, webhook_signature) != CF_OK ||
-            !header_append(list, "Cronfence-Signature: %s", signature) ||
-            !header_append(list, "webhook-id: %s", req->idempotency_key) ||
-            !header_append(list, "webhook-timestamp: %" PRId64, now_s) ||
-            !header_append(list, "webhook-signature: %s", webhook_signature))
-            return CF_ERR_NOMEM;
+    if (f->engine->cfg.secrets != NULL) {
+        /* During a rotation's overlap: one signature per valid secret, newest first. */
+        secret_count = signing_secrets_for_job(f->engine->cfg.secrets, job, now_ms, chosen);
+        for (size_t i = 0; i < secret_count; i++)
+            secrets[i] = chosen[i];
     }
+    /*
+     * Never unsigned: with no secret known (a cluster instance that has not
+     * read the cluster's yet) the attempt fails, and may be retried.
+     */
+    if (secret_count == 0)
+        return CF_ERR_NOT_FOUND;
+    if (signature_header(secrets, secret_count, now_s, job->name, token, req->idempotency_key, body,
+                         body_len, signature) != CF_OK ||
+        signature_webhook_header(secrets, secret_count, req->idempotency_key, now_s, body, body_len,
+                                 webhook_signature) != CF_OK ||
+        !header_append(list, "Cronfence-Signature: %s", signature) ||
+        !header_append(list, "webhook-id: %s", req->idempotency_key) ||
+        !header_append(list, "webhook-timestamp: %" PRId64, now_s) ||
+        !header_append(list, "webhook-signature: %s", webhook_signature))
+        return CF_ERR_NOMEM;
     /* No "Expect: 100-continue" round trip before larger bodies. */
     if (!header_append(list, "Expect:"))
         return CF_ERR_NOMEM;
@@ -1104,16 +1125,25 @@ static void attempt_start(struct firing *f)
     f->excerpt_len = 0;
     f->excerpt_truncated = false;
     f->excerpt[0] = '\0';
+    f->attempt_started_at_ms = cf_wall_ms();
     if (f->started_at_ms == 0)
-        f->started_at_ms = cf_wall_ms();
+        f->started_at_ms = f->attempt_started_at_ms;
     if (has_body) {
         f->body = delivery_build_body(f->req, engine->cfg.instance_id, attempt);
         if (f->body == NULL)
             goto undo_attempt;
     }
-    if (build_headers(f, attempt, has_body, has_body ? f->body : "",
-                      has_body ? strlen(f->body) : 0) != CF_OK)
+    switch (build_headers(f, attempt, has_body, has_body ? f->body : "",
+                          has_body ? strlen(f->body) : 0)) {
+    case CF_OK:
+        break;
+    case CF_ERR_NOT_FOUND:
+        error = "no signing secret known yet (the cluster's is read from the lock nodes): "
+                "nothing is sent unsigned";
         goto undo_attempt;
+    default:
+        goto undo_attempt;
+    }
 
     easy = curl_easy_init();
     if (easy == NULL)
@@ -1244,6 +1274,48 @@ static void observe_attempt(struct firing *f)
                     (f->started_at_ms - f->req->scheduled_at_ms) * 1000 + (int64_t)pretransfer_us);
 }
 
+/*
+ * Notes the attempt just ended in f's attempt log (started at started_ms,
+ * wall). Out of memory, the entry is left out: the log is forensics, the
+ * firing goes on without it.
+ */
+static void log_attempt(struct firing *f, int64_t started_ms)
+{
+    struct run_attempt entry = {
+        .attempt = f->attempt,
+        .started_at_ms = started_ms,
+        .duration_ms = f->finished_at_ms - started_ms,
+        .http_status = f->http_status,
+    };
+
+    if (f->verdict != DELIVERY_SUCCESS) {
+        size_t len = strnlen(f->error, sizeof(entry.error) - 1);
+
+        memcpy(entry.error, f->error, len);
+        entry.error[len] = '\0';
+    }
+    run_attempt_log_add(&f->attempt_log, &f->attempt_log_count, &entry);
+}
+
+/*
+ * Notes the lag of the first request that went out: from the slot (a
+ * retry: from its submission) to the attempt's start plus libcurl's time
+ * to the start of the transfer. Called before the attempt's handle is released.
+ */
+static void note_lag(struct firing *f)
+{
+    curl_off_t pretransfer_us = 0;
+    int64_t base_ms =
+        f->req->trigger == RUN_TRIGGER_RETRY ? f->submitted_at_ms : f->req->scheduled_at_ms;
+
+    if (f->has_lag ||
+        curl_easy_getinfo(f->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us) != CURLE_OK ||
+        pretransfer_us <= 0)
+        return;
+    f->has_lag = true;
+    f->lag_ms = f->attempt_started_at_ms - base_ms + (int64_t)pretransfer_us / 1000;
+}
+
 /* After an attempt's verdict: done, or the backoff before the next attempt. */
 static void attempt_over(struct firing *f)
 {
@@ -1272,6 +1344,7 @@ static void attempt_ended(struct firing *f, CURLcode code)
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(f->easy, CURLINFO_OS_ERRNO, &os_errno);
     observe_attempt(f);
+    note_lag(f);
     attempt_release(f);
     f->finished_at_ms = cf_wall_ms();
     f->http_status = (int)status;
@@ -1296,6 +1369,7 @@ static void attempt_ended(struct firing *f, CURLcode code)
                   req->job->name, req->run_id, f->attempt, f->http_status,
                   log_quote(f->error, quoted, sizeof(quoted)));
     }
+    log_attempt(f, f->attempt_started_at_ms);
     attempt_over(f);
 }
 
@@ -1322,6 +1396,7 @@ static void wait_expired(struct firing *f)
              target_name(f));
     log_debug("webhook attempt ended", "job=%s run=%s attempt=%d error=\"waited for a slot\"",
               f->req->job->name, f->req->run_id, f->attempt);
+    log_attempt(f, f->finished_at_ms - timeout_of(f));
     attempt_over(f);
 }
 
@@ -1687,6 +1762,7 @@ int delivery_submit(struct delivery_engine *engine, struct delivery_request *req
     }
     f->engine = engine;
     f->req = req;
+    f->submitted_at_ms = cf_wall_ms();
     f->retry_after_ms = -1;
     f->state = FIRING_INBOUND;
     f->heap_index = NOT_IN_HEAP;

@@ -60,12 +60,23 @@ struct delivery_result {
     int64_t started_at_ms;        /* wall ms when the first attempt was sent; 0 for none */
     int64_t finished_at_ms;       /* wall ms when the last attempt ended */
     bool stopped_early;           /* no further attempt because may_retry said no */
+    bool has_lag;                 /* a request went out: lag_ms is known */
+    int64_t lag_ms;               /* slot (a retry: its submission) to the first request sent */
+    const struct run_attempt *attempt_log; /* the last attempt_log_count attempts, oldest first */
+    int attempt_log_count;
 };
+
+struct signing_secrets;
 
 struct delivery_config {
     const char *instance_id;      /* for the body's "instance"; borrowed for the engine's life */
     const char *default_secret;   /* when the job has none; borrowed */
     const struct netallow *allow; /* checked at connect time; borrowed; NULL = all but link-local */
+    /*
+     * When not NULL, chooses the secrets instead of the job's and
+     * default_secret: several during a rotation's overlap. Borrowed.
+     */
+    struct signing_secrets *secrets;
     /*
      * Asked before every attempt after the first, and before a first attempt
      * that had to wait for a free slot; returning false ends the firing with

@@ -1,5 +1,5 @@
-# Writes OUTPUT, a C file holding the migrations, api/openapi.yaml and every
-# file under web/ as byte arrays, listed in the tables that embedded.h declares.
+# Writes OUTPUT, a C file holding the migrations, api/openapi.yaml, its JSON
+# form (OPENAPI_JSON, made by api/yaml2json.py) and every file under web/ as byte arrays, listed in the tables that embedded.h declares.
 file(GLOB migrations RELATIVE ${SOURCE_DIR}/migrations ${SOURCE_DIR}/migrations/*.sql)
 list(SORT migrations)
 file(GLOB_RECURSE web_files RELATIVE ${SOURCE_DIR}/web ${SOURCE_DIR}/web/*)
@@ -32,6 +32,9 @@ string(APPEND out "const struct embedded_file embedded_web[] = {\n${table}    {0
 
 embed_file(${SOURCE_DIR}/api/openapi.yaml file_${index})
 string(APPEND out "const struct embedded_file embedded_openapi = {\"openapi.yaml\", file_${index}, sizeof(file_${index}) - 1};\n")
+math(EXPR index "${index} + 1")
+embed_file(${OPENAPI_JSON} file_${index})
+string(APPEND out "const struct embedded_file embedded_openapi_json = {\"openapi.json\", file_${index}, sizeof(file_${index}) - 1};\n")
 
 file(WRITE ${OUTPUT}.tmp "${out}")
 file(COPY_FILE ${OUTPUT}.tmp ${OUTPUT} ONLY_IF_DIFFERENT)

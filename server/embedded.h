@@ -18,5 +18,7 @@ extern const struct embedded_file embedded_migrations[];
 /* Web files by path, then an entry with name NULL. */
 extern const struct embedded_file embedded_web[];
 extern const struct embedded_file embedded_openapi;
+/* The same document as JSON (api/yaml2json.py at build time). */
+extern const struct embedded_file embedded_openapi_json;
 
 #endif

@@ -28,6 +28,11 @@
 /* Bytes to send: an event, or one stream's preface. */
 struct frame {
     size_t refs; /* the ring and the streams holding it; guarded by the hub's lock */
+    /*
+     * What masked streams send instead (events_publish_masked()), held by
+     * this frame; NULL when they send this one. A frame of len 0 is skipped.
+     */
+    struct frame *masked;
     size_t len;
     char bytes[];
 };
@@ -41,7 +46,8 @@ struct stream {
     size_t sent;           /* bytes of it sent */
     uint64_t keepalives_sent; /* the hub's keepalive count at the last comment sent */
     bool parked;
-    bool gone; /* the client went away while the stream was parked */
+    bool gone;   /* the client went away while the stream was parked */
+    bool masked; /* a viewer's: sends the masked form of events */
     struct stream *prev, *next;
 };
 
@@ -79,6 +85,7 @@ static struct frame *frame_new(const char *bytes, size_t len)
     if (f == NULL)
         return NULL;
     f->refs = 1;
+    f->masked = NULL;
     f->len = len;
     if (bytes != NULL)
         memcpy(f->bytes, bytes, len);
@@ -88,15 +95,17 @@ static struct frame *frame_new(const char *bytes, size_t len)
 /* Drops one hold on f, freeing it with the last; accepts NULL. The lock is held. */
 static void frame_release(struct frame *f)
 {
-    if (f != NULL && --f->refs == 0)
+    if (f != NULL && --f->refs == 0) {
+        frame_release(f->masked);
         free(f);
+    }
 }
 
 static void drop_oldest(struct events *hub)
 {
     struct frame **oldest = &hub->ring[hub->first_seq % hub->cfg.max_events];
 
-    hub->ring_bytes -= (*oldest)->len;
+    hub->ring_bytes -= (*oldest)->len + ((*oldest)->masked ? (*oldest)->masked->len : 0);
     frame_release(*oldest);
     *oldest = NULL;
     hub->first_seq++;
@@ -115,35 +124,67 @@ static void wake_parked(struct events *hub)
 
 #define EVENT_FORMAT "id: %" PRIu64 "-%" PRIu64 "\nevent: %s\ndata: %s\n\n"
 
-void events_publish(struct events *hub, const char *type, json_t *data)
+/* The frame of event seq with text (NULL: an empty frame, skipped); NULL when out of memory. */
+static struct frame *event_frame(struct events *hub, uint64_t seq, const char *type,
+                                 const char *text)
 {
-    char *text = json_dumps(data, JSON_COMPACT);
-    struct frame *frame = NULL;
-    uint64_t seq;
-    int len = -1;
+    struct frame *frame;
+    int len;
 
-    json_decref(data);
-    pthread_mutex_lock(&hub->lock);
-    seq = hub->last_seq + 1;
+    if (text == NULL)
+        return frame_new(NULL, 0);
     /* JSON_COMPACT output holds no newline, so the document is one data line. */
-    if (text != NULL)
-        len = snprintf(NULL, 0, EVENT_FORMAT, hub->epoch, seq, type, text);
-    if (len >= 0)
-        frame = frame_new(NULL, (size_t)len);
+    len = snprintf(NULL, 0, EVENT_FORMAT, hub->epoch, seq, type, text);
+    if (len < 0)
+        return NULL;
+    frame = frame_new(NULL, (size_t)len);
     if (frame != NULL)
         snprintf(frame->bytes, (size_t)len + 1, EVENT_FORMAT, hub->epoch, seq, type, text);
+    return frame;
+}
+
+void events_publish(struct events *hub, const char *type, json_t *data)
+{
+    events_publish_masked(hub, type, data, json_incref(data));
+}
+
+void events_publish_masked(struct events *hub, const char *type, json_t *data, json_t *masked_data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    char *masked_text =
+        masked_data == NULL || masked_data == data ? NULL : json_dumps(masked_data, JSON_COMPACT);
+    bool same = masked_data == data;
+    struct frame *frame = NULL;
+    size_t bytes;
+    uint64_t seq;
+
+    json_decref(data);
+    json_decref(masked_data);
+    pthread_mutex_lock(&hub->lock);
+    seq = hub->last_seq + 1;
+    if (text != NULL)
+        frame = event_frame(hub, seq, type, text);
+    if (frame != NULL && !same) {
+        frame->masked = event_frame(hub, seq, type, masked_text);
+        if (frame->masked == NULL) {
+            frame_release(frame);
+            frame = NULL;
+        }
+    }
     free(text);
+    free(masked_text);
     if (frame == NULL) {
         pthread_mutex_unlock(&hub->lock);
         log_warn("event dropped", "type=%s reason=\"out of memory\"", type);
         return;
     }
+    bytes = frame->len + (frame->masked != NULL ? frame->masked->len : 0);
     while (hub->first_seq <= hub->last_seq &&
            (hub->last_seq - hub->first_seq + 1 >= hub->cfg.max_events ||
-            hub->ring_bytes + frame->len > hub->cfg.max_bytes))
+            hub->ring_bytes + bytes > hub->cfg.max_bytes))
         drop_oldest(hub);
     hub->ring[seq % hub->cfg.max_events] = frame;
-    hub->ring_bytes += frame->len;
+    hub->ring_bytes += bytes;
     hub->last_seq = seq;
     wake_parked(hub);
     pthread_mutex_unlock(&hub->lock);
@@ -233,6 +274,12 @@ static ssize_t fill(struct events *hub, struct stream *s, char *buf, size_t max)
     while (s->next_seq <= hub->last_seq) {
         struct frame *f = hub->ring[s->next_seq % hub->cfg.max_events];
 
+        if (s->masked && f->masked != NULL)
+            f = f->masked;
+        if (f->len == 0) {
+            s->next_seq++;
+            continue;
+        }
         if (f->len <= max - used) {
             memcpy(buf + used, f->bytes, f->len);
             used += f->len;
@@ -297,7 +344,8 @@ static const struct http_stream_ops stream_ops = {
     .close = stream_close,
 };
 
-int events_serve(struct events *hub, const char *last_event_id, struct http_response *res)
+int events_serve(struct events *hub, const char *last_event_id, bool masked,
+                 struct http_response *res)
 {
     struct stream *s = calloc(1, sizeof(*s));
     const char *resync;
@@ -307,6 +355,7 @@ int events_serve(struct events *hub, const char *last_event_id, struct http_resp
     if (s == NULL)
         return CF_ERR_NOMEM;
     s->hub = hub;
+    s->masked = masked;
     snprintf(retry, sizeof(retry), "retry: %lld\n\n", (long long)hub->cfg.retry_ms);
     pthread_mutex_lock(&hub->lock);
     if (hub->closed)

@@ -20,6 +20,7 @@
 #define CF_EVENTS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,12 +47,21 @@ int events_new(const struct events_config *cfg, struct events **out);
 void events_publish(struct events *hub, const char *type, json_t *data);
 
 /*
+ * events_publish() of an event that masked streams (viewer tokens) see as
+ * masked_data instead, under the same id. Steals both; a NULL masked_data
+ * drops the event for masked streams, which then skip it.
+ */
+void events_publish_masked(struct events *hub, const char *type, json_t *data, json_t *masked_data);
+
+/*
  * Makes res the event stream for a client that last saw last_event_id
  * (NULL for a new client, which gets only events published from now on).
+ * A masked stream (a viewer's) gets the masked form of events that have one.
  * Returns CF_OK, CF_ERR_BUSY when max_streams are open, CF_ERR_SHUTDOWN
  * after events_close(), or CF_ERR_NOMEM; res is untouched on error.
  */
-int events_serve(struct events *hub, const char *last_event_id, struct http_response *res);
+int events_serve(struct events *hub, const char *last_event_id, bool masked,
+                 struct http_response *res);
 
 /* Streams open now. */
 size_t events_stream_count(struct events *hub);

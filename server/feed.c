@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common.h"
+#include "redact.h"
 #include "run.h"
 #include "view.h"
 
@@ -41,13 +42,20 @@ static void job_changed(void *ctx, const char *name, const struct job *job, bool
     struct feed *feed = ctx;
     json_t *view = job != NULL ? view_job(feed->db, job) : json_null();
     const char *action = job == NULL ? "deleted" : created ? "created" : "updated";
-    json_t *doc;
+    json_t *doc, *masked = NULL;
 
     if (view == NULL)
         return;
     doc = json_pack("{s:s, s:s, s:o}", "action", action, "name", name, "job", view);
-    if (doc != NULL)
-        events_publish(feed->events, "job", doc);
+    if (doc == NULL)
+        return;
+    /* Viewers' streams get the job with its credentials masked; none when that fails. */
+    masked = json_deep_copy(doc);
+    if (masked != NULL && redact_job(json_object_get(masked, "job")) != 0) {
+        json_decref(masked);
+        masked = NULL;
+    }
+    events_publish_masked(feed->events, "job", doc, masked);
 }
 
 void feed_observer(struct feed *feed, struct db_observer *observer)

@@ -597,8 +597,17 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
                      MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *info;
     int fd, ret;
+    struct MHD_OptionItem tls_options[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
 
     *out = NULL;
+    if (cfg->tls_cert_pem != NULL)
+        flags |= MHD_USE_TLS;
+    else
+        tls_options[0].option = MHD_OPTION_END;
     if (http_parse_listen(cfg->listen, host, sizeof(host), &port) != CF_OK) {
         snprintf(err, errlen, "invalid listen address %s, expected HOST:PORT", cfg->listen);
         return CF_ERR_INVALID;
@@ -644,10 +653,11 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
         MHD_OPTION_NOTIFY_CONNECTION, connection_notified, server, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTIONS_PER_ADDRESS,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, server, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, server, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (server->daemon == NULL) {
         /* Whether a daemon that failed to start closed fd is not said: it is left alone. */
-        snprintf(err, errlen, "cannot serve on %s", cfg->listen);
+        snprintf(err, errlen, "cannot serve on %s%s", cfg->listen,
+                 cfg->tls_cert_pem != NULL ? " (the certificate may be refused)" : "");
         connguard_free(server->guard);
         free(server);
         return CF_ERR_IO;

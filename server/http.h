@@ -174,14 +174,19 @@ struct http_config {
     void *ctx;
     size_t max_body_bytes;
     unsigned threads;
+    /* PEM certificate chain and key to serve HTTPS (borrowed); both NULL: plain HTTP. */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 };
 
 struct http_server;
 
 /*
- * Binds and starts serving. Returns CF_OK with *out, or CF_ERR_INVALID (bad
- * listen address) / CF_ERR_IO (cannot bind, as when another process listens
- * on the address: the socket is bound without SO_REUSEPORT) with a message
+ * Binds and starts serving (over TLS when tls_cert_pem is given). Returns
+ * CF_OK with *out, or CF_ERR_INVALID (bad listen address) / CF_ERR_IO
+ * (cannot bind, as when another process listens on the address: the socket
+ * is bound without SO_REUSEPORT, or the TLS library refused the
+ * certificate) with a message
  * in err.
  */
 int http_start(const struct http_config *cfg, struct http_server **out, char *err, size_t errlen);

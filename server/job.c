@@ -68,6 +68,7 @@ static const char *const job_root_fields[] = {
     "catchup",
     "retry",
     "lease_ms",
+    "notify",
     "version",
     "created_at",
     "updated_at",
@@ -75,12 +76,21 @@ static const char *const job_root_fields[] = {
     "schedule_description",
     "last_run",
     "signing_secret_set",
+    "consecutive_failures",
+    "last_error",
+    NULL,
+};
+/* Members only storage holds (job_from_json() with keep_meta). */
+static const char *const job_stored_fields[] = {
+    "previous_signing_secret",
+    "signing_secret_changed_at",
     NULL,
 };
 static const char *const job_webhook_fields[] = {
     "url", "method", "headers", "body", "raw_body", "content_type", "timeout_ms", NULL,
 };
 static const char *const job_retry_fields[] = {"attempts", "backoff_ms", "max_backoff_ms", NULL};
+static const char *const job_notify_fields[] = {"url", "on", "format", NULL};
 
 static const char *const job_methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE", NULL};
 
@@ -327,7 +337,7 @@ static bool job_known_field(const char *const *known, const char *key, size_t ke
 
 /* Reports every member of obj (an object at path parent) that is not in known. */
 static void job_check_unknown(struct job_check *check, const json_t *obj, const char *parent,
-                              const char *const *known)
+                              const char *const *known, const char *const *also_known)
 {
     /* Iteration does not modify obj; jansson's iterator API just is not const. */
     json_t *mutable_obj = (json_t *)obj;
@@ -337,7 +347,8 @@ static void job_check_unknown(struct job_check *check, const json_t *obj, const 
         const char *key = json_object_iter_key(iter);
         size_t key_len = json_object_iter_key_len(iter);
 
-        if (job_known_field(known, key, key_len))
+        if (job_known_field(known, key, key_len) ||
+            (also_known != NULL && job_known_field(also_known, key, key_len)))
             continue;
         if (strlen(key) != key_len)
             job_error_at(check, parent, key, "unknown field (its name holds a nul byte)");
@@ -433,9 +444,9 @@ static const char *job_lowercase(const char *msg, char *buf, size_t len)
  * only, a host, and a host the allow list accepts. curl also normalises
  * numeric hosts ("http://2852039166/" is 169.254.169.254).
  */
-static void job_check_url(struct job_check *check, const char *text, const struct netallow *allow)
+static void job_check_url(struct job_check *check, const char *field, const char *text,
+                          const struct netallow *allow)
 {
-    static const char field[] = "webhook.url";
     CURLU *url = NULL;
     char *scheme = NULL;
     char *host = NULL;
@@ -721,11 +732,12 @@ static void job_read_webhook(struct job_check *check, const json_t *webhook,
         job_error(check, "webhook", "must be an object");
         return;
     }
-    job_check_unknown(check, webhook, "webhook", job_webhook_fields);
+    job_check_unknown(check, webhook, "webhook", job_webhook_fields, NULL);
 
     if (job_read_string(check, json_object_get(webhook, "url"), "webhook.url", true, 0, JOB_URL_MAX,
                         &job->webhook.url))
-        job_check_url(check, job->webhook.url, limits != NULL ? limits->webhook_allow : NULL);
+        job_check_url(check, "webhook.url", job->webhook.url,
+                      limits != NULL ? limits->webhook_allow : NULL);
     job_read_method(check, json_object_get(webhook, "method"), job);
 
     /* raw_body decides what headers, body and content_type may be: read it first. */
@@ -769,7 +781,7 @@ static void job_read_retry(struct job_check *check, const json_t *retry, struct 
         job_error(check, "retry", "must be an object");
         return;
     }
-    job_check_unknown(check, retry, "retry", job_retry_fields);
+    job_check_unknown(check, retry, "retry", job_retry_fields, NULL);
     if (job_read_int(check, json_object_get(retry, "attempts"), "retry.attempts", JOB_ATTEMPTS_MIN,
                      JOB_ATTEMPTS_MAX, &attempts))
         job->retry.attempts = (int)attempts;
@@ -782,6 +794,53 @@ static void job_read_retry(struct job_check *check, const json_t *retry, struct 
     if (backoff_valid && max_backoff_valid && job->retry.max_backoff_ms < job->retry.backoff_ms)
         job_error(check, "retry.max_backoff_ms", "must be at least retry.backoff_ms (%lld)",
                   (long long)job->retry.backoff_ms);
+}
+
+/* Reads notify (DESIGN §5): null or absent for none, else url, on and format. */
+static void job_read_notify(struct job_check *check, const json_t *notify,
+                            const struct job_limits *limits, struct job *job)
+{
+    const json_t *on = json_object_get(notify, "on");
+    const json_t *item;
+    size_t index;
+    int format;
+
+    if (notify == NULL || json_is_null(notify))
+        return;
+    if (!json_is_object(notify)) {
+        job_error(check, "notify", "must be an object or null");
+        return;
+    }
+    job_check_unknown(check, notify, "notify", job_notify_fields, NULL);
+    if (job_read_string(check, json_object_get(notify, "url"), "notify.url", true, 0, SIZE_MAX,
+                        &job->notify.url))
+        job_check_url(check, "notify.url", job->notify.url,
+                      limits != NULL ? limits->webhook_allow : NULL);
+    if (on != NULL) {
+        if (!json_is_array(on) || json_array_size(on) == 0) {
+            job_error(check, "notify.on", "must be a non-empty list of run statuses");
+        } else {
+            job->notify.on = 0;
+            json_array_foreach(on, index, item)
+            {
+                enum notify_event event = notify_event_parse(json_string_value(item));
+
+                if (event == NOTIFY_NONE) {
+                    job_error(check, "notify.on",
+                              "must list only failed, fenced, missed, lost, succeeded, recovered");
+                    break;
+                }
+                job->notify.on |= NOTIFY_BIT(event);
+            }
+        }
+    }
+    if (json_object_get(notify, "format") != NULL) {
+        format = notify_format_parse(json_string_value(json_object_get(notify, "format")));
+        if (format < 0)
+            job_error(check, "notify.format", "must be json or slack");
+        else
+            job->notify.format = (enum notify_format)format;
+    }
 }
 
 /* Reads an RFC 3339 time (or cf_parse_time()'s epoch milliseconds) into *out_ms. */
@@ -818,6 +877,7 @@ static struct job *job_new_defaults(void)
     job->retry.attempts = JOB_ATTEMPTS_DEFAULT;
     job->retry.backoff_ms = JOB_BACKOFF_MS_DEFAULT;
     job->retry.max_backoff_ms = JOB_MAX_BACKOFF_MS_DEFAULT;
+    job->notify.on = NOTIFY_ON_DEFAULT;
     job->lease_ms = JOB_LEASE_MS_DEFAULT;
     if (job->description == NULL || job->timezone == NULL || job->webhook.method == NULL) {
         job_free(job);
@@ -854,7 +914,7 @@ int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_
         goto out;
     }
 
-    job_check_unknown(&check, doc, "", job_root_fields);
+    job_check_unknown(&check, doc, "", job_root_fields, keep_meta ? job_stored_fields : NULL);
     if (job_read_string(&check, json_object_get(doc, "name"), "name", true, 0, SIZE_MAX,
                         &job->name) &&
         !job_name_valid(job->name))
@@ -875,6 +935,7 @@ int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_
                       JOB_COUNT(job_catchup_names), &choice))
         job->catchup = (enum job_catchup)choice;
     job_read_retry(&check, json_object_get(doc, "retry"), job);
+    job_read_notify(&check, json_object_get(doc, "notify"), limits, job);
     job_read_int(&check, json_object_get(doc, "lease_ms"), "lease_ms", JOB_LEASE_MS_MIN,
                  JOB_LEASE_MS_MAX, &job->lease_ms);
     if (keep_meta) {
@@ -884,6 +945,13 @@ int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_
                       &job->created_at_ms);
         job_read_time(&check, json_object_get(doc, "updated_at"), "updated_at",
                       &job->updated_at_ms);
+        if (json_object_get(doc, "signing_secret_changed_at") != NULL)
+            job_read_time(&check, json_object_get(doc, "signing_secret_changed_at"),
+                          "signing_secret_changed_at", &job->signing_secret_changed_at_ms);
+        if (json_object_get(doc, "previous_signing_secret") != NULL)
+            job_read_string(&check, json_object_get(doc, "previous_signing_secret"),
+                            "previous_signing_secret", false, JOB_SECRET_MIN, JOB_SECRET_MAX,
+                            &job->previous_signing_secret);
     }
 
 done:
@@ -963,6 +1031,35 @@ static json_t *job_retry_to_json(const struct job_retry *retry)
     return obj;
 }
 
+/* The notify member of the API and storage JSON: null when none is set. */
+static json_t *job_notify_to_json(const struct job_notify *notify)
+{
+    json_t *obj, *on;
+    bool ok = true;
+
+    if (notify->url == NULL)
+        return json_null();
+    obj = json_object();
+    on = json_array();
+    if (obj == NULL || on == NULL) {
+        json_decref(obj);
+        json_decref(on);
+        return NULL;
+    }
+    for (int i = 0; i < NOTIFY_EVENT_COUNT; i++)
+        if ((notify->on & NOTIFY_BIT(i)) != 0 &&
+            json_array_append_new(on, json_string(notify_event_name((enum notify_event)i))) != 0)
+            ok = false;
+    job_put(obj, "url", json_string(notify->url), &ok);
+    job_put(obj, "on", on, &ok);
+    job_put(obj, "format", json_string(notify_format_name(notify->format)), &ok);
+    if (!ok) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
 json_t *job_to_json(const struct job *job, bool include_secret)
 {
     json_t *doc = json_object();
@@ -979,11 +1076,18 @@ json_t *job_to_json(const struct job *job, bool include_secret)
     job_put(doc, "signing_secret_set", json_boolean(job->signing_secret != NULL), &ok);
     if (include_secret && job->signing_secret != NULL)
         job_put(doc, "signing_secret", json_string(job->signing_secret), &ok);
+    if (include_secret && job->signing_secret_changed_at_ms > 0) {
+        job_put(doc, "signing_secret_changed_at", job_time_json(job->signing_secret_changed_at_ms),
+                &ok);
+        if (job->previous_signing_secret != NULL)
+            job_put(doc, "previous_signing_secret", json_string(job->previous_signing_secret), &ok);
+    }
     job_put(doc, "overlap", json_string(job_overlap_name(job->overlap)), &ok);
     job_put(doc, "starting_deadline_ms", json_integer(job->starting_deadline_ms), &ok);
     job_put(doc, "catchup", json_string(job_catchup_name(job->catchup)), &ok);
     job_put(doc, "retry", job_retry_to_json(&job->retry), &ok);
     job_put(doc, "lease_ms", json_integer(job->lease_ms), &ok);
+    job_put(doc, "notify", job_notify_to_json(&job->notify), &ok);
     job_put(doc, "version", json_integer(job->version), &ok);
     job_put(doc, "created_at", job_time_json(job->created_at_ms), &ok);
     job_put(doc, "updated_at", job_time_json(job->updated_at_ms), &ok);
@@ -1021,7 +1125,9 @@ struct job *job_copy(const struct job *job)
     copy->schedule = job_dup(job->schedule, &ok);
     copy->timezone = job_dup(job->timezone, &ok);
     copy->signing_secret = job_dup(job->signing_secret, &ok);
+    copy->previous_signing_secret = job_dup(job->previous_signing_secret, &ok);
     copy->webhook.url = job_dup(job->webhook.url, &ok);
+    copy->notify.url = job_dup(job->notify.url, &ok);
     copy->webhook.method = job_dup(job->webhook.method, &ok);
     copy->webhook.content_type = job_dup(job->webhook.content_type, &ok);
     copy->webhook.body = job->webhook.body != NULL ? json_deep_copy(job->webhook.body) : NULL;
@@ -1057,7 +1163,9 @@ void job_free(struct job *job)
     free(job->schedule);
     free(job->timezone);
     free(job->signing_secret);
+    free(job->previous_signing_secret);
     free(job->webhook.url);
+    free(job->notify.url);
     free(job->webhook.method);
     for (size_t i = 0; i < job->webhook.header_count; i++) {
         free(job->webhook.headers[i].name);

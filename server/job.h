@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "netallow.h"
+#include "notify_rule.h"
 
 #define JOB_NAME_MAX 63
 #define JOB_DESCRIPTION_MAX 1024
@@ -42,6 +43,13 @@ struct job_retry {
     int64_t max_backoff_ms; /* cap, default 60000 */
 };
 
+/* DESIGN §5 Notifications; url NULL: none set (the instance's --notify-url applies). */
+struct job_notify {
+    char *url;   /* http or https */
+    unsigned on; /* NOTIFY_BIT set; default NOTIFY_ON_DEFAULT */
+    enum notify_format format;
+};
+
 struct job {
     char *name; /* ^[a-z0-9][a-z0-9._-]{0,62}$, immutable id */
     char *description;
@@ -55,6 +63,16 @@ struct job {
     enum job_catchup catchup;
     struct job_retry retry;
     int64_t lease_ms; /* default 30000 */
+    struct job_notify notify;
+
+    /*
+     * Kept by the catalog, never shown by the API: the signing secret that
+     * signing_secret replaced at signing_secret_changed_at_ms (NULL: the
+     * default secret was in use then), which still signs during the
+     * overlap (signing_secrets.h). 0: never changed.
+     */
+    char *previous_signing_secret;
+    int64_t signing_secret_changed_at_ms;
 
     /* Read-only, kept by the catalog. */
     int64_t version;
@@ -80,17 +98,20 @@ bool job_name_valid(const char *name);
  * time zone, a non-http(s) URL or a host the allow list refuses, CR/LF or
  * invalid characters in header names or values, reserved headers. The
  * read-only fields (version, created_at, updated_at, next_fire_at, last_run,
- * signing_secret_set) are accepted and ignored, so a GET result can be PUT
- * back; "version", "created_at" and "updated_at" are read back only when
- * keep_meta is true (storage). Returns CF_OK, CF_ERR_INVALID (errors holds at
- * least one entry, *out is NULL) or CF_ERR_NOMEM.
+ * signing_secret_set, consecutive_failures, last_error) are accepted and ignored, so a GET result
+ * can be PUT back; "version", "created_at" and "updated_at" are read back only when keep_meta is
+ * true (storage). Returns CF_OK, CF_ERR_INVALID (errors holds at least one entry, *out is NULL) or
+ * CF_ERR_NOMEM.
  */
 int job_from_json(const json_t *doc, const struct job_limits *limits, bool keep_meta,
                   struct job **out, json_t *errors);
 
 /*
  * Serialises a job as a new JSON object. With include_secret, for storage:
- * signing_secret is written when set. Without, for the API: only
+ * signing_secret is written when set, and previous_signing_secret and
+ * signing_secret_changed_at after a change of secret (read back by
+ * job_from_json() with keep_meta, refused as unknown without). Without, for
+ * the API: only
  * "signing_secret_set": true|false. version, created_at and updated_at
  * (RFC 3339) are always written. Returns NULL on allocation failure.
  */

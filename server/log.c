@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,15 +34,25 @@ void log_setup(enum log_level level, bool json)
     log_json = json;
 }
 
+/* A regular log file is for its owner only, also one created before with a wider mode. */
+static void owner_only(int fd)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077) != 0)
+        fchmod(fd, st.st_mode & 0700);
+}
+
 int log_open_file(const char *path, char *err, size_t errlen)
 {
     char *copy;
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 
     if (fd < 0) {
         snprintf(err, errlen, "cannot open the log file %s: %s", path, strerror(errno));
         return CF_ERR_IO;
     }
+    owner_only(fd);
     copy = strdup(path);
     if (copy == NULL) {
         close(fd);
@@ -62,9 +73,10 @@ int log_reopen(void)
 
     if (log_path == NULL)
         return CF_OK;
-    fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return CF_ERR_IO;
+    owner_only(fd);
     /* dup3, not dup2: the descriptor keeps its close-on-exec flag. */
     if (dup3(fd, log_fd, O_CLOEXEC) < 0) {
         close(fd);
@@ -202,11 +214,11 @@ static void add_pairs(json_t *obj, const char *pairs)
     }
 }
 
-/* Writes one whole line in one write(), retrying on a signal or a short write. */
-static void write_line(const char *line, size_t len)
+/* Writes one whole line to fd in one write(), retrying on a signal or a short write. */
+static void write_line(int fd, const char *line, size_t len)
 {
     while (len > 0) {
-        ssize_t n = write(log_fd, line, len);
+        ssize_t n = write(fd, line, len);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -215,6 +227,34 @@ static void write_line(const char *line, size_t len)
         line += n;
         len -= (size_t)n;
     }
+}
+
+/* Formats one JSON line (ts, level, msg, then the pairs) into a string the caller frees; NULL on
+ * failure. */
+static char *json_line(enum log_level level, const char *msg, const char *pairs, size_t *len)
+{
+    char ts[CF_TIME_LEN];
+    json_t *obj = json_object();
+    char *text, *grown;
+
+    cf_format_time(cf_wall_ms(), ts);
+    json_object_set_new(obj, "ts", json_string(ts));
+    json_object_set_new(obj, "level", json_string(level_names[level]));
+    json_object_set_new(obj, "msg", json_string(msg));
+    add_pairs(obj, pairs);
+    text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+    json_decref(obj);
+    if (text == NULL)
+        return NULL;
+    *len = strlen(text);
+    grown = realloc(text, *len + 2);
+    if (grown == NULL) {
+        free(text);
+        return NULL;
+    }
+    grown[(*len)++] = '\n';
+    grown[*len] = '\0';
+    return grown;
 }
 
 void log_write(enum log_level level, const char *msg, const char *fmt, ...)
@@ -226,30 +266,17 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(pairs, sizeof(pairs), fmt, ap);
     va_end(ap);
-    cf_format_time(cf_wall_ms(), ts);
 
     if (log_json) {
-        json_t *obj = json_object();
-        char *text, *grown;
+        size_t json_len;
+        char *text = json_line(level, msg, pairs, &json_len);
 
-        json_object_set_new(obj, "ts", json_string(ts));
-        json_object_set_new(obj, "level", json_string(level_names[level]));
-        json_object_set_new(obj, "msg", json_string(msg));
-        add_pairs(obj, pairs);
-        text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
-        json_decref(obj);
-        if (text == NULL)
-            return;
-        len = (int)strlen(text);
-        grown = realloc(text, (size_t)len + 2);
-        if (grown != NULL) {
-            text = grown;
-            text[len++] = '\n';
-            write_line(text, (size_t)len);
-        }
+        if (text != NULL)
+            write_line(log_fd, text, json_len);
         free(text);
         return;
     }
+    cf_format_time(cf_wall_ms(), ts);
     len = snprintf(line, sizeof(line), "%s %s %s%s%s\n", ts, level_names[level], msg,
                    pairs[0] ? " " : "", pairs);
     if (len < 0)
@@ -258,5 +285,37 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
         len = (int)sizeof(line) - 1;
         line[len - 1] = '\n';
     }
-    write_line(line, (size_t)len);
+    write_line(log_fd, line, (size_t)len);
+}
+
+void log_announce(int fd, enum log_level level, const char *text, const char *msg, const char *fmt,
+                  ...)
+{
+    char pairs[4096], *line;
+    size_t len;
+    va_list ap;
+
+    if (!log_json) {
+        len = strlen(text);
+        line = malloc(len + 1);
+        if (line == NULL)
+            return;
+        memcpy(line, text, len);
+        line[len++] = '\n';
+        write_line(fd, line, len);
+        free(line);
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(pairs, sizeof(pairs), fmt, ap);
+    va_end(ap);
+    line = json_line(level, msg, pairs, &len);
+    if (line != NULL)
+        write_line(fd, line, len);
+    free(line);
+}
+
+bool log_is_json(void)
+{
+    return log_json;
 }

@@ -55,6 +55,17 @@ void log_write(enum log_level level, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
+ * Writes one line for scripts to read on fd (standard output or error),
+ * never to the log file: in text format `text` as it is ("listening on
+ * 127.0.0.1:8080"); in JSON format an object of that level with msg and
+ * the key=value pairs of fmt, like log_write(), so that every line the
+ * process writes in JSON mode is JSON. Not filtered by the level.
+ */
+void log_announce(int fd, enum log_level level, const char *text, const char *msg, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
+/* True when the format is JSON. */
+bool log_is_json(void);
+/*
  * Copies s into buf (len bytes) with '"' and '\\' escaped and control
  * characters replaced by spaces, for use inside key="..."; returns buf.
  */

@@ -9,20 +9,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api.h"
+#include "cli.h"
 #include "common.h"
 #include "config.h"
 #include "coord.h"
 #include "db.h"
 #include "events.h"
 #include "feed.h"
+#include "healthcheck.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "netallow.h"
+#include "notify.h"
 #include "scheduler.h"
+#include "signing_secrets.h"
+#include "tls.h"
 
 #define MAX_BODY_BYTES (1024 * 1024)
 
@@ -46,7 +52,9 @@ struct instance {
     struct db *api_db;
     struct db *sched_db;
     struct db *prune_db;
-    struct db *coord_db; /* the coordinator's own handle: claims, fences, catalog writes */
+    struct db *coord_db;   /* the coordinator's own handle: claims, fences, catalog writes */
+    struct db *secrets_db; /* the signing secret's own handle */
+    struct signing_secrets *secrets;
     struct events *events;
     struct feed *feed;
     struct netallow *allow;
@@ -55,12 +63,20 @@ struct instance {
     struct api *api;
     struct http_server *http;
     struct metrics *metrics;
+    struct notify *notify;
+    struct db_observer feed_observer; /* the feed's, called first by the instance's own */
     char *instance_id;
-    char *signing_secret;
     char *generated_token; /* the admin token made when none is configured */
     char *admin_token_list[2];
     struct job_limits limits;
+    struct tls_server_files tls; /* --tls-cert and --tls-key; empty: plain HTTP */
 };
+
+/* The scheme of this instance's URLs: https with --tls-cert. */
+static const char *url_scheme(const struct instance *inst)
+{
+    return inst->tls.cert_pem != NULL ? "https" : "http";
+}
 
 /* Reads a setting from the flag, else from meta, else generates and stores it. */
 static int setting(struct db *db, const char *flag_value, const char *key, const char *prefix,
@@ -137,13 +153,38 @@ static void job_changed(void *ctx, const char *name)
     scheduler_job_changed(ctx, name);
 }
 
-/* Catalog and history changes written through db go on the event stream. */
+/* A stored run: the event stream, the per-job metrics and the notifications see it. */
+static void run_observed(void *ctx, const struct run *run)
+{
+    struct instance *inst = ctx;
+
+    inst->feed_observer.run_changed(inst->feed_observer.ctx, run);
+    metrics_job_run(inst->metrics, run);
+    notify_run_changed(inst->notify, run);
+}
+
+static void job_observed(void *ctx, const char *name, const struct job *job, bool created)
+{
+    struct instance *inst = ctx;
+
+    inst->feed_observer.job_changed(inst->feed_observer.ctx, name, job, created);
+    if (job == NULL)
+        metrics_job_forget(inst->metrics, name);
+}
+
+/* Catalog and history changes written through db go on the event stream, metrics and notices. */
 static void watch_database(struct instance *inst, struct db *db)
 {
-    struct db_observer observer;
+    struct db_observer observer = {run_observed, job_observed, inst};
 
-    feed_observer(inst->feed, &observer);
+    feed_observer(inst->feed, &inst->feed_observer);
     db_set_observer(db, &observer);
+}
+
+static void seed_job_metrics(void *ctx, const char *job, int64_t last_success_ms,
+                             int64_t last_failure_ms, int64_t consecutive_failures)
+{
+    metrics_job_seed(ctx, job, last_success_ms, last_failure_ms, consecutive_failures);
 }
 
 /*
@@ -160,7 +201,7 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
     int ret;
 
     /*
-     * The URL others show: --advertise, or http://HOST:PORT from --listen.
+     * The URL others show: --advertise, or http(s)://HOST:PORT from --listen.
      * With port 0 it is only known once bound; main sets it then, and until
      * that the cluster does not list this instance.
      */
@@ -170,10 +211,14 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
                port != 0) {
         if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
             snprintf(host, sizeof(host), "127.0.0.1");
-        snprintf(url, sizeof(url), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
-                 strchr(host, ':') ? "]" : "", port);
+        snprintf(url, sizeof(url), "%s://%s%s%s:%u", url_scheme(inst), strchr(host, ':') ? "[" : "",
+                 host, strchr(host, ':') ? "]" : "", port);
     }
 
+    if (inst->cfg.redis == NULL && inst->cfg.redis_ca != NULL) {
+        snprintf(err, errlen, "--redis-ca is given without --redis");
+        return CF_ERR_INVALID;
+    }
     ret = db_open(inst->cfg.db_path, &inst->coord_db, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -181,6 +226,7 @@ static int start_coordinator(struct instance *inst, char *err, size_t errlen)
     if (inst->cfg.redis == NULL)
         return coord_standalone_new(inst->coord_db, inst->instance_id, url, &inst->coord);
     ccfg.redis_urls = inst->cfg.redis;
+    ccfg.redis_ca = inst->cfg.redis_ca;
     ccfg.prefix = inst->cfg.redis_prefix;
     ccfg.instance_id = inst->instance_id;
     ccfg.advertise_url = url;
@@ -196,10 +242,14 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     struct scheduler_config scfg = {0};
     struct api_config acfg = {0};
     struct http_config hcfg = {0};
-    char host[128], advertise[256];
+    struct notify_config ncfg = {0};
+    char host[128], bound[160], advertise[256], announce[512];
     uint16_t port;
     int ret;
 
+    ret = tls_server_files_load(inst->cfg.tls_cert, inst->cfg.tls_key, &inst->tls, err, errlen);
+    if (ret != CF_OK)
+        return ret;
     ret = netallow_parse(inst->cfg.webhook_allow, &inst->allow, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -218,9 +268,6 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         return ret;
     }
     ret = setting(inst->api_db, inst->cfg.instance_id, "instance_id", "cf-", 4, &inst->instance_id);
-    if (ret == CF_OK)
-        ret = setting(inst->api_db, inst->cfg.signing_secret, "signing_secret", "", 32,
-                      &inst->signing_secret);
     if (ret != CF_OK) {
         snprintf(err, errlen, "cannot read or create instance settings: %s", cf_err_str(ret));
         return ret;
@@ -240,6 +287,19 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
         ret = feed_new(inst->events, inst->api_db, &inst->feed);
     if (ret != CF_OK)
         return ret;
+    metrics_set_per_job(inst->metrics, inst->cfg.metrics_per_job);
+    if (inst->cfg.metrics_per_job)
+        db_run_job_health(inst->api_db, seed_job_metrics, inst->metrics);
+    if (inst->cfg.notify_url != NULL &&
+        notify_check_url(inst->cfg.notify_url, inst->allow, err, errlen) != CF_OK)
+        return CF_ERR_INVALID;
+    ncfg.db = inst->api_db;
+    ncfg.instance_id = inst->instance_id;
+    ncfg.default_url = inst->cfg.notify_url;
+    ncfg.allow = inst->allow;
+    ret = notify_start(&ncfg, &inst->notify);
+    if (ret != CF_OK)
+        return ret;
     watch_database(inst, inst->api_db);
     watch_database(inst, inst->sched_db);
 
@@ -247,13 +307,30 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     ret = start_coordinator(inst, err, errlen);
     if (ret != CF_OK)
         return ret;
+    notify_set_coord(inst->notify, inst->coord);
+
+    {
+        struct signing_secrets_config sscfg = {0};
+
+        ret = db_open(inst->cfg.db_path, &inst->secrets_db, err, errlen);
+        if (ret != CF_OK)
+            return ret;
+        sscfg.db = inst->secrets_db;
+        sscfg.cluster = inst->cfg.redis != NULL ? inst->coord : NULL;
+        sscfg.flag = inst->cfg.signing_secret;
+        sscfg.overlap_ms = inst->cfg.secret_overlap_ms;
+        ret = signing_secrets_new(&sscfg, &inst->secrets, err, errlen);
+        if (ret != CF_OK)
+            return ret;
+        notify_set_secrets(inst->notify, inst->secrets);
+    }
 
     inst->limits.webhook_allow = inst->allow;
     scfg.db = inst->sched_db;
     scfg.prune_db = inst->prune_db;
     scfg.coord = inst->coord;
     scfg.instance_id = inst->instance_id;
-    scfg.default_secret = inst->signing_secret;
+    scfg.secrets = inst->secrets;
     scfg.allow = inst->allow;
     scfg.history_days = inst->cfg.history_days;
     scfg.history_per_job = inst->cfg.history_per_job;
@@ -286,6 +363,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     acfg.web_dir = inst->cfg.web_dir;
     acfg.events = inst->events;
     acfg.metrics = inst->metrics;
+    acfg.secrets = inst->secrets;
     acfg.loopback_hosts_only = inst->generated_token != NULL;
     ret = api_new(&acfg, &inst->api, err, errlen);
     if (ret != CF_OK)
@@ -299,28 +377,45 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     hcfg.ctx = inst->api;
     hcfg.max_body_bytes = MAX_BODY_BYTES;
     hcfg.threads = 16;
+    hcfg.tls_cert_pem = inst->tls.cert_pem;
+    hcfg.tls_key_pem = inst->tls.key_pem;
     ret = http_start(&hcfg, &inst->http, err, errlen);
     if (ret != CF_OK)
         return ret;
 
-    /* Scripts and tests read this line from standard output: the address as bound. */
-    printf("listening on %s%s%s:%u\n", strchr(host, ':') ? "[" : "", host,
-           strchr(host, ':') ? "]" : "", http_port(inst->http));
+    snprintf(bound, sizeof(bound), "%s%s%s:%u", strchr(host, ':') ? "[" : "", host,
+             strchr(host, ':') ? "]" : "", http_port(inst->http));
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
         snprintf(host, sizeof(host), "127.0.0.1");
     if (inst->cfg.advertise == NULL) {
         /* Only now is the port known when --listen asked for port 0. */
-        snprintf(advertise, sizeof(advertise), "http://%s%s%s:%u", strchr(host, ':') ? "[" : "",
-                 host, strchr(host, ':') ? "]" : "", http_port(inst->http));
+        snprintf(advertise, sizeof(advertise), "%s://%s%s%s:%u", url_scheme(inst),
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                 http_port(inst->http));
         inst->coord->ops->set_url(inst->coord, advertise);
+    } else {
+        snprintf(advertise, sizeof(advertise), "%s", inst->cfg.advertise);
     }
-    log_info("cronfence started", "cronfence_version=%s mode=%s instance=%s listen=%s:%u db=%s",
-             CF_VERSION, inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id,
-             host, http_port(inst->http), inst->cfg.db_path);
-    if (inst->generated_token != NULL)
-        printf("dashboard: http://%s%s%s:%u/#token=%s\n", strchr(host, ':') ? "[" : "", host,
-               strchr(host, ':') ? "]" : "", http_port(inst->http), inst->generated_token);
+    log_info("cronfence started",
+             "cronfence_version=%s mode=%s instance=%s listen=%s advertise=%s db=%s", CF_VERSION,
+             inst->cfg.redis != NULL ? "cluster" : "standalone", inst->instance_id, bound,
+             advertise, inst->cfg.db_path);
+    /*
+     * Scripts and tests read these lines from standard output, after the
+     * start is logged: the address as bound, then the dashboard URL.
+     */
     fflush(stdout);
+    snprintf(announce, sizeof(announce), "listening on %s", bound);
+    log_announce(STDOUT_FILENO, LOG_INFO, announce, "listening on", "listen=%s", bound);
+    if (inst->generated_token != NULL) {
+        char url[256 + 64];
+
+        snprintf(url, sizeof(url), "%s://%s%s%s:%u/#token=%s", url_scheme(inst),
+                 strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+                 http_port(inst->http), inst->generated_token);
+        snprintf(announce, sizeof(announce), "dashboard: %s", url);
+        log_announce(STDOUT_FILENO, LOG_INFO, announce, "dashboard", "url=%s", url);
+    }
     return CF_OK;
 }
 
@@ -342,19 +437,25 @@ static void instance_release(struct instance *inst)
     /* The feed watches the coordinator, and its observers see the coordinator's writes. */
     feed_unwatch(inst->feed);
     /* The coordinator tells the scheduler of catalog changes until it is freed. */
+    notify_set_coord(inst->notify, NULL);
+    notify_set_secrets(inst->notify, NULL);
+    signing_secrets_free(inst->secrets);
     coord_free(inst->coord);
     scheduler_free(inst->scheduler);
+    /* Every writer that reports runs to the notifier is gone. */
+    notify_stop(inst->notify);
     feed_free(inst->feed);
     events_free(inst->events);
     metrics_free(inst->metrics);
+    db_close(inst->secrets_db);
     db_close(inst->coord_db);
     db_close(inst->prune_db);
     db_close(inst->sched_db);
     db_close(inst->api_db);
     netallow_free(inst->allow);
     free(inst->instance_id);
-    free(inst->signing_secret);
     free(inst->generated_token);
+    tls_server_files_release(&inst->tls);
     config_release(&inst->cfg);
 }
 
@@ -390,6 +491,17 @@ int main(int argc, char **argv)
      * their own, megabytes of resident memory kept for little contention.
      */
     mallopt(M_ARENA_MAX, 2);
+    /* A command name first (`cronfence jobs list`) runs the client, not an instance. */
+    if (argc > 1 && cli_is_command(argv[1]))
+        return cli_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "--healthcheck") == 0)
+        return healthcheck_main(argc - 1, argv + 1);
+    /*
+     * The database (with its -wal and -shm) holds the signing secret and,
+     * tokenless, the admin token; the log may name jobs and targets: every
+     * file this process creates is for its owner only.
+     */
+    umask(077);
     if (config_parse(argc, argv, &inst.cfg, &action, err, sizeof(err)) != CF_OK) {
         fprintf(stderr, "cronfence: %s\n", err);
         config_release(&inst.cfg);
@@ -397,6 +509,7 @@ int main(int argc, char **argv)
     }
     if (action == CONFIG_HELP) {
         config_usage(stdout);
+        cli_usage(stdout);
         config_release(&inst.cfg);
         return EXIT_SUCCESS;
     }
@@ -425,7 +538,14 @@ int main(int argc, char **argv)
         if (err[0] == '\0')
             snprintf(err, sizeof(err), "%s", cf_err_str(ret));
         log_error("cannot start", "error=\"%s\"", err);
-        fprintf(stderr, "cronfence: %s\n", err);
+        /* In JSON mode without --log-file the line above is already on standard error. */
+        if (!log_is_json() || inst.cfg.log_file != NULL) {
+            char text[600], quoted[512];
+
+            snprintf(text, sizeof(text), "cronfence: %s", err);
+            log_announce(STDERR_FILENO, LOG_ERROR, text, "cannot start", "error=\"%s\"",
+                         log_quote(err, quoted, sizeof(quoted)));
+        }
         goto out;
     }
     while (sig != SIGINT && sig != SIGTERM) {

@@ -84,6 +84,25 @@ struct histogram {
     atomic_llong sum_us;
 };
 
+/*
+ * Per-job series (DESIGN §7 --metrics-per-job): one entry per job name in a
+ * chained hash table of JOB_BUCKETS lists, guarded by jobs_lock. Entries
+ * are made by the first run or next slot reported for a name and freed by
+ * metrics_job_forget(). Times are wall ms, 0 for "none".
+ */
+#define JOB_BUCKETS 16384
+
+struct job_series {
+    struct job_series *next;
+    int64_t last_success_ms;
+    int64_t last_failure_ms;
+    int64_t consecutive_failures;
+    int64_t next_fire_ms;
+    /* The failure counted last, so that a second record of one run is not counted again. */
+    char last_failure_run[RUN_ID_MAX];
+    char name[]; /* NUL-terminated */
+};
+
 struct metrics {
     struct histogram histograms[METRICS_HISTOGRAM_COUNT];
     atomic_ullong firings[OUTCOME_COUNT];
@@ -92,6 +111,10 @@ struct metrics {
 
     pthread_mutex_t requests_lock; /* guards requests */
     struct request_count requests[REQUEST_SLOTS];
+
+    atomic_bool per_job;       /* write the per-job series */
+    pthread_mutex_t jobs_lock; /* guards jobs */
+    struct job_series *jobs[JOB_BUCKETS];
 };
 
 int metrics_new(struct metrics **out)
@@ -105,6 +128,12 @@ int metrics_new(struct metrics **out)
         free(metrics);
         return CF_ERR_NOMEM;
     }
+    if (pthread_mutex_init(&metrics->jobs_lock, NULL) != 0) {
+        pthread_mutex_destroy(&metrics->requests_lock);
+        free(metrics);
+        return CF_ERR_NOMEM;
+    }
+    atomic_store(&metrics->per_job, true);
     *out = metrics;
     return CF_OK;
 }
@@ -114,7 +143,194 @@ void metrics_free(struct metrics *metrics)
     if (metrics == NULL)
         return;
     pthread_mutex_destroy(&metrics->requests_lock);
+    for (size_t b = 0; b < JOB_BUCKETS; b++) {
+        while (metrics->jobs[b] != NULL) {
+            struct job_series *next = metrics->jobs[b]->next;
+
+            free(metrics->jobs[b]);
+            metrics->jobs[b] = next;
+        }
+    }
+    pthread_mutex_destroy(&metrics->jobs_lock);
     free(metrics);
+}
+
+/* ---- per-job series ---- */
+
+/* FNV-1a of a job name, for its bucket. */
+static size_t job_bucket(const char *name)
+{
+    uint64_t hash = 1469598103934665603ull;
+
+    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
+        hash = (hash ^ *p) * 1099511628211ull;
+    return (size_t)(hash % JOB_BUCKETS);
+}
+
+/*
+ * The entry of name, made when create is set and there is none (jobs_lock
+ * held). NULL when absent (or out of memory: that job's series are left out).
+ */
+static struct job_series *job_series_find(struct metrics *metrics, const char *name, bool create)
+{
+    size_t bucket = job_bucket(name), len;
+    struct job_series *entry;
+
+    for (entry = metrics->jobs[bucket]; entry != NULL; entry = entry->next)
+        if (strcmp(entry->name, name) == 0)
+            return entry;
+    if (!create)
+        return NULL;
+    len = strlen(name);
+    entry = calloc(1, sizeof(*entry) + len + 1);
+    if (entry == NULL)
+        return NULL;
+    memcpy(entry->name, name, len + 1);
+    entry->next = metrics->jobs[bucket];
+    metrics->jobs[bucket] = entry;
+    return entry;
+}
+
+void metrics_set_per_job(struct metrics *metrics, bool on)
+{
+    if (metrics != NULL)
+        atomic_store(&metrics->per_job, on);
+}
+
+bool metrics_run_is_failure(enum run_status status)
+{
+    return status == RUN_FAILED || status == RUN_FENCED || status == RUN_MISSED ||
+           status == RUN_LOST;
+}
+
+void metrics_job_run(struct metrics *metrics, const struct run *run)
+{
+    struct job_series *entry;
+    int64_t at;
+
+    if (metrics == NULL || !atomic_load(&metrics->per_job) || run->job == NULL ||
+        !run_status_final(run->status) || run->status == RUN_SKIPPED)
+        return;
+    at = run->finished_at_ms != 0 ? run->finished_at_ms : run->scheduled_at_ms;
+    pthread_mutex_lock(&metrics->jobs_lock);
+    entry = job_series_find(metrics, run->job, true);
+    if (entry == NULL)
+        goto out;
+    if (run->status == RUN_SUCCEEDED) {
+        if (at > entry->last_success_ms)
+            entry->last_success_ms = at;
+        /* Records arrive in any order: an older success does not reset a later failure. */
+        if (at >= entry->last_failure_ms) {
+            entry->consecutive_failures = 0;
+            entry->last_failure_run[0] = '\0';
+        }
+    } else if (metrics_run_is_failure(run->status)) {
+        if (at > entry->last_failure_ms)
+            entry->last_failure_ms = at;
+        if (at > entry->last_success_ms && strcmp(entry->last_failure_run, run->id) != 0) {
+            entry->consecutive_failures++;
+            snprintf(entry->last_failure_run, sizeof(entry->last_failure_run), "%s", run->id);
+        }
+    }
+out:
+    pthread_mutex_unlock(&metrics->jobs_lock);
+}
+
+void metrics_job_seed(struct metrics *metrics, const char *job, int64_t last_success_ms,
+                      int64_t last_failure_ms, int64_t consecutive_failures)
+{
+    struct job_series *entry;
+
+    if (metrics == NULL)
+        return;
+    pthread_mutex_lock(&metrics->jobs_lock);
+    entry = job_series_find(metrics, job, true);
+    if (entry != NULL) {
+        entry->last_success_ms = last_success_ms;
+        entry->last_failure_ms = last_failure_ms;
+        entry->consecutive_failures = consecutive_failures;
+    }
+    pthread_mutex_unlock(&metrics->jobs_lock);
+}
+
+void metrics_job_next_fire(struct metrics *metrics, const char *job, int64_t next_ms)
+{
+    struct job_series *entry;
+
+    if (metrics == NULL || !atomic_load(&metrics->per_job))
+        return;
+    pthread_mutex_lock(&metrics->jobs_lock);
+    entry = job_series_find(metrics, job, next_ms != 0);
+    if (entry != NULL)
+        entry->next_fire_ms = next_ms;
+    pthread_mutex_unlock(&metrics->jobs_lock);
+}
+
+void metrics_job_forget(struct metrics *metrics, const char *job)
+{
+    struct job_series **link;
+
+    if (metrics == NULL)
+        return;
+    pthread_mutex_lock(&metrics->jobs_lock);
+    for (link = &metrics->jobs[job_bucket(job)]; *link != NULL; link = &(*link)->next) {
+        if (strcmp((*link)->name, job) == 0) {
+            struct job_series *gone = *link;
+
+            *link = gone->next;
+            free(gone);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&metrics->jobs_lock);
+}
+
+enum job_family { FAMILY_LAST_SUCCESS, FAMILY_LAST_FAILURE, FAMILY_CONSECUTIVE, FAMILY_NEXT_FIRE };
+
+/* Writes one per-job family (jobs_lock held); timestamps of 0 ("none") are left out. */
+static void write_job_family(struct metrics *metrics, FILE *out, enum job_family family,
+                             const char *name, const char *help, const char *type)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    for (size_t b = 0; b < JOB_BUCKETS; b++) {
+        for (const struct job_series *e = metrics->jobs[b]; e != NULL; e = e->next) {
+            int64_t ms = family == FAMILY_LAST_SUCCESS   ? e->last_success_ms
+                         : family == FAMILY_LAST_FAILURE ? e->last_failure_ms
+                         : family == FAMILY_NEXT_FIRE    ? e->next_fire_ms
+                                                         : -1;
+
+            if (ms == 0)
+                continue;
+            fprintf(out, "%s{job=\"", name);
+            metrics_write_label_value(out, e->name);
+            if (family == FAMILY_CONSECUTIVE)
+                fprintf(out, "\"} %lld\n", (long long)e->consecutive_failures);
+            else
+                fprintf(out, "\"} %lld.%03d\n", (long long)(ms / 1000), (int)(ms % 1000));
+        }
+    }
+}
+
+/* The per-job families of DESIGN §7, when switched on. */
+static void write_jobs(struct metrics *metrics, FILE *out)
+{
+    if (!atomic_load(&metrics->per_job))
+        return;
+    pthread_mutex_lock(&metrics->jobs_lock);
+    write_job_family(
+        metrics, out, FAMILY_LAST_SUCCESS, "cronfence_job_last_success_timestamp_seconds",
+        "When the job's latest succeeded run finished (Unix seconds), cluster-wide.", "gauge");
+    write_job_family(metrics, out, FAMILY_LAST_FAILURE,
+                     "cronfence_job_last_failure_timestamp_seconds",
+                     "When the job's latest failed, fenced, missed or lost run ended (Unix "
+                     "seconds), cluster-wide.",
+                     "gauge");
+    write_job_family(metrics, out, FAMILY_CONSECUTIVE, "cronfence_job_consecutive_failures",
+                     "Failed, fenced, missed or lost runs of the job since its latest success.",
+                     "gauge");
+    write_job_family(metrics, out, FAMILY_NEXT_FIRE, "cronfence_job_next_fire_timestamp_seconds",
+                     "The job's next scheduled slot (Unix seconds); absent while paused.", "gauge");
+    pthread_mutex_unlock(&metrics->jobs_lock);
 }
 
 void metrics_observe(struct metrics *metrics, enum metrics_histogram histogram, int64_t duration_us)
@@ -320,5 +536,6 @@ int metrics_write(struct metrics *metrics, FILE *out)
     for (int h = 0; h < METRICS_HISTOGRAM_COUNT; h++)
         write_histogram(metrics, (enum metrics_histogram)h, out);
     write_requests(metrics, out);
+    write_jobs(metrics, out);
     return ferror(out) ? CF_ERR_IO : CF_OK;
 }

@@ -12,6 +12,7 @@
 #ifndef CF_METRICS_H
 #define CF_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -71,6 +72,37 @@ void metrics_count_request(struct metrics *metrics, const char *route, const cha
  * and TYPE lines, to out. Returns CF_OK or CF_ERR_IO when out failed.
  */
 int metrics_write(struct metrics *metrics, FILE *out);
+
+/*
+ * ---- Per-job series (DESIGN §7 --metrics-per-job) ----
+ *
+ * Kept in memory per job name, fed by every run state the instance stores
+ * (its own and its peers', so the values are cluster-wide) and by the
+ * scheduler's next slots; written by metrics_write() unless switched off.
+ * A failure is a run that ended failed, fenced, missed or lost; skipped runs
+ * count for nothing. consecutive_failures counts failures that ended after
+ * the latest success; a second record of the run counted last is not
+ * counted again. Times are wall ms.
+ */
+
+/* Whether metrics_write() writes the per-job series (on by default). */
+void metrics_set_per_job(struct metrics *metrics, bool on);
+
+/* Whether a final status counts as a failure for the per-job series. */
+bool metrics_run_is_failure(enum run_status status);
+
+/* Notes a stored run state (borrowed); states that are not final are ignored. */
+void metrics_job_run(struct metrics *metrics, const struct run *run);
+
+/* Sets a job's values read from the history at start (0: none). */
+void metrics_job_seed(struct metrics *metrics, const char *job, int64_t last_success_ms,
+                      int64_t last_failure_ms, int64_t consecutive_failures);
+
+/* Sets a job's next slot (0: none, e.g. paused). */
+void metrics_job_next_fire(struct metrics *metrics, const char *job, int64_t next_ms);
+
+/* Drops every series of a deleted job. */
+void metrics_job_forget(struct metrics *metrics, const char *job);
 
 /* Writes s as a label value: backslash, double quote and newline escaped. */
 void metrics_write_label_value(FILE *out, const char *s);

@@ -37,8 +37,9 @@
 /* Longest text of a node's configuration warnings. */
 #define NODESET_WARNINGS_MAX 256
 
-/* A parsed redis://[[user]:password@]host[:port][/db] URL. */
+/* A parsed redis:// or rediss:// (TLS) [[user]:password@]host[:port][/db] URL. */
 struct nodeset_url {
+    bool tls; /* rediss:// */
     char host[256];
     int port;           /* default 6379 */
     char user[128];     /* empty: AUTH with the password only */
@@ -68,6 +69,7 @@ struct nodeset_config {
     size_t channel_count;          /* 0: no subscriber connections */
     nodeset_message_fn on_message; /* NULL: every message wakes */
     void *message_ctx;
+    const char *tls_ca; /* CA bundle (PEM file) for rediss:// nodes; NULL: the system's CAs */
 };
 
 struct nodeset;
@@ -75,7 +77,8 @@ struct nodeset;
 /*
  * Parses the URLs, prepares one node each and starts the I/O thread;
  * connects nothing yet (call nodeset_maintain()). Returns CF_OK with *out,
- * CF_ERR_INVALID with the bad URL named in err, CF_ERR_IO when the thread
+ * CF_ERR_INVALID with the bad URL named in err (or the CA bundle that cannot
+ * be read, or tls_ca given with no rediss:// node), CF_ERR_IO when the thread
  * cannot start, or CF_ERR_NOMEM.
  */
 int nodeset_new(const struct nodeset_config *cfg, struct nodeset **out, char *err, size_t errlen);
@@ -95,8 +98,9 @@ const char *nodeset_address(const struct nodeset *ns, size_t node);
 /*
  * (Re)connects the nodes that are down and whose backoff has passed, each
  * with its handshake (AUTH, SELECT, script loading, configuration read,
- * SUBSCRIBE), blocking for at most about a quarter second per node. Meant
- * for a background thread; rounds go on meanwhile.
+ * SUBSCRIBE), blocking for at most about a quarter second per node (half
+ * a second for a rediss:// node). Meant for a background thread; rounds go
+ * on meanwhile.
  */
 void nodeset_maintain(struct nodeset *ns);
 

@@ -21,6 +21,7 @@ static const char *const run_trigger_names[] = {
     [RUN_TRIGGER_SCHEDULE] = "schedule",
     [RUN_TRIGGER_MANUAL] = "manual",
     [RUN_TRIGGER_CATCHUP] = "catchup",
+    [RUN_TRIGGER_RETRY] = "retry",
 };
 
 #define RUN_COUNT(array) (sizeof(array) / sizeof((array)[0]))
@@ -34,6 +35,8 @@ void run_clear(struct run *run)
     free(run->instance);
     free(run->error);
     free(run->response_excerpt);
+    free(run->retry_of);
+    free(run->attempt_log);
     memset(run, 0, sizeof(*run));
 }
 
@@ -60,10 +63,39 @@ int run_copy(struct run *dst, const struct run *src)
     dst->instance = run_strdup(src->instance, &failed);
     dst->error = run_strdup(src->error, &failed);
     dst->response_excerpt = run_strdup(src->response_excerpt, &failed);
+    dst->retry_of = run_strdup(src->retry_of, &failed);
+    dst->attempt_log = NULL;
+    if (src->attempt_log_count > 0) {
+        size_t bytes = (size_t)src->attempt_log_count * sizeof(*src->attempt_log);
+
+        dst->attempt_log = malloc(bytes);
+        if (dst->attempt_log == NULL)
+            failed = true;
+        else
+            memcpy(dst->attempt_log, src->attempt_log, bytes);
+    }
     if (failed) {
         run_clear(dst);
         return CF_ERR_NOMEM;
     }
+    return CF_OK;
+}
+
+int run_attempt_log_add(struct run_attempt **log, int *count, const struct run_attempt *entry)
+{
+    struct run_attempt *grown;
+
+    if (*count >= RUN_ATTEMPT_LOG_MAX) {
+        memmove(*log, *log + 1, (size_t)(RUN_ATTEMPT_LOG_MAX - 1) * sizeof(**log));
+        (*log)[RUN_ATTEMPT_LOG_MAX - 1] = *entry;
+        return CF_OK;
+    }
+    grown = realloc(*log, (size_t)(*count + 1) * sizeof(**log));
+    if (grown == NULL)
+        return CF_ERR_NOMEM;
+    grown[*count] = *entry;
+    *log = grown;
+    (*count)++;
     return CF_OK;
 }
 
@@ -273,6 +305,34 @@ static void run_put(json_t *obj, const char *key, json_t *value, bool *ok)
         *ok = false;
 }
 
+json_t *run_attempt_log_to_json(const struct run *run)
+{
+    json_t *list = json_array();
+
+    for (int i = 0; list != NULL && i < run->attempt_log_count; i++) {
+        const struct run_attempt *entry = &run->attempt_log[i];
+        json_t *item = json_object();
+        bool ok = item != NULL;
+
+        if (ok) {
+            run_put(item, "attempt", json_integer(entry->attempt), &ok);
+            run_put(item, "started_at", run_json_time(entry->started_at_ms), &ok);
+            run_put(item, "duration_ms", json_integer(entry->duration_ms), &ok);
+            run_put(item, "http_status",
+                    entry->http_status != 0 ? json_integer(entry->http_status) : json_null(), &ok);
+            run_put(item, "error",
+                    entry->error[0] != '\0' ? run_json_text(entry->error, RUN_ATTEMPT_ERROR_MAX)
+                                            : json_null(),
+                    &ok);
+        }
+        if (!ok || json_array_append_new(list, item) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
 json_t *run_to_json(const struct run *run)
 {
     json_t *obj = json_object();
@@ -298,6 +358,9 @@ json_t *run_to_json(const struct run *run)
     run_put(obj, "error", run_json_text(run->error, SIZE_MAX), &ok);
     run_put(obj, "response_excerpt", run_json_text(run->response_excerpt, RUN_EXCERPT_MAX), &ok);
     run_put(obj, "lease_lost", json_boolean(run->lease_lost), &ok);
+    run_put(obj, "lag_ms", run->has_lag ? json_integer(run->lag_ms) : json_null(), &ok);
+    run_put(obj, "retry_of", run_json_text(run->retry_of, RUN_ID_MAX), &ok);
+    run_put(obj, "attempt_log", run_attempt_log_to_json(run), &ok);
     if (!ok) {
         json_decref(obj);
         return NULL;
@@ -346,6 +409,58 @@ static bool read_int(const json_t *doc, const char *key, int64_t min, int64_t ma
     return *out >= min && *out <= max;
 }
 
+/* Reads the optional lag_ms (absent or null: unknown). */
+static bool read_lag(const json_t *doc, struct run *run)
+{
+    const json_t *value = json_object_get(doc, "lag_ms");
+
+    if (value == NULL || json_is_null(value))
+        return true;
+    run->has_lag = true;
+    return read_int(doc, "lag_ms", INT64_MIN / 2, INT64_MAX / 2, &run->lag_ms);
+}
+
+int run_attempt_log_from_json(const json_t *list, struct run *run)
+{
+    size_t size, first;
+    bool nomem = false;
+
+    if (list == NULL || json_is_null(list))
+        return CF_OK;
+    if (!json_is_array(list))
+        return CF_ERR_INVALID;
+    size = json_array_size(list);
+    first = size > RUN_ATTEMPT_LOG_MAX ? size - RUN_ATTEMPT_LOG_MAX : 0;
+    for (size_t i = first; i < size; i++) {
+        const json_t *item = json_array_get(list, i);
+        struct run_attempt entry = {0};
+        int64_t attempt, http_status;
+        char *error = NULL;
+
+        if (!json_is_object(item) || !read_int(item, "attempt", 1, INT32_MAX, &attempt) ||
+            attempt == 0 || !read_time(item, "started_at", &entry.started_at_ms) ||
+            !read_int(item, "duration_ms", INT64_MIN / 2, INT64_MAX / 2, &entry.duration_ms) ||
+            !read_int(item, "http_status", 0, 999, &http_status) ||
+            !read_text(item, "error", &error, &nomem))
+            goto out_fail;
+        entry.attempt = (int)attempt;
+        entry.http_status = (int)http_status;
+        snprintf(entry.error, sizeof(entry.error), "%s", error != NULL ? error : "");
+        free(error);
+        if (run_attempt_log_add(&run->attempt_log, &run->attempt_log_count, &entry) != CF_OK) {
+            nomem = true;
+            goto out_fail;
+        }
+    }
+    return CF_OK;
+
+out_fail:
+    free(run->attempt_log);
+    run->attempt_log = NULL;
+    run->attempt_log_count = 0;
+    return nomem ? CF_ERR_NOMEM : CF_ERR_INVALID;
+}
+
 int run_from_json(const json_t *doc, struct run *run)
 {
     const char *id = json_string_value(json_object_get(doc, "id"));
@@ -378,6 +493,15 @@ int run_from_json(const json_t *doc, struct run *run)
 
         ok = lease_lost == NULL || json_is_boolean(lease_lost);
         run->lease_lost = json_is_true(lease_lost);
+    }
+    if (ok)
+        ok = read_text(doc, "retry_of", &run->retry_of, &nomem) &&
+             (run->retry_of == NULL || strlen(run->retry_of) < RUN_ID_MAX) && read_lag(doc, run);
+    if (ok) {
+        int ret = run_attempt_log_from_json(json_object_get(doc, "attempt_log"), run);
+
+        nomem = ret == CF_ERR_NOMEM;
+        ok = ret == CF_OK;
     }
     if (!ok) {
         run_clear(run);

@@ -14,7 +14,26 @@
 /* Bytes of the response body kept in response_excerpt. */
 #define RUN_EXCERPT_MAX 4096
 
-enum run_trigger { RUN_TRIGGER_SCHEDULE, RUN_TRIGGER_MANUAL, RUN_TRIGGER_CATCHUP };
+enum run_trigger {
+    RUN_TRIGGER_SCHEDULE,
+    RUN_TRIGGER_MANUAL,
+    RUN_TRIGGER_CATCHUP,
+    RUN_TRIGGER_RETRY, /* POST /runs/{id}/retry: the slot of an earlier run again */
+};
+
+/* Entries kept in a run's attempt_log: the most recent ones, older ones dropped. */
+#define RUN_ATTEMPT_LOG_MAX 10
+/* Bytes kept of one attempt's error, terminator included. */
+#define RUN_ATTEMPT_ERROR_MAX 160
+
+/* One attempt of a firing (DESIGN §6 attempt_log). */
+struct run_attempt {
+    int attempt;           /* 1-based */
+    int64_t started_at_ms; /* wall ms */
+    int64_t duration_ms;
+    int http_status;                   /* 0 when none answered */
+    char error[RUN_ATTEMPT_ERROR_MAX]; /* "" when it succeeded */
+};
 
 enum run_status {
     RUN_RUNNING,
@@ -43,7 +62,20 @@ struct run {
     char *error;            /* last attempt's error, NULL for none */
     char *response_excerpt; /* first RUN_EXCERPT_MAX bytes, NULL for none */
     bool lease_lost;
+    bool has_lag;   /* lag_ms is known: a request was sent */
+    int64_t lag_ms; /* slot (a retry: its start) to the first request sent */
+    char *retry_of; /* the run this one retries, NULL for none */
+    /* The last attempt_log_count attempts, oldest first; NULL when none. Owned. */
+    struct run_attempt *attempt_log;
+    int attempt_log_count;
 };
+
+/*
+ * Appends an attempt to log (a heap array of *count entries, at most
+ * RUN_ATTEMPT_LOG_MAX: the oldest entry is dropped when full). Returns
+ * CF_OK, or CF_ERR_NOMEM with the log unchanged.
+ */
+int run_attempt_log_add(struct run_attempt **log, int *count, const struct run_attempt *entry);
 
 /* Frees what a run owns (not the struct itself, which may live on the stack); accepts NULL. */
 void run_clear(struct run *run);
@@ -104,5 +136,16 @@ json_t *run_to_json(const struct run *run);
  * the wrong type or out of range; CF_ERR_NOMEM.
  */
 int run_from_json(const json_t *doc, struct run *run);
+
+/* The attempt_log array of a run (new reference; [] for none), NULL on allocation failure. */
+json_t *run_attempt_log_to_json(const struct run *run);
+
+/*
+ * Reads an attempt_log array (NULL or JSON null: none) into run's log,
+ * which must be empty; only the last RUN_ATTEMPT_LOG_MAX entries are kept,
+ * errors cut to RUN_ATTEMPT_ERROR_MAX - 1 bytes. Returns CF_OK, or
+ * CF_ERR_INVALID / CF_ERR_NOMEM with the log left empty.
+ */
+int run_attempt_log_from_json(const json_t *list, struct run *run);
 
 #endif

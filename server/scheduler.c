@@ -36,6 +36,8 @@
 #define SCHED_CLAIM_RETRY_DOUBLINGS 5
 /* How long scheduler_trigger waits for the scheduler thread. */
 #define SCHED_TRIGGER_WAIT_MS 15000
+/* Pause between attempts to load the catalog when the database refuses. */
+#define SCHED_LOAD_RETRY_MS 1000
 #define JOB_BUCKETS 4096
 /* While the database takes no writes: how often a write is tried, and how many states wait. */
 #define SCHED_STORAGE_PROBE_MS 1000
@@ -111,6 +113,10 @@ struct completion {
     char *response_excerpt;
     char *reason; /* missed: why nothing was sent (no free connection to the target) */
     int64_t finished_at_ms;
+    bool has_lag;
+    int64_t lag_ms;
+    struct run_attempt *attempt_log; /* owned until complete_run() takes it */
+    int attempt_log_count;
 };
 
 struct firing {
@@ -128,10 +134,13 @@ struct firing {
     struct completion done;
 };
 
-/* A manual trigger waiting for the scheduler thread. */
+/* A manual trigger or a retry waiting for the scheduler thread. */
 struct trigger_request {
     struct trigger_request *next;
     const char *name;
+    enum run_trigger trigger; /* RUN_TRIGGER_MANUAL or RUN_TRIGGER_RETRY */
+    int64_t slot_ms;          /* a retry: the slot fired again */
+    const char *retry_of;     /* a retry: the run retried */
     bool done;
     int result;
     struct run *run;
@@ -154,6 +163,7 @@ struct scheduler {
     pthread_cond_t wake;
     pthread_cond_t replied; /* trigger requests answered */
     bool stopping;
+    bool loaded;      /* the catalog is loaded and scheduled */
     int64_t grace_ms; /* how long firings in flight may go on after the stop */
     struct changed_name *changed;
     struct trigger_request *triggers;
@@ -280,6 +290,8 @@ static void heap_remove(struct scheduler *sched, struct sched_job *sj)
 /* Puts sj in the heap at sj->next_ms, or takes it out when next_ms is 0. */
 static int heap_set(struct scheduler *sched, struct sched_job *sj, int64_t next_ms)
 {
+    if (next_ms != sj->next_ms)
+        metrics_job_next_fire(sched->cfg.metrics, sj->name, next_ms);
     sj->next_ms = next_ms;
     if (next_ms == 0) {
         heap_remove(sched, sj);
@@ -840,6 +852,17 @@ static void firing_done(void *ctx, struct delivery_request *req,
     done->response_excerpt = cf_strdup(result->response_excerpt);
     done->reason = cf_strdup(result->reason); /* set for a missed firing */
     done->finished_at_ms = result->finished_at_ms ? result->finished_at_ms : cf_wall_ms();
+    done->has_lag = result->has_lag;
+    done->lag_ms = result->lag_ms;
+    /* Out of memory, the run goes without its attempt log: forensics, not the outcome. */
+    if (result->attempt_log_count > 0) {
+        done->attempt_log = malloc((size_t)result->attempt_log_count * sizeof(*done->attempt_log));
+        if (done->attempt_log != NULL) {
+            memcpy(done->attempt_log, result->attempt_log,
+                   (size_t)result->attempt_log_count * sizeof(*done->attempt_log));
+            done->attempt_log_count = result->attempt_log_count;
+        }
+    }
     note_delivery_ended(firing);
     pthread_mutex_lock(&sched->inbox_lock);
     done->next = sched->completions;
@@ -850,7 +873,7 @@ static void firing_done(void *ctx, struct delivery_request *req,
 
 /*
  * Sets up the claim of a slot and names the run it starts: "<job>@<T>" for
- * a slot, a random id for a manual run. Returns CF_OK, or CF_ERR_IO when no
+ * a slot, a random id for a manual run or a retry. Returns CF_OK, or CF_ERR_IO when no
  * random id could be had.
  */
 static int claim_init(struct coord_claim *claim, const struct sched_job *sj, int64_t slot_ms,
@@ -861,9 +884,13 @@ static int claim_init(struct coord_claim *claim, const struct sched_job *sj, int
     claim->slot_ms = slot_ms;
     claim->lease_ms = sj->job->lease_ms;
     claim->per_slot = sj->job->overlap == JOB_OVERLAP_ALLOW;
-    claim->advance = trigger != RUN_TRIGGER_MANUAL;
+    /*
+     * A manual run and a retry do not advance fence.last, and are not refused
+     * when it reached their slot (DESIGN §3): a retry fires a slot again on purpose.
+     */
+    claim->advance = trigger != RUN_TRIGGER_MANUAL && trigger != RUN_TRIGGER_RETRY;
     claim->trigger = trigger;
-    if (trigger == RUN_TRIGGER_MANUAL)
+    if (trigger == RUN_TRIGGER_MANUAL || trigger == RUN_TRIGGER_RETRY)
         return cf_random_hex(claim->run_id, 16);
     run_slot_id(sj->name, slot_ms, claim->run_id);
     return CF_OK;
@@ -1548,6 +1575,13 @@ static void complete_run(struct completion *done)
     }
     run->finished_at_ms = done->finished_at_ms;
     run->duration_ms = run->finished_at_ms - run->started_at_ms;
+    run->has_lag = done->has_lag;
+    run->lag_ms = done->lag_ms;
+    free(run->attempt_log);
+    run->attempt_log = done->attempt_log;
+    run->attempt_log_count = done->attempt_log_count;
+    done->attempt_log = NULL;
+    done->attempt_log_count = 0;
     run->lease_lost = atomic_load(&firing->lease_lost);
 }
 
@@ -1725,10 +1759,13 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
         request->result = CF_ERR_CONFLICT;
         return;
     }
-    if (claim_init(&claim, sj, cf_wall_ms(), RUN_TRIGGER_MANUAL) != CF_OK) {
+    if (claim_init(&claim, sj,
+                   request->trigger == RUN_TRIGGER_RETRY ? request->slot_ms : cf_wall_ms(),
+                   request->trigger) != CF_OK) {
         request->result = CF_ERR_IO;
         return;
     }
+    claim.retry_of = request->retry_of;
     claim_round(sched, &claim, 1);
     if (claim.result == CF_ERR_BUSY) {
         snprintf(request->reason, request->reason_len, "another run holds the job's lock");
@@ -1741,30 +1778,32 @@ static void answer_trigger(struct scheduler *sched, struct trigger_request *requ
                             "the claim could not be committed on a quorum in time");
     if (claim.result != CF_OK)
         return;
-    struct firing *firing = prepare_firing(sched, sj, &claim, RUN_TRIGGER_MANUAL);
+    struct firing *firing = prepare_firing(sched, sj, &claim, request->trigger);
     if (firing == NULL) {
         request->result = CF_ERR_NOMEM;
         return;
+    }
+    if (request->retry_of != NULL) {
+        firing->run.retry_of = strdup(request->retry_of);
+        if (firing->run.retry_of == NULL) {
+            sched->cfg.coord->ops->release(sched->cfg.coord, &firing->claim, 1);
+            record_unsent_claim(sched, &firing->claim, METRICS_REASON_CLAIM_FAILED,
+                                "not sent: out of memory");
+            delivery_request_free(firing->request);
+            run_clear(&firing->run);
+            free(firing);
+            request->result = CF_ERR_NOMEM;
+            return;
+        }
     }
     if (start_firings(sched, &firing, 1) != CF_OK) {
         snprintf(request->reason, request->reason_len, "the database could not record the run");
         request->result = CF_ERR_DB;
         return;
     }
-    /* Copy the run as started for the caller. */
-    *request->run = firing->run;
-    request->run->job = strdup(firing->run.job);
-    request->run->instance = strdup(firing->run.instance);
-    if (request->run->job == NULL || request->run->instance == NULL) {
-        /* The run is under way; only the caller's copy failed. */
-        run_clear(request->run);
-        memset(request->run, 0, sizeof(*request->run));
+    /* Copy the run as started for the caller; the run is under way even if that fails. */
+    if (run_copy(request->run, &firing->run) != CF_OK)
         request->result = CF_ERR_NOMEM;
-        return;
-    }
-    request->run->reason = NULL;
-    request->run->error = NULL;
-    request->run->response_excerpt = NULL;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1787,7 +1826,7 @@ static bool prune_stopping(struct scheduler *sched)
 static void prune_history(struct scheduler *sched)
 {
     int64_t before = cf_wall_ms() - (int64_t)sched->cfg.history_days * 86400000;
-    struct job **jobs = NULL;
+    char **jobs = NULL;
     size_t count = 0;
     int deleted, total = 0;
 
@@ -1796,18 +1835,19 @@ static void prune_history(struct scheduler *sched)
             return;
         total += deleted;
     } while (deleted == SCHED_PRUNE_BATCH && !prune_stopping(sched));
-    if (db_job_all(sched->cfg.prune_db, &jobs, &count) != CF_OK)
+    /* Only the jobs over their cap: not a pass over the whole catalog each minute. */
+    if (db_run_jobs_over(sched->cfg.prune_db, sched->cfg.history_per_job, &jobs, &count) != CF_OK)
         return;
     for (size_t i = 0; i < count; i++) {
         do {
             deleted = 0;
             if (prune_stopping(sched) ||
-                db_run_prune_job(sched->cfg.prune_db, jobs[i]->name, sched->cfg.history_per_job,
+                db_run_prune_job(sched->cfg.prune_db, jobs[i], sched->cfg.history_per_job,
                                  SCHED_PRUNE_BATCH, &deleted) != CF_OK)
                 break;
             total += deleted;
         } while (deleted == SCHED_PRUNE_BATCH);
-        job_free(jobs[i]);
+        free(jobs[i]);
     }
     free(jobs);
     if (total > 0)
@@ -1929,76 +1969,6 @@ static void drain_firings(struct scheduler *sched)
                  (long long)(cf_boot_ms() - started_boot));
 }
 
-static void *scheduler_main(void *arg)
-{
-    struct scheduler *sched = arg;
-
-    pthread_mutex_lock(&sched->inbox_lock);
-    for (;;) {
-        struct changed_name *changed;
-        struct trigger_request *triggers;
-        struct completion *completions;
-        int64_t now = cf_wall_ms(), now_boot = cf_boot_ms();
-        bool stopping = sched->stopping;
-
-        if (!stopping && sched->changed == NULL && sched->triggers == NULL &&
-            sched->completions == NULL) {
-            wait_inbox(sched, sleep_budget(sched, now, now_boot));
-            now = cf_wall_ms();
-            now_boot = cf_boot_ms();
-        }
-        stopping = sched->stopping;
-        changed = sched->changed;
-        triggers = sched->triggers;
-        completions = sched->completions;
-        sched->changed = NULL;
-        sched->triggers = NULL;
-        sched->completions = NULL;
-        pthread_mutex_unlock(&sched->inbox_lock);
-
-        finish_firings(sched, completions);
-        while (changed != NULL) {
-            struct changed_name *next = changed->next;
-
-            reload_job(sched, changed->name);
-            free(changed);
-            changed = next;
-        }
-        if (stopping) {
-            refuse_triggers(sched, triggers);
-            drain_firings(sched);
-            record_all_outages(sched);
-            tend_storage(sched, cf_boot_ms());
-            if (sched->unrecorded_count > 0)
-                log_warn("run states not recorded at stop: the database takes no writes",
-                         "count=%zu", sched->unrecorded_count);
-            return NULL;
-        }
-        if (triggers != NULL) {
-            struct trigger_request *t;
-
-            for (t = triggers; t != NULL; t = t->next)
-                answer_trigger(sched, t);
-            pthread_mutex_lock(&sched->inbox_lock);
-            for (t = triggers; t != NULL; t = t->next)
-                t->done = true;
-            pthread_cond_broadcast(&sched->replied);
-            pthread_mutex_unlock(&sched->inbox_lock);
-        }
-        tend_storage(sched, now_boot);
-        fire_due(sched, now, now_boot);
-        start_pending(sched, now, now_boot);
-        extend_leases(sched, now_boot);
-        pthread_mutex_lock(&sched->inbox_lock);
-    }
-    pthread_mutex_unlock(&sched->inbox_lock);
-    return NULL;
-}
-
-/* ---------------------------------------------------------------------- */
-/* Public API                                                               */
-/* ---------------------------------------------------------------------- */
-
 /*
  * Records this instance's runs left "running" by a crash as lost, through
  * the normal path so that peers learn of it too.
@@ -2089,6 +2059,107 @@ out:
     return ret;
 }
 
+/*
+ * Loads the catalog on the scheduler thread, before its first pass. A
+ * database that refuses (unreadable, out of memory) is tried again each
+ * second: load_all() fails only before it schedules anything. Gives up
+ * when the scheduler stops first.
+ */
+static void load_catalog(struct scheduler *sched)
+{
+    bool told = false;
+    int ret;
+
+    while ((ret = load_all(sched)) != CF_OK) {
+        if (!told)
+            log_error("catalog not loaded, trying again each second", "error=\"%s\"",
+                      cf_err_str(ret));
+        told = true;
+        pthread_mutex_lock(&sched->inbox_lock);
+        if (!sched->stopping)
+            wait_inbox(sched, SCHED_LOAD_RETRY_MS);
+        if (sched->stopping) {
+            pthread_mutex_unlock(&sched->inbox_lock);
+            return;
+        }
+        pthread_mutex_unlock(&sched->inbox_lock);
+    }
+    pthread_mutex_lock(&sched->inbox_lock);
+    sched->loaded = true;
+    pthread_mutex_unlock(&sched->inbox_lock);
+}
+
+static void *scheduler_main(void *arg)
+{
+    struct scheduler *sched = arg;
+
+    load_catalog(sched);
+    pthread_mutex_lock(&sched->inbox_lock);
+    for (;;) {
+        struct changed_name *changed;
+        struct trigger_request *triggers;
+        struct completion *completions;
+        int64_t now = cf_wall_ms(), now_boot = cf_boot_ms();
+        bool stopping = sched->stopping;
+
+        if (!stopping && sched->changed == NULL && sched->triggers == NULL &&
+            sched->completions == NULL) {
+            wait_inbox(sched, sleep_budget(sched, now, now_boot));
+            now = cf_wall_ms();
+            now_boot = cf_boot_ms();
+        }
+        stopping = sched->stopping;
+        changed = sched->changed;
+        triggers = sched->triggers;
+        completions = sched->completions;
+        sched->changed = NULL;
+        sched->triggers = NULL;
+        sched->completions = NULL;
+        pthread_mutex_unlock(&sched->inbox_lock);
+
+        finish_firings(sched, completions);
+        while (changed != NULL) {
+            struct changed_name *next = changed->next;
+
+            reload_job(sched, changed->name);
+            free(changed);
+            changed = next;
+        }
+        if (stopping) {
+            refuse_triggers(sched, triggers);
+            drain_firings(sched);
+            record_all_outages(sched);
+            tend_storage(sched, cf_boot_ms());
+            if (sched->unrecorded_count > 0)
+                log_warn("run states not recorded at stop: the database takes no writes",
+                         "count=%zu", sched->unrecorded_count);
+            return NULL;
+        }
+        if (triggers != NULL) {
+            struct trigger_request *t;
+
+            for (t = triggers; t != NULL; t = t->next)
+                answer_trigger(sched, t);
+            pthread_mutex_lock(&sched->inbox_lock);
+            for (t = triggers; t != NULL; t = t->next)
+                t->done = true;
+            pthread_cond_broadcast(&sched->replied);
+            pthread_mutex_unlock(&sched->inbox_lock);
+        }
+        tend_storage(sched, now_boot);
+        fire_due(sched, now, now_boot);
+        start_pending(sched, now, now_boot);
+        extend_leases(sched, now_boot);
+        pthread_mutex_lock(&sched->inbox_lock);
+    }
+    pthread_mutex_unlock(&sched->inbox_lock);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public API                                                               */
+/* ---------------------------------------------------------------------- */
+
 int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
 {
     struct scheduler *sched = calloc(1, sizeof(*sched));
@@ -2106,11 +2177,9 @@ int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out)
     pthread_cond_init(&sched->replied, NULL);
     pthread_mutex_init(&sched->prune_lock, NULL);
 
-    ret = load_all(sched);
-    if (ret != CF_OK)
-        goto out_free;
     dcfg.instance_id = cfg->instance_id;
     dcfg.default_secret = cfg->default_secret;
+    dcfg.secrets = cfg->secrets;
     dcfg.allow = cfg->allow;
     dcfg.may_retry = firing_may_retry;
     dcfg.done = firing_done;
@@ -2191,6 +2260,19 @@ bool scheduler_stopping(struct scheduler *sched)
     return stopping;
 }
 
+const char *scheduler_not_ready(struct scheduler *sched)
+{
+    const char *why = NULL;
+
+    pthread_mutex_lock(&sched->inbox_lock);
+    if (sched->stopping)
+        why = "stopping";
+    else if (!sched->loaded)
+        why = "loading the catalog";
+    pthread_mutex_unlock(&sched->inbox_lock);
+    return why;
+}
+
 void scheduler_free(struct scheduler *sched)
 {
     if (sched == NULL)
@@ -2233,17 +2315,13 @@ void scheduler_job_changed(struct scheduler *sched, const char *name)
     pthread_mutex_unlock(&sched->inbox_lock);
 }
 
-int scheduler_trigger(struct scheduler *sched, const char *name, struct run *run, char *reason,
-                      size_t reason_len)
+/* Hands request to the scheduler thread and waits for its answer (scheduler_trigger). */
+static int trigger_wait(struct scheduler *sched, struct trigger_request *req)
 {
-    struct trigger_request request = {0};
+    struct trigger_request request = *req;
     int64_t deadline = cf_boot_ms() + SCHED_TRIGGER_WAIT_MS;
 
-    memset(run, 0, sizeof(*run));
-    request.name = name;
-    request.run = run;
-    request.reason = reason;
-    request.reason_len = reason_len;
+    memset(request.run, 0, sizeof(*request.run));
     request.result = CF_ERR_TIMEOUT;
     pthread_mutex_lock(&sched->inbox_lock);
     if (sched->stopping) {
@@ -2276,6 +2354,45 @@ int scheduler_trigger(struct scheduler *sched, const char *name, struct run *run
     }
     pthread_mutex_unlock(&sched->inbox_lock);
     return request.result;
+}
+
+int scheduler_trigger(struct scheduler *sched, const char *name, struct run *run, char *reason,
+                      size_t reason_len)
+{
+    struct trigger_request request = {0};
+
+    request.name = name;
+    request.trigger = RUN_TRIGGER_MANUAL;
+    request.run = run;
+    request.reason = reason;
+    request.reason_len = reason_len;
+    return trigger_wait(sched, &request);
+}
+
+int scheduler_retry(struct scheduler *sched, const struct run *old, struct run *run, char *reason,
+                    size_t reason_len)
+{
+    struct trigger_request request = {0};
+
+    memset(run, 0, sizeof(*run));
+    if ((old->trigger != RUN_TRIGGER_SCHEDULE && old->trigger != RUN_TRIGGER_CATCHUP) ||
+        old->scheduled_at_ms == 0 ||
+        (old->status != RUN_FAILED && old->status != RUN_FENCED && old->status != RUN_MISSED &&
+         old->status != RUN_LOST)) {
+        snprintf(reason, reason_len,
+                 "only a scheduled run that ended failed, fenced, missed or lost can be retried;"
+                 " this one is a %s run, %s",
+                 run_trigger_name(old->trigger), run_status_name(old->status));
+        return CF_ERR_CONFLICT;
+    }
+    request.name = old->job;
+    request.trigger = RUN_TRIGGER_RETRY;
+    request.slot_ms = old->scheduled_at_ms;
+    request.retry_of = old->id;
+    request.run = run;
+    request.reason = reason;
+    request.reason_len = reason_len;
+    return trigger_wait(sched, &request);
 }
 
 void scheduler_get_stats(struct scheduler *sched, struct scheduler_stats *stats)

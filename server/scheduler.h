@@ -20,6 +20,8 @@
 #include "metrics.h"
 #include "run.h"
 
+struct signing_secrets;
+
 struct scheduler_config {
     struct db *db;                /* the scheduler's own handle; borrowed */
     struct db *prune_db;          /* the retention thread's own handle; borrowed */
@@ -30,6 +32,8 @@ struct scheduler_config {
     int history_days;             /* runs older than this are pruned */
     int history_per_job;          /* at most this many runs kept per job */
     struct metrics *metrics;      /* borrowed; may be NULL */
+    /* Chooses the signing secrets, several during an overlap (delivery.h); borrowed. */
+    struct signing_secrets *secrets;
     /* Called on the scheduler thread after a run state is stored; may be NULL. */
     void (*run_changed)(void *ctx, const struct run *run);
     void *ctx;
@@ -43,10 +47,13 @@ struct scheduler_stats {
 struct scheduler;
 
 /*
- * Loads every job from the database, marks runs this instance left
- * "running" before a crash as "lost", records or catches up slots missed
- * while the instance was down, and starts the scheduler thread and the
- * delivery engine. Returns CF_OK with *out, or an error (nothing started).
+ * Starts the scheduler thread and the delivery engine, and returns at once.
+ * The thread first loads every job from the database, marks runs this
+ * instance left "running" before a crash as "lost", and records or catches
+ * up slots missed while the instance was down (a large catalog takes a
+ * second or two, during which the API already answers and
+ * scheduler_not_ready() says why; triggers and catalog changes wait in the
+ * inbox). Returns CF_OK with *out, or an error (nothing started).
  */
 int scheduler_start(const struct scheduler_config *cfg, struct scheduler **out);
 
@@ -64,6 +71,9 @@ void scheduler_stop(struct scheduler *sched, int64_t grace_ms);
 
 /* Whether scheduler_stop() has begun. */
 bool scheduler_stopping(struct scheduler *sched);
+
+/* Why the scheduler is not firing ("loading the catalog", "stopping"), or NULL when it is. */
+const char *scheduler_not_ready(struct scheduler *sched);
 
 /*
  * Frees the scheduler; accepts NULL. Call it after scheduler_stop(): on a
@@ -84,6 +94,18 @@ void scheduler_job_changed(struct scheduler *sched, const char *name);
  */
 int scheduler_trigger(struct scheduler *sched, const char *name, struct run *run, char *reason,
                       size_t reason_len);
+
+/*
+ * Fires the slot of run old again (DESIGN §3 retry of a run): a new run
+ * with a random id, trigger "retry", retry_of = old's id, a new token and
+ * old's idempotency key, through the lock path, without advancing the job's
+ * last fired slot. old is borrowed for the call. Blocks until the firing is
+ * claimed; on CF_OK, *run (run_clear() it) is the run just started. Errors
+ * as scheduler_trigger(), and CF_ERR_CONFLICT when old is not a scheduled
+ * or catch-up run that ended failed, fenced, missed or lost.
+ */
+int scheduler_retry(struct scheduler *sched, const struct run *old, struct run *run, char *reason,
+                    size_t reason_len);
 
 void scheduler_get_stats(struct scheduler *sched, struct scheduler_stats *stats);
 

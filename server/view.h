@@ -13,7 +13,8 @@
 /*
  * The job's fields (never its secret) plus schedule_description,
  * next_fire_at (null when paused or never again) and last_run (null when
- * none), the latter read from db. New reference; NULL when out of memory.
+ * none), consecutive_failures and last_error (null when none), the last
+ * three read from db. New reference; NULL when out of memory.
  */
 json_t *view_job(struct db *db, const struct job *job);
 

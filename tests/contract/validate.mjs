@@ -31,6 +31,7 @@
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { fileURLToPath } from "node:url";
 
 import Ajv2020 from "ajv/dist/2020.js";
@@ -226,6 +227,14 @@ function headerOf(pairs, name) {
     return undefined;
 }
 
+function parseJsonOrNull(text) {
+    try {
+        return JSON.parse(text);
+    } catch {
+        return null;
+    }
+}
+
 function essence(contentType) {
     return (contentType || "").split(";")[0].trim().toLowerCase();
 }
@@ -412,6 +421,9 @@ class Checker {
         if (operation && operation.op.operationId === "getOpenApi" && exchange.status === 200 &&
             text !== spec.text)
             this.fail(exchange, "the served spec differs from the spec file (rebuild the binary?)");
+        if (operation && operation.op.operationId === "getOpenApiJson" && exchange.status === 200 &&
+            !isDeepStrictEqual(parseJsonOrNull(text), spec.doc))
+            this.fail(exchange, "the served JSON spec differs from the spec file (rebuild the binary?)");
         if (!content[media].schema)
             return;
         let value = text;

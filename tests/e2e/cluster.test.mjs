@@ -1,5 +1,7 @@
 // The Cluster page: three redis-server nodes and three cronfence instances,
-// then one node killed with SIGKILL; and a standalone instance saying so.
+// then one node killed with SIGKILL (the quorum turns "degraded" on the open
+// page) and one instance stopped with SIGSTOP (shown down, with when it was
+// last seen); and a standalone instance saying so.
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -69,7 +71,7 @@ describe('cluster page', { timeout: 240000 * SLOW }, () => {
         const row = instanceRows.filter({ hasText: instance.name });
         assert.equal(await row.count(), 1, `no single row for ${instance.name}`);
         assert.ok((await row.innerText()).includes(instance.url), `the row of ${instance.name} lacks ${instance.url}`);
-        assert.equal(await cell(row, 'healthy').count(), 1, `${instance.name} is not healthy`);
+        assert.equal(await cell(row, 'up').count(), 1, `${instance.name} is not up`);
       }
       assert.equal(await instanceRows.filter({ hasText: '(this instance)' }).count(), 1);
       assert.ok((await instanceRows.filter({ hasText: '(this instance)' }).innerText()).includes('cf0'));
@@ -82,9 +84,7 @@ describe('cluster page', { timeout: 240000 * SLOW }, () => {
         assert.equal(await cell(row, 'yes').count(), 1, `${node.address} is not trusted`);
       }
       const text = await quorum(page).innerText();
-      assert.match(text, /3 of 3 nodes trusted, 2 needed/);
-      assert.match(text, /\bhealthy\b/);
-      assert.doesNotMatch(text, /not healthy/);
+      assert.match(text, /3 of 3 nodes trusted, 2 needed: healthy/);
     }, { timeout: LIVE_MS, what: 'three healthy instances and three trusted nodes' });
     const failures = await auditPage(page, 'cluster');
     assert.equal(failures.length, 0, `\n${failures.join('\n\n')}`);
@@ -100,12 +100,37 @@ describe('cluster page', { timeout: 240000 * SLOW }, () => {
     console.log(`# screenshot ${shot}`);
     await eventually(async () => {
       const text = await quorum(page).innerText();
-      assert.match(text, /2 of 3 nodes trusted, 2 needed/);
-      assert.doesNotMatch(text, /not healthy/);
-    }, { timeout: LIVE_MS, what: 'the quorum line to count two trusted nodes' });
+      assert.match(text, /2 of 3 nodes trusted, 2 needed: degraded/);
+      assert.doesNotMatch(text, /\bhealthy\b/);
+    }, { timeout: LIVE_MS, what: 'the quorum line to read degraded with two trusted nodes' });
     for (const node of [nodes[0], nodes[2]]) {
       assert.equal(await cell(nodeRow(page, node), 'up').count(), 1, `${node.address} is not up`);
     }
+    assert.equal(await page.evaluate(() => window.__e2eNotReloaded), true, 'the page was reloaded');
+
+    // An instance that stops answering stays listed, as down, with when it was last seen.
+    const frozen = instances[2];
+    frozen.signal('SIGSTOP');
+    const frozenRow = instanceRows.filter({ hasText: frozen.name });
+    await eventually(async () => {
+      assert.equal(await cell(frozenRow, 'down').count(), 1, `${frozen.name} row: ${await frozenRow.innerText()}`);
+    }, { timeout: LIVE_MS * 2, what: `${frozen.name} to show down` });
+    const lastSeen = frozenRow.getByRole('cell').nth(1);
+    await eventually(async () => {
+      const text = await lastSeen.innerText();
+      assert.match(text, /\d+ s ago/, `last seen reads "${text}"`);
+      const at = Date.parse(await lastSeen.locator('time').getAttribute('datetime'));
+      assert.ok(Date.now() - at >= 5000, `last seen ${new Date(at).toISOString()} is not in the past`);
+    }, { what: 'the last-seen time of the stopped instance' });
+    // It keeps ticking without a reload.
+    const before = await lastSeen.locator('.relative').innerText();
+    await eventually(async () => assert.notEqual(await lastSeen.locator('.relative').innerText(), before),
+      { what: 'the last-seen time to tick' });
+    assert.equal(await cell(instanceRows.filter({ hasText: instances[1].name }), 'up').count(), 1);
+    await screenshot(page, 'cluster-instance-down-light-desktop');
+    frozen.signal('SIGCONT');
+    await eventually(async () => assert.equal(await cell(frozenRow, 'up').count(), 1),
+      { timeout: LIVE_MS, what: `${frozen.name} to show up again after SIGCONT` });
     assert.equal(await page.evaluate(() => window.__e2eNotReloaded), true, 'the page was reloaded');
     assertNoProblems(page);
   }));

@@ -249,17 +249,19 @@ export class Proc {
 }
 
 export class Instance extends Proc {
-  constructor({ dir, name = 'cronfence', args = [] }) {
+  // With https, args must carry --tls-cert and --tls-key (the API helpers here speak HTTP only).
+  constructor({ dir, name = 'cronfence', args = [], https = false }) {
     const db = path.join(dir, `${name}.db`);
     const argv = [path.join(BIN_DIR, 'cronfence'), '--listen', '127.0.0.1:0', '--db', db,
       '--admin-token', ADMIN_TOKEN, '--viewer-token', VIEWER_TOKEN, '--signing-secret', SECRET,
       ...(WEB_DIR ? ['--web-dir', WEB_DIR] : []), ...args];
     super({ name, argv, dir });
     this.db = db;
+    this.scheme = https ? 'https' : 'http';
   }
 
   get url() {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.scheme}://127.0.0.1:${this.port}`;
   }
 
   // Restarts on the same port (the database is kept), for the reconnect test.
@@ -511,8 +513,8 @@ function expectedNetworkLog(message) {
 // and warnings, uncaught exceptions, CSP violations (reported from the page
 // through a CDP binding, which the page's CSP does not govern).
 // Resolves with { context, page, problems }.
-export async function openPage(browser, { colorScheme = 'light', viewport = DESKTOP } = {}) {
-  const context = await browser.newContext({ colorScheme, viewport, bypassCSP: false });
+export async function openPage(browser, { colorScheme = 'light', viewport = DESKTOP, ignoreHTTPSErrors = false } = {}) {
+  const context = await browser.newContext({ colorScheme, viewport, bypassCSP: false, ignoreHTTPSErrors });
   const page = await context.newPage();
   openPages.add(page);
   page.on('close', () => openPages.delete(page));

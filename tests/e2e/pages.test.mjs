@@ -184,6 +184,15 @@ describe('every page: axe, 375 px layout, screenshots', { timeout: 600000 * SLOW
     },
   })));
 
+  test('Settings page', withFailureShots(() => audit('settings', {
+    prepare: async (page) => {
+      await go(page, cf, '#/settings');
+      await heading(page, 'Settings');
+      await loaded(page);
+      await page.locator('main').getByText(/Signing secret|does not offer/).first().waitFor({ timeout: UI_MS });
+    },
+  })));
+
   test('Cluster page (standalone)', withFailureShots(() => audit('cluster-standalone', {
     prepare: async (page) => {
       await go(page, cf, '#/cluster');

@@ -65,8 +65,24 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def listen_address(line):
+    """HOST:PORT of a 'listening on HOST:PORT' line, or of its --log-format json form
+    {"msg": "listening on", "listen": "HOST:PORT", ...}; None for any other line."""
+    if line.startswith("listening on "):
+        return line[len("listening on "):]
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return None
+        if isinstance(event, dict) and event.get("msg") == "listening on":
+            return event.get("listen")
+    return None
+
+
 class Process:
-    """A child process whose stdout announces 'listening on HOST:PORT'."""
+    """A child process whose stdout announces 'listening on HOST:PORT' (as text, or as a
+    JSON line with --log-format json)."""
 
     def __init__(self, argv, env, workdir, name):
         self.argv = argv
@@ -93,8 +109,9 @@ class Process:
             for raw in self.proc.stdout:
                 line = raw.decode(errors="replace").rstrip("\n")
                 self.stdout_lines.append(line)
-                if line.startswith("listening on "):
-                    self.port = int(line.rsplit(":", 1)[1])
+                listen = listen_address(line)
+                if listen is not None:
+                    self.port = int(listen.rsplit(":", 1)[1])
                     ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
@@ -284,7 +301,7 @@ class Instance(Process):
         super().__init__(argv, full_env, workdir, name)
         self.token = ADMIN_TOKEN if tokens else None
 
-    def start(self, expect_ready=True):
+    def start(self, expect_ready=True, wait_catalog=True):
         super().start(expect_ready)
         if self.port is not None:
             INSTANCE_PORTS.add(self.port)
@@ -292,8 +309,21 @@ class Instance(Process):
             wait_for(lambda: any("#token=" in line for line in self.stdout_lines),
                      what="dashboard line")
             line = next(line for line in self.stdout_lines if "#token=" in line)
+            if line.startswith("{"):  # --log-format json: {"msg": "dashboard", "url": ...}
+                line = json.loads(line)["url"]
             self.token = line.split("#token=", 1)[1]
+        if expect_ready and wait_catalog:
+            # It listens at once and loads its catalog meanwhile; /readyz says when the
+            # scheduler runs (whatever the quorum says, in a cluster).
+            wait_for(self.scheduler_running, timeout=60, what=f"{self.name}'s catalog loaded")
         return self
+
+    def scheduler_running(self):
+        try:
+            reply = http("GET", self.url + "/readyz")
+        except OSError:
+            return False
+        return reply.json is not None and reply.json.get("scheduler") is True
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         INSTANCE_PORTS.discard(self.port)

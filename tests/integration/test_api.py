@@ -335,11 +335,18 @@ def test_put_without_signing_secret_keeps_the_previous_one(instance, target):
     assert reply.status == 200 and reply.json["signing_secret_set"] is True, reply
     assert trigger_and_wait(instance, "signed")["status"] == "succeeded"
     assert signature_valid(target.requests[1], SECRET), target.requests[1]["headers"]
-    # Only an explicit null clears it (then the instance-wide default signs).
+    # Only an explicit null clears it: then the instance-wide default signs, first, and
+    # the cleared secret only beside it for --secret-overlap-hours.
     reply = instance.api("PATCH", "/api/v1/jobs/signed", {"signing_secret": None})
     assert reply.status == 200 and reply.json["signing_secret_set"] is False, reply
     assert trigger_and_wait(instance, "signed")["status"] == "succeeded"
-    assert not signature_valid(target.requests[2], SECRET)
+    default = instance.api("GET", "/api/v1/signing-secret").json["current"]
+    t, *v2s = target.requests[2]["headers"]["Cronfence-Signature"].split(",")
+    assert len(v2s) == 2, v2s
+    for v2, secret in zip(v2s, (default, SECRET)):
+        one = dict(target.requests[2])
+        one["headers"] = dict(one["headers"], **{"Cronfence-Signature": f"{t},{v2}"})
+        assert signature_valid(one, secret), (v2s, secret)
 
 
 def test_next_fire_at_and_last_run(instance, target):

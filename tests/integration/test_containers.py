@@ -229,11 +229,16 @@ def build_stage(stages, runtime):
 
 # ---- docker/compose.yaml ----
 
+REQUIRED_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
+
+
 def interpolate(value):
-    """Compose's ${VAR:-default} and ${VAR-default} with no variable set; $$ is a dollar."""
+    """Compose's ${VAR:-default} and ${VAR-default} with no variable set, ${VAR:?message}
+    (required) as if set to "<VAR>"; $$ is a dollar."""
     if not isinstance(value, str):
         return value
     value = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}", r"\1", value)
+    value = REQUIRED_VARIABLE.sub(r"<\1>", value)
     assert not re.search(r"\$\{?[A-Za-z_]", value.replace("$$", "")), \
         f"{value!r}: a variable without a default"
     return value.replace("$$", "$")
@@ -329,6 +334,22 @@ def test_compose_has_three_lock_nodes_three_instances_and_a_receiver(compose):
     assert len(of_program(compose, "cronfence-receiver")) == 1
     unknown = [n for n, s in compose["services"].items() if s["program"] is None]
     assert not unknown, f"services running nothing known: {unknown}"
+
+
+def test_compose_refuses_to_start_without_real_tokens(compose):
+    """No well-known fallback token or secret: each instance's admin and viewer token and
+    the signing secret (shared with the demo receiver) are required variables
+    (${VAR:?message}), which compose refuses to start without."""
+    for name, service in of_program(compose, "cronfence").items():
+        raw = service["raw"].get("environment")
+        assert isinstance(raw, dict), f"{name}: environment is not a mapping"
+        for variable in ("CRONFENCE_ADMIN_TOKEN", "CRONFENCE_VIEWER_TOKEN",
+                         "CRONFENCE_SIGNING_SECRET"):
+            value = raw.get(variable)
+            assert isinstance(value, str), f"{name}: no {variable}"
+            match = REQUIRED_VARIABLE.fullmatch(value)
+            assert match and match.group(1) == variable, \
+                f"{name}: {variable}={value!r} has a default or is fixed"
 
 
 def test_compose_flags_and_variables_exist(compose, options):
@@ -472,7 +493,7 @@ def test_compose_depends_on_and_urls_name_services_and_their_ports(compose):
             if isinstance(port, dict):
                 host, target = (port.get("host_ip", ""), str(port.get("published"))), port["target"]
             else:
-                parts = str(port).split(":")
+                parts = str(interpolate(port)).split(":")
                 assert len(parts) >= 2, f"{name}: port {port} publishes a random host port"
                 host, target = (":".join(parts[:-2]), parts[-2]), parts[-1]
             assert int(str(target).split("/")[0]) == service["port"], \
@@ -550,11 +571,18 @@ def test_dockerfile_runs_the_makefile_build_and_copies_its_binaries(build_stage,
               if position > copied_source[0] and make_build_folders(*args)]
     assert builds, "the build stage runs no make that builds (make build)"
     position, args = builds[-1]
-    # The same commands as a bare `make`, which is what developers and the tests build with.
+    # Configured as a bare `make` configures (what developers and the tests build with),
+    # and only the two programs built: no unit test, no tool.
     assert make_build_folders(*args) == make_build_folders(), \
-        f"make {' '.join(args)} does not build what `make` builds"
-    cmake_lines = [line for line in make("-n", *args).splitlines() if line.startswith("cmake")]
-    assert cmake_lines == [line for line in make("-n").splitlines() if line.startswith("cmake")]
+        f"make {' '.join(args)} does not build in the folder `make` builds in"
+    configure = [line for line in make("-n", *args).splitlines() if line.startswith("cmake -S")]
+    assert configure == [line for line in make("-n").splitlines() if line.startswith("cmake -S")]
+    compiles = [line for line in make("-n", *args).splitlines() if line.startswith("cmake --build")]
+    assert compiles, f"make {' '.join(args)} compiles nothing"
+    for line in compiles:
+        targets = re.findall(r"--target ((?:[\w-]+ ?)+)", line)
+        assert targets and sorted(targets[0].split()) == sorted(BINARIES), \
+            f"the build stage compiles more than the binaries: {line}"
     folder = make_build_folders(*args)[0]
     workdir = build_stage.workdir_at(position)
     expected = {os.path.normpath(os.path.join(workdir, folder, name)) for name in BINARIES}
@@ -703,32 +731,95 @@ def health_command(runtime):
     return ["/bin/sh", "-c", command]
 
 
-def test_dockerfile_health_check_asks_healthz_where_cronfence_listens(runtime, tmp_path):
-    """The image's HEALTHCHECK, run with the image's environment (port moved to a free
-    loopback one), passes against the real instance and fails once it is gone."""
+def health_check_argv(runtime):
+    """The image's HEALTHCHECK command, run from this build when it names one of the binaries."""
     command = health_command(runtime)
-    assert "/healthz" in " ".join(command)
+    if command[0] in BINARIES:
+        return [str(BIN_DIR / command[0])] + command[1:]
     tool = shutil.which(command[0]) if command[0] != "/bin/sh" else shutil.which(
         shlex.split(command[2])[0])
     assert tool, f"{command} needs a program this machine lacks"
     assert package_of(tool) in apt_installed(runtime), \
         f"the runtime stage does not install {package_of(tool)}, which the health check uses"
+    return command
+
+
+def image_env(runtime, tmp_path, listen):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRONFENCE_")}
     env.update(runtime.env())
-    env["CRONFENCE_LISTEN"] = f"127.0.0.1:{free_port()}"
+    env["CRONFENCE_LISTEN"] = listen
     env["CRONFENCE_DB"] = str(tmp_path / os.path.basename(env.get("CRONFENCE_DB", "x.db")))
-    proc = subprocess.Popen([str(BIN_DIR / "cronfence")], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout.readline().startswith("listening on "), "cronfence did not start"
+    env["CRONFENCE_ADMIN_TOKEN"] = "health-check-test-admin-token"
+    return env
+
+
+def test_dockerfile_health_check_asks_healthz_where_cronfence_listens(runtime, tmp_path):
+    """The image's HEALTHCHECK, run with the image's environment (its 0.0.0.0, then a
+    specific address, each on a free port), passes against the real instance and fails
+    once it is gone."""
+    assert "healthz" in " ".join(health_command(runtime)) or \
+        health_command(runtime)[:2] == ["cronfence", "--healthcheck"]
+    command = health_check_argv(runtime)
+    host = runtime.env().get("CRONFENCE_LISTEN", "0.0.0.0:8080").rsplit(":", 1)[0]
+    for listen in (f"{host}:{free_port()}", f"127.0.0.2:{free_port()}"):
+        env = image_env(runtime, tmp_path, listen)
+        proc = subprocess.Popen([str(BIN_DIR / "cronfence")], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout.readline().startswith("listening on "), "cronfence did not start"
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+            assert result.returncode == 0, \
+                f"health check fails on a live instance on {listen}: {result.stderr}"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            proc.stdout.close()
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, f"health check fails on a live instance: {result.stderr}"
+        assert result.returncode != 0, f"the health check passes with no instance on {listen}"
+
+
+def children(pid):
+    try:
+        return [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text()
+                .split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_health_check_reads_the_listen_flag_of_process_one(runtime, tmp_path):
+    """In a container the address may come from a flag (compose `command:`), which a
+    HEALTHCHECK command does not get: with cronfence as process 1 of a pid namespace,
+    listening where its --listen flag says (not where CRONFENCE_LISTEN says), the image's
+    check run inside that namespace passes."""
+    command = health_check_argv(runtime)
+    if command[0] != str(BIN_DIR / "cronfence"):
+        pytest.skip("the health check is not cronfence --healthcheck")
+    if not (shutil.which("unshare") and shutil.which("nsenter")) or os.geteuid() != 0:
+        pytest.skip("needs root with unshare and nsenter (util-linux)")
+    env = image_env(runtime, tmp_path, f"127.0.0.1:{free_port()}")  # not where it listens
+    listen = f"127.0.0.3:{free_port()}"
+    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc",
+                             str(BIN_DIR / "cronfence"), "--listen", listen], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            pytest.skip("unshare --pid is not permitted here")
+        assert line.strip() == f"listening on {listen}"
+        inner = wait_for(lambda: children(proc.pid), timeout=10, what="process 1")[0]
+        inside = ["nsenter", "--target", str(inner), "--pid", "--mount"] + command
+        result = subprocess.run(inside, env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, f"health check fails on {listen}: {result.stderr}"
+        # Outside the namespace process 1 is not cronfence: only the environment counts.
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0, "the check passed where nothing listens"
     finally:
-        proc.send_signal(signal.SIGTERM)
+        # unshare ignores SIGTERM while it waits: stop cronfence itself, by its pid.
+        for pid in children(proc.pid) or [proc.pid]:
+            os.kill(pid, signal.SIGTERM)
         proc.wait(timeout=60)
         proc.stdout.close()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
-    assert result.returncode != 0, "the health check passes with no instance"
 
 
 # ---- docker/Dockerfile.dockerignore ----

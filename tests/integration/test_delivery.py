@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN_DIR, SECRET, job_body, ms, wait_for
+from conftest import BIN_DIR, REPO, SECRET, job_body, ms, wait_for
 from conftest import http as http_request
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -565,3 +565,47 @@ def test_manual_delivery_replayed_as_another_job_is_refused(instance, target, re
     assert run["status"] == "succeeded", run
     assert [d["idempotency_key"] for d in receiver.deliveries("job-b")] == \
         [f"job-b@manual-{run['id']}"]
+
+
+# --------------------------------------------------------------------------
+# Verified by the Standard Webhooks reference library
+# --------------------------------------------------------------------------
+
+STANDARD_WEBHOOKS = REPO / "tests" / "standard-webhooks"
+
+
+def standard_webhooks_verify(secret, requests):
+    """[True/False per request]: whether npm's `standardwebhooks` (the reference library
+    a JavaScript target would use, tests/standard-webhooks) accepts each request's
+    webhook-* headers and raw body under secret."""
+    document = {"secret": secret, "deliveries": [
+        {"headers": dict(r["headers"]), "body_base64": base64.b64encode(r["body"]).decode()}
+        for r in requests]}
+    out = subprocess.run(["node", str(STANDARD_WEBHOOKS / "verify.mjs")],
+                         input=json.dumps(document), capture_output=True, text=True,
+                         timeout=60, cwd=STANDARD_WEBHOOKS)
+    assert out.returncode == 0, out.stderr
+    return [result["ok"] for result in json.loads(out.stdout)]
+
+
+def test_standard_webhooks_library_verifies_every_kind_of_delivery(instance, target):
+    secret = "job-secret-for-standard-webhooks-45"
+    reply = instance.api("POST", "/api/v1/jobs", job_body("sw", target.url, signing_secret=secret))
+    assert reply.status == 201, reply
+    reply = instance.api("POST", "/api/v1/jobs", job_body(
+        "sw-raw", target.url, signing_secret=secret,
+        webhook={"raw_body": True, "body": "plain text, not JSON: café", "content_type": "text/plain"}))
+    assert reply.status == 201, reply
+    wait_for(lambda: target.of_job("sw") and target.of_job("sw-raw"), what="scheduled requests")
+    reply = instance.api("POST", "/api/v1/jobs/sw/trigger")
+    assert reply.status == 202, reply
+    manual = wait_for(lambda: [r for r in target.of_job("sw")
+                               if "@manual-" in r["headers"]["Idempotency-Key"]],
+                      what="the manual request")
+    requests = [target.of_job("sw")[0], target.of_job("sw-raw")[0], manual[0]]
+
+    assert standard_webhooks_verify(secret, requests) == [True, True, True]
+    # The library is not a rubber stamp: another secret, or one byte more, fails.
+    assert standard_webhooks_verify("some-other-secret-0123456789", requests) == [False] * 3
+    tampered = [dict(r, body=r["body"] + b" ") for r in requests]
+    assert standard_webhooks_verify(secret, tampered) == [False] * 3

@@ -53,3 +53,27 @@ def test_metric_table_matches_the_exposition(instance):
 def test_files_the_readme_names_exist():
     for path in set(re.findall(r"`((?:api|docker|tests|server|web)/[A-Za-z0-9_./-]+)`", README)):
         assert (REPO / path.rstrip("/")).exists(), f"README names {path}, which does not exist"
+
+
+def test_openapi_json_is_the_yaml_document(instance):
+    """GET /api/v1/openapi.json serves api/openapi.yaml as JSON (converted at build time),
+    read as YAML 1.2 reads it: a date-like string stays a string."""
+    import importlib.util
+    import json
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("yaml2json", REPO / "api" / "yaml2json.py")
+    yaml2json = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(yaml2json)
+    served_yaml = instance.api("GET", "/api/v1/openapi.yaml", token=None)
+    served_json = instance.api("GET", "/api/v1/openapi.json", token=None)
+    assert served_json.status == 200, served_json
+    assert served_json.headers["Content-Type"].startswith("application/json")
+    document = json.loads(served_json.body)
+    assert document == yaml.load(served_yaml.body, Loader=yaml2json.SpecLoader)
+    assert document == yaml.load((REPO / "api" / "openapi.yaml").read_text(),
+                                 Loader=yaml2json.SpecLoader)
+    assert "/api/v1/openapi.json" in document["paths"]
+    # Dates in examples are strings in JSON, as the YAML quotes or not.
+    assert isinstance(document["info"]["version"], str)

@@ -42,8 +42,9 @@ def preview(**query):
 CASES = [
     # Unknown query parameters, on every endpoint: refused with 422, naming them.
     ("jobs-misspelt", "GET", "/api/v1/jobs?instnace=cf-1", None, 422, ("instnace",)),
-    ("jobs-sort-not-yet", "GET", "/api/v1/jobs?sort=name", None, 422, ("sort",)),
+    ("jobs-order-not-sort", "GET", "/api/v1/jobs?order=name", None, 422, ("order",)),
     ("runs-misspelt", "GET", "/api/v1/runs?instnace=cf-1", None, 422, ("instnace",)),
+    ("runs-trigger-misspelt", "GET", "/api/v1/runs?triger=manual", None, 422, ("triger",)),
     ("runs-two-unknown", "GET", "/api/v1/runs?a=1&b=2&limit=5", None, 422, ("a", "b")),
     ("job-get", "GET", f"/api/v1/jobs/{EXISTING}?verbose=1", None, 422, ("verbose",)),
     ("job-put", "PUT", f"/api/v1/jobs/{EXISTING}?force=1", job(EXISTING), 422, ("force",)),
@@ -54,6 +55,11 @@ CASES = [
     ("job-resume", "POST", f"/api/v1/jobs/{EXISTING}/resume?x", None, 422, ("x",)),
     ("jobs-create", "POST", "/api/v1/jobs?dry_run=1", job(), 422, ("dry_run",)),
     ("run-get", "GET", "/api/v1/runs/some-run?x=1", None, 422, ("x",)),
+    ("run-retry", "POST", "/api/v1/runs/some-run/retry?x=1", None, 422, ("x",)),
+    ("jobs-validate", "POST", "/api/v1/jobs/validate?x=1", {"jobs": []}, 422, ("x",)),
+    ("signing-secret", "GET", "/api/v1/signing-secret?x=1", None, 422, ("x",)),
+    ("signing-secret-rotate", "POST", "/api/v1/signing-secret/rotate?x=1", None, 422, ("x",)),
+    ("openapi-json", "GET", "/api/v1/openapi.json?x=1", None, 422, ("x",)),
     ("preview", "GET", preview(schedule="* * * * *", tz="UTC"), None, 422, ("tz",)),
     ("cluster", "GET", "/api/v1/cluster?x=1", None, 422, ("x",)),
     ("events", "GET", "/api/v1/events?since=1", None, 422, ("since",)),
@@ -196,8 +202,10 @@ def test_preview_never_wraps_past_year_9999(shared):
 
 def test_documented_parameters_still_work(shared):
     assert shared.api("GET", "/api/v1/jobs?q=exist&paused=false&limit=5").status == 200
-    assert shared.api("GET", "/api/v1/runs?job=existing&status=failed&limit=5"
-                      "&since=2026-01-01T00:00:00Z&until=2030-01-01T00:00:00Z").status == 200
+    assert shared.api("GET", "/api/v1/runs?job=existing&status=failed&limit=5&instance=cf-1"
+                      "&trigger=manual&since=2026-01-01T00:00:00Z&until=2030-01-01T00:00:00Z"
+                      ).status == 200
+    assert shared.api("GET", "/api/v1/jobs?sort=name").status == 200
     reply = shared.api("GET", "/api/v1/jobs?q=exist")
     assert [j["name"] for j in reply.json["items"]] == [EXISTING]
     # Static files take any query (cache busters).

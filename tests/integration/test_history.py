@@ -839,3 +839,61 @@ def test_full_disk_stops_firing_and_records_the_gap(tmp_path, processes, receive
         if instance.alive():
             instance.stop()
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# --------------------------------------------------------------------------
+# A wiped node forgets its readers: it keeps the feed until they are back
+# --------------------------------------------------------------------------
+
+def stream_info(node):
+    """XINFO STREAM cf:runs of node as a dict (length, entries-added, ...)."""
+    words = node.cli("XINFO", "STREAM", "cf:runs").split("\n")
+    return {words[i]: words[i + 1] for i in range(0, len(words) - 1, 2)
+            if words[i] in ("length", "entries-added", "first-entry")}
+
+
+def test_wiped_node_keeps_the_feed_for_a_paused_reader(cluster, receiver):
+    """A wiped node has lost its list of readers with its data. B is paused when it is
+    wiped, so only A tells the node where it is: the node must not trim the feed below
+    A's position (B has not read that part of it) before it is trusted again and every
+    live member has said where it is. 30 every-second jobs fill more than one stream
+    node (100 entries) between two trims, so a trim would really delete entries."""
+    group = cluster(count=2, args=["--node-quarantine-ms", "30000"])
+    a, b = group.instances
+    for i in range(30):
+        create(a, job_body(f"feed-{i:02d}", receiver.hook()))
+    wait_for(lambda: len(receiver.deliveries()) >= 60, timeout=20, what="deliveries")
+    node = group.nodes[0]
+    a_id = cluster_view(a)["instance"]["id"]
+
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        node.wipe()
+        wait_for(lambda: node_entry_of(a, node)["trusted"] is False, timeout=15,
+                 what="the wiped node seen untrusted")
+        # A's trim pass has run twice on the wiped node since entries arrived there.
+        wait_for(lambda: node.cli("HEXISTS", "cf:readers", a_id) == "1", timeout=20,
+                 what="A's position on the wiped node")
+        first_pass = int(stream_info(node)["entries-added"])
+        wait_for(lambda: int(stream_info(node)["entries-added"]) >= first_pass + 150,
+                 timeout=30, what="more entries on the wiped node")
+        time.sleep(6)  # at least one more trim pass of A (every 5 s)
+        info = stream_info(node)
+        assert int(info["entries-added"]) > 200, info
+        assert info["length"] == info["entries-added"], \
+            f"the wiped node trimmed the feed before B told its position: {info}"
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+
+    # B reads on, and loses nothing anywhere.
+    wait_for(lambda: node.cli("HEXISTS", "cf:readers", cluster_view(b)["instance"]["id"]) == "1",
+             timeout=20, what="B's position on the wiped node")
+    assert "run feed trimmed past this instance's position" not in b.stderr()
+    wanted = {r["id"] for r in a.runs() if r["status"] != "running"}
+    wait_for(lambda: wanted <= {r["id"] for r in b.runs()}, timeout=30,
+             what="every run of A's history in B's")
+
+
+def node_entry_of(instance, node):
+    entries = [n for n in cluster_view(instance)["nodes"] if n["url"] == node.address]
+    return entries[0]

@@ -142,3 +142,71 @@ def test_an_unwritable_log_file_refuses_the_start(tmp_path):
     assert result.returncode == 1, result
     assert "cannot open the log file" in result.stderr, result.stderr
     assert not (tmp_path / "x.db").exists(), "nothing is started before the log is open"
+
+
+def json_lines(text, where):
+    """The JSON objects of text, one a line; fails naming the first line that is not one."""
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"{where}: not JSON: {line!r}")
+        assert isinstance(event, dict) and list(event)[:3] == ["ts", "level", "msg"], line
+        events.append(event)
+    return events
+
+
+def test_json_mode_writes_only_json_on_stdout_and_stderr(tmp_path, processes):
+    """Tokenless, so the dashboard line is printed too: the announcements on standard output
+    are JSON objects like the log, and a start that fails says so in JSON as well."""
+    instance = Instance(tmp_path, tokens=False, args=["--log-format", "json"])
+    processes.append(instance)
+    instance.start()
+    assert instance.api("GET", "/api/v1/jobs").status == 200  # the token came from JSON
+    assert instance.stop() == 0
+    out = json_lines("\n".join(instance.stdout_lines), "stdout")
+    assert [e["msg"] for e in out] == ["listening on", "dashboard"], out
+    assert out[0]["listen"] == f"127.0.0.1:{instance.port}"
+    assert out[1]["url"] == f"http://127.0.0.1:{instance.port}/#token={instance.token}"
+    assert json_lines(instance.stderr(), "stderr")
+
+    # A start that fails (the database's folder is missing), logging to a file: the
+    # error line on standard error is JSON too, and so is the file.
+    log = tmp_path / "failed.log"
+    result = subprocess.run(
+        [str(BIN_DIR / "cronfence"), "--listen", "127.0.0.1:0", "--log-format", "json",
+         "--log-file", str(log), "--admin-token", ADMIN_TOKEN,
+         "--db", str(tmp_path / "missing" / "cronfence.db")],
+        capture_output=True, text=True, timeout=60 * SLOW)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    errors = json_lines(result.stderr, "stderr of a failed start")
+    assert [e["msg"] for e in errors] == ["cannot start"] and errors[0]["level"] == "error"
+    assert "cannot open database" in errors[0]["error"]
+    assert any(e["msg"] == "cannot start" for e in json_lines(log.read_text(), "log file"))
+
+
+def test_started_line_logs_the_bound_address_and_the_advertised_url(tmp_path, processes):
+    everywhere = Instance(tmp_path, name="everywhere",
+                          args=["--listen", "0.0.0.0:0", "--log-format", "json"])
+    processes.append(everywhere)
+    everywhere.start()
+    assert everywhere.api("GET", "/healthz", token=None).status == 200
+    assert everywhere.stop() == 0
+    listening = json_lines("\n".join(everywhere.stdout_lines), "stdout")[0]
+    assert listening["listen"] == f"0.0.0.0:{everywhere.port}"
+    started = next(e for e in json_lines(everywhere.stderr(), "stderr")
+                   if e["msg"] == "cronfence started")
+    assert started["listen"] == f"0.0.0.0:{everywhere.port}", started
+    assert started["advertise"] == f"http://127.0.0.1:{everywhere.port}", started
+
+    advertised = Instance(tmp_path, name="advertised",
+                          args=["--advertise", "http://cron-1.example.net:8080"])
+    processes.append(advertised)
+    advertised.start()
+    assert advertised.stop() == 0
+    assert advertised.stdout_lines[0] == f"listening on 127.0.0.1:{advertised.port}"
+    assert re.search(rf" info cronfence started .*listen=127\.0\.0\.1:{advertised.port} "
+                     r"advertise=http://cron-1\.example\.net:8080 ", advertised.stderr()), \
+        advertised.stderr()

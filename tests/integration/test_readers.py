@@ -238,9 +238,13 @@ def test_restart_with_many_jobs_listens_soon_and_schedules_them(instance, receiv
     insert_jobs(instance.db, firing, lambda name: doc(name, "* * * * * *", f"Busy {name}"))
 
     started = time.monotonic()
-    instance.start()
+    instance.start(wait_catalog=False)
     took = time.monotonic() - started
     assert took < 5 * SLOW, f"listening after {took:.1f} s"
+    # The API answers while the catalog loads; /readyz says when the scheduler runs.
+    reply = instance.api("GET", "/api/v1/jobs/many-12345")
+    assert reply.status == 200, reply
+    wait_for(instance.scheduler_running, timeout=60, what="the catalog loaded")
 
     # Every job is in the catalog, found by search, and the firing ones fire.
     assert listed(instance, "q=many-1999") == [f"many-1999{i}" for i in range(10)]

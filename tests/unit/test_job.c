@@ -417,10 +417,11 @@ Test(job, api_form_members_in_order)
     json_t *storage = job_to_json(job, true);
     char buf[512];
 
-    cr_expect_str_eq(member_names(api, buf, sizeof(buf)),
-                     "name,description,schedule,timezone,paused,webhook,signing_secret_set,"
-                     "overlap,starting_deadline_ms,catchup,retry,lease_ms,version,created_at,"
-                     "updated_at");
+    cr_expect_str_eq(
+        member_names(api, buf, sizeof(buf)),
+        "name,description,schedule,timezone,paused,webhook,signing_secret_set,"
+        "overlap,starting_deadline_ms,catchup,retry,lease_ms,notify,version,created_at,"
+        "updated_at");
     cr_expect_str_eq(member_names(json_object_get(api, "webhook"), buf, sizeof(buf)),
                      "url,method,headers,body,raw_body,timeout_ms");
     cr_expect_str_eq(member_names(json_object_get(api, "retry"), buf, sizeof(buf)),

@@ -1,5 +1,6 @@
 /*
- * test_nodeset.c - Redis node URLs (redis://[[user]:password@]host[:port][/db]).
+ * test_nodeset.c - Redis node URLs (redis:// or rediss://
+ * [[user]:password@]host[:port][/db]).
  * Connections and rounds are exercised against real redis-server processes
  * by the integration tests.
  */
@@ -13,6 +14,7 @@
 
 struct good_case {
     const char *text;
+    bool tls;
     const char *host;
     int port;
     const char *user;
@@ -21,16 +23,19 @@ struct good_case {
 };
 
 static const struct good_case good[] = {
-    {"redis://127.0.0.1:6379", "127.0.0.1", 6379, "", "", 0},
-    {"redis://a.example:7000/3", "a.example", 7000, "", "", 3},
-    {"redis://localhost", "localhost", 6379, "", "", 0},
-    {"redis://localhost/", "localhost", 6379, "", "", 0},
-    {"redis://:s3cret@lock-a:6380", "lock-a", 6380, "", "s3cret", 0},
-    {"redis://cron:pa:ss@lock-b:6381/15", "lock-b", 6381, "cron", "pa:ss", 15},
-    {"redis://:p@ss@h:1", "h", 1, "", "p@ss", 0},
-    {"redis://[::1]:6379", "::1", 6379, "", "", 0},
-    {"redis://[fe80::1]", "fe80::1", 6379, "", "", 0},
-    {"redis://h:65535", "h", 65535, "", "", 0},
+    {"redis://127.0.0.1:6379", false, "127.0.0.1", 6379, "", "", 0},
+    {"redis://a.example:7000/3", false, "a.example", 7000, "", "", 3},
+    {"redis://localhost", false, "localhost", 6379, "", "", 0},
+    {"redis://localhost/", false, "localhost", 6379, "", "", 0},
+    {"redis://:s3cret@lock-a:6380", false, "lock-a", 6380, "", "s3cret", 0},
+    {"redis://cron:pa:ss@lock-b:6381/15", false, "lock-b", 6381, "cron", "pa:ss", 15},
+    {"redis://:p@ss@h:1", false, "h", 1, "", "p@ss", 0},
+    {"redis://[::1]:6379", false, "::1", 6379, "", "", 0},
+    {"redis://[fe80::1]", false, "fe80::1", 6379, "", "", 0},
+    {"redis://h:65535", false, "h", 65535, "", "", 0},
+    {"rediss://127.0.0.1:6380", true, "127.0.0.1", 6380, "", "", 0},
+    {"rediss://cron:pw@lock.example:6380/2", true, "lock.example", 6380, "cron", "pw", 2},
+    {"rediss://[::1]", true, "::1", 6379, "", "", 0},
 };
 
 Test(nodeset, parses_good_urls)
@@ -41,6 +46,7 @@ Test(nodeset, parses_good_urls)
 
         cr_assert_eq(nodeset_parse_url(good[i].text, &url, err, sizeof(err)), CF_OK, "%s: %s",
                      good[i].text, err);
+        cr_expect_eq(url.tls, good[i].tls, "%s", good[i].text);
         cr_expect_str_eq(url.host, good[i].host, "%s", good[i].text);
         cr_expect_eq(url.port, good[i].port, "%s", good[i].text);
         cr_expect_str_eq(url.user, good[i].user, "%s", good[i].text);
@@ -56,7 +62,12 @@ struct bad_case {
 
 static const struct bad_case bad[] = {
     {"127.0.0.1:6379", "expected redis://"},
-    {"rediss://h:1", "expected redis://"},
+    {"redisss://h:1", "expected redis://"},
+    {"REDISS://h:1", "expected redis://"},
+    {"rediss:/h:1", "expected redis://"},
+    {"rediss://", "missing host"},
+    {"rediss://h:1?tls=1", "query"},
+    {"rediss://secret@h:1", "credentials"},
     {"http://h:1", "expected redis://"},
     {"redis://", "missing host"},
     {"redis://:6379", "missing host"},
@@ -86,7 +97,7 @@ Test(nodeset, refuses_bad_urls)
             cr_expect(strstr(err, bad[i].text) != NULL, "%s: message does not name the URL",
                       bad[i].text);
         else /* the message is logged: credentials masked */
-            cr_expect(strstr(err, "redis://***@") != NULL && strstr(err, "secret") == NULL,
+            cr_expect(strstr(err, "://***@") != NULL && strstr(err, "secret") == NULL,
                       "%s: message \"%s\" shows the credentials", bad[i].text, err);
     }
 }
@@ -148,4 +159,39 @@ Test(nodeset, errors_do_not_show_the_password)
                  CF_ERR_INVALID);
     cr_expect(strstr(err, "hunter2") == NULL, "%s", err);
     cr_expect(strstr(err, "redis://***@host:x") != NULL, "%s", err);
+}
+
+Test(nodeset, a_ca_bundle_needs_a_rediss_node)
+{
+    struct nodeset_config cfg = {
+        .urls = "redis://a:1,redis://b:1", .timeout_ms = 50, .tls_ca = "ca.pem"};
+    struct nodeset *ns = NULL;
+    char err[256] = "";
+
+    cr_expect_eq(nodeset_new(&cfg, &ns, err, sizeof(err)), CF_ERR_INVALID);
+    cr_expect_null(ns);
+    cr_expect(strstr(err, "no lock node is rediss://") != NULL, "%s", err);
+}
+
+Test(nodeset, an_unreadable_ca_bundle_is_named)
+{
+    struct nodeset_config cfg = {
+        .urls = "redis://a:1,rediss://b:1", .timeout_ms = 50, .tls_ca = "/nonexistent/ca.pem"};
+    struct nodeset *ns = NULL;
+    char err[256] = "";
+
+    cr_expect_eq(nodeset_new(&cfg, &ns, err, sizeof(err)), CF_ERR_INVALID);
+    cr_expect_null(ns);
+    cr_expect(strstr(err, "cannot read --redis-ca /nonexistent/ca.pem") != NULL, "%s", err);
+}
+
+Test(nodeset, rediss_nodes_use_the_system_cas_by_default)
+{
+    struct nodeset_config cfg = {.urls = "rediss://a:1,rediss://b:1,redis://c:1", .timeout_ms = 50};
+    struct nodeset *ns = NULL;
+    char err[256] = "";
+
+    cr_expect_eq(nodeset_new(&cfg, &ns, err, sizeof(err)), CF_OK, "%s", err);
+    cr_expect_eq(nodeset_size(ns), 3);
+    nodeset_free(ns);
 }

@@ -35,9 +35,10 @@ static void fill_run(struct run *run)
 Test(run, json_has_every_field)
 {
     static const char *const fields[] = {
-        "id",          "job",    "trigger",          "scheduled_at", "started_at", "finished_at",
-        "status",      "reason", "fencing_token",    "instance",     "attempts",   "http_status",
-        "duration_ms", "error",  "response_excerpt", "lease_lost",
+        "id",          "job",         "trigger",     "scheduled_at",  "started_at",
+        "finished_at", "status",      "reason",      "fencing_token", "instance",
+        "attempts",    "http_status", "duration_ms", "error",         "response_excerpt",
+        "lease_lost",  "lag_ms",      "retry_of",    "attempt_log",
     };
     struct run run;
     json_t *obj;
@@ -236,6 +237,7 @@ static const struct name_case trigger_cases[] = {
     {RUN_TRIGGER_SCHEDULE, "schedule"},
     {RUN_TRIGGER_MANUAL, "manual"},
     {RUN_TRIGGER_CATCHUP, "catchup"},
+    {RUN_TRIGGER_RETRY, "retry"},
 };
 
 ParameterizedTestParameters(run, trigger_names)
@@ -308,6 +310,94 @@ Test(run, json_round_trip)
     json_decref(obj);
     run_clear(&run);
     run_clear(&back);
+}
+
+/* The forensics fields (DESIGN §6): lag_ms, retry_of and the attempt log survive a peer's feed. */
+Test(run, json_round_trip_forensics)
+{
+    struct run run, back;
+    struct run_attempt first = {.attempt = 1,
+                                .started_at_ms = 1795248000030LL,
+                                .duration_ms = 12,
+                                .http_status = 503,
+                                .error = "http status 503"};
+    struct run_attempt second = {
+        .attempt = 2, .started_at_ms = 1795248001000LL, .duration_ms = 337, .http_status = 200};
+    json_t *obj, *log;
+
+    fill_run(&run);
+    run.trigger = RUN_TRIGGER_RETRY;
+    run.retry_of = strdup("nightly-report@1795247000000");
+    run.has_lag = true;
+    run.lag_ms = 31;
+    cr_assert_eq(run_attempt_log_add(&run.attempt_log, &run.attempt_log_count, &first), CF_OK);
+    cr_assert_eq(run_attempt_log_add(&run.attempt_log, &run.attempt_log_count, &second), CF_OK);
+    obj = run_to_json(&run);
+    cr_assert_not_null(obj);
+    cr_expect_eq(json_integer_value(json_object_get(obj, "lag_ms")), 31);
+    cr_expect_str_eq(json_string_value(json_object_get(obj, "trigger")), "retry");
+    log = json_object_get(obj, "attempt_log");
+    cr_assert_eq(json_array_size(log), 2);
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(log, 0), "error")),
+                     "http status 503");
+    cr_expect(json_is_null(json_object_get(json_array_get(log, 1), "error")));
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(log, 1), "started_at")),
+                     "2026-11-21T08:00:01.000Z");
+    cr_assert_eq(run_from_json(obj, &back), CF_OK);
+    cr_expect(back.has_lag);
+    cr_expect_eq(back.lag_ms, 31);
+    cr_expect_str_eq(back.retry_of, run.retry_of);
+    cr_assert_eq(back.attempt_log_count, 2);
+    cr_expect_eq(back.attempt_log[0].attempt, 1);
+    cr_expect_eq(back.attempt_log[0].http_status, 503);
+    cr_expect_eq(back.attempt_log[0].duration_ms, 12);
+    cr_expect_eq(back.attempt_log[0].started_at_ms, first.started_at_ms);
+    cr_expect_str_eq(back.attempt_log[0].error, "http status 503");
+    cr_expect_str_eq(back.attempt_log[1].error, "");
+    json_decref(obj);
+    run_clear(&run);
+    run_clear(&back);
+}
+
+/* The log keeps the last RUN_ATTEMPT_LOG_MAX attempts, oldest first; a copy is deep. */
+Test(run, attempt_log_is_capped)
+{
+    struct run run = {0}, copy;
+
+    for (int i = 1; i <= RUN_ATTEMPT_LOG_MAX + 5; i++) {
+        struct run_attempt entry = {.attempt = i, .http_status = 500};
+
+        cr_assert_eq(run_attempt_log_add(&run.attempt_log, &run.attempt_log_count, &entry), CF_OK);
+    }
+    cr_assert_eq(run.attempt_log_count, RUN_ATTEMPT_LOG_MAX);
+    cr_expect_eq(run.attempt_log[0].attempt, 6);
+    cr_expect_eq(run.attempt_log[RUN_ATTEMPT_LOG_MAX - 1].attempt, RUN_ATTEMPT_LOG_MAX + 5);
+    run.job = strdup("job");
+    run.instance = strdup("node-a");
+    cr_assert_eq(run_copy(&copy, &run), CF_OK);
+    cr_expect_neq(copy.attempt_log, run.attempt_log);
+    cr_expect_eq(copy.attempt_log[0].attempt, 6);
+    run_clear(&run);
+    run_clear(&copy);
+}
+
+/* A peer's record with a malformed attempt log is refused as a whole. */
+Test(run, json_refuses_bad_attempt_log)
+{
+    struct run run, back;
+    json_t *obj;
+
+    fill_run(&run);
+    obj = run_to_json(&run);
+    json_object_set_new(obj, "attempt_log", json_pack("[{s:i}]", "attempt", 0));
+    cr_expect_eq(run_from_json(obj, &back), CF_ERR_INVALID);
+    json_object_set_new(obj, "attempt_log", json_string("many"));
+    cr_expect_eq(run_from_json(obj, &back), CF_ERR_INVALID);
+    json_object_set_new(obj, "lag_ms", json_string("late"));
+    json_object_set_new(obj, "attempt_log", json_array());
+    cr_expect_eq(run_from_json(obj, &back), CF_ERR_INVALID);
+    json_decref(obj);
+    run_clear(&run);
 }
 
 /* A missed slot: no times but its slot, no token, nulls everywhere. */

@@ -11,7 +11,7 @@
 import { ApiError, get, onUnauthorized } from './api.js';
 import { onEvent, onStateChange, startEvents, stopEvents } from './events.js';
 import { replace } from './dom.js';
-import { captureFragmentToken, clearSession, getToken } from './session.js';
+import { captureFragmentToken, clearSession, getToken, isAdmin } from './session.js';
 import { errorAlert, loading, pageHeading, startRelativeTicker } from './ui.js';
 import * as clusterPage from './pages/cluster.js';
 import * as jobFormPage from './pages/job-form.js';
@@ -19,6 +19,7 @@ import * as jobPage from './pages/job.js';
 import * as jobsPage from './pages/jobs.js';
 import * as runPage from './pages/run.js';
 import * as runsPage from './pages/runs.js';
+import * as settingsPage from './pages/settings.js';
 import { renderSignIn } from './pages/signin.js';
 
 const main = document.querySelector('main');
@@ -36,6 +37,7 @@ const ROUTES = [
   [/^\/runs$/, runsPage, 'runs'],
   [/^\/runs\/([^/]+)$/, runPage, 'runs'],
   [/^\/cluster$/, clusterPage, 'cluster'],
+  [/^\/settings$/, settingsPage, 'settings'],
 ];
 
 const LIVE_TEXT = { open: 'Live', connecting: 'Connecting…', offline: 'Offline — retrying' };
@@ -45,6 +47,8 @@ let current = null;
 
 function showChrome(visible) {
   for (const part of signedInParts) part.hidden = !visible;
+  // Settings are for admins only.
+  for (const part of document.querySelectorAll('[data-admin]')) part.hidden = !visible || !isAdmin();
 }
 
 function markNav(section) {

@@ -101,7 +101,9 @@ const LEGEND = [
 ];
 
 // Duration (y) of each run against its instant (x), in a <figure> with a
-// legend. Runs without a duration sit on the time axis.
+// legend. Runs without a duration sit on the time axis. Runs that carry
+// lag_ms (slot to first request) also get a lag mark (a dash) on the same
+// scale.
 export function runsOverTimeChart(runs) {
   const width = 640;
   const height = 200;
@@ -118,16 +120,20 @@ export function runsOverTimeChart(runs) {
   const times = durations(ordered);
   const longest = times.length ? times[times.length - 1] : 0;
   const median = times.length ? times[Math.floor(times.length / 2)] : 0;
-  const yMax = longest > 0 ? longest * 1.1 : 1;
+  const lags = ordered.map((r) => r.lag_ms).filter((d) => typeof d === 'number').sort((a, b) => a - b);
+  const longestLag = lags.length ? lags[lags.length - 1] : 0;
+  const medianLag = lags.length ? lags[Math.floor(lags.length / 2)] : 0;
+  const scaleTop = Math.max(longest, longestLag);
+  const yMax = scaleTop > 0 ? scaleTop * 1.1 : 1;
   const xOf = (ms) => (last === first ? left + plotWidth / 2 : left + ((ms - first) / (last - first)) * plotWidth);
   const yOf = (ms) => top + plotHeight - (ms / yMax) * plotHeight;
 
   const axes = [
     s('line', { class: 'axis', x1: left, y1: top + plotHeight, x2: left + plotWidth, y2: top + plotHeight }),
     s('line', { class: 'axis', x1: left, y1: top, x2: left, y2: top + plotHeight }),
-    s('line', { class: 'grid', x1: left, y1: yOf(longest), x2: left + plotWidth, y2: yOf(longest) }),
+    s('line', { class: 'grid', x1: left, y1: yOf(scaleTop), x2: left + plotWidth, y2: yOf(scaleTop) }),
     s('text', { class: 'tick', x: left - 6, y: top + plotHeight, 'text-anchor': 'end' }, '0'),
-    longest > 0 ? s('text', { class: 'tick', x: left - 6, y: yOf(longest) + 4, 'text-anchor': 'end' }, formatDuration(longest)) : null,
+    scaleTop > 0 ? s('text', { class: 'tick', x: left - 6, y: yOf(scaleTop) + 4, 'text-anchor': 'end' }, formatDuration(scaleTop)) : null,
   ];
   if (ordered.length) {
     axes.push(s('text', { class: 'tick', x: left, y: height - 8, 'text-anchor': 'start' }, formatTime(new Date(first).toISOString())));
@@ -139,21 +145,31 @@ export function runsOverTimeChart(runs) {
     const hasDuration = typeof run.duration_ms === 'number';
     return marker(outcome(run), xOf(runInstantMs(run)), hasDuration ? yOf(run.duration_ms) : top + plotHeight);
   });
+  const lagMarks = ordered.filter((run) => typeof run.lag_ms === 'number').map((run) => {
+    const x = xOf(runInstantMs(run));
+    const y = yOf(run.lag_ms);
+    return s('line', { class: 'mark lag', x1: x - SHAPE_SIZE, y1: y, x2: x + SHAPE_SIZE, y2: y });
+  });
 
   const label = ordered.length === 0
     ? 'Run chart: no runs to show.'
     : `Duration and outcome of ${ordered.length} runs from ${formatTime(new Date(first).toISOString())} ` +
       `to ${formatTime(new Date(last).toISOString())}: ${countsText(ordered)}.` +
-      (longest > 0 ? ` Median duration ${formatDuration(median)}, longest ${formatDuration(longest)}.` : '');
+      (longest > 0 ? ` Median duration ${formatDuration(median)}, longest ${formatDuration(longest)}.` : '') +
+      (lags.length ? ` Median lag ${formatDuration(medianLag)}, longest ${formatDuration(longestLag)}.` : '');
   const svg = s('svg', {
     class: 'chart',
     role: 'img',
     'aria-label': label,
     viewBox: `0 0 ${width} ${height}`,
     preserveAspectRatio: 'xMidYMid meet',
-  }, axes, marks);
+  }, axes, marks, lagMarks);
   const legend = h('ul', { class: 'legend' }, LEGEND.map(([kind, text]) => h('li', {},
     s('svg', { class: 'legend-mark', viewBox: '-6 -6 12 12', width: 12, height: 12, 'aria-hidden': 'true' }, marker(kind, 0, 0)),
-    ` ${text}`)));
+    ` ${text}`)),
+  lags.length ? h('li', {},
+    s('svg', { class: 'legend-mark', viewBox: '-6 -6 12 12', width: 12, height: 12, 'aria-hidden': 'true' },
+      s('line', { class: 'mark lag', x1: -SHAPE_SIZE, y1: 0, x2: SHAPE_SIZE, y2: 0 })),
+    ' lag: slot to first request (dash)') : null);
   return h('figure', { class: 'chart-figure' }, svg, h('figcaption', {}, legend));
 }

@@ -18,7 +18,7 @@ export const RUN_STATUSES = ['running', 'succeeded', 'failed', 'fenced', 'skippe
 
 // The table columns; `showJob` adds the Job column (Runs page).
 function columns(showJob) {
-  const list = ['Scheduled', 'Status', 'Trigger', 'Token', 'Instance', 'Attempts', 'HTTP', 'Duration'];
+  const list = ['Scheduled', 'Status', 'Trigger', 'Token', 'Instance', 'Attempts', 'HTTP', 'Duration', 'Error'];
   if (showJob) list.splice(1, 0, 'Job');
   return list;
 }
@@ -34,15 +34,20 @@ function runRow(run, showJob) {
     h('td', { class: 'num' }, String(run.attempts ?? 0)),
     h('td', { class: 'num' }, formatValue(run.http_status)),
     h('td', { class: 'num' }, formatDuration(run.duration_ms)),
+    h('td', {}, run.error || run.reason
+      ? h('span', { class: 'clip error-text', title: run.error || run.reason }, run.error || run.reason)
+      : '—'),
   ];
   if (showJob) cells.splice(1, 0, h('td', {}, h('a', { href: `#/jobs/${segment(run.job)}` }, run.job)));
   return h('tr', { 'data-run': run.id }, cells);
 }
 
-// Whether a run belongs in a list with this filter ({job, status, since, until}).
+// Whether a run belongs in a list with this filter ({job, status, instance, trigger, since, until}).
 export function runMatches(run, filter) {
   if (filter.job && run.job !== filter.job) return false;
   if (filter.status && run.status !== filter.status) return false;
+  if (filter.instance && run.instance !== filter.instance) return false;
+  if (filter.trigger && run.trigger !== filter.trigger) return false;
   const at = runInstantMs(run);
   if (filter.since && at < new Date(filter.since).getTime()) return false;
   if (filter.until && at >= new Date(filter.until).getTime()) return false;

@@ -50,23 +50,38 @@ export function definitionList(pairs, className = 'fields') {
     pairs.map(([term, value]) => h('div', {}, h('dt', {}, term), h('dd', {}, value ?? DASH))));
 }
 
-// "in 3 min" (kept current by the ticker below) and the absolute time in a
-// <time> element. With no instant, a dash.
-export function timeWithRelative(iso, timeZone) {
+// "in 3 min" / "12 s ago", kept current by the ticker below. A `future`
+// instant (a next run) never reads as past: once it has passed it says
+// "due now" until the page replaces it with the next one.
+export function relativeTime(iso, { future = false } = {}) {
+  return h('span', { class: 'relative', 'data-at': iso, 'data-future': future ? '' : null }, relativeText(iso, future));
+}
+
+function relativeText(iso, future, nowMs = Date.now()) {
+  if (future && new Date(iso).getTime() <= nowMs) return 'due now';
+  return formatRelative(iso, nowMs);
+}
+
+// A relative time and the absolute time in a <time> element. With no
+// instant, a dash.
+export function timeWithRelative(iso, timeZone, { future = false } = {}) {
   if (!iso) return DASH;
   return h('span', { class: 'when' },
-    h('span', { class: 'relative', 'data-at': iso }, formatRelative(iso)),
+    relativeTime(iso, { future }),
     ' ',
     h('time', { datetime: iso, class: 'absolute' }, formatTime(iso, timeZone)));
 }
 
-// Refreshes every relative time in the document every 10 s.
+// Refreshes every relative time in the document every second, so that
+// none goes stale.
 export function startRelativeTicker() {
   setInterval(() => {
+    const now = Date.now();
     for (const span of document.querySelectorAll('[data-at]')) {
-      span.textContent = formatRelative(span.getAttribute('data-at'));
+      const text = relativeText(span.getAttribute('data-at'), span.hasAttribute('data-future'), now);
+      if (span.textContent !== text) span.textContent = text;
     }
-  }, 10000);
+  }, 1000);
 }
 
 // A labelled form control: <div class=field><label>…</label>control</div>.

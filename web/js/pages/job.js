@@ -1,6 +1,9 @@
-// The Job page: configuration, the next 5 instants, actions (admin only:
-// Run now, Pause/Resume, Edit, Delete with a confirmation dialog) and the
-// run history with a status filter, a chart and live updates.
+// The Job page: at the top its state (next run, last run, failures in a
+// row, last error), actions (admin only: Run now, Pause/Resume, Edit, Clone,
+// Delete with a confirmation dialog) and the run history with a chart and a
+// status filter; below, the next 5 instants and the configuration
+// (collapsible). Run events update the history and, through a fresh read of
+// the job, its last and next run; a next run that comes due is replaced.
 
 import { ApiError, get, request, segment } from '../api.js';
 import { runsOverTimeChart } from '../chart.js';
@@ -9,8 +12,10 @@ import { formatDuration, formatTime, newerJob } from '../format.js';
 import { RUN_STATUSES, createRunsList } from '../runs-list.js';
 import { isAdmin } from '../session.js';
 import {
-  definitionList, errorAlert, labelled, loading, pageHeading, select, statusWord, timeWithRelative,
+  definitionList, errorAlert, labelled, loading, pageHeading, relativeTime, select, statusWord, timeWithRelative,
 } from '../ui.js';
+
+const REFRESH_MS = 500;
 
 function configuration(job) {
   const { webhook, retry } = job;
@@ -19,11 +24,6 @@ function configuration(job) {
   return definitionList([
     ['Schedule', h('span', {}, job.schedule_description || job.schedule, ' ', h('code', {}, job.schedule))],
     ['Time zone', job.timezone],
-    ['Next run', job.paused ? 'none until resumed' : timeWithRelative(job.next_fire_at)],
-    ['Last run', job.last_run
-      ? h('span', {}, statusWord(job.last_run.status), ' ',
-        h('a', { href: `#/runs/${segment(job.last_run.id)}` }, formatTime(job.last_run.scheduled_at || job.last_run.started_at)))
-      : 'never'],
     ['Webhook', h('span', {}, `${webhook.method} `, h('code', { class: 'break' }, webhook.url))],
     ['Headers', headerLines.length ? h('pre', {}, headerLines.join('\n')) : 'none'],
     ['Body', webhook.raw_body ? h('pre', {}, `${webhook.content_type}\n${body}`) : h('pre', {}, body)],
@@ -38,6 +38,22 @@ function configuration(job) {
     ['Created', formatTime(job.created_at)],
     ['Updated', formatTime(job.updated_at)],
   ]);
+}
+
+// What an operator opens the page for: is it firing, did it work.
+function summary(job) {
+  const last = job.last_run;
+  const lastAt = last ? last.scheduled_at || last.started_at : null;
+  return definitionList([
+    ['Next run', job.paused ? 'none until resumed' : timeWithRelative(job.next_fire_at, undefined, { future: true })],
+    ['Last run', last
+      ? h('span', {}, statusWord(last.status), ' ',
+        h('a', { href: `#/runs/${segment(last.id)}` }, lastAt ? relativeTime(lastAt) : 'open'),
+        lastAt ? h('time', { datetime: lastAt, class: 'absolute sub' }, formatTime(lastAt)) : null)
+      : 'never'],
+    ['Failures in a row', String(job.consecutive_failures ?? 0)],
+    ['Last error', job.last_error ? h('span', { class: 'error-text' }, job.last_error) : 'none'],
+  ], 'fields summary-fields');
 }
 
 // The <dialog> asking to confirm deletion; `onConfirm()` runs on "Delete".
@@ -77,6 +93,7 @@ export async function render(ctx) {
   const top = h('div');
   const message = h('div', { class: 'action-message' });
   const nextRuns = h('div');
+  const config = h('details', { class: 'config', open: true });
   const chartBox = h('div', { class: 'chart-box' });
   const statusSelect = select([['', 'All'], ...RUN_STATUSES]);
   const runs = createRunsList({
@@ -123,22 +140,43 @@ export async function render(ctx) {
       runNow,
       toggle,
       h('a', { href: `#${path}/edit`, class: 'button secondary' }, 'Edit'),
+      h('a', { href: `#/jobs/new?from=${segment(name)}`, class: 'button secondary' }, 'Clone'),
       h('button', { type: 'button', class: 'danger', onclick: () => dialog.showModal() }, 'Delete'));
   }
 
   function showJob(next) {
-    const scheduleChanged = !job || job.schedule !== next.schedule || job.timezone !== next.timezone || job.paused !== next.paused;
+    const scheduleChanged = !job || job.schedule !== next.schedule || job.timezone !== next.timezone ||
+      job.paused !== next.paused || job.next_fire_at !== next.next_fire_at;
     job = next;
     replace(badge, job.paused ? h('span', { class: 'paused' }, 'Paused') : null);
     replace(top,
       job.description ? h('p', { class: 'description' }, job.description) : null,
+      summary(job),
       actions(),
-      message,
-      h('section', { 'aria-labelledby': 'config-heading' },
-        h('h2', { id: 'config-heading' }, 'Configuration'),
-        configuration(job)));
+      message);
+    replace(config,
+      h('summary', { id: 'config-heading' }, 'Configuration'),
+      configuration(job));
     if (scheduleChanged) loadNextRuns().catch(() => {});
   }
+
+  // Reads the job again (its last run, next run and failure count move with
+  // every run), at most once per REFRESH_MS.
+  let refreshTimer = null;
+  function refreshSoon() {
+    if (refreshTimer !== null || !job) return;
+    refreshTimer = setTimeout(async () => {
+      try {
+        const fresh = await get(path, {}, ctx.signal);
+        if (newerJob(fresh, job)) showJob(fresh);
+      } catch {
+        // The next event or tick tries again.
+      } finally {
+        refreshTimer = null;
+      }
+    }, REFRESH_MS);
+  }
+  ctx.signal.addEventListener('abort', () => clearTimeout(refreshTimer));
 
   async function loadNextRuns() {
     replace(nextRuns, loading());
@@ -167,18 +205,27 @@ export async function render(ctx) {
       return;
     }
     replace(body, top,
-      h('section', { 'aria-labelledby': 'next-heading' }, h('h2', { id: 'next-heading' }, 'Next runs'), nextRuns),
       h('section', { 'aria-labelledby': 'runs-heading' },
         h('h2', { id: 'runs-heading' }, 'Runs'),
         chartBox,
         h('div', { class: 'toolbar' }, labelled('Status', statusSelect)),
         runs.element),
+      h('section', { 'aria-labelledby': 'next-heading' }, h('h2', { id: 'next-heading' }, 'Next runs'), nextRuns),
+      config,
       isAdmin() ? dialog : null);
     await runs.load({ job: name, status: statusSelect.value });
   }
 
   statusSelect.addEventListener('change', () => runs.load({ job: name, status: statusSelect.value }));
-  ctx.on('run', (run) => { if (run.job === name) runs.applyRun(run); });
+  ctx.on('run', (run) => {
+    if (run.job !== name) return;
+    runs.applyRun(run);
+    refreshSoon();
+  });
+  // A next run that has come due is replaced by the following one.
+  ctx.every(1000, () => {
+    if (job && !job.paused && job.next_fire_at && new Date(job.next_fire_at).getTime() < Date.now()) refreshSoon();
+  });
   ctx.on('job', (event) => {
     if (event.name !== name) return;
     if (event.action === 'deleted' || !event.job) {

@@ -1,5 +1,6 @@
 // The Runs page: the cluster-wide history, newest first, filtered by job,
-// status and time range (kept in the address, `#/runs?job=x&status=failed`),
+// status, instance, trigger and time range (kept in the address,
+// `#/runs?job=x&status=failed`),
 // with new runs that match appearing live at the top.
 
 import { h, uniqueId } from '../dom.js';
@@ -15,6 +16,8 @@ function filterFromQuery(query) {
   return {
     job: query.get('job') || '',
     status: query.get('status') || '',
+    instance: query.get('instance') || '',
+    trigger: query.get('trigger') || '',
     since: query.get('since') || '',
     until: query.get('until') || '',
   };
@@ -26,6 +29,8 @@ export async function render(ctx) {
   const jobInput = h('input', { type: 'text', list: jobNamesId, value: filter.job, autocomplete: 'off', spellcheck: 'false' });
   const jobNames = h('datalist', { id: jobNamesId });
   const statusSelect = select([['', 'All'], ...RUN_STATUSES], { value: filter.status });
+  const instanceInput = h('input', { type: 'text', value: filter.instance, autocomplete: 'off', spellcheck: 'false' });
+  const triggerSelect = select([['', 'All'], 'schedule', 'manual', 'catchup', 'retry'], { value: filter.trigger });
   const fromInput = h('input', { type: 'datetime-local', value: isoToLocalInput(filter.since) });
   const toInput = h('input', { type: 'datetime-local', value: isoToLocalInput(filter.until) });
   const runs = createRunsList({
@@ -39,6 +44,8 @@ export async function render(ctx) {
     return {
       job: jobInput.value.trim(),
       status: statusSelect.value,
+      instance: instanceInput.value.trim(),
+      trigger: triggerSelect.value,
       since: localInputToIso(fromInput.value) || '',
       until: localInputToIso(toInput.value) || '',
     };
@@ -60,7 +67,8 @@ export async function render(ctx) {
     filterTimer = setTimeout(applyFilters, FILTER_DELAY_MS);
   }
   jobInput.addEventListener('input', applySoon);
-  for (const control of [statusSelect, fromInput, toInput]) control.addEventListener('change', applyFilters);
+  instanceInput.addEventListener('input', applySoon);
+  for (const control of [statusSelect, triggerSelect, fromInput, toInput]) control.addEventListener('change', applyFilters);
   ctx.signal.addEventListener('abort', () => clearTimeout(filterTimer));
 
   ctx.on('run', (run) => runs.applyRun(run));
@@ -71,6 +79,8 @@ export async function render(ctx) {
     h('form', { class: 'toolbar', role: 'search', 'aria-label': 'Filter runs', onsubmit: (e) => { e.preventDefault(); applyFilters(); } },
       labelled('Job', jobInput),
       labelled('Status', statusSelect),
+      labelled('Instance', instanceInput),
+      labelled('Trigger', triggerSelect),
       labelled('From', fromInput),
       labelled('To', toInput),
       jobNames),

@@ -13,7 +13,9 @@ export function renderSignIn(main, { error, onSubmit }) {
   });
   const form = h('form', { class: 'signin' },
     labelled('API token', input),
-    h('p', { class: 'hint', id: 'token-hint' }, 'An admin or viewer token of this cronfence instance.'),
+    h('p', { class: 'hint', id: 'token-hint' }, 'An admin or viewer token of this cronfence instance: ',
+      'the value of its --admin-token or --viewer-token flag (or CRONFENCE_ADMIN_TOKEN, CRONFENCE_VIEWER_TOKEN). ',
+      'An instance started without a token prints a sign-in address carrying one on its first start.'),
     h('button', { type: 'submit', class: 'primary' }, 'Sign in'));
   form.addEventListener('submit', (event) => {
     event.preventDefault();
