@@ -171,8 +171,8 @@ contract-lint: contract-deps
 # corpus in the repository stays as committed).
 fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCF_FUZZ=ON -DCF_TESTS=OFF >/dev/null
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cron fuzz_job fuzz_yaml
-	@for target in cron job yaml; do \
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_cron fuzz_job fuzz_yaml fuzz_http
+	@for target in cron job yaml http; do \
 		work=$$(mktemp -d); cp tests/fuzz/corpus/$$target/* $$work/; \
 		echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
 		$(FUZZ_BUILD)/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 \

@@ -19,10 +19,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "authlimit.h"
 #include "cluster_view.h"
 #include "common.h"
 #include "cron.h"
 #include "embedded.h"
+#include "http_parse.h"
 #include "job_batch.h"
 #include "job_order.h"
 #include "log.h"
@@ -37,10 +39,18 @@
 #define API_PREVIEW_MAX 100
 /* How often a PATCH without If-Match retries after losing a race with another writer. */
 #define API_PATCH_RETRIES 5
+/*
+ * Failed tokens one address may present in a burst, and how fast that
+ * budget comes back (one every API_AUTH_REFILL_MS): 30 guesses a minute at
+ * most once the burst is spent. Only requests that carried a token count.
+ */
+#define API_AUTH_FAILURE_BURST 50
+#define API_AUTH_REFILL_MS 2000
 
 struct api {
     struct api_config cfg;
     char *web_root; /* the --web-dir folder, resolved; NULL for the built-in dashboard */
+    struct authlimit *auth_limit;
 };
 
 enum access { ACCESS_NONE, ACCESS_VIEWER, ACCESS_ADMIN };
@@ -98,8 +108,12 @@ static const char *status_title(int status)
         return "Content Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 421:
+        return "Misdirected Request";
     case 422:
         return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
     case 503:
         return "Service Unavailable";
     case 504:
@@ -192,17 +206,48 @@ static enum access access_of(struct api *api, const struct http_request *req)
     return ACCESS_NONE;
 }
 
-/* Checks the bearer token; on failure answers 401/403 and returns false. */
+/*
+ * The access the request's token gives. A request that presented a wrong
+ * token counts against its address (authlimit.h); while the address is
+ * rate-limited no token is even looked at. On failure answers 401 or 429
+ * into res and returns ACCESS_NONE.
+ */
+static enum access authenticate(struct api *api, const struct http_request *req,
+                                struct http_response *res)
+{
+    char key[HTTP_ADDRESS_KEY_LEN], value[16];
+    unsigned retry_after_s = 1;
+    enum access access;
+
+    http_address_key(http_client_address(req), key);
+    if (!authlimit_allowed(api->auth_limit, key, cf_boot_ms(), &retry_after_s)) {
+        send_problem(res, 429, NULL,
+                     "too many failed authentications from this address; retry in %u s",
+                     retry_after_s);
+        snprintf(value, sizeof(value), "%u", retry_after_s);
+        http_add_header(res, "Retry-After", value);
+        return ACCESS_NONE;
+    }
+    access = access_of(api, req);
+    if (access != ACCESS_NONE)
+        return access;
+    if (http_header(req, "Authorization") != NULL &&
+        authlimit_failed(api->auth_limit, key, cf_boot_ms()))
+        log_warn("authentication failures rate-limited", "client=%s burst=%d refill_ms=%d", key,
+                 API_AUTH_FAILURE_BURST, API_AUTH_REFILL_MS);
+    send_problem(res, 401, NULL, "a valid bearer token is required");
+    http_add_header(res, "WWW-Authenticate", "Bearer realm=\"cronfence\"");
+    return ACCESS_NONE;
+}
+
+/* Checks the bearer token; on failure answers 401/403/429 and returns false. */
 static bool authorize(struct api *api, const struct http_request *req, struct http_response *res,
                       bool write)
 {
-    enum access access = access_of(api, req);
+    enum access access = authenticate(api, req, res);
 
-    if (access == ACCESS_NONE) {
-        send_problem(res, 401, NULL, "a valid bearer token is required");
-        http_add_header(res, "WWW-Authenticate", "Bearer realm=\"cronfence\"");
+    if (access == ACCESS_NONE)
         return false;
-    }
     /* The dashboard shows write controls only to tokens that may write. */
     http_add_header(res, "Cronfence-Access", access == ACCESS_ADMIN ? "admin" : "viewer");
     if (write && access != ACCESS_ADMIN) {
@@ -431,6 +476,9 @@ static int list_jobs_sorted(struct api *api, struct db_job_query *query,
     return db_job_list_sorted(api->cfg.db, query, order->key, order->descending, after_key, jobs,
                               count, more, last_key);
 }
+
+/* The query parameters of GET /api/v1/jobs. */
+static const char *const jobs_list_query[] = {"q", "paused", "sort", "limit", "cursor", NULL};
 
 static void handle_jobs_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
@@ -835,6 +883,10 @@ static bool parse_run_cursor(const char *text, struct db_run_query *query)
     return true;
 }
 
+/* The query parameters of GET /api/v1/runs. */
+static const char *const runs_list_query[] = {"job",   "status", "instance", "trigger", "since",
+                                              "until", "limit",  "cursor",   NULL};
+
 static void handle_runs_list(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
@@ -949,6 +1001,9 @@ static void handle_run_retry(void *ctx, const struct http_request *req, struct h
 /* Schedule preview, cluster, health, metrics                              */
 /* ---------------------------------------------------------------------- */
 
+/* The query parameters of GET /api/v1/schedule/preview. */
+static const char *const preview_query[] = {"schedule", "timezone", "count", "from", NULL};
+
 static void handle_preview(void *ctx, const struct http_request *req, struct http_response *res)
 {
     struct api *api = ctx;
@@ -986,7 +1041,10 @@ static void handle_preview(void *ctx, const struct http_request *req, struct htt
     }
     next = json_array();
     instant = from;
-    for (long i = 0; i < count && cron_next(cron, zone, instant, &instant) == CF_OK; i++)
+    /* Times have four-digit years: the list ends, shorter, at the end of 9999. */
+    for (long i = 0; i < count && cron_next(cron, zone, instant, &instant) == CF_OK &&
+                     instant <= CF_TIME_MAX_MS;
+         i++)
         json_array_append_new(next, json_string(cf_format_time(instant, when)));
     cron_describe(cron, description, sizeof(description));
     send_json(res, 200,
@@ -1384,6 +1442,135 @@ void api_not_found(void *ctx, const struct http_request *req, struct http_respon
     send_problem(res, 404, NULL, "no such resource: %s", req->path);
 }
 
+/* ---------------------------------------------------------------------- */
+/* Admission: Host, token and query parameters, before any body is read     */
+/* ---------------------------------------------------------------------- */
+
+/* An endpoint that takes no query parameter. */
+static const char *const no_query[] = {NULL};
+
+/*
+ * What each handler takes: whether it needs a token, and its query
+ * parameters (the lists sit next to the handlers). A route whose handler is
+ * not listed here takes no query parameter, and its handler checks the
+ * token itself (a body is never read without one anyway).
+ */
+static const struct endpoint {
+    http_handler_fn handler;
+    bool token;
+    const char *const *query;
+} endpoints[] = {
+    {handle_healthz, false, no_query},         {handle_readyz, false, no_query},
+    {handle_metrics, true, no_query},          {handle_jobs_list, true, jobs_list_query},
+    {handle_jobs_create, true, no_query},      {handle_job_get, true, no_query},
+    {handle_job_put, true, no_query},          {handle_job_patch, true, no_query},
+    {handle_job_delete, true, no_query},       {handle_job_trigger, true, no_query},
+    {handle_job_pause, true, no_query},        {handle_job_resume, true, no_query},
+    {handle_runs_list, true, runs_list_query}, {handle_run_get, true, no_query},
+    {handle_preview, true, preview_query},     {handle_cluster, true, no_query},
+    {handle_events, true, no_query},           {handle_openapi, false, no_query},
+    {handle_openapi_json, false, no_query},    {handle_jobs_validate, true, no_query},
+    {handle_run_retry, true, no_query},        {handle_secret_get, true, no_query},
+    {handle_secret_rotate, true, no_query},
+};
+
+static const struct endpoint *endpoint_of(const struct http_route *route)
+{
+    for (size_t i = 0; route != NULL && i < sizeof(endpoints) / sizeof(endpoints[0]); i++)
+        if (endpoints[i].handler == route->handler)
+            return &endpoints[i];
+    return NULL;
+}
+
+/* Longest parameter name quoted in an error. */
+#define API_PARAM_NAME_SHOWN 64
+
+/*
+ * A printable copy of a parameter name (n bytes) for an error: bytes other
+ * than printable ASCII become '?', and a name longer than
+ * API_PARAM_NAME_SHOWN is cut and ends in "...".
+ */
+static char *printable(const char *text, size_t n, char out[API_PARAM_NAME_SHOWN + 4])
+{
+    size_t shown = n < API_PARAM_NAME_SHOWN ? n : API_PARAM_NAME_SHOWN;
+
+    for (size_t i = 0; i < shown; i++)
+        out[i] = text[i] >= 0x20 && text[i] < 0x7f ? text[i] : '?';
+    out[shown] = '\0';
+    if (n > shown)
+        strcat(out, "...");
+    return out;
+}
+
+static bool declared(const char *const *query, const struct http_param *param)
+{
+    for (size_t i = 0; query[i] != NULL; i++)
+        if (strlen(query[i]) == param->key_len && memcmp(query[i], param->key, param->key_len) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Checks the path and query of req against what the endpoint takes (any
+ * parameter for the dashboard's files, where endpoint is NULL and route
+ * too); appends an error per problem.
+ */
+static void check_target(const struct http_route *route, const struct endpoint *endpoint,
+                         const struct http_request *req, json_t *errors)
+{
+    const struct http_target *target = req->target;
+    const char *const *query = endpoint != NULL ? endpoint->query : no_query;
+    char name[API_PARAM_NAME_SHOWN + 4];
+
+    if (target == NULL)
+        return;
+    if (http_target_path_has_nul(target))
+        add_error(errors, "path", "must not contain a NUL byte (%00)");
+    for (size_t i = 0; i < target->param_count; i++) {
+        const struct http_param *param = &target->params[i];
+
+        printable(param->key, param->key_len, name);
+        if (http_param_has_nul(param)) {
+            add_error(errors, name, "must not contain a NUL byte (%00)");
+        } else if (route != NULL && !declared(query, param)) {
+            add_error(errors, name, "unknown query parameter");
+        } else if (route != NULL && http_target_param(target, param->key) != param) {
+            add_error(errors, name, "given more than once");
+        }
+    }
+}
+
+bool api_admit(void *ctx, const struct http_route *route, const struct http_request *req,
+               struct http_response *res)
+{
+    struct api *api = ctx;
+    const struct endpoint *endpoint = endpoint_of(route);
+    enum access access = ACCESS_NONE;
+    json_t *errors;
+
+    if (api->cfg.loopback_hosts_only && !http_host_header_is_loopback(http_header(req, "Host"))) {
+        send_problem(res, 421, field_error("Host", "must be localhost, 127.0.0.1 or [::1]"),
+                     "this instance has no token configured and answers only requests "
+                     "addressed to a loopback host");
+        return false;
+    }
+    if ((endpoint != NULL && endpoint->token) || http_has_body(req)) {
+        access = authenticate(api, req, res);
+        if (access == ACCESS_NONE)
+            return false;
+    }
+    errors = json_array();
+    check_target(route, endpoint, req, errors);
+    if (json_array_size(errors) == 0) {
+        json_decref(errors);
+        return true;
+    }
+    send_problem(res, 422, errors, "invalid request target");
+    if (access != ACCESS_NONE)
+        http_add_header(res, "Cronfence-Access", access == ACCESS_ADMIN ? "admin" : "viewer");
+    return false;
+}
+
 static const struct http_route routes[] = {
     {"GET", "/healthz", handle_healthz},
     {"GET", "/readyz", handle_readyz},
@@ -1424,6 +1611,10 @@ int api_new(const struct api_config *cfg, struct api **out, char *err, size_t er
     if (api == NULL)
         return CF_ERR_NOMEM;
     api->cfg = *cfg;
+    if (authlimit_new(API_AUTH_FAILURE_BURST, API_AUTH_REFILL_MS, &api->auth_limit) != CF_OK) {
+        api_free(api);
+        return CF_ERR_NOMEM;
+    }
     if (cfg->web_dir != NULL) {
         struct stat st;
 
@@ -1442,6 +1633,7 @@ void api_free(struct api *api)
 {
     if (api == NULL)
         return;
+    authlimit_free(api->auth_limit);
     free(api->web_root);
     free(api);
 }

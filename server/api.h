@@ -5,6 +5,7 @@
 #ifndef CF_API_H
 #define CF_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "coord.h"
@@ -32,6 +33,8 @@ struct api_config {
     struct metrics *metrics; /* borrowed: GET /metrics and the request counts */
     /* GET /api/v1/signing-secret and its rotation; borrowed. */
     struct signing_secrets *secrets;
+    /* Tokenless mode: answer only requests whose Host is a loopback name (DNS rebinding). */
+    bool loopback_hosts_only;
 };
 
 struct api;
@@ -51,6 +54,17 @@ const struct http_route *api_routes(void);
 void api_not_found(void *ctx, const struct http_request *req, struct http_response *res,
                    bool method_mismatch);
 void api_observe(void *ctx, const struct http_route *route, const char *method, int status);
+
+/*
+ * The admit callback for http_start() (see http.h): before a body is read,
+ * refuses a Host other than loopback in tokenless mode (421), a request
+ * without a valid token where one is needed or where a body follows (401,
+ * or 429 while the client's address is rate-limited for failed tokens),
+ * and a NUL byte in the path or query or a query parameter the endpoint
+ * does not declare (422).
+ */
+bool api_admit(void *ctx, const struct http_route *route, const struct http_request *req,
+               struct http_response *res);
 
 /* The HTTP status an error code maps to (the one table of DESIGN's errors). */
 int api_status_for(int err);

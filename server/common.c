@@ -184,10 +184,6 @@ bool cf_read_digits(const char **p, int n, int *value)
     return true;
 }
 
-/* RFC 3339 has four-digit years: 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z. */
-#define CF_TIME_MIN_MS (-62167219200000LL)
-#define CF_TIME_MAX_MS 253402300799999LL
-
 static int parse_epoch_ms(const char *text, int64_t *wall_ms)
 {
     char *end = NULL;

@@ -72,6 +72,10 @@ void cf_civil_from_days(int64_t days, int *year, int *month, int *day);
 bool cf_is_leap_year(int64_t year);
 int cf_days_in_month(int64_t year, int month);
 
+/* RFC 3339 has four-digit years: 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z. */
+#define CF_TIME_MIN_MS (-62167219200000LL)
+#define CF_TIME_MAX_MS 253402300799999LL
+
 /* Length of an RFC 3339 UTC timestamp with milliseconds, plus NUL. */
 #define CF_TIME_LEN 32
 

@@ -68,7 +68,8 @@ static const struct option_spec specs[] = {
     {"secret-overlap-hours", "CRONFENCE_SECRET_OVERLAP_HOURS", OPT_INT, "N",
      "how long a rotated signing secret still signs deliveries (default 24)", 0, 8760},
     {"webhook-allow", "CRONFENCE_WEBHOOK_ALLOW", OPT_STRING, "LIST",
-     "hosts or CIDRs webhooks may reach (default: everything but link-local)", 0, 0},
+     "hosts or CIDRs webhooks may reach (default: everything but link-local and cloud metadata)", 0,
+     0},
     {"node-quarantine-ms", "CRONFENCE_NODE_QUARANTINE_MS", OPT_INT, "N",
      "how long a wiped Redis node stays untrusted (default: twice the longest lease, at "
      "least 60000)",

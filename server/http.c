@@ -1,35 +1,53 @@
 /*
- * http.c - libmicrohttpd glue: body collection, routing, responses.
+ * http.c - libmicrohttpd glue: the edge checks, body collection, routing,
+ * responses.
  *
- * libmicrohttpd hands over the path already percent-decoded.
- * Per-request state is allocated on the first access callback and freed
- * only in the completion callback, as libmicrohttpd's examples do.
+ * Per-request state is allocated when libmicrohttpd has read the request
+ * line (its URI log callback, which sees the target as sent, before any
+ * decoding) and freed only in the completion callback. The target is
+ * decoded by http_parse.c, so that a %00 is seen rather than cutting the
+ * path or a parameter short. Each connection is registered with a
+ * connguard (connection notifications) for the header deadline and the
+ * per-address cap of waiting connections.
  */
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common.h"
+#include "connguard.h"
+#include "http_parse.h"
 #include "log.h"
 
 struct http_server {
     struct http_config cfg;
     struct MHD_Daemon *daemon;
+    struct connguard *guard;
     uint16_t port;
 };
 
 /* State of one request across access callbacks. */
 struct request_state {
-    char *body;
-    size_t body_len;
-    size_t body_cap;
-    bool too_large;
+    struct http_target target;
+    bool target_ok; /* parsed (false only when out of memory) */
+    bool started;   /* headers seen: the first access callback is over */
+    struct http_request req;
+    const struct http_route *route;
+    bool path_matched; /* some route matched the path, perhaps not the method */
+    struct http_body body;
+    /* An answer made before the body (admit, 413): sent once the body is dropped. */
+    bool answered;
+    struct http_response early;
     size_t discarded_bytes;
 };
 
@@ -44,12 +62,27 @@ struct http_stream {
 /* Bytes asked of a stream's source at a time. */
 #define HTTP_STREAM_BLOCK_BYTES ((size_t)16 * 1024)
 
-/* How much of an oversized body is read and dropped before the connection is closed. */
-#define HTTP_DISCARD_MAX_BYTES ((size_t)64 * 1024 * 1024)
-
 const char *http_query(const struct http_request *req, const char *key)
 {
-    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+    const struct http_param *param;
+
+    if (req->target == NULL)
+        return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+    param = http_target_param(req->target, key);
+    return param != NULL ? param->value : NULL;
+}
+
+bool http_has_body(const struct http_request *req)
+{
+    return req->content_length > 0 || req->chunked;
+}
+
+const struct sockaddr *http_client_address(const struct http_request *req)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+    return info != NULL ? info->client_addr : NULL;
 }
 
 const char *http_header(const struct http_request *req, const char *name)
@@ -162,30 +195,48 @@ static bool route_matches(const char *pattern, const char *path, struct http_req
     return *path == '\0';
 }
 
-/* Answers req into res; returns the route that answered, or NULL for the fallback. */
-static const struct http_route *dispatch(struct http_server *server, struct http_request *req,
-                                         struct http_response *res)
+/*
+ * Finds the route for req's method and path, capturing its parameters into
+ * req; NULL when none matches (*path_matched tells whether some route
+ * matched the path with another method).
+ */
+static const struct http_route *find_route(struct http_server *server, struct http_request *req,
+                                           bool *path_matched)
 {
-    bool path_matched = false;
-    char allow[128] = "";
-
+    *path_matched = false;
     for (const struct http_route *route = server->cfg.routes; route->pattern != NULL; route++) {
         if (!route_matches(route->pattern, req->path, req))
             continue;
-        path_matched = true;
-        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s", allow[0] ? ", " : "",
-                 route->method);
+        *path_matched = true;
         if (strcmp(route->method, "*") == 0 || strcmp(route->method, req->method) == 0 ||
-            (strcmp(req->method, "HEAD") == 0 && strcmp(route->method, "GET") == 0)) {
-            route->handler(server->cfg.ctx, req, res);
+            (strcmp(req->method, "HEAD") == 0 && strcmp(route->method, "GET") == 0))
             return route;
-        }
     }
     req->param_count = 0;
-    server->cfg.not_found(server->cfg.ctx, req, res, path_matched);
-    if (path_matched)
-        http_add_header(res, "Allow", allow);
     return NULL;
+}
+
+/* Answers req with route, or with the fallback when route is NULL. */
+static void dispatch(struct http_server *server, const struct http_route *route, bool path_matched,
+                     struct http_request *req, struct http_response *res)
+{
+    char allow[128] = "";
+
+    if (route != NULL) {
+        route->handler(server->cfg.ctx, req, res);
+        return;
+    }
+    server->cfg.not_found(server->cfg.ctx, req, res, path_matched);
+    if (!path_matched)
+        return;
+    for (const struct http_route *r = server->cfg.routes; r->pattern != NULL; r++) {
+        struct http_request probe = *req;
+
+        if (route_matches(r->pattern, req->path, &probe))
+            snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                     allow[0] ? ", " : "", r->method);
+    }
+    http_add_header(res, "Allow", allow);
 }
 
 static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_response *res)
@@ -229,6 +280,108 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, struct http_re
     return ret;
 }
 
+/* How much of a refused body is read and dropped before the connection is closed. */
+#define HTTP_DISCARD_MAX_BYTES ((size_t)64 * 1024 * 1024)
+
+/* Fills res with a static problem document. */
+static void static_problem(struct http_response *res, int status, const char *body)
+{
+    memset(res, 0, sizeof(*res));
+    res->status = status;
+    res->content_type = "application/problem+json";
+    res->body = (char *)body;
+    res->body_len = strlen(body);
+    res->body_static = true;
+}
+
+/* The connection's guard entry, or NULL. */
+static struct connguard_conn *guard_entry(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return info != NULL ? info->socket_context : NULL;
+}
+
+/*
+ * The first access callback of a request: its headers are in. Matches the
+ * route, asks admit, checks the announced length. Returns false when the
+ * connection must be closed (out of memory).
+ */
+static bool request_begin(struct http_server *server, struct MHD_Connection *conn,
+                          struct request_state *state, const char *url, const char *method)
+{
+    static const char too_large[] =
+        "{\"type\":\"about:blank\",\"title\":\"Content Too Large\",\"status\":413,"
+        "\"detail\":\"request body exceeds the limit\",\"errors\":[]}";
+    static const char bad_length[] =
+        "{\"type\":\"about:blank\",\"title\":\"Bad Request\",\"status\":400,"
+        "\"detail\":\"invalid Content-Length\",\"errors\":[]}";
+    struct http_request *req = &state->req;
+    const char *length = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    uint64_t declared = 0;
+
+    connguard_headers_done(server->guard, guard_entry(conn));
+    state->started = true;
+    req->method = method;
+    req->path = state->target_ok ? state->target.path : url;
+    req->target = state->target_ok ? &state->target : NULL;
+    req->body = "";
+    req->conn = conn;
+    req->content_length = -1;
+    req->chunked = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding") != NULL;
+    if (length != NULL && http_parse_content_length(length, &declared) != CF_OK) {
+        static_problem(&state->early, 400, bad_length);
+        state->answered = true;
+        return true;
+    }
+    if (length != NULL)
+        req->content_length = (int64_t)declared;
+    state->route = find_route(server, req, &state->path_matched);
+    if (server->cfg.admit != NULL &&
+        !server->cfg.admit(server->cfg.ctx, state->route, req, &state->early)) {
+        state->answered = true;
+        return true;
+    }
+    if (http_body_begin(&state->body, req->chunked ? -1 : req->content_length,
+                        server->cfg.max_body_bytes) != CF_OK) {
+        static_problem(&state->early, 413, too_large);
+        state->answered = true;
+    }
+    return true;
+}
+
+/*
+ * Takes upload bytes: kept in the body, or dropped after an early answer.
+ * Returns MHD_NO to close the connection.
+ */
+static enum MHD_Result request_upload(struct http_server *server, struct request_state *state,
+                                      const char *data, size_t size)
+{
+    static const char too_large[] =
+        "{\"type\":\"about:blank\",\"title\":\"Content Too Large\",\"status\":413,"
+        "\"detail\":\"request body exceeds the limit\",\"errors\":[]}";
+    int ret;
+
+    if (!state->answered) {
+        ret = http_body_append(&state->body, data, size);
+        if (ret == CF_ERR_NOMEM)
+            return MHD_NO;
+        if (ret == CF_OK)
+            return MHD_YES;
+        http_body_release(&state->body);
+        static_problem(&state->early, 413, too_large);
+        state->answered = true;
+    }
+    /*
+     * Read and drop the rest, so that every client, even one that does not
+     * read while it sends, gets the answer; but only up to
+     * HTTP_DISCARD_MAX_BYTES, past which the connection is closed.
+     */
+    state->discarded_bytes += size;
+    return state->discarded_bytes > HTTP_DISCARD_MAX_BYTES ? MHD_NO : MHD_YES;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -237,68 +390,45 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     struct http_server *server = cls;
     struct request_state *state = *con_cls;
     const struct http_route *route = NULL;
-    struct http_request req;
     struct http_response res;
     enum MHD_Result ret;
 
     if (state == NULL) {
+        /* No URI callback ran (should not happen): a state without a parsed target. */
         state = calloc(1, sizeof(*state));
         if (state == NULL)
             return MHD_NO;
         *con_cls = state;
-        return MHD_YES;
+    }
+    if (!state->started) {
+        const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+
+        if (!request_begin(server, conn, state, url, method))
+            return MHD_NO;
+        /*
+         * A client that waits for "100 Continue" before sending its body is
+         * answered now: it sends nothing more, and libmicrohttpd closes the
+         * connection after the answer.
+         */
+        if (!state->answered || expect == NULL || strcasecmp(expect, "100-continue") != 0)
+            return MHD_YES;
     }
     if (*upload_data_size > 0) {
         size_t incoming = *upload_data_size;
 
         *upload_data_size = 0;
-        if (state->too_large || state->body_len + incoming > server->cfg.max_body_bytes) {
-            /*
-             * Read and drop the rest, so that every client, even one that
-             * does not read while it sends, gets the 413; but only up to
-             * HTTP_DISCARD_MAX_BYTES, past which the connection is closed.
-             */
-            state->too_large = true;
-            state->discarded_bytes += incoming;
-            return state->discarded_bytes > HTTP_DISCARD_MAX_BYTES ? MHD_NO : MHD_YES;
-        }
-        if (state->body_len + incoming + 1 > state->body_cap) {
-            size_t cap = state->body_cap ? state->body_cap : 4096;
-            char *grown;
-
-            while (cap < state->body_len + incoming + 1)
-                cap *= 2;
-            grown = realloc(state->body, cap);
-            if (grown == NULL)
-                return MHD_NO;
-            state->body = grown;
-            state->body_cap = cap;
-        }
-        memcpy(state->body + state->body_len, upload_data, incoming);
-        state->body_len += incoming;
-        state->body[state->body_len] = '\0';
-        return MHD_YES;
+        return request_upload(server, state, upload_data, incoming);
     }
 
-    memset(&res, 0, sizeof(res));
-    if (state->too_large) {
-        static const char body[] =
-            "{\"type\":\"about:blank\",\"title\":\"Content Too Large\",\"status\":413,"
-            "\"detail\":\"request body exceeds the limit\",\"errors\":[]}";
-
-        res.status = 413;
-        res.content_type = "application/problem+json";
-        res.body = (char *)body;
-        res.body_len = sizeof(body) - 1;
-        res.body_static = true;
+    route = state->route;
+    if (state->answered) {
+        res = state->early;
+        memset(&state->early, 0, sizeof(state->early));
     } else {
-        memset(&req, 0, sizeof(req));
-        req.method = method;
-        req.path = url;
-        req.body = state->body ? state->body : "";
-        req.body_len = state->body_len;
-        req.conn = conn;
-        route = dispatch(server, &req, &res);
+        memset(&res, 0, sizeof(res));
+        state->req.body = state->body.data != NULL ? state->body.data : "";
+        state->req.body_len = state->body.len;
+        dispatch(server, route, state->path_matched, &state->req, &res);
     }
     if (strcmp(method, "HEAD") == 0) {
         res.body_len = 0;
@@ -314,16 +444,55 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     return ret;
 }
 
+/* libmicrohttpd's URI callback: the request line is in; uri is the target as sent. */
+static void *request_created(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct request_state *state = calloc(1, sizeof(*state));
+
+    if (state == NULL)
+        return NULL;
+    state->target_ok = http_target_parse(uri, strlen(uri), &state->target) == CF_OK;
+    /* An empty body until request_begin() knows the announced length. */
+    http_body_begin(&state->body, -1, 0);
+    return state;
+}
+
 static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                               enum MHD_RequestTerminationCode toe)
 {
+    struct http_server *server = cls;
     struct request_state *state = *con_cls;
 
+    connguard_request_done(server->guard, guard_entry(conn), cf_boot_ms());
     if (state == NULL)
         return;
-    free(state->body);
+    response_release(&state->early);
+    http_body_release(&state->body);
+    http_target_release(&state->target);
     free(state);
     *con_cls = NULL;
+}
+
+/* libmicrohttpd's connection callback: registers and forgets connections with the guard. */
+static void connection_notified(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *server = cls;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *addr =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+        *socket_context =
+            fd != NULL ? connguard_open(server->guard, fd->connect_fd,
+                                        addr != NULL ? addr->client_addr : NULL, cf_boot_ms())
+                       : NULL;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        connguard_close(server->guard, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -390,15 +559,44 @@ bool http_host_is_loopback(const char *host)
     return false;
 }
 
+/*
+ * Binds and listens on addr (addr_len bytes) without SO_REUSEPORT, so that
+ * an address another process listens on is refused instead of shared
+ * (SO_REUSEADDR only lets a restart bind over connections in TIME_WAIT).
+ * Returns the socket, or -1 with errno.
+ */
+static int listen_socket(const struct sockaddr *addr, socklen_t addr_len)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int on = 1, saved;
+
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0)
+        goto out_close;
+    if (addr->sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)))
+        goto out_close;
+    if (bind(fd, addr, addr_len) != 0 || listen(fd, SOMAXCONN) != 0)
+        goto out_close;
+    return fd;
+out_close:
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
 int http_start(const struct http_config *cfg, struct http_server **out, char *err, size_t errlen)
 {
     struct http_server *server;
     struct sockaddr_storage addr = {0};
+    socklen_t addr_len;
     char host[128];
     uint16_t port;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
                      MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *info;
+    int fd, ret;
     struct MHD_OptionItem tls_options[] = {
         {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert_pem},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key_pem},
@@ -419,9 +617,11 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
     if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&addr)->sin_addr) == 1) {
         ((struct sockaddr_in *)&addr)->sin_family = AF_INET;
         ((struct sockaddr_in *)&addr)->sin_port = htons(port);
+        addr_len = sizeof(struct sockaddr_in);
     } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&addr)->sin6_addr) == 1) {
         ((struct sockaddr_in6 *)&addr)->sin6_family = AF_INET6;
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons(port);
+        addr_len = sizeof(struct sockaddr_in6);
         flags |= MHD_USE_IPv6;
     } else {
         snprintf(err, errlen, "invalid listen address %s: host must be an IP address", cfg->listen);
@@ -431,16 +631,34 @@ int http_start(const struct http_config *cfg, struct http_server **out, char *er
     if (server == NULL)
         return CF_ERR_NOMEM;
     server->cfg = *cfg;
+    ret = connguard_new(HTTP_HEADER_TIMEOUT_MS, HTTP_WAITING_PER_ADDRESS, true, &server->guard);
+    if (ret != CF_OK) {
+        snprintf(err, errlen, "cannot start the connection guard: %s", cf_err_str(ret));
+        free(server);
+        return ret;
+    }
+    fd = listen_socket((struct sockaddr *)&addr, addr_len);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen,
+                 errno == EADDRINUSE ? "address already in use" : strerror(errno));
+        connguard_free(server->guard);
+        free(server);
+        return CF_ERR_IO;
+    }
+    /* libmicrohttpd owns fd from here on and closes it when it stops. */
     server->daemon = MHD_start_daemon(
-        flags, port, NULL, NULL, access_handler, server, MHD_OPTION_SOCK_ADDR, &addr,
+        flags, port, NULL, NULL, access_handler, server, MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_THREAD_POOL_SIZE, cfg->threads ? cfg->threads : 4u, MHD_OPTION_NOTIFY_COMPLETED,
-        request_completed, server, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, server,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY, tls_options,
-        MHD_OPTION_END);
+        request_completed, server, MHD_OPTION_URI_LOG_CALLBACK, request_created, server,
+        MHD_OPTION_NOTIFY_CONNECTION, connection_notified, server, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)120, MHD_OPTION_CONNECTION_LIMIT, (unsigned)2048,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_CONNECTIONS_PER_ADDRESS,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, server, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (server->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on %s (address in use or not available%s)",
-                 cfg->listen, cfg->tls_cert_pem != NULL ? ", or the certificate refused" : "");
+        /* Whether a daemon that failed to start closed fd is not said: it is left alone. */
+        snprintf(err, errlen, "cannot serve on %s%s", cfg->listen,
+                 cfg->tls_cert_pem != NULL ? " (the certificate may be refused)" : "");
+        connguard_free(server->guard);
         free(server);
         return CF_ERR_IO;
     }
@@ -460,5 +678,6 @@ void http_stop(struct http_server *server)
     if (server == NULL)
         return;
     MHD_stop_daemon(server->daemon);
+    connguard_free(server->guard);
     free(server);
 }

@@ -2,10 +2,20 @@
  * http.h - the HTTP server: connections, request bodies, routing by table,
  * responses. It knows routes and bytes, not jobs.
  *
- * Built on libmicrohttpd with its internal thread pool. A request's body is
- * collected up to max_body_bytes; a larger one is answered 413 without
- * reaching a handler. Handlers run on the pool's threads and must be
- * thread-safe.
+ * Built on libmicrohttpd with its internal thread pool. Once a request's
+ * headers are in, the admit callback may answer it before any of its body
+ * is read (authorisation comes before the body). An admitted body is
+ * collected up to max_body_bytes into a buffer never larger than its
+ * Content-Length; a larger one is answered 413 without reaching a handler.
+ * Handlers run on the pool's threads and must be thread-safe.
+ *
+ * The edge (DESIGN §9): request headers must be complete within
+ * HTTP_HEADER_TIMEOUT_MS of a connection's start or of its previous
+ * response; at most HTTP_WAITING_PER_ADDRESS connections of one client
+ * address may wait for their headers at once (a new one beyond that drops
+ * the address's oldest waiting one, see connguard.h), and at most
+ * HTTP_CONNECTIONS_PER_ADDRESS may be open at once. The listening socket is
+ * never shared: an address in use is an error.
  */
 #ifndef CF_HTTP_H
 #define CF_HTTP_H
@@ -19,6 +29,16 @@
 #define HTTP_PARAM_MAX 256
 #define HTTP_MAX_HEADERS 8
 
+/* Time a connection has to send complete request headers. */
+#define HTTP_HEADER_TIMEOUT_MS 10000
+/* Connections of one address that may wait for request headers at once. */
+#define HTTP_WAITING_PER_ADDRESS 32
+/* Connections of one address that may be open at once (libmicrohttpd refuses more). */
+#define HTTP_CONNECTIONS_PER_ADDRESS 256
+
+struct http_target;
+struct sockaddr;
+
 struct http_request {
     const char *method;
     const char *path; /* URL-decoded, without the query */
@@ -28,10 +48,24 @@ struct http_request {
     char params[HTTP_MAX_PARAMS][HTTP_PARAM_MAX];
     int param_count;
     void *conn; /* the libmicrohttpd connection, for http_query/http_header */
+    /* The request target as parsed by http_parse.c (path and every query parameter). */
+    const struct http_target *target;
+    /* The Content-Length, or -1 when the request announced none (no body, or chunked). */
+    int64_t content_length;
+    bool chunked; /* Transfer-Encoding was given: a body of unknown length follows */
 };
 
-/* A query argument (URL-decoded), or NULL when absent. Borrowed. */
+/*
+ * A query argument (URL-decoded), or NULL when absent; the first one when
+ * given twice. Borrowed.
+ */
 const char *http_query(const struct http_request *req, const char *key);
+
+/* Whether the request carries a body (a Content-Length above 0, or chunked). */
+bool http_has_body(const struct http_request *req);
+
+/* The client's address, or NULL when unknown. Borrowed. */
+const struct sockaddr *http_client_address(const struct http_request *req);
 
 /* A request header (case-insensitive name), or NULL. Borrowed. */
 const char *http_header(const struct http_request *req, const char *name);
@@ -122,10 +156,21 @@ struct http_config {
     void (*not_found)(void *ctx, const struct http_request *req, struct http_response *res,
                       bool method_mismatch);
     /*
-     * Called after each answer is queued, with the route that answered (NULL
-     * for not_found or a refused body) and the status sent; may be NULL.
+     * Called after each answer is queued, with the route the request matched
+     * (NULL when none did, as for not_found; an early answer from admit or a
+     * refused body counts for its route) and the status sent; may be NULL.
      */
     void (*observe)(void *ctx, const struct http_route *route, const char *method, int status);
+    /*
+     * Called once a request's headers are in, before any of its body is
+     * read, with the route that matches it (NULL when none does; req has its
+     * path parameters). Returns true to go on; false after answering into
+     * res: the body is then read and dropped (up to a bound, so that a
+     * client that sends before it reads still gets the answer), never kept,
+     * and no handler runs. May be NULL.
+     */
+    bool (*admit)(void *ctx, const struct http_route *route, const struct http_request *req,
+                  struct http_response *res);
     void *ctx;
     size_t max_body_bytes;
     unsigned threads;
@@ -139,7 +184,9 @@ struct http_server;
 /*
  * Binds and starts serving (over TLS when tls_cert_pem is given). Returns
  * CF_OK with *out, or CF_ERR_INVALID (bad listen address) / CF_ERR_IO
- * (cannot bind, or the TLS library refused the certificate) with a message
+ * (cannot bind, as when another process listens on the address: the socket
+ * is bound without SO_REUSEPORT, or the TLS library refused the
+ * certificate) with a message
  * in err.
  */
 int http_start(const struct http_config *cfg, struct http_server **out, char *err, size_t errlen);

@@ -364,6 +364,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     acfg.events = inst->events;
     acfg.metrics = inst->metrics;
     acfg.secrets = inst->secrets;
+    acfg.loopback_hosts_only = inst->generated_token != NULL;
     ret = api_new(&acfg, &inst->api, err, errlen);
     if (ret != CF_OK)
         return ret;
@@ -372,6 +373,7 @@ static int instance_start(struct instance *inst, char *err, size_t errlen)
     hcfg.routes = api_routes();
     hcfg.not_found = api_not_found;
     hcfg.observe = api_observe;
+    hcfg.admit = api_admit;
     hcfg.ctx = inst->api;
     hcfg.max_body_bytes = MAX_BODY_BYTES;
     hcfg.threads = 16;

@@ -36,10 +36,24 @@ struct netallow {
     size_t cidr_count;
 };
 
-/* 169.254.0.0/16 (as ::ffff:169.254.0.0/112) and fe80::/10. */
-static const struct netallow_cidr netallow_link_local[] = {
+/*
+ * Protected blocks: link-local, 169.254.0.0/16 (as ::ffff:169.254.0.0/112,
+ * holding the AWS, GCP and Azure metadata address 169.254.169.254) and
+ * fe80::/10, and the cloud metadata addresses outside it: AWS's IPv6
+ * fd00:ec2::254 and Alibaba's 100.100.100.200.
+ */
+static const struct netallow_cidr netallow_protected[] = {
     {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 169, 254, 0, 0}, 112},
     {{0xfe, 0x80}, 10},
+    {{0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54}, 128},
+    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 100, 100, 100, 200}, 128},
+};
+
+/* Cloud metadata host names, refused unless the list names them. */
+static const char *const netallow_protected_names[] = {
+    "metadata.google.internal",
+    "metadata.goog",
+    NULL,
 };
 
 /* ::ffff:0:0/96, the IPv4-mapped block. */
@@ -114,12 +128,33 @@ static void netallow_mask(unsigned char addr[16], int prefix_bits)
     }
 }
 
-static bool netallow_is_link_local(const unsigned char addr[16])
+/* The protected block holding addr, or NULL when it is in none. */
+static const struct netallow_cidr *netallow_protected_block(const unsigned char addr[16])
 {
-    size_t n = sizeof(netallow_link_local) / sizeof(netallow_link_local[0]);
+    size_t n = sizeof(netallow_protected) / sizeof(netallow_protected[0]);
 
     for (size_t i = 0; i < n; i++) {
-        if (netallow_cidr_contains(&netallow_link_local[i], addr))
+        if (netallow_cidr_contains(&netallow_protected[i], addr))
+            return &netallow_protected[i];
+    }
+    return NULL;
+}
+
+/*
+ * Whether a listed CIDR holds addr, of protected block, while lying wholly
+ * inside that block: "169.254.169.254" or "169.254.0.0/16" open the
+ * metadata address, "0.0.0.0/0" or "100.64.0.0/10" do not.
+ */
+static bool netallow_listed_as_such(const struct netallow *allow, const struct netallow_cidr *block,
+                                    const unsigned char addr[16])
+{
+    if (allow == NULL)
+        return false;
+    for (size_t i = 0; i < allow->cidr_count; i++) {
+        const struct netallow_cidr *cidr = &allow->cidrs[i];
+
+        if (cidr->prefix_bits >= block->prefix_bits && netallow_cidr_contains(block, cidr->addr) &&
+            netallow_cidr_contains(cidr, addr))
             return true;
     }
     return false;
@@ -357,8 +392,10 @@ static bool netallow_empty(const struct netallow *allow)
 static bool netallow_addr16_allowed(const struct netallow *allow, const unsigned char addr[16],
                                     bool host_listed)
 {
-    if (netallow_is_link_local(addr))
-        return netallow_in_cidrs(allow, addr);
+    const struct netallow_cidr *block = netallow_protected_block(addr);
+
+    if (block != NULL)
+        return netallow_listed_as_such(allow, block, addr);
     if (netallow_empty(allow) || host_listed)
         return true;
     return netallow_in_cidrs(allow, addr);
@@ -398,6 +435,10 @@ bool netallow_host_allowed(const struct netallow *allow, const char *host)
     /* Whatever else has a colon is neither a name nor an address. */
     if (strchr(bare, ':') != NULL)
         return false;
+    for (size_t i = 0; netallow_protected_names[i] != NULL; i++) {
+        if (strcasecmp(bare, netallow_protected_names[i]) == 0)
+            return netallow_names_host(allow, bare);
+    }
     return netallow_empty(allow) || netallow_names_host(allow, bare);
 }
 

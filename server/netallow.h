@@ -2,10 +2,17 @@
  * netallow.h - which hosts webhooks may reach (--webhook-allow).
  *
  * An allow list holds host names and CIDR blocks (IPv4 and IPv6). An empty
- * list allows everything except link-local addresses (169.254.0.0/16,
- * fe80::/10). A non-empty list allows only what it names; a link-local
- * address is allowed only when a listed CIDR contains it. IPv4-mapped IPv6
- * addresses (::ffff:a.b.c.d) are checked as the IPv4 address they map. The
+ * list allows everything except the protected addresses: link-local
+ * (169.254.0.0/16, which holds 169.254.169.254, and fe80::/10) and the
+ * cloud metadata addresses fd00:ec2::254 and 100.100.100.200. A non-empty
+ * list allows only what it names. A protected address is allowed only when
+ * listed as such: by a listed CIDR that contains it and lies wholly inside
+ * its protected block ("169.254.169.254", "169.254.0.0/16", "fe80::/64"),
+ * never by a catch-all such as 0.0.0.0/0 or ::/0, nor by a listed name
+ * that resolves to it. The metadata host names metadata.google.internal
+ * and metadata.goog are refused unless the list names them (and their
+ * address must then be listed too). IPv4-mapped IPv6 addresses
+ * (::ffff:a.b.c.d) are checked as the IPv4 address they map. The
  * functions below take a NULL allow list as the empty list.
  */
 #ifndef CF_NETALLOW_H

@@ -588,12 +588,22 @@ static bool tz_name_valid(const char *name)
 
     if (len == 0 || len > TZ_NAME_MAX_BYTES || name[0] == '/' || name[len - 1] == '/')
         return false;
+    /* Not a place: a zone of "-00" kept for installers. */
+    if (strcmp(name, "Factory") == 0)
+        return false;
     for (size_t i = 0; i < len; i++) {
         char c = name[i];
         bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                   c == '/' || c == '_' || c == '+' || c == '-';
 
         if (!ok || (c == '/' && name[i + 1] == '/'))
+            return false;
+        /*
+         * Every component of an IANA name starts with a capital letter;
+         * the other files of a zoneinfo folder (localtime, posixrules,
+         * posix/..., right/...) do not.
+         */
+        if ((i == 0 || name[i - 1] == '/') && !(c >= 'A' && c <= 'Z'))
             return false;
     }
     return true;

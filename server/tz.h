@@ -20,9 +20,12 @@ struct tz_zone;
 
 /*
  * Returns the zone named name ("UTC", "Europe/Berlin"), loading it on first
- * use; thread-safe. Returns NULL when the name is not a valid IANA zone name
- * (no "..", no leading "/", only [A-Za-z0-9/_+-]) or no TZif file for it can
- * be read and parsed. Borrowed reference: never free it. "UTC" and "Etc/UTC"
+ * use; thread-safe. Returns NULL when the name is not an IANA zone name or
+ * no TZif file for it can be read and parsed. An IANA name is made of
+ * components of [A-Za-z0-9_+-] separated by single "/", each starting with
+ * a capital letter, and is not "Factory": so neither "..", nor a leading
+ * "/", nor the zoneinfo folder's other files ("localtime", "posixrules",
+ * "posix/...", "right/...") pass. Borrowed reference: never free it. "UTC" and "Etc/UTC"
  * work even without zoneinfo files (offset 0). Files with leap-second
  * records ("right/...") are refused, since their clock counts differently.
  */

@@ -452,9 +452,12 @@ def test_many_bad_requests_in_a_row_leave_it_serving(instance):
 def test_percent_encoded_job_names(instance):
     """Names are matched after percent-decoding: no way around the pattern."""
     for path in ("/api/v1/jobs/" + urllib.parse.quote("a/b", safe=""),
-                 "/api/v1/jobs/%2e%2e", "/api/v1/jobs/A%00b"):
+                 "/api/v1/jobs/%2e%2e"):
         reply = instance.api("GET", path)
         assert reply.status == 404, (path, reply)
+    # A NUL byte never reaches a handler (it would cut the name short).
+    reply = instance.api("GET", "/api/v1/jobs/A%00b")
+    assert reply.status == 422 and reply.json["errors"][0]["field"] == "path", reply
     reply = instance.api("PUT", "/api/v1/jobs/%2e%2e",
                          {"schedule": YEARLY, "webhook": {"url": URL}})
     assert reply.status in (404, 422), reply

@@ -201,10 +201,35 @@ static const struct host_case host_cases[] = {
     {"169.254.169.254", "169.254.169.254", true},
     {"169.254.169.254", "169.254.169.253", false},
     {"169.254.169.254", "::ffff:169.254.169.254", true},
-    {"0.0.0.0/0", "169.254.1.1", true},
     {"fe80::/10", "fe80::1", true},
     {"fe80::/10", "169.254.1.1", false},
     {"hooks.example.com", "169.254.1.1", false},
+    /* A catch-all does not open protected addresses: they must be listed as such. */
+    {"0.0.0.0/0", "169.254.1.1", false},
+    {"0.0.0.0/0", "169.254.169.254", false},
+    {"0.0.0.0/0", "10.0.0.1", true},
+    {"::/0", "169.254.169.254", false},
+    {"::/0", "::ffff:169.254.169.254", false},
+    {"::/0", "fe80::1", false},
+    {"::/0", "2001:db8::1", true},
+    {"169.0.0.0/8", "169.254.169.254", false},
+    /* Cloud metadata addresses outside link-local. */
+    {"", "fd00:ec2::254", false},
+    {"", "[fd00:ec2::254]", false},
+    {"", "fd00:ec2::253", true},
+    {"fd00::/8", "fd00:ec2::254", false},
+    {"fd00::/8", "fd00:ec2::253", true},
+    {"fd00:ec2::254", "fd00:ec2::254", true},
+    {"", "100.100.100.200", false},
+    {"", "100.100.100.201", true},
+    {"100.64.0.0/10", "100.100.100.200", false},
+    {"0.0.0.0/0", "100.100.100.200", false},
+    {"100.100.100.200/32", "100.100.100.200", true},
+    {"", "metadata.google.internal", false},
+    {"", "METADATA.google.internal.", false},
+    {"", "metadata.goog", false},
+    {"metadata.google.internal", "metadata.google.internal", true},
+    {"0.0.0.0/0", "metadata.google.internal", false},
 };
 
 ParameterizedTestParameters(netallow, host_allowed)
@@ -275,6 +300,13 @@ static const struct address_case address_cases[] = {
     {"169.254.169.254/32", "169.254.169.254", true, true},
     {"fe80::/64", "fe80::1", false, true},
     {"fe80::/64", "fe80:0:0:1::1", false, false},
+    {"0.0.0.0/0", "169.254.169.254", false, false},
+    {"::/0", "fe80::1", false, false},
+    {"::/0", "fd00:ec2::254", false, false},
+    {"0.0.0.0/0", "100.100.100.200", false, false},
+    {"0.0.0.0/0", "100.100.100.200", true, false},
+    {"100.100.100.200", "100.100.100.200", false, true},
+    {"fd00:ec2::254/128", "fd00:ec2::254", false, true},
 };
 
 ParameterizedTestParameters(netallow, address_allowed)
