@@ -1335,8 +1335,8 @@ int64_t db_run_sort_at(const struct run *run)
     "(coalesce(" t ".fencing_token, 0) > 0,"                                                       \
     " " t ".status IN ('succeeded', 'failed', 'fenced'), coalesce(" t ".fencing_token, 0),"        \
     " " t ".status <> 'running',"                                                                  \
-    " (CASE " t ".status WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'missed' THEN 2"         \
-    " WHEN 'lost' THEN 3 WHEN 'fenced' THEN 4 WHEN 'failed' THEN 5 WHEN 'succeeded' THEN 6"        \
+    " (CASE " t ".status WHEN 'running' THEN 0 WHEN 'skipped' THEN 1 WHEN 'lost' THEN 2"           \
+    " WHEN 'missed' THEN 3 WHEN 'fenced' THEN 4 WHEN 'failed' THEN 5 WHEN 'succeeded' THEN 6"      \
     " ELSE -1 END),"                                                                               \
     " " t ".attempts, coalesce(" t ".finished_at, 0), coalesce(" t                                 \
     ".started_at, 0), " RUN_MERGE_TEXT_SQL(t ".instance") ", " RUN_MERGE_TEXT_SQL(                 \

@@ -155,7 +155,8 @@ bool run_status_final(enum run_status status)
 static int run_status_order(enum run_status status)
 {
     static const int order[] = {
-        [RUN_RUNNING] = 0, [RUN_SKIPPED] = 1, [RUN_MISSED] = 2,    [RUN_LOST] = 3,
+        /* lost is a peer's inference; missed with a token is the claimer's own word */
+        [RUN_RUNNING] = 0, [RUN_SKIPPED] = 1, [RUN_LOST] = 2,      [RUN_MISSED] = 3,
         [RUN_FENCED] = 4,  [RUN_FAILED] = 5,  [RUN_SUCCEEDED] = 6,
     };
 
