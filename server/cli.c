@@ -288,13 +288,14 @@ static int jobs_list(const struct cli_options *opts, char **args)
     return CLI_EXIT_OK;
 }
 
-static int jobs_get(const struct cli_options *opts, char **args)
+/* GETs <collection>/<id> and prints it as YAML (JSON with --output json). */
+static int get_one(const struct cli_options *opts, const char *collection, const char *id)
 {
     struct cli_response res;
     char path[CLI_PATH_MAX];
     int ret;
 
-    if (!resource_path(path, sizeof(path), "jobs", args[0], ""))
+    if (!resource_path(path, sizeof(path), collection, id, ""))
         return CLI_EXIT_USAGE;
     ret = cli_call(opts, "GET", path, NULL, NULL, &res);
     if (ret != CLI_EXIT_OK)
@@ -305,6 +306,11 @@ static int jobs_get(const struct cli_options *opts, char **args)
         ret = cli_print_yaml(stdout, res.body);
     cli_response_release(&res);
     return ret;
+}
+
+static int jobs_get(const struct cli_options *opts, char **args)
+{
+    return get_one(opts, "jobs", args[0]);
 }
 
 /* POST /jobs/NAME/ACTION (pause, resume) and reports the job's new state. */
@@ -432,21 +438,7 @@ static int runs_list(const struct cli_options *opts, char **args)
 
 static int runs_get(const struct cli_options *opts, char **args)
 {
-    struct cli_response res;
-    char path[CLI_PATH_MAX];
-    int ret;
-
-    if (!resource_path(path, sizeof(path), "runs", args[0], ""))
-        return CLI_EXIT_USAGE;
-    ret = cli_call(opts, "GET", path, NULL, NULL, &res);
-    if (ret != CLI_EXIT_OK)
-        return ret;
-    if (opts->json)
-        cli_print_json(stdout, res.body);
-    else
-        ret = cli_print_yaml(stdout, res.body);
-    cli_response_release(&res);
-    return ret;
+    return get_one(opts, "runs", args[0]);
 }
 
 static int runs_retry(const struct cli_options *opts, char **args)
