@@ -36,6 +36,8 @@
 #define SCHED_CLAIM_RETRY_DOUBLINGS 5
 /* How long scheduler_trigger waits for the scheduler thread. */
 #define SCHED_TRIGGER_WAIT_MS 15000
+/* Pause before another try at a lease extension that missed its quorum. */
+#define SCHED_EXTEND_RETRY_MS 100
 /* Pause between attempts to load the catalog when the database refuses. */
 #define SCHED_LOAD_RETRY_MS 1000
 #define JOB_BUCKETS 4096
@@ -1707,12 +1709,14 @@ static void extend_leases(struct scheduler *sched, int64_t now_boot)
     size_t n = 0, cap = 0;
 
     for (struct firing *firing = sched->in_flight; firing != NULL; firing = firing->next) {
-        if (atomic_load(&firing->lease_lost) || firing->next_extend_boot_ms > now_boot)
+        if (atomic_load(&firing->lease_lost))
             continue;
         if (now_boot >= firing->claim.valid_until_boot_ms) {
             lose_lease(firing);
             continue;
         }
+        if (firing->next_extend_boot_ms > now_boot)
+            continue;
         if (n == cap) {
             size_t grown = cap ? cap * 2 : 16;
             struct firing **bigger = realloc(due, grown * sizeof(*bigger));
@@ -1734,7 +1738,12 @@ static void extend_leases(struct scheduler *sched, int64_t now_boot)
             struct firing *firing = due[i];
 
             if (claims[i].result != CF_OK) {
-                lose_lease(firing);
+                /*
+                 * A round that missed its quorum in time (slow nodes, a loaded
+                 * machine) is tried again while the lease lasts: the lease is
+                 * lost when it runs out unextended, not at the first miss.
+                 */
+                firing->next_extend_boot_ms = now_boot + SCHED_EXTEND_RETRY_MS;
                 continue;
             }
             firing->claim.valid_until_boot_ms = claims[i].valid_until_boot_ms;
