@@ -21,17 +21,6 @@
 /* Largest Content-Length parsed: 2^53, well past any limit. */
 #define HTTP_CONTENT_LENGTH_MAX ((uint64_t)1 << 53)
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Percent-decodes n bytes of text into a new NUL-terminated string; with
  * plus_is_space, '+' becomes ' '. Returns it with *len, or NULL (no memory).
@@ -44,8 +33,8 @@ static char *decode(const char *text, size_t n, bool plus_is_space, size_t *len)
     if (out == NULL)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        int high = i + 2 < n && text[i] == '%' ? hex_value(text[i + 1]) : -1;
-        int low = high >= 0 ? hex_value(text[i + 2]) : -1;
+        int high = i + 2 < n && text[i] == '%' ? cf_hex_value(text[i + 1]) : -1;
+        int low = high >= 0 ? cf_hex_value(text[i + 2]) : -1;
 
         if (low >= 0) {
             out[o++] = (char)(high << 4 | low);
