@@ -281,8 +281,11 @@ def test_unauthenticated_uploads_are_not_buffered(start_instance):
     before = vm_rss_kib(inst.proc.pid)
     socks = []
     try:
-        for _ in range(200):
-            sock = socket.create_connection(("127.0.0.1", inst.port), timeout=60 * SLOW)
+        for i in range(200):
+            # Each from its own loopback address: a server that falls behind on a loaded
+            # machine must not meet the per-address cap of connections waiting for headers.
+            sock = socket.create_connection(("127.0.0.1", inst.port), timeout=60 * SLOW,
+                                            source_address=(f"127.0.1.{i + 1}", 0))
             # All of the body but its last byte: the server holds the request open.
             sock.sendall(post_head(inst.port, MIB) + b"x" * (MIB - 1))
             socks.append(sock)
