@@ -208,7 +208,10 @@ int cli_call(const struct cli_options *opts, const char *method, const char *pat
     }
     if (res->status >= 200 && res->status < 300)
         return CLI_EXIT_OK;
+    /* apply calls from several threads: one problem's lines stay together. */
+    flockfile(stderr);
     cli_http_print_problem(stderr, res);
+    funlockfile(stderr);
     ret = res->status == 401 || res->status == 403 ? CLI_EXIT_UNREACHABLE : CLI_EXIT_REFUSED;
     cli_response_release(res);
     return ret;

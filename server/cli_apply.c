@@ -10,6 +10,8 @@
  * catalog's is replaced (PUT with If-Match, so a concurrent change is not
  * overwritten), an identical job is left alone (its version stays), and
  * with --prune a job of the catalog missing from the file is deleted.
+ * The writes go out APPLY_IN_FLIGHT at a time; after a refused one no
+ * further write starts, and the report lists those that were done.
  *
  * signing_secret is write-only, so it cannot be compared: a secret in the
  * file is sent when the job is created or changed for another reason, and
@@ -19,6 +21,7 @@
  * the API (PATCH /api/v1/jobs/NAME).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +31,13 @@
 
 /* Job files larger than this are refused: 16 MiB. */
 #define CLI_MAX_FILE_BYTES ((size_t)16 * 1024 * 1024)
+/*
+ * How many writes apply keeps in flight. The server commits concurrent
+ * catalog writes in one batch under one hold of the catalog lock (DESIGN
+ * §4.6), so a large file is written at many times the rate of one request
+ * after another; 16 is what one instance serves at once (its HTTP threads).
+ */
+#define APPLY_IN_FLIGHT 16
 
 /* The fields the API shows that are not part of a job's definition. */
 static const char *const read_only_fields[] = {
@@ -45,6 +55,21 @@ struct apply_step {
     json_t *changed_fields; /* owned: the top-level fields that differ (change) */
     long long version;      /* the catalog's version before; after, once written */
     long long new_version;
+    bool written; /* its write was answered 2xx */
+};
+
+/*
+ * The writes of a plan, taken in order by APPLY_IN_FLIGHT threads. After
+ * the first failure no further write starts; those in flight finish.
+ */
+struct apply_writers {
+    const struct cli_options *opts; /* borrowed */
+    struct apply_step *steps;       /* borrowed */
+    size_t count;
+    pthread_mutex_t lock; /* guards next, ret and failed */
+    size_t next;          /* the first step not yet started */
+    int ret;              /* CLI_EXIT_OK, or the first failure's exit code */
+    const char *failed;   /* the job of the first failure (borrowed), NULL when none */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -216,8 +241,63 @@ static int run_step(const struct cli_options *opts, struct apply_step *step)
         return ret;
     if (step->action != APPLY_DELETE)
         step->new_version = version_of(res.body);
+    step->written = true;
     cli_response_release(&res);
     return CLI_EXIT_OK;
+}
+
+static void *apply_writer_main(void *arg)
+{
+    struct apply_writers *writers = arg;
+
+    for (;;) {
+        struct apply_step *step;
+        int ret;
+
+        pthread_mutex_lock(&writers->lock);
+        if (writers->ret != CLI_EXIT_OK || writers->next == writers->count) {
+            pthread_mutex_unlock(&writers->lock);
+            return NULL;
+        }
+        step = &writers->steps[writers->next++];
+        pthread_mutex_unlock(&writers->lock);
+        ret = run_step(writers->opts, step);
+        if (ret != CLI_EXIT_OK) {
+            pthread_mutex_lock(&writers->lock);
+            if (writers->ret == CLI_EXIT_OK) {
+                writers->ret = ret;
+                writers->failed = step->name;
+            }
+            pthread_mutex_unlock(&writers->lock);
+        }
+    }
+}
+
+/*
+ * Writes the steps of the plan, up to APPLY_IN_FLIGHT at once. Returns
+ * CLI_EXIT_OK when every write was answered 2xx, else the first failure's
+ * exit code (its message is on stderr) with its job in *failed; each
+ * step's written says whether it took effect.
+ */
+static int write_steps(const struct cli_options *opts, struct apply_step *steps, size_t count,
+                       const char **failed)
+{
+    struct apply_writers writers = {.opts = opts, .steps = steps, .count = count};
+    pthread_t threads[APPLY_IN_FLIGHT];
+    size_t started = 0;
+
+    pthread_mutex_init(&writers.lock, NULL);
+    while (started < APPLY_IN_FLIGHT && started < count &&
+           pthread_create(&threads[started], NULL, apply_writer_main, &writers) == 0)
+        started++;
+    /* With no thread at all, this one writes them. */
+    if (started == 0)
+        apply_writer_main(&writers);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&writers.lock);
+    *failed = writers.failed;
+    return writers.ret;
 }
 
 static const char *action_name(enum apply_action action, bool dry_run)
@@ -290,6 +370,7 @@ int cli_apply(const struct cli_options *opts)
     struct apply_step *steps = NULL;
     json_t *file = NULL, *jobs = NULL, *catalog = NULL, *wanted, *job, *report;
     size_t count = 0, totals[4] = {0}, i, done = 0;
+    const char *failed = "";
     bool viewer = false;
     int ret;
 
@@ -347,19 +428,21 @@ int cli_apply(const struct cli_options *opts)
         }
     }
 
-    for (done = 0; done < count; done++) {
-        if (!opts->dry_run) {
-            ret = run_step(opts, &steps[done]);
-            if (ret != CLI_EXIT_OK)
-                break;
-        }
-        totals[steps[done].action]++;
+    if (!opts->dry_run)
+        ret = write_steps(opts, steps, count, &failed);
+    for (i = 0; i < count; i++) {
+        bool done_step = opts->dry_run || steps[i].action == APPLY_UNCHANGED || steps[i].written;
+
+        if (!done_step)
+            continue;
+        done++;
+        totals[steps[i].action]++;
         if (!opts->json)
-            print_step_text(&steps[done], opts->dry_run);
+            print_step_text(&steps[i], opts->dry_run);
     }
     if (ret != CLI_EXIT_OK) {
-        fprintf(stderr, "stopped at job %s: %zu of %zu steps were done\n", steps[done].name, done,
-                count);
+        fprintf(stderr, "stopped at job %s: %zu of %zu steps were done (listed above)\n", failed,
+                done, count);
         goto out;
     }
     if (opts->json) {
