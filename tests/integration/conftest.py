@@ -535,6 +535,22 @@ def receiver(tmp_path, processes):
     return target.start()
 
 
+def trigger(instance, name):
+    """POST /jobs/{name}/trigger until it is taken (202), and returns that answer. A job
+    that fires every second may have a scheduled run in flight at that instant, and under
+    overlap forbid a manual run is then refused (409, "in flight"): it is asked again."""
+    path = f"/api/v1/jobs/{urllib.parse.quote(name, safe='')}/trigger"
+
+    def taken():
+        reply = instance.api("POST", path)
+        if reply.status == 409 and "in flight" in reply.body:
+            return None
+        assert reply.status == 202, reply
+        return reply
+
+    return wait_for(taken, timeout=30, what=f"a manual trigger of {name} taken")
+
+
 def job_body(name, url, schedule="* * * * * *", **fields):
     """A job definition signed with the receiver's secret."""
     body = {"name": name, "schedule": schedule, "webhook": {"url": url},

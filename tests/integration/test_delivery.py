@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN_DIR, REPO, SECRET, job_body, ms, wait_for
+from conftest import BIN_DIR, REPO, SECRET, job_body, ms, trigger, wait_for
 from conftest import http as http_request
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -597,10 +597,7 @@ def test_standard_webhooks_library_verifies_every_kind_of_delivery(instance, tar
         webhook={"raw_body": True, "body": "plain text, not JSON: café", "content_type": "text/plain"}))
     assert reply.status == 201, reply
     wait_for(lambda: target.of_job("sw") and target.of_job("sw-raw"), what="scheduled requests")
-    # An every-second job: a trigger that meets a scheduled run in flight is refused (409,
-    # overlap forbid), so it is asked again until one is taken.
-    wait_for(lambda: instance.api("POST", "/api/v1/jobs/sw/trigger").status == 202,
-             what="a manual trigger taken")
+    trigger(instance, "sw")
     manual = wait_for(lambda: [r for r in target.of_job("sw")
                                if "@manual-" in r["headers"]["Idempotency-Key"]],
                       what="the manual request")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import job_body, ms, wait_for
+from conftest import job_body, ms, trigger, wait_for
 from test_delivery import Target
 
 FAR = "0 0 1 1 *"  # once a year: the job fires nothing more while a test looks at it
@@ -119,8 +119,7 @@ def test_retry_fires_the_slot_again_with_its_key_and_a_new_token(start_instance,
 
     # A succeeded run, a retry itself, or a manual run cannot be retried.
     assert instance.api("POST", f"/api/v1/runs/{retry['id']}/retry").status == 409
-    manual = instance.api("POST", "/api/v1/jobs/fragile/trigger")
-    assert manual.status == 202, manual
+    manual = trigger(instance, "fragile")
     run_of(instance, manual.json["id"])
     refused = instance.api("POST", f"/api/v1/runs/{manual.json['id']}/retry")
     assert refused.status == 409, refused
@@ -132,8 +131,7 @@ def test_runs_filter_by_instance_and_trigger(start_instance, target):
     assert instance.api("POST", "/api/v1/jobs", job_body("filtered", target.url)).status == 201
     first_scheduled_run(instance, "filtered", "succeeded")
     freeze(instance, "filtered")
-    manual = instance.api("POST", "/api/v1/jobs/filtered/trigger")
-    assert manual.status == 202, manual
+    manual = trigger(instance, "filtered")
     run_of(instance, manual.json["id"])
 
     reply = instance.api("GET", "/api/v1/runs?trigger=manual")

@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 
-from conftest import ADMIN_TOKEN, BIN_DIR, SECRET, SLOW, Instance, job_body, wait_for
+from conftest import ADMIN_TOKEN, BIN_DIR, SECRET, SLOW, Instance, job_body, trigger, wait_for
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 TEXT_LINE = re.compile(r"(\S+) (debug|info|warn|error) ([a-z][^=]*?)((?: [a-z_]+=(?:\"(?:[^\"\\]|\\.)*\"|\S*))*)\Z")
@@ -30,7 +30,7 @@ def exercise(instance, receiver):
     fenced = job_body("fenced", receiver.hook(status=409), retry={"attempts": 1})
     for body in (secret_job, failing, fenced):
         assert instance.api("POST", "/api/v1/jobs", body).status == 201
-    assert instance.api("POST", "/api/v1/jobs/secret-job/trigger").status == 202
+    trigger(instance, "secret-job")
     assert instance.api("GET", "/api/v1/jobs", token="a-wrong-token-0123456789abc").status == 401
     wait_for(lambda: instance.runs(job="failing", status="failed")
              and instance.runs(job="fenced", status="fenced")
