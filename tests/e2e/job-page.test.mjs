@@ -14,6 +14,21 @@ import {
 
 const suite = standaloneSuite('job-page');
 
+// Throws unless the table named "Runs" fits its wrapper and the page fits the viewport.
+async function assertRunsTableFits(page, where) {
+  const sizes = await page.getByRole('region', { name: 'Runs table' }).evaluate((wrap) => ({
+    scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth,
+    tableWidth: wrap.querySelector('table').getBoundingClientRect().width,
+    documentWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+  }));
+  assert.ok(sizes.scrollWidth <= sizes.clientWidth,
+    `${where}: the runs table scrolls sideways: ${sizes.scrollWidth} px of content in ${sizes.clientWidth} px`);
+  assert.ok(sizes.tableWidth <= sizes.clientWidth,
+    `${where}: the runs table is ${sizes.tableWidth} px wide in ${sizes.clientWidth} px`);
+  assert.ok(sizes.documentWidth <= sizes.innerWidth,
+    `${where}: the page is ${sizes.documentWidth} px wide in a ${sizes.innerWidth} px viewport`);
+}
+
 describe('job page and form', { timeout: 240000 * SLOW }, () => {
   test('an open job page follows new runs: last and next run move on, next is never past', withFailureShots(async () => {
     const { cf, receiver } = suite;
@@ -81,26 +96,25 @@ describe('job page and form', { timeout: 240000 * SLOW }, () => {
     const rows = table.getByRole('row').filter({ has: page.getByRole('cell') });
     await eventually(async () => assert.equal(await rows.count(), 2), { what: 'both runs in the table' });
 
-    const sizes = await page.getByRole('region', { name: 'Runs table' }).evaluate((wrap) => ({
-      scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth,
-      tableWidth: wrap.querySelector('table').getBoundingClientRect().width,
-      documentWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
-    }));
-    assert.ok(sizes.scrollWidth <= sizes.clientWidth,
-      `the runs table scrolls sideways: ${sizes.scrollWidth} px of content in ${sizes.clientWidth} px`);
-    assert.ok(sizes.tableWidth <= sizes.clientWidth, `the runs table is ${sizes.tableWidth} px wide in ${sizes.clientWidth} px`);
-    assert.ok(sizes.documentWidth <= sizes.innerWidth,
-      `the page is ${sizes.documentWidth} px wide in a ${sizes.innerWidth} px viewport`);
+    await assertRunsTableFits(page, 'the job page');
     // What a row still says at this width: its time (a link to the run), status, error and duration.
     const first = rows.first();
-    assert.match(await first.innerText(), /failed/);
     const cells = first.getByRole('cell');
+    assert.match(await cells.nth(1).innerText(), /^failed\s*\n\s*\S/, 'the error under the status');
     for (let i = 0; i < await cells.count(); i++) {
       const box = await cells.nth(i).boundingBox();
       if (box) assert.ok(box.x >= 0 && box.x + box.width <= MOBILE.width, `cell ${i} spans ${box.x}..${box.x + box.width} px`);
     }
     assert.match(await first.getByRole('cell').last().innerText(), /\d+(\.\d+)? (ms|s)|—/, 'the duration shows');
     console.log(`# screenshot ${await screenshot(page, 'job-runs-375px')}`);
+
+    // The Runs page's table (it adds the job) fits too.
+    await go(page, cf, `#/runs?job=${name}`);
+    await heading(page, 'Runs');
+    await eventually(async () => assert.equal(await rows.count(), 2), { what: 'both runs on the Runs page' });
+    await assertRunsTableFits(page, 'the Runs page');
+    await rows.first().getByRole('link', { name, exact: true }).waitFor({ timeout: UI_MS });
+    console.log(`# screenshot ${await screenshot(page, 'runs-375px')}`);
     assertNoProblems(page);
   }));
 

@@ -18,15 +18,15 @@ export const RUN_STATUSES = ['running', 'succeeded', 'failed', 'fenced', 'skippe
 
 // The table columns; `showJob` adds the Job column (Runs page). Columns
 // marked `detail` hide on narrow screens (style.css), where a row keeps its
-// time, status (with the error on a second line) and duration; the rest is
-// one tap away on the run page.
+// time (with the job on a second line), status (with the error on a second
+// line) and duration; the rest is one tap away on the run page.
 function columns(showJob) {
   const list = [
     { name: 'Scheduled' }, { name: 'Status' }, { name: 'Trigger', detail: true }, { name: 'Token', detail: true },
     { name: 'Instance', detail: true }, { name: 'Attempts', detail: true }, { name: 'HTTP', detail: true },
     { name: 'Duration' }, { name: 'Error', detail: true },
   ];
-  if (showJob) list.splice(1, 0, { name: 'Job' });
+  if (showJob) list.splice(1, 0, { name: 'Job', detail: true });
   return list;
 }
 
@@ -38,8 +38,10 @@ function detail(className = '') {
 function runRow(run, showJob) {
   const linkText = run.scheduled_at ? formatTime(run.scheduled_at) : `run ${shortRunId(run.id)}`;
   const problem = run.error || run.reason;
+  const jobHref = `#/jobs/${segment(run.job)}`;
   const cells = [
-    h('td', {}, h('a', { href: `#/runs/${segment(run.id)}` }, linkText)),
+    h('td', {}, h('a', { href: `#/runs/${segment(run.id)}` }, linkText),
+      showJob ? h('span', { class: 'sub narrow-only' }, h('a', { href: jobHref }, run.job)) : null),
     h('td', {}, statusWord(run.status),
       problem ? h('span', { class: 'sub clip narrow-only', title: problem }, problem) : null),
     h('td', { class: detail() }, formatValue(run.trigger)),
@@ -52,7 +54,7 @@ function runRow(run, showJob) {
       ? h('span', { class: 'clip error-text', title: problem }, problem)
       : '—'),
   ];
-  if (showJob) cells.splice(1, 0, h('td', { class: 'job-cell' }, h('a', { href: `#/jobs/${segment(run.job)}` }, run.job)));
+  if (showJob) cells.splice(1, 0, h('td', { class: detail() }, h('a', { href: jobHref }, run.job)));
   return h('tr', { 'data-run': run.id }, cells);
 }
 
