@@ -6,28 +6,15 @@
 // page that reveals, copies and rotates the default signing secret
 // (GET /signing-secret, POST /signing-secret/rotate).
 
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ADMIN_TOKEN, LIVE_MS, Processes, SLOW, UI_MS, assertNoProblems, auditPage, browserSuite, createJob,
-  eventually, heading, jobBody, loaded, signIn, withFailureShots,
+  ADMIN_TOKEN, LIVE_MS, SLOW, UI_MS, assertNoProblems, auditPage, createJob,
+  definition, eventually, heading, jobBody, loaded, signIn, standaloneSuite, withFailureShots,
 } from './harness.mjs';
 
-const procs = new Processes('forensics');
-let cf;
-let receiver;
-const suite = browserSuite(procs);
-
-before(async () => {
-  receiver = await procs.receiver();
-  cf = await procs.instance({ name: 'cf' });
-});
-
-// The <dd> that follows the <dt> whose text is term, in main.
-function definition(page, term) {
-  return page.locator('main').locator(`xpath=.//dt[normalize-space(.)="${term}"]/following-sibling::dd[1]`);
-}
+const suite = standaloneSuite('forensics');
 
 // A 6-field schedule firing once an hour, at a second a few seconds from now.
 function soonSchedule(aheadMs = 4000) {
@@ -37,6 +24,7 @@ function soonSchedule(aheadMs = 4000) {
 
 describe('failures and the signing secret', { timeout: 240000 * SLOW }, () => {
   test('a run that needed three attempts shows all three, its lag, and can be retried', withFailureShots(async () => {
+    const { cf, receiver } = suite;
     const name = 'three-attempts';
     // The receiver answers 503 to attempts 1 to 3: the run fails after its third.
     await createJob(cf, jobBody(name, receiver.hook('/hook?fail=3'), {
@@ -88,6 +76,7 @@ describe('failures and the signing secret', { timeout: 240000 * SLOW }, () => {
   }));
 
   test('the job form sets and shows a job\'s notifications', withFailureShots(async () => {
+    const { cf, receiver } = suite;
     const page = await suite.page();
     await signIn(page, cf, ADMIN_TOKEN, '#/jobs/new');
     await heading(page, 'New job');
@@ -122,6 +111,7 @@ describe('failures and the signing secret', { timeout: 240000 * SLOW }, () => {
   }));
 
   test('Settings reveals, copies and rotates the cluster signing secret', withFailureShots(async () => {
+    const { cf } = suite;
     const before = (await cf.api('GET', '/signing-secret')).json;
     assert.ok(before.current, 'GET /signing-secret has no current secret');
     const page = await suite.page();
@@ -132,6 +122,16 @@ describe('failures and the signing secret', { timeout: 240000 * SLOW }, () => {
     const current = definition(page, 'Current');
     assert.doesNotMatch(await current.innerText(), new RegExp(before.current), 'the secret shows before Reveal');
     await page.getByRole('button', { name: 'Reveal current secret', exact: true }).click();
+    await current.getByText(before.current).waitFor({ timeout: UI_MS });
+    // Shown, the button says what it does next; a second click hides the secret again.
+    const hide = current.getByRole('button', { name: 'Hide current secret', exact: true });
+    await hide.waitFor({ timeout: UI_MS });
+    assert.equal(await current.getByRole('button', { name: 'Reveal current secret', exact: true }).count(), 0);
+    assert.equal(await hide.getAttribute('aria-pressed'), null, 'the label carries the state, not aria-pressed');
+    await hide.click();
+    await current.getByRole('button', { name: 'Reveal current secret', exact: true }).waitFor({ timeout: UI_MS });
+    assert.doesNotMatch(await current.innerText(), new RegExp(before.current), 'the secret shows after Hide');
+    await current.getByRole('button', { name: 'Reveal current secret', exact: true }).click();
     await current.getByText(before.current).waitFor({ timeout: UI_MS });
     await page.getByRole('button', { name: 'Copy current secret', exact: true }).click();
     await current.getByText('Copied.').waitFor({ timeout: UI_MS });

@@ -568,6 +568,20 @@ export function browserSuite(procs) {
   return suite;
 }
 
+// browserSuite for a file whose tests share one standalone instance and one
+// receiver: after the file's first before hook, suite.cf is the instance
+// (named "cf") and suite.receiver the receiver; suite.procs holds both.
+export function standaloneSuite(prefix) {
+  const procs = new Processes(prefix);
+  const suite = browserSuite(procs);
+  suite.procs = procs;
+  before(async () => {
+    suite.receiver = await procs.receiver();
+    suite.cf = await procs.instance({ name: 'cf' });
+  });
+  return suite;
+}
+
 const openPages = new Set();
 let failed = false; // a test of this file failed: keep the temp dirs for a post-mortem
 
@@ -625,6 +639,11 @@ export async function loaded(page) {
     const count = await page.locator('main').getByRole('status').filter({ hasText: 'Loading…' }).count();
     if (count) throw new Error('still loading');
   }, { what: 'loading to finish' });
+}
+
+// The <dd> that follows the <dt> whose text is term, in main.
+export function definition(page, term) {
+  return page.locator('main').locator(`xpath=.//dt[normalize-space(.)="${term}"]/following-sibling::dd[1]`);
 }
 
 // The live-connection indicator: the role=status in the header.

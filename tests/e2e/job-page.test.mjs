@@ -4,31 +4,34 @@
 // lacked (raw body, content type, max backoff), durations typed in seconds
 // or minutes, and the name rule in plain words.
 
-import { before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  ADMIN_TOKEN, LIVE_MS, Processes, SLOW, UI_MS, assertNoProblems, browserSuite, createJob, eventually,
-  go, heading, jobBody, loaded, signIn, sleep, withFailureShots,
+  ADMIN_TOKEN, LIVE_MS, MOBILE, SLOW, UI_MS, assertNoProblems, createJob, eventually,
+  definition, go, heading, jobBody, loaded, screenshot, signIn, sleep, standaloneSuite, withFailureShots,
 } from './harness.mjs';
 
-const procs = new Processes('job-page');
-let cf;
-let receiver;
-const suite = browserSuite(procs);
+const suite = standaloneSuite('job-page');
 
-before(async () => {
-  receiver = await procs.receiver();
-  cf = await procs.instance({ name: 'cf' });
-});
-
-// The <dd> that follows the <dt> whose text is term, in main.
-function definition(page, term) {
-  return page.locator('main').locator(`xpath=.//dt[normalize-space(.)="${term}"]/following-sibling::dd[1]`);
+// Throws unless the table named "Runs" fits its wrapper and the page fits the viewport.
+async function assertRunsTableFits(page, where) {
+  const sizes = await page.getByRole('region', { name: 'Runs table' }).evaluate((wrap) => ({
+    scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth,
+    tableWidth: wrap.querySelector('table').getBoundingClientRect().width,
+    documentWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+  }));
+  assert.ok(sizes.scrollWidth <= sizes.clientWidth,
+    `${where}: the runs table scrolls sideways: ${sizes.scrollWidth} px of content in ${sizes.clientWidth} px`);
+  assert.ok(sizes.tableWidth <= sizes.clientWidth,
+    `${where}: the runs table is ${sizes.tableWidth} px wide in ${sizes.clientWidth} px`);
+  assert.ok(sizes.documentWidth <= sizes.innerWidth,
+    `${where}: the page is ${sizes.documentWidth} px wide in a ${sizes.innerWidth} px viewport`);
 }
 
 describe('job page and form', { timeout: 240000 * SLOW }, () => {
   test('an open job page follows new runs: last and next run move on, next is never past', withFailureShots(async () => {
+    const { cf, receiver } = suite;
     const name = 'every-two-seconds';
     await createJob(cf, jobBody(name, receiver.hook(), { schedule: '*/2 * * * * *' }));
     const page = await suite.page();
@@ -74,7 +77,49 @@ describe('job page and form', { timeout: 240000 * SLOW }, () => {
     assertNoProblems(page);
   }));
 
+  test('at 375 px the runs table fits: neither it nor the page scrolls sideways', withFailureShots(async () => {
+    const { cf } = suite;
+    const name = 'narrow-runs';
+    // Nothing listens on the discard port: each run fails with an error, the widest row there is.
+    await createJob(cf, jobBody(name, 'http://127.0.0.1:9/hook', { schedule: '0 0 1 1 *', retry: { attempts: 1 } }));
+    for (let i = 0; i < 2; i++) {
+      const run = (await cf.api('POST', `/jobs/${name}/trigger`)).json;
+      await eventually(async () => {
+        assert.equal((await cf.api('GET', `/runs/${encodeURIComponent(run.id)}`)).json.status, 'failed');
+      }, { timeout: LIVE_MS, what: `failed run ${i + 1} of ${name}` });
+    }
+    const page = await suite.page({ viewport: MOBILE });
+    await signIn(page, cf, ADMIN_TOKEN, `#/jobs/${name}`);
+    await heading(page, name);
+    await loaded(page);
+    const table = page.getByRole('table', { name: 'Runs' });
+    const rows = table.getByRole('row').filter({ has: page.getByRole('cell') });
+    await eventually(async () => assert.equal(await rows.count(), 2), { what: 'both runs in the table' });
+
+    await assertRunsTableFits(page, 'the job page');
+    // What a row still says at this width: its time (a link to the run), status, error and duration.
+    const first = rows.first();
+    const cells = first.getByRole('cell');
+    assert.match(await cells.nth(1).innerText(), /^failed\s*\n\s*\S/, 'the error under the status');
+    for (let i = 0; i < await cells.count(); i++) {
+      const box = await cells.nth(i).boundingBox();
+      if (box) assert.ok(box.x >= 0 && box.x + box.width <= MOBILE.width, `cell ${i} spans ${box.x}..${box.x + box.width} px`);
+    }
+    assert.match(await first.getByRole('cell').last().innerText(), /\d+(\.\d+)? (ms|s)|—/, 'the duration shows');
+    console.log(`# screenshot ${await screenshot(page, 'job-runs-375px')}`);
+
+    // The Runs page's table (it adds the job) fits too.
+    await go(page, cf, `#/runs?job=${name}`);
+    await heading(page, 'Runs');
+    await eventually(async () => assert.equal(await rows.count(), 2), { what: 'both runs on the Runs page' });
+    await assertRunsTableFits(page, 'the Runs page');
+    await rows.first().getByRole('link', { name, exact: true }).waitFor({ timeout: UI_MS });
+    console.log(`# screenshot ${await screenshot(page, 'runs-375px')}`);
+    assertNoProblems(page);
+  }));
+
   test('Clone fills a new job from another; new fields, durations and plain-language errors', withFailureShots(async () => {
+    const { cf, receiver } = suite;
     const source = 'report-source';
     await createJob(cf, jobBody(source, receiver.hook(), {
       schedule: '0 7 * * *', timezone: 'Europe/Berlin', paused: true, description: 'The source job',

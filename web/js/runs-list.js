@@ -16,29 +16,45 @@ const PAGE_SIZE = 50;
 // Every run status, in the order the filters offer them.
 export const RUN_STATUSES = ['running', 'succeeded', 'failed', 'fenced', 'skipped', 'missed', 'lost'];
 
-// The table columns; `showJob` adds the Job column (Runs page).
+// The table columns; `showJob` adds the Job column (Runs page). Columns
+// marked `detail` hide on narrow screens (style.css), where a row keeps its
+// time (with the job on a second line), status (with the error on a second
+// line) and duration; the rest is one tap away on the run page.
 function columns(showJob) {
-  const list = ['Scheduled', 'Status', 'Trigger', 'Token', 'Instance', 'Attempts', 'HTTP', 'Duration', 'Error'];
-  if (showJob) list.splice(1, 0, 'Job');
+  const list = [
+    { name: 'Scheduled' }, { name: 'Status' }, { name: 'Trigger', detail: true }, { name: 'Token', detail: true },
+    { name: 'Instance', detail: true }, { name: 'Attempts', detail: true }, { name: 'HTTP', detail: true },
+    { name: 'Duration' }, { name: 'Error', detail: true },
+  ];
+  if (showJob) list.splice(1, 0, { name: 'Job', detail: true });
   return list;
+}
+
+// A class list for a cell of a `detail` column.
+function detail(className = '') {
+  return `${className} detail`.trim();
 }
 
 function runRow(run, showJob) {
   const linkText = run.scheduled_at ? formatTime(run.scheduled_at) : `run ${shortRunId(run.id)}`;
+  const problem = run.error || run.reason;
+  const jobHref = `#/jobs/${segment(run.job)}`;
   const cells = [
-    h('td', {}, h('a', { href: `#/runs/${segment(run.id)}` }, linkText)),
-    h('td', {}, statusWord(run.status)),
-    h('td', {}, formatValue(run.trigger)),
-    h('td', { class: 'num' }, run.fencing_token ? String(run.fencing_token) : '—'),
-    h('td', {}, formatValue(run.instance)),
-    h('td', { class: 'num' }, String(run.attempts ?? 0)),
-    h('td', { class: 'num' }, formatValue(run.http_status)),
+    h('td', {}, h('a', { href: `#/runs/${segment(run.id)}` }, linkText),
+      showJob ? h('span', { class: 'sub narrow-only' }, h('a', { href: jobHref }, run.job)) : null),
+    h('td', {}, statusWord(run.status),
+      problem ? h('span', { class: 'sub clip narrow-only', title: problem }, problem) : null),
+    h('td', { class: detail() }, formatValue(run.trigger)),
+    h('td', { class: detail('num') }, run.fencing_token ? String(run.fencing_token) : '—'),
+    h('td', { class: detail() }, formatValue(run.instance)),
+    h('td', { class: detail('num') }, String(run.attempts ?? 0)),
+    h('td', { class: detail('num') }, formatValue(run.http_status)),
     h('td', { class: 'num' }, formatDuration(run.duration_ms)),
-    h('td', {}, run.error || run.reason
-      ? h('span', { class: 'clip error-text', title: run.error || run.reason }, run.error || run.reason)
+    h('td', { class: detail() }, problem
+      ? h('span', { class: 'clip error-text', title: problem }, problem)
       : '—'),
   ];
-  if (showJob) cells.splice(1, 0, h('td', {}, h('a', { href: `#/jobs/${segment(run.job)}` }, run.job)));
+  if (showJob) cells.splice(1, 0, h('td', { class: detail() }, h('a', { href: jobHref }, run.job)));
   return h('tr', { 'data-run': run.id }, cells);
 }
 
@@ -67,7 +83,12 @@ export function createRunsList({ filter: initialFilter, showJob = false, emptyTe
   // page. Past it the oldest rows go ("Load more" brings them back), so a
   // page left open for hours neither grows without bound nor slows down.
   let keep = PAGE_SIZE;
-  const { wrap, tbody } = dataTable('Runs', columns(showJob));
+  const columnList = columns(showJob);
+  const { wrap, table, tbody } = dataTable('Runs', columnList.map((c) => c.name));
+  table.classList.add('runs-table');
+  table.querySelectorAll('thead th').forEach((th, i) => {
+    if (columnList[i].detail) th.classList.add('detail');
+  });
   const stateArea = h('div', { class: 'list-state' });
   const moreButton = h('button', { type: 'button', class: 'secondary', hidden: true }, 'Load more');
   const element = h('div', { class: 'runs-list' }, stateArea, wrap, moreButton);

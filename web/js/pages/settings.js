@@ -14,16 +14,21 @@ const ROTATION_MEANING = 'Rotating makes a new secret current; the old one stays
   '(24 hours unless --secret-overlap-hours says otherwise), and deliveries carry a signature by each, ' +
   'so give every target that verifies with the old secret the new one before the overlap ends.';
 
-// A secret shown as dots until "Reveal", with "Copy".
+const SECRET_MASK = '••••••••••••••••';
+
+// A secret shown as dots until "Reveal", with "Copy". While the secret
+// shows, the button reads "Hide" (its label carries the state, so it is
+// not also a pressed/unpressed toggle).
 function secretValue(label, secret) {
-  const text = h('span', { class: 'secret-value' }, '••••••••••••••••');
-  const reveal = h('button', { type: 'button', class: 'secondary', 'aria-pressed': 'false' }, `Reveal ${label}`);
+  const text = h('span', { class: 'secret-value' }, SECRET_MASK);
+  const reveal = h('button', { type: 'button', class: 'secondary' }, `Reveal ${label}`);
   const copy = h('button', { type: 'button', class: 'secondary' }, `Copy ${label}`);
   const status = h('span', { role: 'status', class: 'muted' });
+  let shown = false;
   reveal.addEventListener('click', () => {
-    const shown = reveal.getAttribute('aria-pressed') === 'true';
-    text.textContent = shown ? '••••••••••••••••' : secret;
-    reveal.setAttribute('aria-pressed', String(!shown));
+    shown = !shown;
+    text.textContent = shown ? secret : SECRET_MASK;
+    reveal.textContent = `${shown ? 'Hide' : 'Reveal'} ${label}`;
   });
   copy.addEventListener('click', async () => {
     try {
