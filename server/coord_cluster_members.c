@@ -37,11 +37,14 @@ static const struct member *find_member(struct coord_cluster *self, const char *
     return NULL;
 }
 
-/* Merges one node's member list (from heartbeat element 3 on) into list, keeping the freshest. */
-static void merge_members(const redisReply *reply, struct member **list, size_t *count,
-                          int64_t node_offset_ms)
+/*
+ * Merges the members of one node's heartbeat reply from element from up to
+ * (not including) element to into list, keeping the freshest of each.
+ */
+static void merge_members(const redisReply *reply, size_t from, size_t to, struct member **list,
+                          size_t *count, int64_t node_offset_ms)
 {
-    for (size_t k = 3; k + 6 < reply->elements; k += 7) {
+    for (size_t k = from; k + 6 < to && k + 6 < reply->elements; k += 7) {
         const redisReply *id = reply->element[k];
         struct member m = {0}, *slot = NULL;
 
@@ -110,6 +113,33 @@ static void note_departures(struct coord_cluster *self, const struct member *lis
 }
 
 /*
+ * Adds the departed members the nodes keep (those this instance did not see
+ * leave, having started after they left), unless live in list; state_lock
+ * held.
+ */
+static void note_departed_on_nodes(struct coord_cluster *self, const struct member *gone,
+                                   size_t gone_count, const struct member *list, size_t count)
+{
+    for (size_t i = 0; i < gone_count; i++) {
+        struct departed_member entry = {0};
+        bool live = strcmp(gone[i].id, self->instance_id) == 0;
+
+        for (size_t k = 0; k < count && !live; k++)
+            live = strcmp(list[k].id, gone[i].id) == 0;
+        if (live)
+            continue;
+        snprintf(entry.id, sizeof(entry.id), "%s", gone[i].id);
+        snprintf(entry.url, sizeof(entry.url), "%s", gone[i].url);
+        snprintf(entry.version, sizeof(entry.version), "%s", gone[i].version);
+        entry.started_at_ms = gone[i].started_at_ms;
+        entry.last_seen_ms = gone[i].seen_ms;
+        entry.ordinal = gone[i].ordinal;
+        departed_add(&self->departed, &entry);
+    }
+    departed_expire(&self->departed, cf_wall_ms());
+}
+
+/*
  * The heartbeat round: refreshes this member and its ordinal on every node,
  * reads back the live members, each node's trust marker and clock. Moves to
  * another ordinal when this one is taken on too many nodes to win a quorum.
@@ -118,15 +148,15 @@ void ccl_heartbeat(struct coord_cluster *self)
 {
     struct nodeset_round *round;
     char members[KEY_MAX], member[KEY_MAX], ordinal_key[KEY_MAX], marker[KEY_MAX],
-        member_prefix[KEY_MAX];
-    char url[512], started[24], clock[24], ordinal[16], ttl[16];
+        member_prefix[KEY_MAX], departed[KEY_MAX];
+    char url[512], started[24], clock[24], ordinal[16], ttl[16], keep[16];
     unsigned current = atomic_load(&self->ordinal);
     int index[MAX_NODES];
     bool answered[MAX_NODES] = {false}, trusted[MAX_NODES] = {false};
     int64_t offsets[MAX_NODES] = {0};
     uint64_t generations[MAX_NODES] = {0};
-    struct member *list = NULL;
-    size_t list_count = 0, held = 0, taken = 0, trusted_answers = 0;
+    struct member *list = NULL, *gone = NULL;
+    size_t list_count = 0, gone_count = 0, held = 0, taken = 0, trusted_answers = 0;
     int64_t sent_wall, midpoint;
 
     ccl_make_key(self, members, "members", "");
@@ -135,28 +165,31 @@ void ccl_heartbeat(struct coord_cluster *self)
     ccl_make_key(self, ordinal_key, "ordinal:", ordinal);
     ccl_make_key(self, marker, "node", "");
     ccl_make_key(self, member_prefix, "member:", "");
+    ccl_make_key(self, departed, "departed", "");
     pthread_mutex_lock(&self->state_lock);
     snprintf(url, sizeof(url), "%s", self->advertise_url);
     pthread_mutex_unlock(&self->state_lock);
     snprintf(started, sizeof(started), "%lld", (long long)self->started_at_ms);
     snprintf(ttl, sizeof(ttl), "%d", MEMBER_TTL_MS);
+    snprintf(keep, sizeof(keep), "%d", DEPARTED_KEEP_MS);
 
     round = nodeset_round_begin(self->ns);
     sent_wall = cf_wall_ms();
     snprintf(clock, sizeof(clock), "%lld", (long long)sent_wall);
     for (size_t node = 0; node < self->n; node++)
-        index[node] =
-            nodeset_round_node_up(round, node)
-                ? nodeset_round_script(round, node, S_HEARTBEAT, 4, 12,
-                                       (const char *[]){members, member, ordinal_key, marker,
-                                                        self->instance_id, url, CF_VERSION, started,
-                                                        clock, ordinal, member_prefix, ttl})
-                : -1;
+        index[node] = nodeset_round_node_up(round, node)
+                          ? nodeset_round_script(
+                                round, node, S_HEARTBEAT, 5, 14,
+                                (const char *[]){members, member, ordinal_key, marker, departed,
+                                                 self->instance_id, url, CF_VERSION, started, clock,
+                                                 ordinal, member_prefix, ttl, keep})
+                          : -1;
     nodeset_round_exec_within(round, ccl_wait_at_least(self, HEARTBEAT_WAIT_MS));
     midpoint = sent_wall + (cf_wall_ms() - sent_wall) / 2;
     for (size_t node = 0; node < self->n; node++) {
         const redisReply *reply = nodeset_round_reply(round, node, index[node]);
         int64_t node_now = ccl_reply_int(ccl_element(reply, 0), -1);
+        size_t live_end;
 
         if (node_now < 0 || ccl_element(reply, 2) == NULL)
             continue;
@@ -169,7 +202,9 @@ void ccl_heartbeat(struct coord_cluster *self)
             held++;
         else if (ccl_reply_int(ccl_element(reply, 1), 0) != 1)
             taken++;
-        merge_members(reply, &list, &list_count, offsets[node]);
+        live_end = 4 + 7 * (size_t)ccl_reply_int(ccl_element(reply, 3), 0);
+        merge_members(reply, 4, live_end, &list, &list_count, offsets[node]);
+        merge_members(reply, live_end, reply->elements, &gone, &gone_count, offsets[node]);
     }
     ccl_round_generations(self, round, generations);
     nodeset_round_end(round);
@@ -185,6 +220,7 @@ void ccl_heartbeat(struct coord_cluster *self)
     }
     if (list_count > 0 || trusted_answers >= self->quorum) {
         note_departures(self, list, list_count);
+        note_departed_on_nodes(self, gone, gone_count, list, list_count);
         free(self->members);
         self->members = list;
         self->member_count = list_count;
@@ -198,6 +234,7 @@ void ccl_heartbeat(struct coord_cluster *self)
     }
     pthread_mutex_unlock(&self->state_lock);
     free(list);
+    free(gone);
 
     if (held >= self->quorum) {
         if (!atomic_exchange(&self->ordinal_held, true))

@@ -178,11 +178,15 @@ static const char script_catalog_gc[] =
 /*
  * Heartbeat (DESIGN §4.8): refreshes this member (unless its URL is still
  * unknown, ARGV[2] empty: members are only shown with a URL) and its ordinal
- * reservation, drops members not seen for the TTL (by the node's clock), and
- * returns {node time ms, ordinal held 0/1, trusted 0/1, then per live
- * member: id, url, version, started_at, clock, ordinal, seen}.
- * KEYS: members zset, member hash, ordinal key, marker.
- * ARGV: id, url, version, started_at, clock, ordinal, member prefix, ttl_ms.
+ * reservation, moves members not seen for the TTL (by the node's clock) from
+ * the members to the departed set, where they stay for keep_ms with their
+ * member hash (so an instance started later still shows them as down, DESIGN
+ * §6), and returns {node time ms, ordinal held 0/1, trusted 0/1, the number
+ * of live members L, then per member, the L live ones first and the departed
+ * ones after: id, url, version, started_at, clock, ordinal, seen}.
+ * KEYS: members zset, member hash, ordinal key, marker, departed zset.
+ * ARGV: id, url, version, started_at, clock, ordinal, member prefix, ttl_ms,
+ * keep_ms.
  */
 static const char script_heartbeat[] =
     "local t = redis.call('TIME')\n"
@@ -197,22 +201,34 @@ static const char script_heartbeat[] =
     "  redis.call('PEXPIRE', KEYS[3], ttl * 2)\n"
     "  held = 1\n"
     "end\n"
+    "local keep = tonumber(ARGV[9])\n"
     "if ARGV[2] ~= '' then\n"
     "  redis.call('HSET', KEYS[2], 'url', ARGV[2], 'version', ARGV[3], 'started_at', ARGV[4],\n"
     "             'clock', ARGV[5], 'ordinal', ARGV[6], 'seen', string.format('%d', now))\n"
-    "  redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "  redis.call('PEXPIRE', KEYS[2], keep)\n"
     "  redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
+    "  redis.call('ZREM', KEYS[5], ARGV[1])\n"
     "end\n"
+    "local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl, 'WITHSCORES')\n"
+    "for i = 1, #gone, 2 do redis.call('ZADD', KEYS[5], gone[i + 1], gone[i]) end\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)\n"
-    "local out = {string.format('%d', now), held, redis.call('EXISTS', KEYS[4])}\n"
-    "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
-    "  local m = redis.call('HMGET', ARGV[7] .. id, 'url', 'version', 'started_at', 'clock',\n"
-    "                       'ordinal', 'seen')\n"
-    "  if m[1] then\n"
-    "    out[#out + 1] = id\n"
-    "    for k = 1, 6 do out[#out + 1] = m[k] or '' end\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - keep)\n"
+    "local out = {string.format('%d', now), held, redis.call('EXISTS', KEYS[4]), 0}\n"
+    "local function add(set)\n"
+    "  local added = 0\n"
+    "  for _, id in ipairs(redis.call('ZRANGE', set, 0, -1)) do\n"
+    "    local m = redis.call('HMGET', ARGV[7] .. id, 'url', 'version', 'started_at', 'clock',\n"
+    "                         'ordinal', 'seen')\n"
+    "    if m[1] then\n"
+    "      out[#out + 1] = id\n"
+    "      for k = 1, 6 do out[#out + 1] = m[k] or '' end\n"
+    "      added = added + 1\n"
+    "    end\n"
     "  end\n"
+    "  return added\n"
     "end\n"
+    "out[4] = add(KEYS[1])\n"
+    "add(KEYS[5])\n"
     "return out\n";
 
 /*

@@ -1,8 +1,10 @@
 /*
  * departed.h - instances that left the cluster lately, so the cluster page
  * shows them as down with when they were last seen instead of dropping
- * them (DESIGN §6, GET /cluster). What this instance saw leave: a member
- * gone before this instance started is not known to it.
+ * them (DESIGN §6, GET /cluster): those this instance saw leave, and
+ * those the lock nodes keep as departed (a heartbeat moves a member that
+ * stopped heartbeating to the nodes' departed set for the same 10 minutes),
+ * so that an instance started after a member left shows it too.
  */
 #ifndef CF_DEPARTED_H
 #define CF_DEPARTED_H

@@ -878,6 +878,15 @@ def test_cluster_page_shows_members_nodes_and_quorum(cluster):
         # at the time of asking.
         assert killed_at - 15000 <= ms(down[0]["last_seen"]) <= killed_at + 1000, down
 
+    # An instance started after the departure learns it from the nodes, which keep departed
+    # members for 10 minutes: it shows the dead one down too, last seen before the kill.
+    late = group.add_instance()
+    wait_for(lambda: [m["id"] for m in cluster_view(late)["members"] if not m["up"]] ==
+             [gone.name], timeout=15, what="the late instance sees the dead member down")
+    down = [m for m in cluster_view(late)["members"] if not m["up"]]
+    assert down[0]["url"] == gone.url, down
+    assert killed_at - 15000 <= ms(down[0]["last_seen"]) <= killed_at + 1000, down
+
     # A node down and then a second one: no quorum.
     group.nodes[2].kill9()
     wait_for(lambda: cluster_view(group.instances[0])["quorum"]["state"] == "no_quorum",
