@@ -24,12 +24,30 @@
 /* How long a statement waits for another connection's write lock. */
 #define DB_BUSY_TIMEOUT_MS 10000
 
+/*
+ * How many statements a handle keeps prepared. Preparing (parsing and
+ * planning) took about a third of the CPU of a job creation; an instance
+ * runs a few dozen distinct statements, so every one of them stays.
+ */
+#define DB_STMT_CACHE 64
+
+/* A statement kept prepared, found again by its SQL text. */
+struct db_cached_stmt {
+    char *sql; /* owned copy */
+    size_t len;
+    sqlite3_stmt *stmt;
+    bool in_use; /* handed out by prepare() and not yet given back by finish() */
+};
+
 struct db {
     sqlite3 *conn;
     pthread_mutex_t lock;     /* held for every call, and from db_begin to its end */
     int lock_fd;              /* db_claim_owner's advisory lock, -1 when none */
     sqlite3_stmt *run_upsert; /* prepared once: the scheduler runs it thousands of times a second */
     sqlite3_stmt *outbox_add; /* prepared once, beside run_upsert */
+    /* Statements kept prepared; used under lock, like the connection. */
+    struct db_cached_stmt cache[DB_STMT_CACHE];
+    size_t cached;
     struct db_observer observer;
 };
 
@@ -221,6 +239,10 @@ void db_close(struct db *db)
         return;
     sqlite3_finalize(db->run_upsert);
     sqlite3_finalize(db->outbox_add);
+    for (size_t i = 0; i < db->cached; i++) {
+        sqlite3_finalize(db->cache[i].stmt);
+        free(db->cache[i].sql);
+    }
     sqlite3_close_v2(db->conn);
     if (db->lock_fd >= 0)
         close(db->lock_fd);
@@ -230,16 +252,59 @@ void db_close(struct db *db)
 
 /* ---- statements ---- */
 
-/* Prepares sql; NULL on error (logged). */
+/*
+ * A statement for sql, ready to bind and step: the handle's kept one when
+ * it is free, else a newly prepared one (kept while the cache has room).
+ * NULL on error (logged). Give it back with finish().
+ */
 static sqlite3_stmt *prepare(struct db *db, const char *sql)
 {
+    size_t len = strlen(sql);
     sqlite3_stmt *stmt = NULL;
+    bool keep;
 
-    if (sqlite3_prepare_v2(db->conn, sql, -1, &stmt, NULL) != SQLITE_OK) {
+    for (size_t i = 0; i < db->cached; i++) {
+        struct db_cached_stmt *entry = &db->cache[i];
+
+        if (!entry->in_use && entry->len == len && memcmp(entry->sql, sql, len) == 0) {
+            entry->in_use = true;
+            return entry->stmt;
+        }
+    }
+    keep = db->cached < DB_STMT_CACHE;
+    if (sqlite3_prepare_v3(db->conn, sql, (int)len + 1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &stmt,
+                           NULL) != SQLITE_OK) {
         db_fail(db, "prepare");
         return NULL;
     }
+    if (keep) {
+        struct db_cached_stmt *entry = &db->cache[db->cached];
+
+        entry->sql = strdup(sql);
+        if (entry->sql != NULL) {
+            entry->len = len;
+            entry->stmt = stmt;
+            entry->in_use = true;
+            db->cached++;
+        }
+    }
     return stmt;
+}
+
+/* Gives back a statement of prepare(): a kept one is reset for reuse, any other finalized. */
+static void finish(struct db *db, sqlite3_stmt *stmt)
+{
+    if (stmt == NULL)
+        return;
+    for (size_t i = 0; i < db->cached; i++) {
+        if (db->cache[i].stmt == stmt) {
+            sqlite3_reset(stmt);
+            sqlite3_clear_bindings(stmt);
+            db->cache[i].in_use = false;
+            return;
+        }
+    }
+    sqlite3_finalize(stmt);
 }
 
 static void bind_text(sqlite3_stmt *stmt, int index, const char *text)
@@ -267,7 +332,7 @@ static int step_done(struct db *db, sqlite3_stmt *stmt, const char *what)
     if (stmt == NULL)
         return CF_ERR_DB;
     rc = sqlite3_step(stmt);
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     if (rc != SQLITE_DONE)
         return db_fail(db, what);
     return CF_OK;
@@ -318,7 +383,7 @@ int db_migrate(struct db *db, char *err, size_t errlen)
     }
     applied = sqlite3_column_int(stmt, 0);
     /* A statement left running would keep a migration from dropping a table. */
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     stmt = NULL;
     if (applied > db_schema_version()) {
         char detail[128];
@@ -366,7 +431,7 @@ int db_migrate(struct db *db, char *err, size_t errlen)
     ret = CF_OK;
 out:
     sqlite3_free(msg);
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -401,7 +466,7 @@ int db_claim_owner(struct db *db, const char *path, char *err, size_t errlen)
             sqlite3_step(stmt) == SQLITE_ROW)
             snprintf(detail, sizeof(detail), "pid %lld on %s",
                      (long long)sqlite3_column_int64(stmt, 0), sqlite3_column_text(stmt, 1));
-        sqlite3_finalize(stmt);
+        finish(db, stmt);
         pthread_mutex_unlock(&db->lock);
         set_err(err, errlen,
                 "database is in use by another standalone instance (%s); "
@@ -452,7 +517,7 @@ static int meta_get_locked(struct db *db, const char *key, char **value)
     } else if (rc != SQLITE_DONE) {
         ret = db_fail(db, "meta get");
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     return ret;
 }
 
@@ -596,7 +661,7 @@ int db_job_get(struct db *db, const char *name, struct job **job)
     else if (rc != SQLITE_DONE)
         ret = db_fail(db, "job get");
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -738,7 +803,7 @@ static int search_is_selective(struct db *db, const char *phrase, bool *selectiv
         *selective = sqlite3_column_int(stmt, 0) < SEARCH_INDEX_MAX_MATCHES;
     else
         ret = db_fail(db, "job search count");
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     return ret;
 }
 
@@ -785,7 +850,7 @@ int db_job_list(struct db *db, const struct db_job_query *query, struct job ***j
         bind_text(stmt, 5, phrase);
     ret = collect_jobs(db, stmt, query->limit, jobs, count, more);
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     free(phrase);
     return ret;
@@ -867,7 +932,7 @@ int db_job_list_sorted(struct db *db, const struct db_job_query *query, enum db_
         *count = 0;
     }
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -887,7 +952,7 @@ int db_job_next_stale(struct db *db, int64_t now_ms, int limit, struct job ***jo
         sqlite3_bind_int(stmt, 2, limit);
     }
     ret = stmt ? collect_jobs(db, stmt, 0, jobs, count, NULL) : CF_ERR_DB;
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -915,7 +980,7 @@ int db_job_next_store(struct db *db, const char *const *names, const int64_t *ne
         sqlite3_reset(stmt);
     }
 out_end:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     sqlite3_exec(db->conn, ret == CF_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
 out_unlock:
     pthread_mutex_unlock(&db->lock);
@@ -949,7 +1014,7 @@ int db_job_stats_get(struct db *db, const char *job, struct db_job_stats *stats)
         ret = db_fail(db, "job stats");
     }
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -979,7 +1044,7 @@ int db_run_firings_by_instance(struct db *db, int64_t since_ms, json_t **counts)
     if (rc != SQLITE_DONE)
         ret = db_fail(db, "run firings");
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     if (ret != CF_OK) {
         json_decref(*counts);
@@ -997,7 +1062,7 @@ int db_job_all(struct db *db, struct job ***jobs, size_t *count)
     stmt = prepare(db, "SELECT doc, version, created_at, updated_at FROM jobs "
                        "WHERE deleted_at IS NULL ORDER BY name");
     ret = stmt ? collect_jobs(db, stmt, 0, jobs, count, NULL) : CF_ERR_DB;
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1036,7 +1101,7 @@ static int read_int_per_job(struct db *db, const char *sql, const char *what,
         sqlite3_reset(stmt);
     }
 out_end:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL);
 out_unlock:
     pthread_mutex_unlock(&db->lock);
@@ -1068,7 +1133,7 @@ int db_job_count(struct db *db, int64_t *count)
         *count = sqlite3_column_int64(stmt, 0);
         ret = CF_OK;
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1093,7 +1158,7 @@ static int job_version_locked(struct db *db, const char *name, int64_t *version,
     } else if (rc != SQLITE_DONE) {
         ret = db_fail(db, "job version");
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     return ret;
 }
 
@@ -1288,7 +1353,7 @@ int db_fence_read(struct db *db, const char *job, int64_t *token, int64_t *last_
     } else if (rc != SQLITE_DONE) {
         ret = db_fail(db, "fence read");
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     return ret;
 }
 
@@ -1531,7 +1596,7 @@ int db_outbox_peek(struct db *db, size_t limit, struct db_outbox_entry **entries
     if (ret == CF_OK && n < limit && rc != SQLITE_DONE)
         ret = db_fail(db, "outbox read");
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     if (ret != CF_OK) {
         db_outbox_entries_free(list, n);
@@ -1556,7 +1621,7 @@ int db_outbox_delete(struct db *db, const int64_t *seqs, size_t count)
     for (size_t i = 0; stmt != NULL && i < count; i++) {
         sqlite3_bind_int64(stmt, 1, seqs[i]);
         if (sqlite3_step(stmt) != SQLITE_DONE) {
-            sqlite3_finalize(stmt);
+            finish(db, stmt);
             stmt = NULL;
             db_fail(db, "outbox delete");
         }
@@ -1567,7 +1632,7 @@ int db_outbox_delete(struct db *db, const int64_t *seqs, size_t count)
         db_rollback(db);
         return CF_ERR_DB;
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     return db_commit(db);
 }
 
@@ -1582,7 +1647,7 @@ int db_outbox_count(struct db *db, int64_t *count)
         *count = sqlite3_column_int64(stmt, 0);
         ret = CF_OK;
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1655,7 +1720,7 @@ int db_run_get(struct db *db, const char *id, struct run *run)
         ret = db_fail(db, "run get");
     }
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1693,7 +1758,7 @@ static int collect_runs(struct db *db, sqlite3_stmt *stmt, size_t limit, const c
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         ret = db_fail(db, what);
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     if (ret != CF_OK) {
         for (size_t i = 0; i < n; i++)
@@ -1777,7 +1842,7 @@ int db_run_job_health(struct db *db,
     if (rc != SQLITE_DONE)
         ret = db_fail(db, "run job health");
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1808,7 +1873,7 @@ int db_run_previous_status(struct db *db, const struct run *run, int *status)
         ret = db_fail(db, "run previous status");
     }
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1835,7 +1900,7 @@ int db_run_latest(struct db *db, const char *job, struct run *run)
         ret = db_fail(db, "run latest");
     }
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1858,7 +1923,7 @@ int db_run_last_slot(struct db *db, const char *job, int64_t *slot_ms)
             ret = db_fail(db, "run last slot");
         }
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1898,7 +1963,7 @@ int db_job_max_lease(struct db *db, int64_t *lease_ms)
             ret = db_fail(db, "max lease");
         }
     }
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
@@ -1969,7 +2034,7 @@ int db_run_jobs_over(struct db *db, int keep, char ***jobs, size_t *count)
     if (ret == CF_OK && rc != SQLITE_DONE)
         ret = db_fail(db, "runs per job");
 out:
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     if (ret != CF_OK) {
         for (size_t i = 0; i < used; i++)
@@ -2013,7 +2078,7 @@ int db_check(struct db *db)
     stmt = prepare(db, "SELECT count(*) FROM meta");
     if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW)
         ret = CF_OK;
-    sqlite3_finalize(stmt);
+    finish(db, stmt);
     pthread_mutex_unlock(&db->lock);
     return ret;
 }
