@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "cron.h"
+#include "data_text.h"
 #include "tz.h"
 
 #define DATA_LINE_MAX 4096
@@ -30,19 +31,6 @@ struct data_case {
     char *fields[4]; /* the fields after the expression, trimmed */
     int field_count;
 };
-
-static char *trim(char *s)
-{
-    char *end;
-
-    while (*s == ' ' || *s == '\t')
-        s++;
-    end = s + strlen(s);
-    while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
-        end--;
-    *end = '\0';
-    return s;
-}
 
 /*
  * Reads a quoted expression at *p ("...", with \t, \\, \" and \xNN) into out
@@ -84,7 +72,7 @@ static bool read_quoted(char **p, char *out)
  */
 static int parse_line(char *line, int line_number, struct data_case *out)
 {
-    char *p = trim(line);
+    char *p = data_trim(line);
 
     if (*p == '\0' || *p == '#')
         return 0;
@@ -93,7 +81,7 @@ static int parse_line(char *line, int line_number, struct data_case *out)
     if (*p == '"') {
         if (!read_quoted(&p, out->expr))
             return -1;
-        p = trim(p);
+        p = data_trim(p);
         if (*p != '|')
             return -1;
     } else {
@@ -102,7 +90,7 @@ static int parse_line(char *line, int line_number, struct data_case *out)
         if (bar == NULL)
             return -1;
         *bar = '\0';
-        snprintf(out->expr, sizeof(out->expr), "%s", trim(p));
+        snprintf(out->expr, sizeof(out->expr), "%s", data_trim(p));
         *bar = '|';
         p = bar;
     }
@@ -113,7 +101,7 @@ static int parse_line(char *line, int line_number, struct data_case *out)
             *bar = '\0';
         if (out->field_count == 4)
             return -1;
-        out->fields[out->field_count++] = trim(start);
+        out->fields[out->field_count++] = data_trim(start);
         if (bar == NULL)
             break;
         start = bar + 1;

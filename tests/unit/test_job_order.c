@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "data_text.h"
 #include "db.h"
 #include "job.h"
 #include "job_order.h"
@@ -134,18 +135,6 @@ static void write_run(struct db *db, const char *job, const char *id, long long 
     cr_assert_eq(db_run_upsert(db, &run), CF_OK);
 }
 
-static char *trim(char *text)
-{
-    char *end;
-
-    while (*text == ' ')
-        text++;
-    end = text + strlen(text);
-    while (end > text && (end[-1] == ' ' || end[-1] == '\n'))
-        *--end = '\0';
-    return text;
-}
-
 Test(job_order, failures_and_last_error_follow_the_history)
 {
     FILE *file = fopen(CF_TEST_DATA "/runs/job_stats.txt", "r");
@@ -160,7 +149,7 @@ Test(job_order, failures_and_last_error_follow_the_history)
         struct db_job_stats stats;
 
         number++;
-        if (line[0] == '#' || trim(line)[0] == '\0')
+        if (line[0] == '#' || data_trim(line)[0] == '\0')
             continue;
         for (size_t i = 0; i < 7; i++) {
             char *bar = strchr(rest, '|');
@@ -168,7 +157,7 @@ Test(job_order, failures_and_last_error_follow_the_history)
             cr_assert(i == 6 || bar != NULL, "line %d: 7 fields expected", number);
             if (bar != NULL)
                 *bar = '\0';
-            fields[i] = trim(rest);
+            fields[i] = data_trim(rest);
             rest = bar != NULL ? bar + 1 : rest + strlen(rest);
         }
         write_run(db, "j", fields[0], atoll(fields[1]), fields[2],

@@ -7,20 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data_text.h"
 #include "notify_rule.h"
 #include "run.h"
-
-static char *trim(char *text)
-{
-    char *end;
-
-    while (*text == ' ' || *text == '\t')
-        text++;
-    end = text + strlen(text);
-    while (end > text && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n'))
-        *--end = '\0';
-    return text;
-}
 
 /* Splits line at '|' into at most max trimmed fields; returns how many. */
 static size_t split(char *line, char **fields, size_t max)
@@ -33,7 +22,7 @@ static size_t split(char *line, char **fields, size_t max)
 
         if (bar != NULL)
             *bar = '\0';
-        fields[n++] = trim(rest);
+        fields[n++] = data_trim(rest);
         if (bar == NULL)
             break;
         rest = bar + 1;
@@ -49,7 +38,7 @@ static unsigned parse_on(char *text)
     if (strcmp(text, "default") == 0)
         return NOTIFY_ON_DEFAULT;
     for (char *name = strtok_r(text, ",", &save); name != NULL; name = strtok_r(NULL, ",", &save)) {
-        enum notify_event event = notify_event_parse(trim(name));
+        enum notify_event event = notify_event_parse(data_trim(name));
 
         cr_assert_neq(event, NOTIFY_NONE, "unknown event %s in the data", name);
         on |= NOTIFY_BIT(event);
@@ -70,7 +59,7 @@ Test(notify_rule, events_from_data)
         enum notify_event got;
         const char *want;
 
-        if (line[0] == '#' || trim(line)[0] == '\0')
+        if (line[0] == '#' || data_trim(line)[0] == '\0')
             continue;
         snprintf(copy, sizeof(copy), "%s", line);
         cr_assert_eq(split(line, fields, 4), 4, "bad line: %s", copy);
@@ -99,7 +88,7 @@ Test(notify_rule, slack_text_from_data)
         struct run run = {0};
         enum notify_event event;
 
-        if (line[0] == '#' || trim(line)[0] == '\0')
+        if (line[0] == '#' || data_trim(line)[0] == '\0')
             continue;
         cr_assert_eq(split(line, fields, 9), 9);
         event = notify_event_parse(fields[0]);

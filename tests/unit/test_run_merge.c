@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "data_text.h"
 #include "db.h"
 #include "log.h"
 #include "run.h"
@@ -30,18 +31,6 @@ static char *field_text(const char *text)
     return strcmp(text, "-") == 0 ? NULL : strdup(text);
 }
 
-static char *trim(char *text)
-{
-    char *end;
-
-    while (*text == ' ' || *text == '\t')
-        text++;
-    end = text + strlen(text);
-    while (end > text && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n'))
-        *--end = '\0';
-    return text;
-}
-
 static void load_records(void)
 {
     FILE *file = fopen(CF_TEST_DATA "/runs/merge.txt", "r");
@@ -55,7 +44,7 @@ static void load_records(void)
         struct run *run;
         int status;
 
-        if (line[0] == '#' || trim(line)[0] == '\0')
+        if (line[0] == '#' || data_trim(line)[0] == '\0')
             continue;
         for (size_t i = 0; i < 8; i++) {
             char *bar = strchr(rest, '|');
@@ -63,7 +52,7 @@ static void load_records(void)
             cr_assert(i == 7 || bar != NULL, "line %zu: 8 fields expected", record_count + 1);
             if (bar != NULL)
                 *bar = '\0';
-            fields[i] = trim(rest);
+            fields[i] = data_trim(rest);
             rest = bar != NULL ? bar + 1 : rest + strlen(rest);
         }
         cr_assert_lt(record_count, MAX_RECORDS);
