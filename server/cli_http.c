@@ -9,15 +9,14 @@
 #include <strings.h>
 
 #include "common.h"
+#include "http_parse.h"
 
 /* Answers larger than this are refused rather than buffered: 64 MiB. */
 #define CLI_MAX_RESPONSE_BYTES ((size_t)64 * 1024 * 1024)
 
-/* A growing response body with a fixed cap. */
+/* The response body, capped at CLI_MAX_RESPONSE_BYTES with its NUL. */
 struct body_buffer {
-    char *data;
-    size_t len;
-    size_t cap;
+    struct http_body body;
     bool too_large;
 };
 
@@ -25,27 +24,10 @@ static size_t on_body(char *chunk, size_t size, size_t count, void *userdata)
 {
     struct body_buffer *buffer = userdata;
     size_t len = size * count;
+    int ret = http_body_append(&buffer->body, chunk, len);
 
-    if (buffer->len + len + 1 > CLI_MAX_RESPONSE_BYTES) {
-        buffer->too_large = true;
-        return 0;
-    }
-    if (buffer->len + len + 1 > buffer->cap) {
-        size_t cap = buffer->cap ? buffer->cap : 4096;
-        char *grown;
-
-        while (cap < buffer->len + len + 1)
-            cap *= 2;
-        grown = realloc(buffer->data, cap);
-        if (grown == NULL)
-            return 0;
-        buffer->data = grown;
-        buffer->cap = cap;
-    }
-    memcpy(buffer->data + buffer->len, chunk, len);
-    buffer->len += len;
-    buffer->data[buffer->len] = '\0';
-    return len;
+    buffer->too_large = ret == CF_ERR_TOO_LARGE;
+    return ret == CF_OK ? len : 0;
 }
 
 /* Copies the headers the client reads (ETag, Cronfence-Access) into the response. */
@@ -86,6 +68,7 @@ int cli_http_request(const struct cli_server *server, const char *method, const 
     int ret = CF_ERR_NOMEM;
 
     memset(res, 0, sizeof(*res));
+    http_body_begin(&buffer.body, -1, CLI_MAX_RESPONSE_BYTES - 1);
     easy = curl_easy_init();
     if (easy == NULL)
         goto out;
@@ -144,15 +127,15 @@ int cli_http_request(const struct cli_server *server, const char *method, const 
         goto out;
     }
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res->status);
-    if (buffer.len > 0)
-        res->body = json_loadb(buffer.data, buffer.len, JSON_DECODE_ANY, NULL);
+    if (buffer.body.len > 0)
+        res->body = json_loadb(buffer.body.data, buffer.body.len, JSON_DECODE_ANY, NULL);
     ret = CF_OK;
 out:
     if (ret == CF_ERR_NOMEM)
         snprintf(err, errlen, "out of memory");
     curl_slist_free_all(headers);
     curl_easy_cleanup(easy);
-    free(buffer.data);
+    http_body_release(&buffer.body);
     free(payload);
     free(line);
     free(url);
