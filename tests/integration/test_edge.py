@@ -15,7 +15,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import ADMIN_TOKEN, SANITIZED, SLOW, Instance, http, wait_for
+from conftest import ADMIN_TOKEN, SANITIZED, SLOW, Instance, http, wait_for, with_fields
 
 URL = "http://127.0.0.1:9/hook"
 YEARLY = "0 0 1 1 *"
@@ -24,13 +24,7 @@ EXISTING = "existing"
 
 
 def job(name="fresh", **fields):
-    body = {"name": name, "schedule": YEARLY, "webhook": {"url": URL}}
-    for key, value in fields.items():
-        if isinstance(value, dict) and isinstance(body.get(key), dict):
-            body[key].update(value)
-        else:
-            body[key] = value
-    return body
+    return with_fields({"name": name, "schedule": YEARLY, "webhook": {"url": URL}}, fields)
 
 
 def preview(**query):
