@@ -26,8 +26,9 @@
 
 /*
  * How many statements a handle keeps prepared. Preparing (parsing and
- * planning) took about a third of the CPU of a job creation; an instance
- * runs a few dozen distinct statements, so every one of them stays.
+ * planning) took about a third of the CPU of a job creation, and the
+ * scheduler upserts runs thousands of times a second; an instance runs a
+ * few dozen distinct statements, so every one of them stays.
  */
 #define DB_STMT_CACHE 64
 
@@ -41,10 +42,8 @@ struct db_cached_stmt {
 
 struct db {
     sqlite3 *conn;
-    pthread_mutex_t lock;     /* held for every call, and from db_begin to its end */
-    int lock_fd;              /* db_claim_owner's advisory lock, -1 when none */
-    sqlite3_stmt *run_upsert; /* prepared once: the scheduler runs it thousands of times a second */
-    sqlite3_stmt *outbox_add; /* prepared once, beside run_upsert */
+    pthread_mutex_t lock; /* held for every call, and from db_begin to its end */
+    int lock_fd;          /* db_claim_owner's advisory lock, -1 when none */
     /* Statements kept prepared; used under lock, like the connection. */
     struct db_cached_stmt cache[DB_STMT_CACHE];
     size_t cached;
@@ -237,8 +236,6 @@ void db_close(struct db *db)
 {
     if (db == NULL)
         return;
-    sqlite3_finalize(db->run_upsert);
-    sqlite3_finalize(db->outbox_add);
     for (size_t i = 0; i < db->cached; i++) {
         sqlite3_finalize(db->cache[i].stmt);
         free(db->cache[i].sql);
@@ -1408,18 +1405,13 @@ int64_t db_run_sort_at(const struct run *run)
         t ".reason") ", " RUN_MERGE_TEXT_SQL(t ".error") ")"
 
 /*
- * Upserts one run with the cached statement; the lock is held. *changed
- * says whether the stored state changed.
+ * Upserts one run; the lock is held. *changed says whether the stored state
+ * changed.
  */
 static int run_upsert_locked(struct db *db, const struct run *run, bool *changed)
 {
-    sqlite3_stmt *stmt = db->run_upsert;
-    int rc;
-
-    if (stmt == NULL) {
-        rc = sqlite3_prepare_v3(
-            db->conn,
-            "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
+    sqlite3_stmt *stmt = prepare(
+        db, "INSERT INTO runs (id, job, trigger, scheduled_at, started_at, finished_at,"
             " status, reason, fencing_token, instance, attempts, http_status, duration_ms,"
             " error, response_excerpt, lease_lost, sort_at, lag_ms, retry_of, attempt_log) VALUES"
             " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
@@ -1434,12 +1426,11 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
             " lease_lost = excluded.lease_lost, sort_at = excluded.sort_at,"
             " lag_ms = excluded.lag_ms, retry_of = excluded.retry_of,"
             " attempt_log = excluded.attempt_log"
-            " WHERE " RUN_MERGE_KEY_SQL("excluded") " > " RUN_MERGE_KEY_SQL("runs"),
-            -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL);
-        if (rc != SQLITE_OK)
-            return db_fail(db, "prepare run upsert");
-        db->run_upsert = stmt;
-    }
+            " WHERE " RUN_MERGE_KEY_SQL("excluded") " > " RUN_MERGE_KEY_SQL("runs"));
+    int rc;
+
+    if (stmt == NULL)
+        return CF_ERR_DB;
     bind_text(stmt, 1, run->id);
     bind_text(stmt, 2, run->job);
     bind_text(stmt, 3, run_trigger_name(run->trigger));
@@ -1469,15 +1460,14 @@ static int run_upsert_locked(struct db *db, const struct run *run, bool *changed
 
         json_decref(list);
         if (log == NULL) {
-            sqlite3_clear_bindings(stmt);
+            finish(db, stmt);
             return CF_ERR_NOMEM;
         }
         sqlite3_bind_text(stmt, 20, log, -1, free);
     }
     rc = sqlite3_step(stmt);
     *changed = rc == SQLITE_DONE && sqlite3_changes(db->conn) > 0;
-    sqlite3_reset(stmt);
-    sqlite3_clear_bindings(stmt);
+    finish(db, stmt);
     if (rc != SQLITE_DONE)
         return db_fail(db, "run upsert");
     return CF_OK;
@@ -1491,23 +1481,19 @@ static int outbox_add_locked(struct db *db, const struct run *run)
 {
     json_t *doc = run_to_json(run);
     char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-    int rc;
+    sqlite3_stmt *stmt;
 
     json_decref(doc);
     if (text == NULL)
         return CF_ERR_NOMEM;
-    if (db->outbox_add == NULL &&
-        sqlite3_prepare_v3(db->conn, "INSERT INTO outbox (run_id, doc) VALUES (?1, ?2)", -1,
-                           SQLITE_PREPARE_PERSISTENT, &db->outbox_add, NULL) != SQLITE_OK) {
+    stmt = prepare(db, "INSERT INTO outbox (run_id, doc) VALUES (?1, ?2)");
+    if (stmt == NULL) {
         free(text);
-        return db_fail(db, "prepare outbox insert");
+        return CF_ERR_DB;
     }
-    bind_text(db->outbox_add, 1, run->id);
-    sqlite3_bind_text(db->outbox_add, 2, text, -1, free);
-    rc = sqlite3_step(db->outbox_add);
-    sqlite3_reset(db->outbox_add);
-    sqlite3_clear_bindings(db->outbox_add);
-    return rc == SQLITE_DONE ? CF_OK : db_fail(db, "outbox insert");
+    bind_text(stmt, 1, run->id);
+    sqlite3_bind_text(stmt, 2, text, -1, free);
+    return step_done(db, stmt, "outbox insert");
 }
 
 int db_run_upsert(struct db *db, const struct run *run)
