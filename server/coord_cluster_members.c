@@ -81,61 +81,51 @@ static void merge_members(const redisReply *reply, size_t from, size_t to, struc
     }
 }
 
-/*
- * Moves the members of the current view missing from list (the new view)
- * to the departed list, and forgets departures of members live again;
- * state_lock held.
- */
-static void note_departures(struct coord_cluster *self, const struct member *list, size_t count)
+/* Whether id is among the count members of list. */
+static bool listed(const struct member *list, size_t count, const char *id)
 {
-    for (size_t i = 0; i < self->member_count; i++) {
-        const struct member *old = &self->members[i];
-        struct departed_member gone = {0};
-        bool live = false;
-
-        for (size_t k = 0; k < count && !live; k++)
-            live = strcmp(list[k].id, old->id) == 0;
-        if (live || strcmp(old->id, self->instance_id) == 0)
-            continue;
-        snprintf(gone.id, sizeof(gone.id), "%s", old->id);
-        snprintf(gone.url, sizeof(gone.url), "%s", old->url);
-        snprintf(gone.version, sizeof(gone.version), "%s", old->version);
-        gone.started_at_ms = old->started_at_ms;
-        gone.last_seen_ms = old->seen_ms;
-        gone.ordinal = old->ordinal;
-        departed_add(&self->departed, &gone);
-        log_info("member gone", "member=%s last_seen_ms=%lld", gone.id,
-                 (long long)gone.last_seen_ms);
-    }
     for (size_t k = 0; k < count; k++)
-        departed_remove(&self->departed, list[k].id);
-    departed_expire(&self->departed, cf_wall_ms());
+        if (strcmp(list[k].id, id) == 0)
+            return true;
+    return false;
+}
+
+/* Records m in the departed list, last seen at its last heartbeat; state_lock held. */
+static void add_departed(struct coord_cluster *self, const struct member *m)
+{
+    struct departed_member gone = {0};
+
+    snprintf(gone.id, sizeof(gone.id), "%s", m->id);
+    snprintf(gone.url, sizeof(gone.url), "%s", m->url);
+    snprintf(gone.version, sizeof(gone.version), "%s", m->version);
+    gone.started_at_ms = m->started_at_ms;
+    gone.last_seen_ms = m->seen_ms;
+    gone.ordinal = m->ordinal;
+    departed_add(&self->departed, &gone);
 }
 
 /*
- * Adds the departed members the nodes keep (those this instance did not see
- * leave, having started after they left), unless live in list; state_lock
- * held.
+ * Updates the departed list for the new view list: the members of the
+ * current view missing from it have left; so have the departed members the
+ * nodes keep (gone, which include those that left before this instance
+ * started); a member live again is no longer departed. state_lock held.
  */
-static void note_departed_on_nodes(struct coord_cluster *self, const struct member *gone,
-                                   size_t gone_count, const struct member *list, size_t count)
+static void note_departures(struct coord_cluster *self, const struct member *list, size_t count,
+                            const struct member *gone, size_t gone_count)
 {
-    for (size_t i = 0; i < gone_count; i++) {
-        struct departed_member entry = {0};
-        bool live = strcmp(gone[i].id, self->instance_id) == 0;
+    for (size_t i = 0; i < self->member_count; i++) {
+        const struct member *old = &self->members[i];
 
-        for (size_t k = 0; k < count && !live; k++)
-            live = strcmp(list[k].id, gone[i].id) == 0;
-        if (live)
+        if (listed(list, count, old->id) || strcmp(old->id, self->instance_id) == 0)
             continue;
-        snprintf(entry.id, sizeof(entry.id), "%s", gone[i].id);
-        snprintf(entry.url, sizeof(entry.url), "%s", gone[i].url);
-        snprintf(entry.version, sizeof(entry.version), "%s", gone[i].version);
-        entry.started_at_ms = gone[i].started_at_ms;
-        entry.last_seen_ms = gone[i].seen_ms;
-        entry.ordinal = gone[i].ordinal;
-        departed_add(&self->departed, &entry);
+        add_departed(self, old);
+        log_info("member gone", "member=%s last_seen_ms=%lld", old->id, (long long)old->seen_ms);
     }
+    for (size_t i = 0; i < gone_count; i++)
+        if (!listed(list, count, gone[i].id) && strcmp(gone[i].id, self->instance_id) != 0)
+            add_departed(self, &gone[i]);
+    for (size_t k = 0; k < count; k++)
+        departed_remove(&self->departed, list[k].id);
     departed_expire(&self->departed, cf_wall_ms());
 }
 
@@ -219,8 +209,7 @@ void ccl_heartbeat(struct coord_cluster *self)
         }
     }
     if (list_count > 0 || trusted_answers >= self->quorum) {
-        note_departures(self, list, list_count);
-        note_departed_on_nodes(self, gone, gone_count, list, list_count);
+        note_departures(self, list, list_count, gone, gone_count);
         free(self->members);
         self->members = list;
         self->member_count = list_count;
