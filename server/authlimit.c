@@ -58,11 +58,7 @@ void authlimit_free(struct authlimit *limit)
 /* FNV-1a of the key. */
 static uint32_t key_hash(const char *key)
 {
-    uint32_t hash = 2166136261u;
-
-    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
-        hash = (hash ^ *p) * 16777619u;
-    return hash;
+    return (uint32_t)cf_fnv1a(CF_FNV1A_START, key);
 }
 
 /* The slot of key, or NULL when it has none; under lock. */

@@ -466,11 +466,7 @@ struct delivery_bulkhead {
 
 static unsigned target_bucket(const char *key)
 {
-    uint32_t hash = 2166136261u; /* FNV-1a */
-
-    for (const unsigned char *c = (const unsigned char *)key; *c != '\0'; c++)
-        hash = (hash ^ *c) * 16777619u;
-    return hash % TARGET_BUCKETS;
+    return (unsigned)(cf_fnv1a(CF_FNV1A_START, key) % TARGET_BUCKETS);
 }
 
 struct delivery_bulkhead *delivery_bulkhead_new(int target_max, int total_max)

@@ -160,11 +160,7 @@ void metrics_free(struct metrics *metrics)
 /* FNV-1a of a job name, for its bucket. */
 static size_t job_bucket(const char *name)
 {
-    uint64_t hash = 1469598103934665603ull;
-
-    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
-        hash = (hash ^ *p) * 1099511628211ull;
-    return (size_t)(hash % JOB_BUCKETS);
+    return (size_t)(cf_fnv1a(CF_FNV1A_START, name) % JOB_BUCKETS);
 }
 
 /*
@@ -384,7 +380,7 @@ void metrics_count_request(struct metrics *metrics, const char *route, const cha
                            int status)
 {
     unsigned method_i = method_index(method);
-    size_t slot = 2166136261u;
+    size_t slot;
 
     if (metrics == NULL)
         return;
@@ -392,9 +388,8 @@ void metrics_count_request(struct metrics *metrics, const char *route, const cha
         route = "none";
     if (status < 100 || status > 599)
         status = 599;
-    for (const char *c = route; *c != '\0'; c++)
-        slot = (slot ^ (unsigned char)*c) * 16777619u;
-    slot = (slot + method_i * 1021 + (size_t)status) % REQUEST_SLOTS;
+    slot = (size_t)((cf_fnv1a(CF_FNV1A_START, route) + method_i * 1021 + (uint64_t)status) %
+                    REQUEST_SLOTS);
     pthread_mutex_lock(&metrics->requests_lock);
     for (size_t probes = 0; probes < REQUEST_SLOTS; probes++) {
         struct request_count *entry = &metrics->requests[slot];

@@ -214,11 +214,7 @@ static uint64_t next_random(struct scheduler *sched)
 
 static unsigned name_bucket(const char *name)
 {
-    uint32_t hash = 2166136261u;
-
-    for (; *name != '\0'; name++)
-        hash = (hash ^ (unsigned char)*name) * 16777619u;
-    return hash % JOB_BUCKETS;
+    return (unsigned)(cf_fnv1a(CF_FNV1A_START, name) % JOB_BUCKETS);
 }
 
 static struct sched_job *find_job(struct scheduler *sched, const char *name)
