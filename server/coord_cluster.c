@@ -3,10 +3,11 @@
  * Redis nodes with quorum fencing tokens (DESIGN §4).
  *
  * Claims, extensions, releases and catalog writes run on the caller's thread
- * as rounds over the nodeset. Everything periodic runs on one background
- * thread: reconnecting nodes, the membership heartbeat (which also holds this
- * instance's ordinal and reads each node's trust marker and clock), node
- * bootstrap and repair, the catalog poll (woken early by pub/sub), the run
+ * as rounds over the nodeset. The membership heartbeat (which also holds this
+ * instance's ordinal and reads each node's trust marker and clock) has a
+ * thread of its own, so nothing else delays it. Everything else periodic runs
+ * on one background thread: reconnecting nodes, node bootstrap and repair
+ * after each heartbeat, the catalog poll (woken early by pub/sub), the run
  * history feed in both directions, and marking the runs of instances that
  * left the cluster as lost.
  *
@@ -106,20 +107,49 @@ static bool on_message(void *ctx, const char *channel, const char *payload, size
     return strcmp(channel, self->catalog_channel) == 0;
 }
 
+/* The heartbeat thread: a heartbeat round every HEARTBEAT_MS, from start to stop. */
+static void *heartbeat_main(void *arg)
+{
+    struct coord_cluster *self = arg;
+
+    while (!atomic_load(&self->stopping)) {
+        struct timespec next;
+
+        cf_monotonic_deadline(HEARTBEAT_MS, &next);
+        ccl_heartbeat(self);
+        pthread_mutex_lock(&self->state_lock);
+        while (!atomic_load(&self->stopping) &&
+               pthread_cond_timedwait(&self->stop_cond, &self->state_lock, &next) == 0)
+            ;
+        pthread_mutex_unlock(&self->state_lock);
+    }
+    return NULL;
+}
+
+/* When the heartbeat last refreshed the view (CLOCK_BOOTTIME ms). */
+static int64_t view_time(struct coord_cluster *self)
+{
+    int64_t at;
+
+    pthread_mutex_lock(&self->state_lock);
+    at = self->view_boot_ms;
+    pthread_mutex_unlock(&self->state_lock);
+    return at;
+}
+
 static void *cluster_main(void *arg)
 {
     struct coord_cluster *self = arg;
-    int64_t next_heartbeat = 0, next_catalog = 0, next_history = 0, next_lost = 0, next_trim = 0,
+    int64_t tended = 0, next_catalog = 0, next_history = 0, next_lost = 0, next_trim = 0,
             next_gc = cf_boot_ms() + CATALOG_GC_MS;
 
     while (!atomic_load(&self->stopping)) {
-        int64_t now = cf_boot_ms();
+        int64_t now = cf_boot_ms(), viewed = view_time(self);
 
         nodeset_maintain(self->ns);
-        if (now >= next_heartbeat) {
-            ccl_heartbeat(self);
+        if (viewed != tended) {
             ccl_tend_trust(self);
-            next_heartbeat = now + HEARTBEAT_MS;
+            tended = viewed;
         }
         if (now >= next_catalog) {
             ccl_catalog_poll(self);
@@ -286,7 +316,7 @@ static json_t *cluster_status(struct coord *coord)
                      "instance", instance, "members", members, "nodes", nodes, "quorum", "size",
                      (int)self->n, "needed", (int)self->quorum, "trusted", (int)trusted, "healthy",
                      trusted >= self->quorum, "state", quorum_state(trusted, self->quorum, self->n),
-                     "ordinal_held", atomic_load(&self->ordinal_held));
+                     "ordinal_held", ccl_ordinal_held(self, NULL));
 }
 
 static bool cluster_ready(struct coord *coord)
@@ -295,7 +325,7 @@ static bool cluster_ready(struct coord *coord)
     struct node_state states[MAX_NODES];
     size_t trusted = 0;
 
-    if (!atomic_load(&self->ordinal_held))
+    if (!ccl_ordinal_held(self, NULL))
         return false;
     snapshot_nodes(self, states);
     for (size_t i = 0; i < self->n; i++) {
@@ -353,7 +383,12 @@ static void cluster_destroy(struct coord *coord)
 {
     struct coord_cluster *self = ccl_from_base(coord);
 
+    pthread_mutex_lock(&self->state_lock);
     atomic_store(&self->stopping, true);
+    pthread_cond_broadcast(&self->stop_cond);
+    pthread_mutex_unlock(&self->state_lock);
+    if (self->heartbeat_started)
+        pthread_join(self->heartbeat_thread, NULL);
     if (self->thread_started)
         pthread_join(self->thread, NULL);
     if (self->thread_started) {
@@ -377,6 +412,7 @@ static void cluster_destroy(struct coord *coord)
     pthread_mutex_destroy(&self->catalog_mutex);
     pthread_cond_destroy(&self->catalog_cond);
     pthread_cond_destroy(&self->first_view_cond);
+    pthread_cond_destroy(&self->stop_cond);
     free(self->members);
     departed_release(&self->departed);
     for (size_t i = 0; i < self->unheard_count; i++)
@@ -442,6 +478,7 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
     pthread_mutex_init(&self->state_lock, NULL);
     pthread_mutex_init(&self->release_lock, NULL);
     pthread_cond_init(&self->first_view_cond, NULL);
+    cf_monotonic_cond_init(&self->stop_cond);
     pthread_mutex_init(&self->catalog_mutex, NULL);
     pthread_cond_init(&self->catalog_cond, NULL);
     self->catalog_tail = &self->catalog_queue;
@@ -509,6 +546,11 @@ int coord_cluster_new(const struct coord_cluster_config *cfg, struct coord **out
         free(pos);
     }
 
+    if (pthread_create(&self->heartbeat_thread, NULL, heartbeat_main, self) != 0) {
+        cluster_destroy(&self->base);
+        return CF_ERR_NOMEM;
+    }
+    self->heartbeat_started = true;
     if (pthread_create(&self->thread, NULL, cluster_main, self) != 0) {
         cluster_destroy(&self->base);
         return CF_ERR_NOMEM;

@@ -259,6 +259,14 @@ static char *start_record(const struct coord_cluster *self, const struct coord_c
     return text;
 }
 
+/* Whether the ordinal a claim round began with is still this instance's (a pause may end it). */
+static bool still_ours(struct coord_cluster *self, unsigned ordinal)
+{
+    unsigned now;
+
+    return ccl_ordinal_held(self, &now) && now == ordinal;
+}
+
 /*
  * Reads the claim round's replies for one claim and decides; returns whether to commit.
  *
@@ -328,7 +336,8 @@ static bool judge_claim(struct coord_cluster *self, struct nodeset_round *round,
     if (fired) {
         claim->result = CF_ERR_FIRED;
     } else if (ok_trusted >= self->quorum &&
-               t0 + lease_validity(claim->lease_ms) - cf_boot_ms() > 0) {
+               t0 + lease_validity(claim->lease_ms) - cf_boot_ms() > 0 &&
+               still_ours(self, ordinal)) {
         claim->token = minting_mint(self->minting, claim->job, highest, ordinal);
         if (claim->token > 0)
             return true;
@@ -363,9 +372,7 @@ int ccl_claim(struct coord *coord, struct coord_claim *claims, size_t n)
         claims[i].token = 0;
         claims[i].started_at_ms = 0;
     }
-    /* Ordinal first: the heartbeat clears ordinal_held before it moves to another ordinal. */
-    ordinal = atomic_load(&self->ordinal);
-    if (n == 0 || !atomic_load(&self->ordinal_held))
+    if (n == 0 || !ccl_ordinal_held(self, &ordinal))
         return CF_OK;
     work = calloc(n, sizeof(*work));
     if (work == NULL) {

@@ -128,8 +128,14 @@ struct coord_cluster {
     char **unheard;
     size_t unheard_count, unheard_cap;
 
+    /*
+     * The ordinal and until when it is ours (CLOCK_BOOTTIME ms, 0: not
+     * held): a heartbeat that confirms it on a trusted quorum extends it,
+     * one that goes unanswered does not take it away (see ccl_heartbeat).
+     */
     atomic_uint ordinal;
-    atomic_bool ordinal_held;
+    _Atomic int64_t ordinal_until;
+    bool ordinal_noted; /* heartbeat thread only: "ordinal held" was logged */
 
     struct minting *minting;   /* tokens minted by claims in flight, per job */
     struct fired_slots *fired; /* slots announced committed, per job (§4.4) */
@@ -158,6 +164,10 @@ struct coord_cluster {
 
     pthread_t thread;
     bool thread_started;
+    /* The heartbeat has its own thread: the catalog and the history never delay it. */
+    pthread_t heartbeat_thread;
+    bool heartbeat_started;
+    pthread_cond_t stop_cond; /* signalled with state_lock when stopping is set */
     atomic_bool stopping;
     uint64_t rng; /* background thread only */
 };
@@ -213,6 +223,7 @@ void ccl_feed_trim(struct coord_cluster *self);
 
 /* coord_cluster_members.c */
 void ccl_heartbeat(struct coord_cluster *self);
+bool ccl_ordinal_held(struct coord_cluster *self, unsigned *ordinal);
 void ccl_mark_departed_runs(struct coord_cluster *self);
 
 /* coord_cluster_repair.c */

@@ -23,6 +23,14 @@
  * them every claim, though the nodes are fine.
  */
 #define HEARTBEAT_WAIT_MS 250
+/*
+ * How long a heartbeat that found the ordinal ours on a trusted quorum keeps
+ * it ours: one member TTL after it was sent, half the life of the key it
+ * refreshed (2 TTLs from when each node ran the script, which is later), so
+ * no other instance can hold it on a quorum before this runs out. Heartbeats
+ * slowed by a busy machine or a slow node do not take it away meanwhile.
+ */
+#define ORDINAL_VALID_MS MEMBER_TTL_MS
 
 /* ---------------------------------------------------------------------- */
 /* Membership (DESIGN §4.8)                                                 */
@@ -147,7 +155,7 @@ void ccl_heartbeat(struct coord_cluster *self)
     uint64_t generations[MAX_NODES] = {0};
     struct member *list = NULL, *gone = NULL;
     size_t list_count = 0, gone_count = 0, held = 0, taken = 0, trusted_answers = 0;
-    int64_t sent_wall, midpoint;
+    int64_t sent_wall, sent_boot = cf_boot_ms(), midpoint;
 
     ccl_make_key(self, members, "members", "");
     ccl_make_key(self, member, "member:", self->instance_id);
@@ -226,18 +234,44 @@ void ccl_heartbeat(struct coord_cluster *self)
     free(gone);
 
     if (held >= self->quorum) {
-        if (!atomic_exchange(&self->ordinal_held, true))
+        /* The key lives 2 TTLs from when a node ran the script, after sent_boot. */
+        atomic_store(&self->ordinal_until, sent_boot + ORDINAL_VALID_MS);
+        if (!self->ordinal_noted)
             log_info("ordinal held", "ordinal=%u", current);
-    } else {
-        if (atomic_exchange(&self->ordinal_held, false))
+        self->ordinal_noted = true;
+    } else if (taken > self->n - self->quorum) {
+        /* Another live instance has it on enough nodes: let it go, then try the next one. */
+        atomic_store(&self->ordinal_until, 0);
+        atomic_store(&self->ordinal, (current + 1) % (1u << COORD_ORDINAL_BITS));
+        if (self->ordinal_noted)
             log_warn("ordinal lost", "ordinal=%u held=%zu", current, held);
-        if (taken > self->n - self->quorum) {
-            /* Another live instance has it on enough nodes: try the next one. */
-            atomic_store(&self->ordinal, (current + 1) % (1u << COORD_ORDINAL_BITS));
-            log_info("ordinal taken, trying the next", "taken=%u next=%u", current,
-                     (current + 1) % (1u << COORD_ORDINAL_BITS));
-        }
+        self->ordinal_noted = false;
+        log_info("ordinal taken, trying the next", "taken=%u next=%u", current,
+                 (current + 1) % (1u << COORD_ORDINAL_BITS));
+    } else if (self->ordinal_noted && cf_boot_ms() >= atomic_load(&self->ordinal_until)) {
+        self->ordinal_noted = false;
+        log_warn("ordinal lost", "ordinal=%u held=%zu", current, held);
+    } else if (self->ordinal_noted) {
+        log_warn("heartbeat not confirmed by a quorum, ordinal still held",
+                 "ordinal=%u held=%zu answered=%zu", current, held, trusted_answers);
     }
+}
+
+/*
+ * Whether this instance holds its ordinal now, and which it is. Read twice
+ * around the deadline: the heartbeat clears the deadline before it moves to
+ * another ordinal, so a claim never mints with an ordinal it let go.
+ */
+bool ccl_ordinal_held(struct coord_cluster *self, unsigned *ordinal)
+{
+    unsigned before = atomic_load(&self->ordinal);
+    int64_t until = atomic_load(&self->ordinal_until);
+
+    if (cf_boot_ms() >= until || atomic_load(&self->ordinal) != before)
+        return false;
+    if (ordinal != NULL)
+        *ordinal = before;
+    return true;
 }
 
 /*

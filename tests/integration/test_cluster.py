@@ -510,6 +510,30 @@ def test_no_firing_without_quorum(cluster, receiver):
     assert not missed_ids & {d["run_id"] for d in receiver.deliveries()}
 
 
+def test_an_unanswered_heartbeat_does_not_take_the_ordinal_away(cluster):
+    """DESIGN §4.8: a heartbeat round a quorum of nodes leaves unanswered (two nodes
+    stalled for a moment, as a slow fsync or a busy machine does) costs the instance
+    neither its ordinal nor its readiness: the ordinal confirmed by the last heartbeat
+    stays valid for half its key's life, so claims go on as soon as the nodes answer."""
+    group = cluster(count=1)
+    instance = group.instances[0]
+    wait_for(lambda: cluster_view(instance)["ordinal_held"] is True, timeout=15,
+             what="ordinal held")
+    for node in group.nodes[:2]:
+        node.pause()
+    try:
+        wait_for(lambda: not any(node_entry(cluster_view(instance), node)["up"]
+                                 for node in group.nodes[:2]),
+                 timeout=15, what="a heartbeat the two stalled nodes left unanswered")
+    finally:
+        for node in group.nodes[:2]:
+            node.resume()
+    assert cluster_view(instance)["ordinal_held"] is True
+    wait_for(lambda: readyz(instance) == 200, timeout=15, what="ready again")
+    assert "ordinal lost" not in instance.stderr()
+    assert "heartbeat not confirmed by a quorum, ordinal still held" in instance.stderr()
+
+
 # --------------------------------------------------------------------------
 # 5. a node wiped empty: untrusted, then repaired with the fences it lost
 # --------------------------------------------------------------------------
